@@ -1,0 +1,90 @@
+"""The venv backend: one cached virtual environment per lock, the scenario run in a subprocess.
+
+Environments live under the cache as `<lock name>-<lock sha[:12]>`; they are built in a
+temporary folder and renamed into place, so an interrupted install never looks finished.
+uv creates and fills them (its wheel cache hard-links files, so a second version costs
+seconds); Pythons uv cannot drive fall back to `python -m venv` and pip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tfbisect.errors import EnvironmentBuildError
+from tfbisect.interpreters import Interpreter
+from tfbisect.locks import Lock, uv_binary
+from tfbisect.process import Finished, run_logged
+from tfbisect.progress import Progress
+from tfbisect.scenario import Scenario
+from tfbisect.spec import EnvSpec
+
+READY = ".tfbisect-ready"
+
+
+class VenvBackend:
+    name = "venv"
+
+    def __init__(self, cache_dir: Path, progress: Progress) -> None:
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    def env_dir(self, lock: Lock) -> Path:
+        return self.cache_dir / "venvs" / f"{lock.path.stem}-{lock.sha256[:12]}"
+
+    def ensure(self, spec: EnvSpec, lock: Lock, interpreter: Interpreter, log_dir: Path) -> Path:
+        """The environment's python, creating the environment if it is not there yet."""
+        target = self.env_dir(lock)
+        python = target / "bin" / "python"
+        ready = target / READY
+        if ready.is_file() and ready.read_text(encoding="utf-8").strip() == lock.sha256:
+            return python
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{spec.key}.install.log"
+        with self.progress.step(spec.label, f"installing {lock.path.name} into a new venv (log: {log_path})"):
+            finished = self._install(partial, lock, interpreter, log_path)
+            if finished.exit_code != 0:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise EnvironmentBuildError(
+                    f"Installing TF {spec.tf_version} on Python {spec.python} failed:\n"
+                    + "\n".join(finished.log_tail.splitlines()[-15:]),
+                    f"see the full log at {log_path}; check the network, or regenerate the lock with "
+                    f"`tfbisect lock --tf {spec.tf_version} --python {spec.python}`.",
+                )
+            (partial / READY).write_text(lock.sha256 + "\n", encoding="utf-8")
+            shutil.rmtree(target, ignore_errors=True)
+            partial.replace(target)
+        return python
+
+    def _install(self, target: Path, lock: Lock, interpreter: Interpreter, log_path: Path) -> Finished:
+        uv = uv_binary()
+        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
+        script = (
+            f"set -e; {uv} venv --quiet --python {interpreter.path} {target}; "
+            f"{uv} pip sync --python {target}/bin/python {lock.path}"
+        )
+        if interpreter.version == "3.6":
+            # uv does not create or fill Python 3.6 environments.
+            script = (
+                f"set -e; {interpreter.path} -m venv {target}; "
+                f"{target}/bin/python -m pip install --no-deps --require-hashes -r {lock.path}"
+            )
+        # The env dir is renamed after install; uv writes absolute paths into scripts only,
+        # and the scenario is always run as `<env>/bin/python script.py`, which survives it.
+        return run_logged(["bash", "-c", script], log_path=log_path, timeout=3600, env=env)
+
+    def command(self, python: Path, scenario: Scenario, output: Path, epochs: int | None) -> list[str]:
+        command = [str(python), str(scenario.path), "--output", str(output)]
+        if epochs is not None:
+            command += ["--epochs", str(epochs)]
+        return command
+
+    def describe(self, python: Path) -> dict[str, str]:
+        done = subprocess.run(
+            [str(python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=False
+        )
+        return {"venv": done.stdout.strip()}

@@ -1,0 +1,206 @@
+"""The command line: a thin layer over the workflow; every known failure is a two-part message."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tfbisect import __version__, catalogue, interpreters, locks, scenario, show, store, toxini
+from tfbisect.errors import TfbisectError, UsageError
+from tfbisect.outcome import Outcome
+from tfbisect.progress import Progress
+from tfbisect.spec import Backend, Flavour, KerasVariant
+from tfbisect.versions import python_sort_key
+from tfbisect.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
+
+# `tfbisect run` speaks git bisect run's language, so it can drive `git bisect run` itself.
+RUN_EXIT = {
+    Outcome.NOT_REPRODUCED: 0,
+    Outcome.REPRODUCED: 1,
+    Outcome.SKIP: 125,
+    Outcome.ERROR: 70,
+    Outcome.TIMEOUT: 124,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfbisect",
+        description="Which TensorFlow releases reproduce a behaviour, on CPU and CUDA, and where did it change?",
+    )
+    parser.add_argument("--version", action="version", version=f"tfbisect {__version__}")
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="results and logs (default: reports/)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="venvs and images cache (default: ~/.cache/tfbisect)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    versions = sub.add_parser(
+        "versions", help="the catalogue of TF releases and which Pythons here can run them"
+    )
+    versions.add_argument("--pre", action="store_true", help="include release candidates")
+    versions.add_argument(
+        "--refresh", action="store_true", help="read the package index instead of the snapshot"
+    )
+    versions.add_argument(
+        "--save", action="store_true", help="with --refresh: overwrite the committed snapshot"
+    )
+    versions.add_argument("--index-url", default=catalogue.DEFAULT_INDEX)
+
+    run = sub.add_parser("run", help="run the scenario on one TF version")
+    add_env_options(run)
+    run.add_argument("--tf", required=True, metavar="VERSION", help="2.10 (newest 2.10.x) or 2.10.0")
+    run.add_argument("--python", metavar="X.Y", help="pin the interpreter (default: newest with wheels here)")
+    run.add_argument("--force", action="store_true", help="run again even if a stored result exists")
+
+    show_cmd = sub.add_parser("show", help="pretty-print a stored result (no argument: list them)")
+    show_cmd.add_argument("result", nargs="?", type=Path, help="a result file under reports/results/")
+
+    lock = sub.add_parser("lock", help="regenerate locks: dependencies as of each release date")
+    lock.add_argument("--tf", nargs="*", metavar="VERSION", help="versions to lock (default: every release)")
+    lock.add_argument("--python", metavar="X.Y", help="Python to lock for (default: newest with wheels here)")
+    lock.add_argument("--flavour", choices=[f.value for f in Flavour], default="cpu")
+    lock.add_argument("--keras", choices=[k.value for k in KerasVariant], default="default")
+    lock.add_argument("--missing", action="store_true", help="only versions that have no lock yet")
+
+    sub.add_parser("tox-ini", help="print tox.ini's generated per-line block for the current catalogue")
+    return parser
+
+
+def add_env_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=[b.value for b in Backend], default="venv")
+    parser.add_argument("--base", choices=[f.value for f in Flavour], default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--keras",
+        choices=[k.value for k in KerasVariant],
+        default="default",
+        help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
+    )
+    parser.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per run")
+    parser.add_argument("--pre", action="store_true", help="allow release candidates")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    progress = Progress(quiet=args.quiet)
+    try:
+        handler = {
+            "versions": cmd_versions,
+            "run": cmd_run,
+            "show": cmd_show,
+            "lock": cmd_lock,
+            "tox-ini": cmd_tox_ini,
+        }[args.command]
+        return handler(args, progress)
+    except TfbisectError as exc:
+        print(f"tfbisect: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "\ntfbisect: interrupted; every finished result is stored under "
+            f"{args.reports}/results and a rerun continues from there.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def cmd_versions(args: argparse.Namespace, progress: Progress) -> int:
+    if args.save and not args.refresh:
+        raise UsageError("--save writes the snapshot read with --refresh.", "add --refresh.")
+    if args.refresh:
+        with progress.step("catalogue", f"reading {args.index_url}"):
+            cat = catalogue.fetch(args.index_url)
+        if args.save:
+            catalogue.save_snapshot(cat, catalogue.default_snapshot_path())
+            progress.say(f"saved the snapshot to {catalogue.default_snapshot_path()}")
+    else:
+        cat = catalogue.load_snapshot()
+    have = set(interpreters.available())
+    print(show.versions_table(cat.releases(pre=args.pre), have))
+    print(
+        f"\ncatalogue of {cat.fetched_at[:10]}; Pythons here: {' '.join(sorted(have, key=python_sort_key)) or 'none'}"
+    )
+    return 0
+
+
+def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
+    settings = Settings(
+        reports_dir=args.reports,
+        cache_dir=args.cache or default_cache_dir(),
+        timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
+        force=getattr(args, "force", False),
+    )
+    return Runner(catalogue.load_snapshot(), settings, progress)
+
+
+def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    if args.backend == Backend.DOCKER.value:
+        raise UsageError(
+            "The Docker backend is not available in this version of tfbisect.",
+            "use --backend venv (the default), which needs no Docker.",
+        )
+    runner = make_runner(args, progress)
+    chosen = scenario.find(args.scenario)
+    spec = runner.spec_for(
+        args.tf,
+        python=args.python,
+        flavour=Flavour(args.base),
+        keras=KerasVariant(args.keras),
+        backend=Backend(args.backend),
+        pre=args.pre,
+    )
+    record = runner.run(spec, chosen)
+    path = runner.store.path_for(chosen.name, chosen.sha256, spec)
+    print(show.record_text(record, path))
+    return RUN_EXIT[record.outcome]
+
+
+def cmd_show(args: argparse.Namespace, progress: Progress) -> int:
+    if args.result is None:
+        results = store.ResultStore(args.reports / "results")
+        found = list(results.records())
+        if not found:
+            print(f"no stored results under {results.root}; run one with `tfbisect run --tf 2.10`.")
+        for path, record in found:
+            print(f"{show.MARK[record.outcome]:<18} {record.spec.label:<44} {path}")
+        return 0
+    print(show.record_text(store.load(args.result), args.result))
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace, progress: Progress) -> int:
+    cat = catalogue.load_snapshot()
+    have = interpreters.available()
+    releases = [cat.resolve(v, pre=True) for v in args.tf] if args.tf else cat.releases()
+    failed = 0
+    for release in releases:
+        python = args.python or locks.preferred_python(release, set(have))
+        spec = locks.LockSpec(release.version, python, Flavour(args.flavour), KerasVariant(args.keras))
+        if args.missing and locks.lock_path(spec).is_file():
+            continue
+        interpreter = have.get(python)
+        try:
+            with progress.step(f"TF {release.version} py{python}", "resolving as of the release date"):
+                lock = locks.compile_lock(spec, cat, interpreter.path if interpreter else None)
+            print(f"{lock.path}  (exclude-newer {lock.exclude_newer})")
+        except TfbisectError as exc:
+            failed += 1
+            print(f"tfbisect: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_tox_ini(args: argparse.Namespace, progress: Progress) -> int:
+    cat = catalogue.load_snapshot()
+    print(f"env_list = {toxini.env_list(cat)}\n")
+    print(toxini.render(cat), end="")
+    return 0

@@ -1,0 +1,24 @@
+"""Outcomes of a run and how a scenario's exit code and document map onto them."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Outcome(enum.StrEnum):
+    REPRODUCED = "reproduced"  # git bisect: bad
+    NOT_REPRODUCED = "not_reproduced"  # git bisect: good
+    SKIP = "skip"  # cannot be tested here (exit 125, no wheel, build failure)
+    ERROR = "error"  # crashed or wrote an invalid document: never good or bad
+    TIMEOUT = "timeout"
+
+    @property
+    def decisive(self) -> bool:
+        return self in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED)
+
+
+EXIT_GOOD = 0
+EXIT_BAD = 1
+EXIT_SKIP = 125
+
+VERDICT_EXIT = {"not_reproduced": EXIT_GOOD, "reproduced": EXIT_BAD, "skip": EXIT_SKIP}

@@ -1,0 +1,175 @@
+"""A stored run: the spec, the outcome, the scenario's document and what is needed to redo it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfbisect import __version__
+from tfbisect.outcome import VERDICT_EXIT, Outcome
+from tfbisect.schema import problems
+from tfbisect.spec import EnvSpec
+
+RECORD_VERSION = 1
+_EXCEPTION_LINE = re.compile(
+    r"^(?P<type>[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)):\s*(?P<msg>.*)$"
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run is `error`, `timeout` or `skip`: compared by type and normalised message."""
+
+    type: str
+    message: str
+
+    @property
+    def signature(self) -> str:
+        # Addresses, numbers and paths differ from run to run of the same failure.
+        text = re.sub(r"0x[0-9a-f]+", "ADDR", self.message.lower())
+        text = re.sub(r"/[^\s:'\"]+", "PATH", text)
+        text = re.sub(r"\d+", "N", text)
+        return f"{self.type}: {' '.join(text.split())[:200]}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    spec: EnvSpec
+    scenario: str
+    scenario_sha256: str
+    outcome: Outcome
+    exit_code: int | None
+    document: dict[str, Any] | None
+    failure: Failure | None
+    log_tail: str
+    command: str
+    started_at: str
+    duration_s: float
+    lock_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    tool_version: str = __version__
+
+    @property
+    def verdict_summary(self) -> str:
+        if self.document and self.document.get("verdict"):
+            return str(self.document["verdict"]["summary"])
+        if self.failure:
+            return f"{self.failure.type}: {self.failure.message}"
+        return self.outcome.value
+
+    @property
+    def git_version(self) -> str | None:
+        if self.document:
+            value = self.document.get("environment", {}).get("git_version")
+            return str(value) if value else None
+        return None
+
+    def probe(self, name: str) -> dict[str, Any] | None:
+        for probe in (self.document or {}).get("probes", []):
+            if probe.get("name") == name:
+                return dict(probe)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record_version": RECORD_VERSION,
+            "tool_version": self.tool_version,
+            "spec": self.spec.to_dict(),
+            "key": self.spec.key,
+            "scenario": self.scenario,
+            "scenario_sha256": self.scenario_sha256,
+            "lock_sha256": self.lock_sha256,
+            "outcome": self.outcome.value,
+            "exit_code": self.exit_code,
+            "failure": self.failure.to_dict() if self.failure else None,
+            "command": self.command,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "extra": self.extra,
+            "log_tail": self.log_tail,
+            "document": self.document,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        failure = data.get("failure")
+        return cls(
+            spec=EnvSpec.from_dict(data["spec"]),
+            scenario=data["scenario"],
+            scenario_sha256=data["scenario_sha256"],
+            outcome=Outcome(data["outcome"]),
+            exit_code=data.get("exit_code"),
+            document=data.get("document"),
+            failure=Failure(failure["type"], failure["message"]) if failure else None,
+            log_tail=data.get("log_tail", ""),
+            command=data.get("command", ""),
+            started_at=data.get("started_at", ""),
+            duration_s=float(data.get("duration_s", 0.0)),
+            lock_sha256=data.get("lock_sha256", ""),
+            extra=dict(data.get("extra") or {}),
+            tool_version=data.get("tool_version", "?"),
+        )
+
+
+def exception_from_log(log: str) -> Failure:
+    """The last `SomeError: message` line of a traceback, else the last line of the log."""
+    lines = [line.strip() for line in log.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            return Failure(match.group("type").rsplit(".", 1)[-1], match.group("msg"))
+    return Failure("Crash", lines[-1] if lines else "no output")
+
+
+def classify(
+    exit_code: int | None, raw_document: str | None, log: str, *, timed_out: bool, expected_sha256: str
+) -> tuple[Outcome, dict[str, Any] | None, Failure | None]:
+    """Map a finished process onto an outcome; only a valid, consistent document is good or bad."""
+    if timed_out:
+        return Outcome.TIMEOUT, None, Failure("Timeout", "the scenario did not finish in time and was killed")
+    document: Any = None
+    if raw_document is not None:
+        try:
+            document = json.loads(raw_document)
+        except ValueError as exc:
+            return Outcome.ERROR, None, Failure("InvalidResult", f"the result is not JSON: {exc}")
+    if exit_code not in VERDICT_EXIT.values():
+        failure = exception_from_log(log)
+        if exit_code is not None and exit_code < 0:
+            failure = Failure("Killed", f"killed by signal {-exit_code}; last output: {failure.message}")
+        return Outcome.ERROR, document if isinstance(document, dict) else None, failure
+    if document is None:
+        # Python exits 1 on an uncaught exception, which is also "reproduced": without a
+        # document it is a crash, named by its traceback when there is one.
+        crash = exception_from_log(log)
+        if crash.type == "Crash":
+            crash = Failure("NoResult", f"exited {exit_code} without writing a result document")
+        return Outcome.ERROR, None, crash
+    found = problems(document)
+    if found:
+        return (
+            Outcome.ERROR,
+            document if isinstance(document, dict) else None,
+            Failure("InvalidResult", "the result does not match the schema: " + "; ".join(found[:5])),
+        )
+    verdict = document["verdict"]["outcome"]
+    if VERDICT_EXIT[verdict] != exit_code:
+        return (
+            Outcome.ERROR,
+            document,
+            Failure("InconsistentResult", f"exit code {exit_code} disagrees with the verdict {verdict!r}"),
+        )
+    if document["scenario"]["sha256"] != expected_sha256:
+        return (
+            Outcome.ERROR,
+            document,
+            Failure("StaleScenario", "the scenario file changed while it ran (its hash differs)"),
+        )
+    if verdict == "skip":
+        return Outcome.SKIP, document, Failure("Skip", document["verdict"]["summary"])
+    return Outcome(verdict), document, None

@@ -1,0 +1,75 @@
+"""Human-readable views of stored results and the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tfbisect.catalogue import Release
+from tfbisect.locks import LockSpec, lock_path, preferred_python
+from tfbisect.outcome import Outcome
+from tfbisect.record import RunRecord
+from tfbisect.versions import python_sort_key
+
+MARK = {
+    Outcome.REPRODUCED: "✗ reproduced",
+    Outcome.NOT_REPRODUCED: "✓ not reproduced",
+    Outcome.SKIP: "- skip",
+    Outcome.ERROR: "! error",
+    Outcome.TIMEOUT: "⧗ timeout",
+}
+
+
+def record_text(record: RunRecord, path: Path | None = None) -> str:
+    lines = [f"{record.scenario} on {record.spec.label}: {MARK[record.outcome]}"]
+    if path is not None:
+        lines.append(f"  stored at      {path}")
+    env = (record.document or {}).get("environment", {})
+    if env.get("tensorflow"):
+        keras = env.get("keras") or {}
+        lines.append(
+            f"  environment    TF {env['tensorflow']} ({env.get('git_version')}), Python {env.get('python')}, "
+            f"numpy {env.get('numpy')}, Keras {keras.get('version')} ({keras.get('flavour')})"
+        )
+        devices = ", ".join(d["type"] for d in env.get("devices", [])) or "none"
+        lines.append(
+            f"  devices        {devices}; CUDA {env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}"
+        )
+    lines.append(f"  verdict        {record.verdict_summary}")
+    for probe in (record.document or {}).get("probes", []):
+        lines.append(f"    {probe['name']:<26} {probe['outcome']:<9} {probe['summary']}")
+    if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT) or record.document is None:
+        lines.append("  log tail:")
+        lines.extend("    | " + line for line in record.log_tail.splitlines()[-15:])
+    lines.append(f"  run took       {record.duration_s:.1f}s, started {record.started_at}")
+    if record.extra.get("reproduce"):
+        lines.append(f"  reproduce      {record.extra['reproduce']}")
+    if record.command:
+        lines.append(f"  raw command    {record.command}")
+    if record.extra.get("todo"):
+        lines.append(f"  what to do     {record.extra['todo']}")
+    return "\n".join(lines)
+
+
+def versions_table(releases: Iterable[Release], have: set[str]) -> str:
+    rows = [("version", "released", "wheels for CPython", "here", "locked")]
+    for release in releases:
+        pythons = [p for p in release.pythons if p.startswith("3.")]
+        here = [p for p in pythons if p in have]
+        locked = "-"
+        if pythons:
+            preferred = preferred_python(release, have)
+            locked = f"py{preferred}" if lock_path(LockSpec(release.version, preferred)).is_file() else "-"
+        rows.append(
+            (
+                release.version + (" (pre)" if release.prerelease else ""),
+                release.date,
+                " ".join(sorted(pythons, key=python_sort_key)),
+                " ".join(sorted(here, key=python_sort_key)) or "none: use --backend docker",
+                locked,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

@@ -1,0 +1,86 @@
+"""The result store: one JSON file per (scenario hash, environment), written atomically.
+
+Layout: `<root>/<scenario>/<scenario sha256[:12]>/<env key>.json`, so that a changed
+scenario never reuses results of its older text, and a repeat run reuses its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tfbisect.errors import StoreError
+from tfbisect.record import RunRecord
+from tfbisect.spec import EnvSpec
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, scenario: str, scenario_sha256: str, spec: EnvSpec) -> Path:
+        return self.root / scenario / scenario_sha256[:12] / f"{spec.key}.json"
+
+    def get(self, scenario: str, scenario_sha256: str, spec: EnvSpec) -> RunRecord | None:
+        """The stored record, or None; a corrupted file is moved aside (kept) and reported."""
+        path = self.path_for(scenario, scenario_sha256, spec)
+        if not path.exists():
+            return None
+        try:
+            return load(path)
+        except StoreError:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
+            path.replace(aside)
+            print(f"warning: {path} was corrupted; kept it as {aside.name} and will run again.")
+            return None
+
+    def put(self, record: RunRecord) -> Path:
+        path = self.path_for(record.scenario, record.scenario_sha256, record.spec)
+        write_json_atomic(path, record.to_dict())
+        return path
+
+    def records(self, scenario: str | None = None) -> Iterator[tuple[Path, RunRecord]]:
+        base = self.root / scenario if scenario else self.root
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*.json")):
+            try:
+                yield path, load(path)
+            except StoreError as exc:
+                print(f"warning: skipping {path}: {exc.what}")
+
+
+def load(path: Path) -> RunRecord:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RunRecord.from_dict(data)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"There is no stored result at {path}.", "list stored results with `tfbisect show`."
+        ) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            f"The stored result {path} is corrupted ({type(exc).__name__}: {exc}).",
+            "delete it and rerun that version (`tfbisect run`); other stored results are unaffected.",
+        ) from exc
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared and attached
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from tfbisect import __version__, catalogue, interpreters, locks, scenario, show, store, toxini
+from tfbisect import (
+    __version__,
+    bisection,
+    catalogue,
+    interpreters,
+    locks,
+    scenario,
+    show,
+    store,
+    sweep,
+    toxini,
+)
 from tfbisect.errors import TfbisectError, UsageError
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
@@ -69,18 +82,65 @@ def build_parser() -> argparse.ArgumentParser:
     lock.add_argument("--missing", action="store_true", help="only versions that have no lock yet")
 
     sub.add_parser("tox-ini", help="print tox.ini's generated per-line block for the current catalogue")
+
+    bisect = sub.add_parser("bisect", help="find between which two TF releases the behaviour changed")
+    bisect.add_argument(
+        "action", nargs="?", choices=["log"], help="log: print the full sequence of a bisection"
+    )
+    bisect.add_argument(
+        "logfile", nargs="?", type=Path, help="with log: the bisection's file (default: newest)"
+    )
+    add_env_options(bisect, multi=True)
+    bisect.add_argument(
+        "--good", "--old", dest="good", metavar="V", help="the older end (default: oldest here)"
+    )
+    bisect.add_argument(
+        "--bad", "--new", dest="bad", metavar="V", help="the newer end (default: newest here)"
+    )
+    bisect.add_argument(
+        "--probe", metavar="NAME", help="judge by one probe (match/mismatch) instead of the verdict"
+    )
+    bisect.add_argument("--python", metavar="X.Y", help="pin the interpreter for every version")
+    bisect.add_argument("--jobs", "-j", type=int, default=1, help="versions run at once (n-section)")
+    bisect.add_argument(
+        "--confirm", action="store_true", help="also run the versions next to the change point"
+    )
+    bisect.add_argument("--term-old", help="name of the older end's state (default: good, or bad for a fix)")
+    bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
+    bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
+
+    sweep = sub.add_parser("sweep", help="run the whole matrix of versions, bases and Keras variants")
+    add_env_options(sweep, multi=True)
+    sweep.add_argument("--tf", default="..", metavar="RANGE", help="2.5..2.21, 2.9,2.21 or .. (default: all)")
+    sweep.add_argument(
+        "--all-patches", action="store_true", help="every patch release, not just each line's newest"
+    )
+    sweep.add_argument("--probe", metavar="NAME", help="show this probe's outcome in each cell")
+    sweep.add_argument("--python", metavar="X.Y", help="pin the interpreter")
+    sweep.add_argument("--jobs", "-j", type=int, default=1)
+    sweep.add_argument("--force", action="store_true")
     return parser
 
 
-def add_env_options(parser: argparse.ArgumentParser) -> None:
+def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
     parser.add_argument("--backend", choices=[b.value for b in Backend], default="venv")
-    parser.add_argument("--base", choices=[f.value for f in Flavour], default="cpu", help="cpu or cuda")
-    parser.add_argument(
-        "--keras",
-        choices=[k.value for k in KerasVariant],
-        default="default",
-        help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
-    )
+    if multi:
+        # Variant axes: each combination is searched (or swept) in the same command.
+        parser.add_argument("--base", "--bases", default="cpu", help="cpu, cuda or cpu,cuda")
+        parser.add_argument(
+            "--keras",
+            "--variants",
+            default="default",
+            help="default, legacy or default,legacy (tf-keras, TF 2.16+)",
+        )
+    else:
+        parser.add_argument("--base", choices=[f.value for f in Flavour], default="cpu", help="cpu or cuda")
+        parser.add_argument(
+            "--keras",
+            choices=[k.value for k in KerasVariant],
+            default="default",
+            help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
+        )
     parser.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per run")
     parser.add_argument("--pre", action="store_true", help="allow release candidates")
@@ -100,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "show": cmd_show,
             "lock": cmd_lock,
             "tox-ini": cmd_tox_ini,
+            "bisect": cmd_bisect,
+            "sweep": cmd_sweep,
         }[args.command]
         return handler(args, progress)
     except TfbisectError as exc:
@@ -143,12 +205,29 @@ def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
     return Runner(catalogue.load_snapshot(), settings, progress)
 
 
-def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+def refuse_docker(args: argparse.Namespace) -> None:
     if args.backend == Backend.DOCKER.value:
         raise UsageError(
             "The Docker backend is not available in this version of tfbisect.",
             "use --backend venv (the default), which needs no Docker.",
         )
+
+
+def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list[Any]:
+    values = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            values.append(kind(part))
+        except ValueError:
+            allowed = ", ".join(m.value for m in kind)
+            raise UsageError(
+                f"{flag} {part!r} is not one of {allowed}.", f"use {flag} with {allowed}."
+            ) from None
+    return values
+
+
+def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    refuse_docker(args)
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     spec = runner.spec_for(
@@ -203,4 +282,75 @@ def cmd_tox_ini(args: argparse.Namespace, progress: Progress) -> int:
     cat = catalogue.load_snapshot()
     print(f"env_list = {toxini.env_list(cat)}\n")
     print(toxini.render(cat), end="")
+    return 0
+
+
+def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
+    bisect_dir = args.reports / "bisect"
+    if args.action == "log":
+        path = args.logfile or newest(bisect_dir)
+        print(show.bisect_log_text(bisection.load_report(path)))
+        return 0
+    refuse_docker(args)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs} runs nothing.", "give --jobs 1 or more.")
+    runner = make_runner(args, progress)
+    chosen = scenario.find(args.scenario)
+    flavours = axis(args.base, Flavour, "--base")
+    variants = axis(args.keras, KerasVariant, "--keras")
+    progress.say(f"bisecting {chosen.name} in venvs (the Docker backend is not available in this version)")
+    status = 0
+    for flavour, keras in itertools.product(flavours, variants):
+        request = bisection.BisectRequest(
+            scenario=chosen,
+            good=args.good,
+            bad=args.bad,
+            probe=args.probe,
+            flavour=flavour,
+            keras=keras,
+            backend=Backend(args.backend),
+            python=args.python,
+            jobs=args.jobs,
+            pre=args.pre,
+            confirm=args.confirm,
+            term_old=args.term_old,
+            term_new=args.term_new,
+        )
+        log_path = bisect_dir / bisection.log_name(request)
+        try:
+            report = bisection.Bisection(request, runner, progress, log_path).run()
+        except KeyboardInterrupt:
+            print(f"\ntfbisect: interrupted; finished runs are stored. Resume with:\n  {request.command()}")
+            print(f"the sequence so far: tfbisect bisect log {log_path}")
+            return 130
+        print(show.bisect_text(report, log_path))
+        print(f"wrote {log_path}")
+        if report.status not in (bisection.Status.FOUND, bisection.Status.AMBIGUOUS):
+            status = max(status, 1)
+    return status
+
+
+def newest(directory: Path) -> Path:
+    found = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UsageError(f"There is no bisection log under {directory}.", "run `tfbisect bisect` first.")
+    return found[-1]
+
+
+def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
+    refuse_docker(args)
+    runner = make_runner(args, progress)
+    chosen = scenario.find(args.scenario)
+    releases = sweep.parse_range(args.tf, runner.catalogue, all_patches=args.all_patches, pre=args.pre)
+    cells = sweep.run_sweep(
+        runner,
+        chosen,
+        releases,
+        axis(args.base, Flavour, "--base"),
+        axis(args.keras, KerasVariant, "--keras"),
+        Backend(args.backend),
+        args.jobs,
+        args.python,
+    )
+    print(sweep.matrix_text(cells, args.probe))
     return 0

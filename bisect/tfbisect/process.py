@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TAIL_LINES = 60
+# Children run in process groups of their own (so a timeout can kill all of a run), which
+# also keeps the terminal's Ctrl-C from reaching them: `kill_all` stops them on interrupt.
+_ACTIVE: set[subprocess.Popen[str]] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> None:
+    with _ACTIVE_LOCK:
+        running = list(_ACTIVE)
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ def run_logged(
                 if on_line is not None:
                     on_line(line.rstrip("\n"))
 
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(process)
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         timed_out = False
@@ -77,6 +91,8 @@ def run_logged(
             _kill_group(process)
             raise
         finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(process)
             reader.join(timeout=10)
             if process.stdout is not None:
                 process.stdout.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tfbisect.bisection import BisectReport, Status
 from tfbisect.catalogue import Release
 from tfbisect.locks import LockSpec, lock_path, preferred_python
 from tfbisect.outcome import Outcome
@@ -73,3 +74,46 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
+    request = report.request
+    what = f"probe {request['probe']}" if request.get("probe") else "the scenario's verdict"
+    variant = f"{request['flavour']}, keras {request['keras']}, {request['backend']}"
+    first, last = (report.versions[0], report.versions[-1]) if report.versions else ("?", "?")
+    lines = [
+        f"searched {len(report.versions)} TF versions ({first} .. {last}) on {what}; {variant}",
+    ]
+    if report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC):
+        kind = "a fix" if report.term_old == "bad" else "a change"
+        lines.append(f"{kind} in TF {report.first_new}: {report.status.value}")
+        for label, version, state in (
+            (f"last {report.term_old}:", report.last_old, report.old_state),
+            (f"first {report.term_new}:", report.first_new, report.new_state),
+        ):
+            git = report.git_versions.get(version or "") or "?"
+            lines.append(f"  {label:<12}{version} ({git}), {state}")
+        if report.status is Status.AMBIGUOUS:
+            lines.append(f"  first {report.term_new} is one of: {', '.join(report.candidates)}")
+        lines.append(f"  {'compare:':<12}{report.compare_url}")
+    lines.append(report.message)
+    lines.append(
+        f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
+        f"a sweep of the range needs {len(report.versions)}"
+    )
+    if log_path is not None:
+        lines.append(f"full sequence: tfbisect bisect log {log_path}")
+    return "\n".join(lines)
+
+
+def bisect_log_text(report: BisectReport) -> str:
+    lines = [f"# {report.command}", f"# started {report.started_at}, finished {report.finished_at or '-'}"]
+    for step in report.steps:
+        reused = " (stored)" if step.reused else ""
+        term = {"old": report.term_old, "new": report.term_new}.get(step.cls, step.cls or "-")
+        lines.append(
+            f"round {step.round:>2}  {step.version:<10} {term:<6} {step.outcome:<15} "
+            f"{step.state or '-'}{reused}  [{step.seconds:.0f}s]"
+        )
+    lines.append(f"# {report.status.value}: {report.message}")
+    return "\n".join(lines)

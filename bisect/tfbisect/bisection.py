@@ -1,0 +1,439 @@
+"""The bisect command's workflow: pick versions, run rounds, judge them, and write what was found.
+
+The search state lives in `search.BisectState`, the meaning of old and new in `judge`,
+the runs in `workflow.Runner`; this module only drives them and keeps the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from tfbisect import interpreters
+from tfbisect.catalogue import Release
+from tfbisect.errors import UsageError
+from tfbisect.judge import State, Terms, state_of, terms_for
+from tfbisect.process import kill_all
+from tfbisect.progress import Progress
+from tfbisect.record import RunRecord
+from tfbisect.scenario import Scenario
+from tfbisect.search import BisectState, ChangePoint, Class
+from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.store import write_json_atomic
+from tfbisect.versions import git_tag
+from tfbisect.workflow import Runner
+
+COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
+# With the legacy-Keras variant, releases before 2.16 run as they are: their tf.keras already is Keras 2.
+LEGACY_FROM = Version("2.16.0rc0")
+
+
+class Status(enum.StrEnum):
+    FOUND = "found"  # one change point, both sides run
+    AMBIGUOUS = "ambiguous"  # skips next to the change: the first new is one of several
+    NON_MONOTONIC = "non_monotonic"  # old, new, old: more than one change point
+    NO_CHANGE = "no_change"  # both ends in the same state
+    UNDECIDABLE = "undecidable"  # an end could not be tested at all
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class BisectRequest:
+    scenario: Scenario
+    good: str | None = None
+    bad: str | None = None
+    probe: str | None = None
+    flavour: Flavour = Flavour.CPU
+    keras: KerasVariant = KerasVariant.DEFAULT
+    backend: Backend = Backend.VENV
+    python: str | None = None
+    jobs: int = 1
+    pre: bool = False
+    confirm: bool = False
+    term_old: str | None = None
+    term_new: str | None = None
+
+    def command(self) -> str:
+        """The command line that repeats (or resumes) this bisection."""
+        parts = ["tfbisect", "bisect", "--scenario", self.scenario.name]
+        for flag, value in (("--good", self.good), ("--bad", self.bad), ("--probe", self.probe)):
+            if value:
+                parts += [flag, value]
+        if self.flavour is not Flavour.CPU:
+            parts += ["--base", self.flavour.value]
+        if self.keras is not KerasVariant.DEFAULT:
+            parts += ["--keras", self.keras.value]
+        if self.backend is not Backend.VENV:
+            parts += ["--backend", self.backend.value]
+        if self.python:
+            parts += ["--python", self.python]
+        if self.jobs != 1:
+            parts += ["--jobs", str(self.jobs)]
+        for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
+            if on:
+                parts.append(flag)
+        return shlex.join(parts)
+
+
+@dataclass(frozen=True)
+class Step:
+    round: int
+    version: str
+    outcome: str  # the run's outcome, or "skip" when nothing could run here
+    state: str | None
+    cls: str
+    reused: bool
+    seconds: float
+    summary: str
+    key: str = ""
+
+
+@dataclass
+class BisectReport:
+    request: dict[str, Any]
+    command: str
+    versions: list[str]
+    steps: list[Step] = field(default_factory=list)
+    status: Status = Status.INTERRUPTED
+    message: str = ""
+    old_state: str | None = None
+    new_state: str | None = None
+    term_old: str = "good"
+    term_new: str = "bad"
+    last_old: str | None = None
+    first_new: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    changes: list[tuple[str, str]] = field(default_factory=list)
+    git_versions: dict[str, str | None] = field(default_factory=dict)
+    compare_url: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def runs(self) -> int:
+        return sum(1 for s in self.steps if not s.reused and s.outcome != "unavailable")
+
+    @property
+    def reused(self) -> int:
+        return sum(1 for s in self.steps if s.reused)
+
+    @property
+    def rounds(self) -> int:
+        return max((s.round for s in self.steps), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["summary"] = {"runs": self.runs, "reused": self.reused, "rounds": self.rounds}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BisectReport:
+        data = dict(data)
+        data.pop("summary", None)
+        data["steps"] = [Step(**s) for s in data.get("steps", [])]
+        data["status"] = Status(data["status"])
+        data["changes"] = [tuple(c) for c in data.get("changes", [])]
+        return cls(**data)
+
+
+Execute = Callable[[EnvSpec], RunRecord]
+
+
+class Bisection:
+    def __init__(
+        self,
+        request: BisectRequest,
+        runner: Runner,
+        progress: Progress,
+        log_path: Path,
+        execute: Execute | None = None,
+    ) -> None:
+        self.request = request
+        self.runner = runner
+        self.progress = progress
+        self.log_path = log_path
+        self.execute = execute or (lambda spec: runner.run(spec, request.scenario))
+        self.releases = self.select_releases()
+        self.specs = [self.spec_for(r) for r in self.releases]
+        self.records: dict[int, RunRecord] = {}
+        self.round = 0
+        self.report = BisectReport(
+            request={
+                k: str(v) if v is not None else None for k, v in asdict(request).items() if k != "scenario"
+            }
+            | {"scenario": request.scenario.name, "scenario_sha256": request.scenario.sha256},
+            command=request.command(),
+            versions=[r.version for r in self.releases],
+            started_at=_now(),
+        )
+
+    # -- which versions --------------------------------------------------------------
+    def select_releases(self) -> list[Release]:
+        catalogue = self.runner.catalogue
+        releases = catalogue.releases(pre=self.request.pre)
+        if self.request.keras is KerasVariant.LEGACY and not (self.request.good or self.request.bad):
+            releases = [r for r in releases if Version(r.version) >= LEGACY_FROM] or releases
+        runnable = [r for r in releases if self.python_for(r) is not None]
+        if self.request.good:
+            start = catalogue.resolve(self.request.good, pre=True)
+        elif runnable:
+            start = runnable[0]
+        else:
+            raise UsageError(
+                "No TF release in the catalogue can run on the Pythons this machine has.",
+                "install a Python that TF supports (3.7-3.13), or use --backend docker.",
+            )
+        end = catalogue.resolve(self.request.bad, pre=True) if self.request.bad else runnable[-1]
+        low, high = sorted((start, end), key=lambda r: Version(r.version))
+        if low.version == high.version:
+            raise UsageError(
+                f"Both ends are TF {low.version}: there is nothing to bisect.",
+                "give two different versions with --good and --bad (or omit them to search all here).",
+            )
+        chosen = [r for r in releases if Version(low.version) <= Version(r.version) <= Version(high.version)]
+        for end_release in (low, high):  # an end named explicitly may be a pre-release
+            if end_release not in chosen:
+                chosen.append(end_release)
+        return sorted(chosen, key=lambda r: Version(r.version))
+
+    def python_for(self, release: Release) -> str | None:
+        wanted = [p for p in release.pythons if p.startswith("3.")]
+        try:
+            return interpreters.choose(wanted, self.runner.have, self.request.python).version
+        except Exception:
+            return None
+
+    def spec_for(self, release: Release) -> EnvSpec | None:
+        python = self.python_for(release)
+        if python is None:
+            return None
+        keras = self.request.keras
+        if keras is KerasVariant.LEGACY and Version(release.version) < LEGACY_FROM:
+            keras = KerasVariant.DEFAULT
+        return EnvSpec(release.version, python, self.request.flavour, keras, self.request.backend)
+
+    # -- running ---------------------------------------------------------------------
+    def run_round(self, indices: Sequence[int]) -> None:
+        todo = [i for i in indices if i not in self.records and self.specs[i] is not None]
+        for i in indices:
+            if self.specs[i] is None and i not in self.records:
+                self.note_unavailable(i)
+        if not todo:
+            return
+        self.round += 1
+        names = ", ".join(self.releases[i].version for i in todo)
+        self.progress.say(f"== round {self.round}: {names}")
+        with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
+            futures = {i: pool.submit(self._timed, self.specs[i]) for i in todo}  # type: ignore[arg-type]
+            for i, future in futures.items():
+                record, seconds, reused = future.result()
+                self.records[i] = record
+                self.add_step(i, record, seconds, reused)
+        self.save()
+
+    def _timed(self, spec: EnvSpec) -> tuple[RunRecord, float, bool]:
+        stored = None if self.runner.settings.force else self._stored(spec)
+        start = time.monotonic()
+        record = self.execute(spec)
+        return record, time.monotonic() - start, stored is not None and stored == record
+
+    def _stored(self, spec: EnvSpec) -> RunRecord | None:
+        found = self.runner.store.get(self.request.scenario.name, self.request.scenario.sha256, spec)
+        return None if found is None or found.extra.get("infrastructure") else found
+
+    def note_unavailable(self, index: int) -> None:
+        release = self.releases[index]
+        self.report.steps.append(
+            Step(
+                round=self.round,
+                version=release.version,
+                outcome="unavailable",
+                state=None,
+                cls=Class.SKIP.value,
+                reused=False,
+                seconds=0.0,
+                summary=f"no wheel for a Python here (needs one of {', '.join(release.pythons)})",
+            )
+        )
+
+    def add_step(self, index: int, record: RunRecord, seconds: float, reused: bool) -> None:
+        state = state_of(record, self.request.probe)
+        self.report.steps.append(
+            Step(
+                round=self.round,
+                version=self.releases[index].version,
+                outcome=record.outcome.value,
+                state=state.name if state else None,
+                cls="",
+                reused=reused,
+                seconds=round(seconds, 2),
+                summary=record.verdict_summary[:300],
+                key=record.spec.key,
+            )
+        )
+
+    def state(self, index: int) -> State | None:
+        record = self.records.get(index)
+        return state_of(record, self.request.probe) if record else None
+
+    # -- the search ------------------------------------------------------------------
+    def run(self) -> BisectReport:
+        try:
+            self._search()
+        except KeyboardInterrupt:
+            kill_all()
+            self.report.status = Status.INTERRUPTED
+            self.report.message = (
+                "interrupted: every finished run is stored; resume with the same command:\n  "
+                + self.report.command
+            )
+            self.save()
+            raise
+        self.report.finished_at = _now()
+        self.save()
+        return self.report
+
+    def _search(self) -> None:
+        size = len(self.releases)
+        probe_state = BisectState(size, self.request.jobs)
+        self.run_round(probe_state.first_round())
+        low, high = self.decide_end(0, +1), self.decide_end(size - 1, -1)
+        if low is None or high is None or low >= high:
+            self.finish_undecidable()
+            return
+        old, new = self.state(low), self.state(high)
+        assert old is not None and new is not None
+        terms = terms_for(old, new, self.request.term_old, self.request.term_new)
+        self.report.old_state, self.report.new_state = old.name, new.name
+        self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
+        if old == new:
+            self.label_steps(terms)
+            self.report.status = Status.NO_CHANGE
+            self.report.message = (
+                f"both ends are {old.name} (TF {self.releases[low].version} and {self.releases[high].version}): "
+                "nothing changed between them as far as this scenario can tell. Pick other ends, narrow the "
+                "question with --probe, or run `tfbisect sweep` to see every version."
+            )
+            return
+        state = BisectState(high - low + 1, self.request.jobs)
+        for i in self.records:
+            if low <= i <= high:
+                state.record(i - low, terms.classify(self.state(i)))
+        for i in range(low, high + 1):
+            if self.specs[i] is None:
+                state.record(i - low, Class.SKIP)
+                self.note_unavailable(i)
+        while True:
+            todo = state.next_round()
+            if not todo:
+                break
+            self.run_round([i + low for i in todo])
+            for i in todo:
+                state.record(i, terms.classify(self.state(i + low)))
+        self.finish(state, terms, low)
+
+    def decide_end(self, index: int, step: int) -> int | None:
+        """The end itself if it can be tested, else the nearest testable version inward (up to 3 tries)."""
+        for _ in range(4):
+            if not 0 <= index < len(self.releases):
+                return None
+            self.run_round([index])
+            if self.state(index) is not None:
+                return index
+            self.progress.say(
+                f"TF {self.releases[index].version} cannot be tested here; moving the end inward"
+            )
+            index += step
+        return None
+
+    def finish_undecidable(self) -> None:
+        self.report.status = Status.UNDECIDABLE
+        self.report.message = (
+            "an end of the range could not be tested (skips at both sides of it too); see the log for why. "
+            "Give testable ends with --good/--bad."
+        )
+
+    def label_steps(self, terms: Terms) -> None:
+        """Name each step old/new/skip/other now that the ends have fixed what those mean."""
+        self.report.steps = [
+            replace(step, cls=terms.classify(State(step.state) if step.state else None).value)
+            for step in self.report.steps
+        ]
+
+    def finish(self, state: BisectState, terms: Terms, low: int) -> None:
+        result = state.result()
+        change = self.confirm(result.change, state, terms, low)
+        result = state.result()
+        names = self.report.versions
+        last_old, first_new = names[change.last_old + low], names[change.first_new + low]
+        self.report.last_old, self.report.first_new = last_old, first_new
+        self.report.candidates = [names[i + low] for i in change.candidates]
+        self.report.changes = [
+            (names[c.last_old + low], names[c.first_new + low]) for c in result.all_changes
+        ]
+        for version, index in ((last_old, change.last_old + low), (first_new, change.first_new + low)):
+            record = self.records.get(index)
+            self.report.git_versions[version] = record.git_version if record else None
+        self.report.compare_url = COMPARE.format(old=git_tag(last_old), new=git_tag(first_new))
+        old_name, new_name = terms.old_name, terms.new_name
+        self.label_steps(terms)
+        if not result.monotonic:
+            self.report.status = Status.NON_MONOTONIC
+            self.report.message = (
+                f"the results are not monotonic: {len(result.all_changes)} change points among the runs ("
+                + "; ".join(f"{a} -> {b}" for a, b in self.report.changes)
+                + "). The first is reported; run `tfbisect sweep` over the range to see them all."
+            )
+        elif change.unresolved:
+            self.report.status = Status.AMBIGUOUS
+            self.report.message = (
+                f"first {new_name} is one of {', '.join(self.report.candidates)}: the versions between "
+                f"{last_old} and {first_new} could not be tested (see the log)."
+            )
+        else:
+            self.report.status = Status.FOUND
+            self.report.message = f"last {old_name}: {last_old}, first {new_name}: {first_new}"
+
+    def confirm(self, change: ChangePoint, state: BisectState, terms: Terms, low: int) -> ChangePoint:
+        """Check the versions next to the change point when that is cheap (stored) or asked for."""
+        neighbours = [change.last_old - 1, change.first_new + 1]
+        cheap = []
+        for i in neighbours:
+            if 0 <= i < state.size and i not in state.known and self.specs[i + low] is not None:
+                spec = self.specs[i + low]
+                assert spec is not None
+                if self.request.confirm or self._stored(spec) is not None:
+                    cheap.append(i)
+        if cheap:
+            self.run_round([i + low for i in cheap])
+            for i in cheap:
+                state.record(i, terms.classify(self.state(i + low)))
+        return state.result().change
+
+    def save(self) -> None:
+        write_json_atomic(self.log_path, self.report.to_dict())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def log_name(request: BisectRequest) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    what = request.probe or "verdict"
+    return f"{stamp}-{request.scenario.name}-{what}-{request.flavour.value}-{request.keras.value}.json"
+
+
+def load_report(path: Path) -> BisectReport:
+    return BisectReport.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,71 @@
+"""What counts as old and new: a record's state under the search's terms.
+
+By default the state is the scenario's verdict (reproduced or not); `--probe NAME`
+narrows it to one probe (mismatch or match).  An error has a state of its own, named by
+exception type and normalised message, so that an error just like the bad end's counts as
+bad and any other is a different failure, never bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tfbisect.outcome import Outcome
+from tfbisect.record import Failure, RunRecord
+from tfbisect.search import Class
+
+
+@dataclass(frozen=True)
+class State:
+    name: str  # "reproduced", "not_reproduced", "mismatch", "match" or "error: <signature>"
+
+    @property
+    def is_error(self) -> bool:
+        return self.name.startswith("error")
+
+
+def state_of(record: RunRecord, probe: str | None) -> State | None:
+    """The record's state, or None when it cannot be tested (a skip)."""
+    if record.outcome is Outcome.SKIP:
+        return None
+    if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT):
+        signature = record.failure.signature if record.failure else record.outcome.value
+        return State(f"error: {signature}")
+    if probe is None:
+        return State(record.outcome.value)
+    found = record.probe(probe)
+    if found is None:
+        return State(f"error: NoSuchProbe: {probe}")
+    if found["outcome"] == "error":
+        error = found.get("error") or {}
+        return State(f"error: {Failure(error.get('type', '?'), error.get('message', '')).signature}")
+    return State(str(found["outcome"]))
+
+
+@dataclass(frozen=True)
+class Terms:
+    old: State
+    new: State
+    old_name: str  # what the report calls the older end's state ("good")
+    new_name: str  # ... and the newer end's ("bad")
+
+    def classify(self, state: State | None) -> Class:
+        if state is None:
+            return Class.SKIP
+        if state == self.old:
+            return Class.OLD
+        if state == self.new:
+            return Class.NEW
+        return Class.OTHER
+
+
+BAD_STATES = {"reproduced", "mismatch"}
+
+
+def terms_for(old: State, new: State, term_old: str | None = None, term_new: str | None = None) -> Terms:
+    """Regression (good -> bad) or fix (bad -> good), read from the ends unless named."""
+    if old.name in BAD_STATES or (new.name not in BAD_STATES and not new.is_error and old.is_error):
+        default_old, default_new = "bad", "good"  # searching for the fix
+    else:
+        default_old, default_new = "good", "bad"
+    return Terms(old=old, new=new, old_name=term_old or default_old, new_name=term_new or default_new)

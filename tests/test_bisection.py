@@ -1,0 +1,250 @@
+"""The bisect workflow driven by scripted outcomes: which versions it runs, and what it says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from tfbisect import catalogue
+from tfbisect.bisection import Bisection, BisectReport, BisectRequest, Status, load_report
+from tfbisect.interpreters import Interpreter
+from tfbisect.outcome import Outcome
+from tfbisect.progress import Progress
+from tfbisect.record import Failure, RunRecord
+from tfbisect.scenario import find
+from tfbisect.show import bisect_log_text, bisect_text
+from tfbisect.spec import EnvSpec, KerasVariant
+from tfbisect.workflow import Runner, Settings
+
+CAT = catalogue.load_snapshot()
+HAVE = {
+    p: Interpreter(p, Path(f"/nonexistent/python{p}"), p + ".0")
+    for p in ("3.7", "3.8", "3.9", "3.10", "3.11")
+}
+SCENARIO = find("gradient_mismatch")
+
+Script = Callable[[str], tuple[Outcome, Failure | None, str | None]]
+
+
+def record(spec: EnvSpec, outcome: Outcome, failure: Failure | None, probe: str | None) -> RunRecord:
+    document = None
+    if probe is not None:
+        document = {
+            "environment": {"git_version": f"v{spec.tf_version}-0-gabc"},
+            "probes": [{"name": "gradient_eager_plain", "outcome": probe}],
+        }
+    return RunRecord(
+        spec=spec,
+        scenario=SCENARIO.name,
+        scenario_sha256=SCENARIO.sha256,
+        outcome=outcome,
+        exit_code=None,
+        document=document,
+        failure=failure,
+        log_tail="",
+        command="",
+        started_at="",
+        duration_s=1.0,
+    )
+
+
+def bisect(
+    tmp_path: Path, script: Script, *, have: dict[str, Interpreter] = HAVE, **options: object
+) -> tuple[BisectReport, list[str]]:
+    runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=have)
+    calls: list[str] = []
+
+    def execute(spec: EnvSpec) -> RunRecord:
+        calls.append(spec.tf_version)
+        outcome, failure, probe = script(spec.tf_version)
+        return record(spec, outcome, failure, probe)
+
+    request = BisectRequest(scenario=SCENARIO, **options)  # type: ignore[arg-type]
+    report = Bisection(request, runner, Progress(quiet=True), tmp_path / "log.json", execute).run()
+    return report, calls
+
+
+def regression_at(first_bad: str) -> Script:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        bad = Version(version) >= Version(first_bad)
+        return (Outcome.REPRODUCED if bad else Outcome.NOT_REPRODUCED), None, None
+
+    return script
+
+
+def test_single_change_point(tmp_path: Path) -> None:
+    report, calls = bisect(tmp_path, regression_at("2.4.0"), good="2.3.0", bad="2.5.0")
+    assert report.versions == [
+        "2.3.0",
+        "2.3.1",
+        "2.3.2",
+        "2.3.3",
+        "2.3.4",
+        "2.4.0",
+        "2.4.1",
+        "2.4.2",
+        "2.4.3",
+        "2.4.4",
+        "2.5.0",
+    ]
+    assert calls[:2] == ["2.3.0", "2.5.0"]  # both ends first
+    assert report.status is Status.FOUND
+    assert (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    assert report.compare_url == "https://github.com/tensorflow/tensorflow/compare/v2.3.4...v2.4.0"
+    assert len(calls) <= 6  # ceil(log2 11) + 2
+    assert report.term_old == "good" and report.term_new == "bad"
+    text = bisect_text(report)
+    assert "last good:  2.3.4" in text and "first bad:  2.4.0" in text
+    assert load_report(tmp_path / "log.json").to_dict() == report.to_dict()
+    log = bisect_log_text(report)
+    assert log.count("round") == len(calls) and "good" in log and "bad" in log
+
+
+def test_both_ends_alike_stops_after_two_runs(tmp_path: Path) -> None:
+    report, calls = bisect(tmp_path, regression_at("2.0.0"), good="2.3.0", bad="2.5.0")
+    assert report.status is Status.NO_CHANGE and calls == ["2.3.0", "2.5.0"]
+    assert "both ends are reproduced" in report.message and "sweep" in report.message
+
+
+def test_search_for_a_fix_turns_the_terms_round(tmp_path: Path) -> None:
+    def fixed_in_2_4(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        outcome = regression_at("2.4.0")(version)[0]
+        flipped = Outcome.NOT_REPRODUCED if outcome is Outcome.REPRODUCED else Outcome.REPRODUCED
+        return flipped, None, None
+
+    report, _ = bisect(tmp_path, fixed_in_2_4, good="2.3.0", bad="2.5.0")
+    assert (report.term_old, report.term_new) == ("bad", "good")
+    assert (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    assert "a fix in TF 2.4.0" in bisect_text(report)
+
+
+def test_skips_at_the_boundary_give_an_honest_set(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if version in ("2.3.4", "2.4.0"):
+            return Outcome.SKIP, Failure("Skip", "exit 125"), None
+        return regression_at("2.4.0")(version)
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
+    assert report.status is Status.AMBIGUOUS
+    assert report.last_old == "2.3.3" and report.candidates == ["2.3.4", "2.4.0", "2.4.1"]
+    assert "one of 2.3.4, 2.4.0, 2.4.1" in report.message
+
+
+def test_skipped_end_moves_inward(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if version == "2.3.0":
+            return Outcome.SKIP, Failure("EnvironmentBuildError", "install failed"), None
+        return regression_at("2.4.0")(version)
+
+    report, calls = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
+    assert calls[:3] == ["2.3.0", "2.5.0", "2.3.1"]  # both ends, then the next version inward
+    assert report.status is Status.FOUND and report.first_new == "2.4.0"
+
+
+def test_untestable_ends_say_so(tmp_path: Path) -> None:
+    report, _ = bisect(
+        tmp_path, lambda v: (Outcome.SKIP, Failure("Skip", "no"), None), good="2.3.0", bad="2.5.0"
+    )
+    assert report.status is Status.UNDECIDABLE and "--good/--bad" in report.message
+
+
+def test_error_of_another_kind_is_not_bad(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if version == "2.4.0":
+            return Outcome.ERROR, Failure("ImportError", "libcudart.so.11.0 missing"), None
+        return regression_at("2.4.0")(version)
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
+    assert report.status is Status.AMBIGUOUS
+    assert report.candidates == ["2.4.0", "2.4.1"]
+    step = next(s for s in report.steps if s.version == "2.4.0")
+    assert step.cls == "other" and step.state is not None and "ImportError" in step.state
+
+
+def test_error_like_the_bad_end_counts_as_bad(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if regression_at("2.4.0")(version)[0] is Outcome.REPRODUCED:
+            return Outcome.ERROR, Failure("ValueError", f"Shapes ({version[2]}, 3) are incompatible"), None
+        return Outcome.NOT_REPRODUCED, None, None
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
+    assert report.status is Status.FOUND and report.first_new == "2.4.0"
+
+
+def test_non_monotonic_results_are_reported(tmp_path: Path) -> None:
+    bad = {"2.3.2", "2.3.3", "2.4.2", "2.4.3", "2.4.4", "2.5.0"}
+
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        return (Outcome.REPRODUCED if version in bad else Outcome.NOT_REPRODUCED), None, None
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0", jobs=10)
+    assert report.status is Status.NON_MONOTONIC
+    assert report.changes == [("2.3.1", "2.3.2"), ("2.3.3", "2.3.4"), ("2.4.1", "2.4.2")]
+    assert "sweep" in report.message
+
+
+def test_probe_narrows_the_question(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        probe = "mismatch" if Version(version) >= Version("2.4.0") else "match"
+        return Outcome.REPRODUCED, None, probe  # the verdict never changes; the probe does
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0", probe="gradient_eager_plain")
+    assert report.status is Status.FOUND and report.first_new == "2.4.0"
+    assert report.old_state == "match" and report.new_state == "mismatch"
+    assert report.git_versions["2.4.0"] == "v2.4.0-0-gabc"
+
+
+def test_jobs_cut_rounds(tmp_path: Path) -> None:
+    one, _ = bisect(tmp_path / "a", regression_at("2.4.2"), good="2.2.0", bad="2.6.0")
+    four, _ = bisect(tmp_path / "b", regression_at("2.4.2"), good="2.2.0", bad="2.6.0", jobs=4)
+    assert one.first_new == four.first_new == "2.4.2"
+    assert four.rounds < one.rounds
+
+
+def test_default_ends_are_what_this_machine_can_run(tmp_path: Path) -> None:
+    only_38 = {"3.8": HAVE["3.8"]}
+    report, calls = bisect(tmp_path, regression_at("2.4.0"), have=only_38)
+    # the oldest and newest releases with a cp38 wheel
+    assert report.versions[0] == "2.2.0" and report.versions[-1] == "2.13.1"
+    assert calls[:2] == ["2.2.0", "2.13.1"]
+
+
+def test_versions_with_no_python_here_are_skips_without_runs(tmp_path: Path) -> None:
+    have = {"3.7": HAVE["3.7"], "3.11": HAVE["3.11"]}  # TF 2.11.1 has wheels for 3.8-3.10 only
+    report, calls = bisect(tmp_path, regression_at("2.11.1"), have=have, good="2.11.0", bad="2.12.0")
+    assert calls == ["2.11.0", "2.12.0"]
+    assert report.status is Status.AMBIGUOUS and report.candidates == ["2.11.1", "2.12.0"]
+    step = next(s for s in report.steps if s.version == "2.11.1")
+    assert step.outcome == "unavailable" and "3.8" in step.summary
+
+
+def test_legacy_keras_before_2_16_runs_the_default_environment(tmp_path: Path) -> None:
+    seen: list[EnvSpec] = []
+    runner = Runner(
+        CAT, Settings(tmp_path, tmp_path / "c"), Progress(quiet=True), have=HAVE | {"3.12": HAVE["3.11"]}
+    )
+
+    def execute(spec: EnvSpec) -> RunRecord:
+        seen.append(spec)
+        return record(spec, regression_at("2.16.1")(spec.tf_version)[0], None, None)
+
+    request = BisectRequest(scenario=SCENARIO, good="2.15.0", bad="2.16.1", keras=KerasVariant.LEGACY)
+    Bisection(request, runner, Progress(quiet=True), tmp_path / "l.json", execute).run()
+    keras = {s.tf_version: s.keras for s in seen}
+    assert keras["2.15.0"] is KerasVariant.DEFAULT and keras["2.16.1"] is KerasVariant.LEGACY
+
+
+def test_interrupt_saves_the_log_and_names_the_resume_command(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if version not in ("2.3.0", "2.5.0"):
+            raise KeyboardInterrupt
+        return regression_at("2.4.0")(version)
+
+    with pytest.raises(KeyboardInterrupt):
+        bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
+    saved = load_report(tmp_path / "log.json")
+    assert saved.status is Status.INTERRUPTED and len(saved.steps) == 2
+    assert "tfbisect bisect --scenario gradient_mismatch --good 2.3.0 --bad 2.5.0" in saved.message

@@ -30,3 +30,47 @@ def reports(tmp_path: Path) -> Path:
     path = tmp_path / "reports"
     path.mkdir()
     return path
+
+
+def all_outcomes() -> list[RunRecord]:
+    """Real records (TF 2.2.3, 2.21.0) plus one of every other outcome, derived from them."""
+    import dataclasses
+
+    from tfbisect.outcome import Outcome
+    from tfbisect.record import Failure
+    from tfbisect.spec import EnvSpec
+
+    real = recorded("tf2.2.3")
+    new = recorded("tf2.21.0")
+    not_reproduced = dataclasses.replace(
+        recorded("tf2.2.3"),
+        spec=EnvSpec("2.1.4", "3.7"),
+        outcome=Outcome.NOT_REPRODUCED,
+        extra={**real.extra, "reproduce": "tfbisect run --tf 2.1.4 --python 3.7 --backend venv"},
+    )
+    skip = dataclasses.replace(
+        real,
+        spec=EnvSpec("2.0.4", "3.7"),
+        outcome=Outcome.SKIP,
+        document=None,
+        failure=Failure("EnvironmentBuildError", "Installing TF 2.0.4 on Python 3.7 failed"),
+        extra={"infrastructure": True},
+    )
+    error = dataclasses.replace(
+        real,
+        spec=EnvSpec("2.3.4", "3.8"),
+        outcome=Outcome.ERROR,
+        document=None,
+        failure=Failure("ValueError", "<script>alert('x')</script> | broke"),
+        log_tail="Traceback (most recent call last):\nValueError: <script>alert('x')</script> | broke",
+        extra={**real.extra, "reproduce": "tfbisect run --tf 2.3.4 --python 3.8 --backend venv"},
+    )
+    timeout = dataclasses.replace(
+        real,
+        spec=EnvSpec("2.4.4", "3.8"),
+        outcome=Outcome.TIMEOUT,
+        document=None,
+        failure=Failure("Timeout", "the scenario did not finish in time and was killed"),
+        extra={**real.extra, "reproduce": "tfbisect run --tf 2.4.4 --python 3.8 --backend venv"},
+    )
+    return [skip, not_reproduced, real, error, timeout, new]

@@ -13,8 +13,13 @@ from tfbisect import (
     __version__,
     bisection,
     catalogue,
+    github,
+    htmlreport,
     interpreters,
     locks,
+    matrixpng,
+    mdsummary,
+    reportdata,
     scenario,
     show,
     store,
@@ -109,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
     bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
 
+    report = sub.add_parser(
+        "report", help="HTML report, GitHub summary and matrix PNG from the stored results"
+    )
+    report.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    report.add_argument("--out", type=Path, help="where to write the files (default: the reports folder)")
+    report.add_argument(
+        "--post", metavar="OWNER/REPO#N", help="post the summary as a comment (token from env)"
+    )
+    report.add_argument("--api-url", default=github.API, help=argparse.SUPPRESS)
+
     sweep = sub.add_parser("sweep", help="run the whole matrix of versions, bases and Keras variants")
     add_env_options(sweep, multi=True)
     sweep.add_argument("--tf", default="..", metavar="RANGE", help="2.5..2.21, 2.9,2.21 or .. (default: all)")
@@ -162,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tox-ini": cmd_tox_ini,
             "bisect": cmd_bisect,
             "sweep": cmd_sweep,
+            "report": cmd_report,
         }[args.command]
         return handler(args, progress)
     except TfbisectError as exc:
@@ -298,7 +314,9 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
     variants = axis(args.keras, KerasVariant, "--keras")
-    progress.say(f"bisecting {chosen.name} in venvs (the Docker backend is not available in this version)")
+    progress.say(
+        f"bisecting {chosen.name} in local venvs (the Docker backend is not available in this version)"
+    )
     status = 0
     for flavour, keras in itertools.product(flavours, variants):
         request = bisection.BisectRequest(
@@ -324,10 +342,23 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             print(f"the sequence so far: tfbisect bisect log {log_path}")
             return 130
         print(show.bisect_text(report, log_path))
-        print(f"wrote {log_path}")
+        print("files written:")
+        print(f"  {log_path}  (the bisection log)")
+        for path in result_paths(report, runner, chosen):
+            print(f"  {path}")
         if report.status not in (bisection.Status.FOUND, bisection.Status.AMBIGUOUS):
             status = max(status, 1)
     return status
+
+
+def result_paths(report: bisection.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:
+    """The stored results behind the steps of a bisection."""
+    keys = {step.key for step in report.steps}
+    return [
+        path
+        for path, record in runner.store.records(chosen.name)
+        if record.spec.key in keys and record.scenario_sha256 == chosen.sha256
+    ]
 
 
 def newest(directory: Path) -> Path:
@@ -354,3 +385,34 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     )
     print(sweep.matrix_text(cells, args.probe))
     return 0
+
+
+def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
+    chosen = scenario.find(args.scenario)
+    out = args.out or args.reports
+    target = github.Target.parse(args.post) if args.post else None
+    token = github.token_from_env() if target else ""  # fail before any work, not after
+    data = reportdata.collect(store.ResultStore(args.reports / "results"), chosen, args.reports / "bisect")
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "report.html": htmlreport.render(data),
+        "summary.md": mdsummary.render(data),
+        "matrix.json": reportdata.dump(data),
+    }
+    for name, text in written.items():
+        write_text_atomic(out / name, text)
+    matrixpng.render(data, out / "matrix.png")
+    print(data.headline())
+    print("files written:")
+    for name in (*written, "matrix.png"):
+        print(f"  {out / name}")
+    if target is not None:
+        url = github.post_comment(target, written["summary.md"], token, api=args.api_url)
+        print(f"posted the summary: {url}")
+    return 0
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

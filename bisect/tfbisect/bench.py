@@ -1,0 +1,98 @@
+"""`tox -e bench`: the speed promises, measured as ratios (never as timed tests).
+
+search   every single-change position over the real catalogue, for 1..8 workers:
+         runs / (ceil(log2 n) + 2) and rounds / (ceil(log_{N+1} n) + 1), both must be <= 1,
+         and runs against a naive sweep of the range.
+repeat   (--real) a real bisection run twice: the second must need 0 builds and 0 runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tfbisect import catalogue
+from tfbisect.search import BisectState, Class, max_rounds, max_runs
+
+
+def search_ratios(size: int, jobs: int) -> dict[str, float]:
+    worst_runs = worst_rounds = 0
+    total_runs = 0
+    for change in range(1, size):
+        state = BisectState(size, jobs)
+        todo, runs, rounds = state.first_round(), 0, 0
+        while todo:
+            rounds += 1
+            runs += len(todo)
+            for i in todo:
+                state.record(i, Class.OLD if i < change else Class.NEW)
+            todo = state.next_round()
+        assert state.result().change.first_new == change
+        worst_runs, worst_rounds = max(worst_runs, runs), max(worst_rounds, rounds)
+        total_runs += runs
+    return {
+        "versions": size,
+        "jobs": jobs,
+        "worst_runs": worst_runs,
+        "worst_rounds": worst_rounds,
+        "runs_over_bound": worst_runs / max_runs(size),
+        "rounds_over_bound": worst_rounds / max_rounds(size, jobs),
+        "mean_runs_over_sweep": total_runs / (size - 1) / size,
+    }
+
+
+def real_repeat(reports: Path) -> dict[str, float]:
+    args = ["--good", "2.3.0", "--bad", "2.4.1", "--probe", "gradient_eager_plain", "--jobs", "2"]
+    command = [sys.executable, "-m", "tfbisect", "--reports", str(reports), "bisect", *args]
+    timings = []
+    for _ in range(2):
+        start = time.monotonic()
+        subprocess.run(command, check=True, capture_output=True)
+        timings.append(time.monotonic() - start)
+    logs = sorted((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    first, second = (json.loads(p.read_text())["summary"] for p in logs[-2:])
+    return {
+        "first_runs": first["runs"],
+        "repeat_runs": second["runs"],
+        "repeat_reused": second["reused"],
+        "repeat_time_over_first": timings[1] / timings[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
+    parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
+    parser.add_argument("--reports", type=Path, help="where the real runs keep results (default: a temp dir)")
+    args = parser.parse_args(argv)
+    size = len(catalogue.load_snapshot().releases())
+    failed = False
+    print(f"search over the catalogue's {size} releases, every single change point:")
+    print("  jobs  worst runs  runs/bound  worst rounds  rounds/bound  runs/sweep")
+    for jobs in (1, 2, 4, 8):
+        r = search_ratios(size, jobs)
+        print(
+            f"  {jobs:>4}  {r['worst_runs']:>10}  {r['runs_over_bound']:>10.2f}  {r['worst_rounds']:>12}"
+            f"  {r['rounds_over_bound']:>12.2f}  {r['mean_runs_over_sweep']:>10.3f}"
+        )
+        failed |= (r["runs_over_bound"] > 1.0 if jobs == 1 else False) or r["rounds_over_bound"] > 1.0
+    if args.real:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-") as tmp:
+            reports = args.reports or Path(tmp)
+            r = real_repeat(reports)
+        print("repeat of a finished bisection (TF 2.3.0..2.4.1, real venvs):")
+        print(
+            f"  first: {r['first_runs']:.0f} runs; repeat: {r['repeat_runs']:.0f} runs, "
+            f"{r['repeat_reused']:.0f} reused; repeat time / first time = {r['repeat_time_over_first']:.3f}"
+        )
+        failed |= r["repeat_runs"] != 0
+    print("FAILED: a promise is broken" if failed else "all promises hold")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

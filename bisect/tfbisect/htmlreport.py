@@ -1,0 +1,33 @@
+"""The self-contained HTML report (jinja2, autoescaped: scenario text can never become markup)."""
+
+from __future__ import annotations
+
+import jinja2
+
+from tfbisect.charts import Chart, chart
+from tfbisect.record import RunRecord
+from tfbisect.reportdata import OUTCOME_WORDS, ReportData, curves_of, environment_rows
+
+
+def charts_of(record: RunRecord) -> list[Chart]:
+    found = []
+    for probe, curves in curves_of(record):
+        drawn = chart(probe.replace("_", " "), curves)
+        if drawn is not None:
+            found.append(drawn)
+    return found
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("tfbisect", "templates"),
+        autoescape=True,  # every string from scenarios, logs and environments is escaped
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(data: ReportData) -> str:
+    template = environment().get_template("report.html.j2")
+    return template.render(data=data, words=OUTCOME_WORDS, env_rows=environment_rows, charts_of=charts_of)

@@ -1,0 +1,67 @@
+"""The HTML report in real headless Chromium: it renders, asks for nothing, and logs no errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_report import report_data, write_bisect_log
+from tfbisect import htmlreport
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Chromium's own background traffic is switched off, so any request the page makes is the page's.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup")
+def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    write_bisect_log(tmp_path)
+    page_path = tmp_path / "report.html"
+    page_path.write_text(htmlreport.render(report_data(tmp_path)))
+    requests: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(page_path.as_uri())
+            cells = page.locator("table.matrix a.cell")
+            assert cells.count() == 6
+            assert all(cells.nth(i).is_visible() for i in range(6))
+            colours = {cells.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(6)}
+            assert len(colours) == 5  # one colour per outcome
+            detail = page.locator("section.detail").first
+            assert not detail.is_visible()  # folded until its cell is clicked
+            page.locator("a.cell.reproduced").first.click()
+            opened = page.locator("section.detail:target")
+            assert opened.count() == 1 and opened.is_visible()
+            chart = opened.locator("svg.chart").first
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 100
+            assert opened.locator("polyline").count() >= 3
+            assert (
+                opened.locator("details pre").count() == 1 and not opened.locator("details pre").is_visible()
+            )
+            shots = ROOT / "reports" / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / "report-detail.png"), full_page=True)
+        finally:
+            browser.close()
+    assert requests == [page_path.as_uri()], f"the page asked for more than itself: {requests}"
+    assert problems == [], problems

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def compile_lock(
     """Resolve with uv as of the release date and write the lock atomically."""
     requirements, cutoff = top_level_requirements(spec, catalogue)
     command = [
-        _uv(),
+        uv_binary(),
         "pip",
         "compile",
         "-",
@@ -194,14 +195,19 @@ def compile_lock(
     return parse(spec, path)
 
 
-def _uv() -> str:
-    try:
-        from uv import find_uv_bin  # the uv wheel ships its binary
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        return "uv"
+_UV_LOCK = threading.Lock()
+_UV: list[str] = []
 
 
 def uv_binary() -> str:
-    return _uv()
+    """The uv that the uv wheel ships, found once: `find_uv_bin` reads sysconfig, whose first
+    use is not thread-safe, and bisections install from several threads."""
+    with _UV_LOCK:
+        if not _UV:
+            try:
+                from uv import find_uv_bin
+
+                _UV.append(str(find_uv_bin()))
+            except (ImportError, FileNotFoundError):
+                _UV.append("uv")
+        return _UV[0]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
+
+
+_LOCK = threading.Lock()
 
 
 class Progress:
@@ -16,7 +20,10 @@ class Progress:
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=self.stream, flush=True)
+            # One write per line under a lock: parallel runs (--jobs) never splice lines.
+            with _LOCK:
+                self.stream.write(message + "\n")
+                self.stream.flush()
 
     @contextmanager
     def step(self, label: str, message: str) -> Iterator[None]:

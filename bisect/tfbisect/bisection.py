@@ -19,9 +19,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from tfbisect import interpreters
 from tfbisect.catalogue import Release
-from tfbisect.errors import UsageError
+from tfbisect.errors import NoInterpreterError, UsageError
 from tfbisect.judge import State, Terms, state_of, terms_for
 from tfbisect.process import kill_all
 from tfbisect.progress import Progress
@@ -208,10 +207,9 @@ class Bisection:
         return sorted(chosen, key=lambda r: Version(r.version))
 
     def python_for(self, release: Release) -> str | None:
-        wanted = [p for p in release.pythons if p.startswith("3.")]
         try:
-            return interpreters.choose(wanted, self.runner.have, self.request.python).version
-        except Exception:
+            return self.runner.python_for(release, self.request.python, self.request.backend)
+        except NoInterpreterError:  # not runnable here: a skip, with no run
             return None
 
     def spec_for(self, release: Release) -> EnvSpec | None:

@@ -138,7 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
-    parser.add_argument("--backend", choices=[b.value for b in Backend], default="venv")
+    parser.add_argument(
+        "--backend",
+        choices=[b.value for b in Backend],
+        default="venv",
+        help="venv (local virtual environments) or docker (images from ./Dockerfile)",
+    )
+    parser.add_argument("--base-image", metavar="IMAGE", help="docker: a base image of your own with python3")
+    parser.add_argument(
+        "--keep-containers", action="store_true", help="docker: keep containers for debugging"
+    )
     if multi:
         # Variant axes: each combination is searched (or swept) in the same command.
         parser.add_argument("--base", "--bases", default="cpu", help="cpu, cuda or cpu,cuda")
@@ -217,16 +226,10 @@ def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
         cache_dir=args.cache or default_cache_dir(),
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
         force=getattr(args, "force", False),
+        keep_containers=getattr(args, "keep_containers", False),
+        base_image=getattr(args, "base_image", None),
     )
     return Runner(catalogue.load_snapshot(), settings, progress)
-
-
-def refuse_docker(args: argparse.Namespace) -> None:
-    if args.backend == Backend.DOCKER.value:
-        raise UsageError(
-            "The Docker backend is not available in this version of tfbisect.",
-            "use --backend venv (the default), which needs no Docker.",
-        )
 
 
 def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list[Any]:
@@ -243,7 +246,6 @@ def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list
 
 
 def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
-    refuse_docker(args)
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     spec = runner.spec_for(
@@ -307,16 +309,13 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
         path = args.logfile or newest(bisect_dir)
         print(show.bisect_log_text(bisection.load_report(path)))
         return 0
-    refuse_docker(args)
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs} runs nothing.", "give --jobs 1 or more.")
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
     variants = axis(args.keras, KerasVariant, "--keras")
-    progress.say(
-        f"bisecting {chosen.name} in local venvs (the Docker backend is not available in this version)"
-    )
+    progress.say(f"bisecting {chosen.name} in {describe_backend(Backend(args.backend))}")
     status = 0
     for flavour, keras in itertools.product(flavours, variants):
         request = bisection.BisectRequest(
@@ -351,6 +350,12 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     return status
 
 
+def describe_backend(backend: Backend) -> str:
+    if backend is Backend.DOCKER:
+        return "containers (Docker backend; images from ./Dockerfile)"
+    return "local venvs (venv backend; --backend docker runs them in containers)"
+
+
 def result_paths(report: bisection.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:
     """The stored results behind the steps of a bisection."""
     keys = {step.key for step in report.steps}
@@ -369,7 +374,6 @@ def newest(directory: Path) -> Path:
 
 
 def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
-    refuse_docker(args)
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     releases = sweep.parse_range(args.tf, runner.catalogue, all_patches=args.all_patches, pre=args.pre)

@@ -1,0 +1,165 @@
+"""The Docker backend for real: Debian bases, CPU images on Python 3.9 and 3.11, a CUDA image,
+each run in a locked-down container, and results that agree with the venv backend's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tfbisect.outcome import Outcome
+from tfbisect.record import RunRecord
+from tfbisect.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def images() -> set[str]:
+    out = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=tfbisect*")
+    return set(out.split())
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Reports and a cache of their own; every image these tests create is removed afterwards."""
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        pytest.fail("no Docker engine answers: .ci/setup starts one (dockerd)")
+    before = images()
+    path = tmp_path_factory.mktemp("docker")
+    yield path
+    created = sorted(images() - before)
+    if created:
+        subprocess.run(["docker", "image", "rm", "--force", *created], capture_output=True, check=False)
+
+
+def tfbisect(
+    workspace: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfbisect",
+            "--reports",
+            str(workspace / "reports"),
+            "--cache",
+            str(workspace / "cache"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+        env=env,
+    )
+
+
+def record(workspace: Path, key: str, scenario: str = "gradient_mismatch") -> RunRecord:
+    store = ResultStore(workspace / "reports" / "results")
+    found = [r for _, r in store.records(scenario) if r.spec.key == key]
+    assert found, f"no stored result {key}"
+    return found[0]
+
+
+def probe_outcomes(rec: RunRecord) -> dict[str, str]:
+    assert rec.document is not None
+    return {p["name"]: p["outcome"] for p in rec.document["probes"]}
+
+
+def no_containers_left() -> None:
+    assert docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("version", "python", "suite"), [("2.9.3", "3.9", "bullseye"), ("2.21.0", "3.11", "bookworm")]
+)
+def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: str, suite: str) -> None:
+    done = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker")
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert f"tfbisect-base:{suite}" in done.stderr or "python:" in done.stderr
+    in_docker = record(workspace, f"tf{version}-py{python}-cpu-docker")
+    assert in_docker.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED)
+    extra = in_docker.extra
+    assert extra["gpu_visible"] is False and str(extra["image"]).startswith(
+        f"tfbisect:tf{version}-py{python}-cpu-"
+    )
+    assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
+    assert str(extra["base_digest"]).startswith("sha256:")
+    assert in_docker.command.startswith(("docker run", "/")) and "--network none" in in_docker.command
+    assert "--user 10001:10001" in in_docker.command and ":ro" in in_docker.command
+    no_containers_left()
+
+    venv = tfbisect(workspace, "run", "--tf", version, "--python", python)
+    assert venv.returncode in (0, 1), venv.stdout + venv.stderr
+    in_venv = record(workspace, f"tf{version}-py{python}-cpu-venv")
+    assert probe_outcomes(in_docker) == probe_outcomes(in_venv)
+    assert in_docker.outcome is in_venv.outcome
+
+    again = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker", "--force")
+    assert again.returncode == done.returncode
+    assert "building" not in again.stderr, "an unchanged image must be reused, not rebuilt"
+
+
+def test_cuda_image_is_the_cpu_image_plus_one_nvidia_layer(workspace: Path) -> None:
+    done = tfbisect(
+        workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker", "--base", "cuda"
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    cuda = record(workspace, "tf2.21.0-py3.11-cuda-docker")
+    cpu = record(workspace, "tf2.21.0-py3.11-cpu-docker")
+    layers = {}
+    for rec in (cpu, cuda):
+        inspected = json.loads(docker("image", "inspect", str(rec.extra["image"])))[0]
+        layers[rec.spec.flavour.value] = inspected["RootFS"]["Layers"]
+    assert layers["cuda"][: len(layers["cpu"])] == layers["cpu"], "CPU and CUDA images share all lower layers"
+    assert len(layers["cuda"]) == len(layers["cpu"]) + 1, "the NVIDIA libraries are one layer of their own"
+    build_log = next(
+        (workspace / "reports" / "logs").rglob("tf2.21.0-py3.11-cuda-docker.build.log")
+    ).read_text()
+    assert "CUDA build info:" in build_log and "loaded:" in build_log  # the build-time dlopen check ran
+    assert cuda.document is not None and cuda.document["environment"]["cuda"]
+    if not cuda.extra["gpu_visible"]:
+        assert "no NVIDIA runtime" in done.stderr
+        assert probe_outcomes(cuda) == probe_outcomes(cpu)
+    no_containers_left()
+
+
+def test_timeout_kills_and_removes_the_container(workspace: Path, tmp_path: Path) -> None:
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\nprint('probe sleeping')\ntime.sleep(600)\n")
+    done = tfbisect(
+        workspace,
+        "run",
+        "--tf",
+        "2.9.3",
+        "--python",
+        "3.9",
+        "--backend",
+        "docker",
+        "--scenario",
+        str(hang),
+        "--timeout",
+        "8",
+    )
+    assert done.returncode == 124, done.stdout + done.stderr
+    rec = record(workspace, "tf2.9.3-py3.9-cpu-docker", scenario="hang")
+    assert rec.outcome is Outcome.TIMEOUT
+    no_containers_left()
+
+
+def test_no_engine_says_venv_works(workspace: Path) -> None:
+    env = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    done = tfbisect(workspace, "run", "--tf", "2.9.3", "--backend", "docker", env=env)
+    assert done.returncode == 10
+    assert "Docker engine is not running" in done.stderr and "--backend venv" in done.stderr

@@ -52,9 +52,13 @@ def test_missing_scenario_lists_the_real_ones(capsys: pytest.CaptureFixture[str]
     assert "pick one of: gradient_mismatch" in capsys.readouterr().err
 
 
-def test_docker_backend_is_refused_clearly(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["--reports", str(tmp_path), "run", "--tf", "2.2", "--backend", "docker"]) == 2
-    assert "--backend venv" in capsys.readouterr().err
+def test_docker_backend_without_an_engine_points_at_venv(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    assert main(["--reports", str(tmp_path), "run", "--tf", "2.9", "--backend", "docker"]) == 10
+    err = capsys.readouterr().err
+    assert "Docker engine is not running" in err and "--backend venv" in err
 
 
 def test_show_pretty_prints_and_lists(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

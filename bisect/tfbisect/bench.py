@@ -4,6 +4,8 @@ search   every single-change position over the real catalogue, for 1..8 workers:
          runs / (ceil(log2 n) + 2) and rounds / (ceil(log_{N+1} n) + 1), both must be <= 1,
          and runs against a naive sweep of the range.
 repeat   (--real) a real bisection run twice: the second must need 0 builds and 0 runs.
+docker   (--docker) two TF versions on one base: rebuild time of an unchanged image, layers
+         shared, bytes fetched over unique wheel bytes (must be 1.0), container overhead.
 """
 
 from __future__ import annotations
@@ -64,10 +66,62 @@ def real_repeat(reports: Path) -> dict[str, float]:
     }
 
 
+def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
+    from tfbisect.outcome import Outcome
+    from tfbisect.progress import Progress
+    from tfbisect.scenario import find
+    from tfbisect.spec import Backend, Flavour
+    from tfbisect.wheelhouse import pins
+    from tfbisect.workflow import Runner, Settings
+
+    # force: the container's overhead is measured on a real run, never a stored result
+    runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))
+    scenario = find("gradient_mismatch")
+    backend = runner.docker()
+    layers: list[list[str]] = []
+    used: dict[str, int] = {}
+    overheads = []
+    for version in ("2.20.0", "2.21.0"):
+        spec = runner.spec_for(version, python="3.11", flavour=Flavour.CPU, backend=Backend.DOCKER)
+        lock = runner.lock_for(spec)
+        image = backend.ensure_image(spec, lock, reports / "logs")
+        inspected = backend.engine.image_inspect(image.tag) or {}
+        root = inspected.get("RootFS") or {}
+        layers.append(list(root.get("Layers", [])) if isinstance(root, dict) else [])
+        index = json.loads((cache / "wheels" / "py3.11" / "index.json").read_text())
+        for pin in pins(lock.path.read_text()):
+            if not pin.is_nvidia:
+                wheel = cache / "wheels" / "py3.11" / index[pin.key]
+                used[wheel.name] = wheel.stat().st_size
+        start = time.monotonic()
+        again = backend.ensure_image(spec, lock, reports / "logs")
+        rebuild = time.monotonic() - start
+        assert not again.built
+        record = runner.run(spec, scenario)
+        if record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED) and record.document:
+            inside = float(record.document["timings"]["total_s"])
+            overheads.append((record.duration_s - inside) / inside)
+    shared = 0
+    for a, b in zip(layers[0], layers[1], strict=False):
+        if a != b:
+            break
+        shared += 1
+    return {
+        "rebuild_unchanged_s": rebuild,
+        "shared_layers": shared,
+        "layers": len(layers[1]),
+        "fetched_over_unique": backend.wheels.fetched_bytes / max(sum(used.values()), 1),
+        "container_overhead": sum(overheads) / max(len(overheads), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
     parser.add_argument("--reports", type=Path, help="where the real runs keep results (default: a temp dir)")
+    parser.add_argument(
+        "--docker", action="store_true", help="also build two versions' images (needs an engine)"
+    )
     args = parser.parse_args(argv)
     size = len(catalogue.load_snapshot().releases())
     failed = False
@@ -90,6 +144,21 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['repeat_reused']:.0f} reused; repeat time / first time = {r['repeat_time_over_first']:.3f}"
         )
         failed |= r["repeat_runs"] != 0
+    if args.docker:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-") as tmp:
+            r = docker_ratios(Path(tmp) / "cache", Path(tmp) / "reports")
+        print("docker images (TF 2.20.0 and 2.21.0 on one Python 3.11 base, fresh wheel cache):")
+        print(
+            f"  rebuild of an unchanged image: {r['rebuild_unchanged_s']:.2f}s (promise: < 5s, no layer rebuilt)\n"
+            f"  layers shared by the two versions: {r['shared_layers']:.0f} of {r['layers']:.0f}\n"
+            f"  bytes fetched / bytes of unique wheels: {r['fetched_over_unique']:.3f} (promise: 1.0)\n"
+            f"  container overhead / scenario time: {r['container_overhead']:.3f}"
+        )
+        failed |= (
+            r["rebuild_unchanged_s"] >= 5
+            or abs(r["fetched_over_unique"] - 1.0) > 1e-9
+            or r["shared_layers"] < 2
+        )
     print("FAILED: a promise is broken" if failed else "all promises hold")
     return 1 if failed else 0
 

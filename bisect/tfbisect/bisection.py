@@ -55,6 +55,8 @@ class BisectRequest:
     flavour: Flavour = Flavour.CPU
     keras: KerasVariant = KerasVariant.DEFAULT
     backend: Backend = Backend.VENV
+    # With --backend auto and an engine: versions no base image fits (Python <= 3.8) run in venvs.
+    venv_fallback: bool = False
     python: str | None = None
     jobs: int = 1
     pre: bool = False
@@ -72,7 +74,9 @@ class BisectRequest:
             parts += ["--base", self.flavour.value]
         if self.keras is not KerasVariant.DEFAULT:
             parts += ["--keras", self.keras.value]
-        if self.backend is not Backend.VENV:
+        if self.venv_fallback:
+            parts += ["--backend", "auto"]
+        elif self.backend is not Backend.VENV:
             parts += ["--backend", self.backend.value]
         if self.python:
             parts += ["--python", self.python]
@@ -207,19 +211,28 @@ class Bisection:
         return sorted(chosen, key=lambda r: Version(r.version))
 
     def python_for(self, release: Release) -> str | None:
-        try:
-            return self.runner.python_for(release, self.request.python, self.request.backend)
-        except NoInterpreterError:  # not runnable here: a skip, with no run
-            return None
+        placed = self.place(release)
+        return placed[0] if placed else None
+
+    def place(self, release: Release) -> tuple[str, Backend] | None:
+        """The Python and backend a release runs with here, or None (a skip, with no run)."""
+        backends = [self.request.backend] + ([Backend.VENV] if self.request.venv_fallback else [])
+        for backend in backends:
+            try:
+                return self.runner.python_for(release, self.request.python, backend), backend
+            except NoInterpreterError:
+                continue
+        return None
 
     def spec_for(self, release: Release) -> EnvSpec | None:
-        python = self.python_for(release)
-        if python is None:
+        placed = self.place(release)
+        if placed is None:
             return None
+        python, backend = placed
         keras = self.request.keras
         if keras is KerasVariant.LEGACY and Version(release.version) < LEGACY_FROM:
             keras = KerasVariant.DEFAULT
-        return EnvSpec(release.version, python, self.request.flavour, keras, self.request.backend)
+        return EnvSpec(release.version, python, self.request.flavour, keras, backend)
 
     # -- running ---------------------------------------------------------------------
     def run_round(self, indices: Sequence[int]) -> None:

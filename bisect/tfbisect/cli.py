@@ -13,6 +13,7 @@ from tfbisect import (
     __version__,
     bisection,
     catalogue,
+    docker_engine,
     github,
     htmlreport,
     interpreters,
@@ -140,9 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
     parser.add_argument(
         "--backend",
-        choices=[b.value for b in Backend],
-        default="venv",
-        help="venv (local virtual environments) or docker (images from ./Dockerfile)",
+        choices=[*(b.value for b in Backend), "auto"],
+        default="auto" if multi else "venv",
+        help="venv (local virtual environments), docker (images from ./Dockerfile), or auto: containers "
+        "when a Docker engine answers (venvs for versions no base image fits), else venvs"
+        + (" (default)" if multi else ""),
     )
     parser.add_argument("--base-image", metavar="IMAGE", help="docker: a base image of your own with python3")
     parser.add_argument(
@@ -253,7 +256,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         python=args.python,
         flavour=Flavour(args.base),
         keras=KerasVariant(args.keras),
-        backend=Backend(args.backend),
+        backend=choose_backend(args.backend, progress)[0],
         pre=args.pre,
     )
     record = runner.run(spec, chosen)
@@ -315,7 +318,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
     variants = axis(args.keras, KerasVariant, "--keras")
-    progress.say(f"bisecting {chosen.name} in {describe_backend(Backend(args.backend))}")
+    backend, fallback = choose_backend(args.backend, progress)
+    progress.say(f"bisecting {chosen.name} in {describe_backend(backend, fallback)}")
     status = 0
     for flavour, keras in itertools.product(flavours, variants):
         request = bisection.BisectRequest(
@@ -325,7 +329,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             probe=args.probe,
             flavour=flavour,
             keras=keras,
-            backend=Backend(args.backend),
+            backend=backend,
+            venv_fallback=fallback,
             python=args.python,
             jobs=args.jobs,
             pre=args.pre,
@@ -350,9 +355,23 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     return status
 
 
-def describe_backend(backend: Backend) -> str:
+def choose_backend(text: str, progress: Progress) -> tuple[Backend, bool]:
+    """`auto`: containers when an engine answers, with venvs for what no base fits; else venvs."""
+    if text != "auto":
+        return Backend(text), False
+    try:
+        docker_engine.connect(progress)
+    except TfbisectError as exc:
+        progress.say(f"no Docker engine ({exc.what.splitlines()[0]}): running in local venvs")
+        return Backend.VENV, False
+    return Backend.DOCKER, True
+
+
+def describe_backend(backend: Backend, fallback: bool = False) -> str:
     if backend is Backend.DOCKER:
-        return "containers (Docker backend; images from ./Dockerfile)"
+        return "containers (Docker backend; images from ./Dockerfile)" + (
+            ", and local venvs for versions no base image fits" if fallback else ""
+        )
     return "local venvs (venv backend; --backend docker runs them in containers)"
 
 
@@ -383,7 +402,7 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
         releases,
         axis(args.base, Flavour, "--base"),
         axis(args.keras, KerasVariant, "--keras"),
-        Backend(args.backend),
+        *choose_backend(args.backend, progress),
         args.jobs,
         args.python,
     )

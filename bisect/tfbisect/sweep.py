@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from tfbisect.catalogue import Catalogue, Release
-from tfbisect.errors import UsageError
+from tfbisect.errors import NoInterpreterError, UsageError
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
@@ -68,6 +68,7 @@ def run_sweep(
     flavours: Sequence[Flavour],
     variants: Sequence[KerasVariant],
     backend: Backend,
+    venv_fallback: bool,
     jobs: int,
     python: str | None = None,
 ) -> list[Cell]:
@@ -77,9 +78,14 @@ def run_sweep(
             plan.append((release, flavour, keras, None, "tf-keras variant applies from TF 2.16"))
             continue
         try:
-            spec = runner.spec_for(
-                release.version, python=python, flavour=flavour, keras=keras, backend=backend, pre=True
-            )
+            try:
+                spec = runner.spec_for(
+                    release.version, python=python, flavour=flavour, keras=keras, backend=backend, pre=True
+                )
+            except NoInterpreterError:
+                if not venv_fallback:
+                    raise
+                spec = runner.spec_for(release.version, python=python, flavour=flavour, keras=keras, pre=True)
             plan.append((release, flavour, keras, spec, ""))
         except UsageError as exc:
             plan.append((release, flavour, keras, None, exc.what))

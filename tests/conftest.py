@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import copy
+import http.server
 import json
+import subprocess
+import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tfbisect.loopback import serve
 from tfbisect.record import RunRecord
 
 DATA = Path(__file__).parent / "data"
@@ -74,3 +79,30 @@ def all_outcomes() -> list[RunRecord]:
         extra={**real.extra, "reproduce": "tfbisect run --tf 2.4.4 --python 3.8 --backend venv"},
     )
     return [skip, not_reproduced, real, error, timeout, new]
+
+
+def cli(
+    reports: Path,
+    *args: str,
+    cache: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tfbisect` for real, with reports (and by default a venv/wheel cache) of its own."""
+    command = [
+        sys.executable,
+        "-m",
+        "tfbisect",
+        "--reports",
+        str(reports),
+        "--cache",
+        str(cache or reports / "cache"),
+    ]
+    return subprocess.run(
+        [*command, *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=timeout, env=env
+    )
+
+
+def loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> AbstractContextManager[str]:
+    """A real HTTP server on 127.0.0.1 for the duration; yields its base URL."""
+    return serve(handler)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +10,8 @@ import pytest
 
 from tfbisect import catalogue
 from tfbisect.errors import CatalogueError, UnknownVersionError
+
+from conftest import loopback
 
 
 def page(project: str, files: list[tuple[str, str]]) -> dict[str, Any]:
@@ -147,12 +148,8 @@ class _Index(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def index() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Index)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple"
-    server.shutdown()
-    server.server_close()
+    with loopback(_Index) as url:
+        yield f"{url}/simple"
 
 
 def test_fetch_speaks_pep_691(index: str) -> None:

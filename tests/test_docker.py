@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.store import ResultStore
+
+from conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -45,24 +46,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def tfbisect(
     workspace: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfbisect",
-            "--reports",
-            str(workspace / "reports"),
-            "--cache",
-            str(workspace / "cache"),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-        env=env,
-    )
+    return cli(workspace / "reports", *args, cache=workspace / "cache", env=env)
 
 
 def record(workspace: Path, key: str, scenario: str = "gradient_mismatch") -> RunRecord:

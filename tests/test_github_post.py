@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,8 @@ import pytest
 
 from test_report import report_data
 from tfbisect.github import PostError, Target
+
+from conftest import loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "ghp_TESTTOKEN0123456789abcdefSECRET"
@@ -46,12 +47,8 @@ class _GitHub(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def github() -> Iterator[str]:
     _GitHub.seen.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GitHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback(_GitHub) as url:
+        yield url
     _GitHub.status = 201
 
 

@@ -10,29 +10,14 @@ import pytest
 
 from tfbisect.bisection import Status, load_report
 
+from conftest import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def bisect(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfbisect",
-            "--reports",
-            str(reports),
-            "--cache",
-            str(reports / "cache"),
-            "bisect",
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3000,
-    )
+    return cli(reports, "bisect", *args)
 
 
 def test_finds_where_the_eager_plain_gradient_went_wrong(tmp_path: Path) -> None:

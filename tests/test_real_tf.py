@@ -12,29 +12,15 @@ import pytest
 
 from tfbisect.store import load
 
+from conftest import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def tfbisect(reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        # a cache of its own: each test builds its venv for real (uv's wheel cache keeps it quick)
-        [
-            sys.executable,
-            "-m",
-            "tfbisect",
-            "--reports",
-            str(reports),
-            "--cache",
-            str(reports / "cache"),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+    # a cache of its own: each test builds its venv for real (uv's wheel cache keeps it quick)
+    return cli(reports, *args)
 
 
 def outcomes(path: Path) -> dict[str, str]:

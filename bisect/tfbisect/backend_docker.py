@@ -34,7 +34,15 @@ from tfbisect.wheelhouse import Pin, Wheelhouse, pins, serve
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
 # The CUDA each line's wheels were built for (tf.sysconfig.get_build_info()); the CUDA image
 # build fails when TF says otherwise.
-CUDA_EXPECTED = {"2.14": "11.8", "2.15": "12.2", "2.16": "12.3", "2.17": "12.3"}
+CUDA_EXPECTED = {
+    "2.14": "11.8",
+    "2.15": "12.2",
+    "2.16": "12.3",
+    "2.17": "12.3",
+    "2.18": "12.5",
+    "2.19": "12.5",
+    "2.21": "12.5",  # seen: the 2.21.0 wheel reports 12.5.1 / cuDNN 9
+}
 AND_CUDA_FROM = Version("2.14.0rc0")
 USER = "10001:10001"
 LIMITS = ["--memory", os.environ.get("TFBISECT_MEMORY", "8g"), "--pids-limit", "2048"]
@@ -115,7 +123,14 @@ class DockerBackend:
         dockerfile = DOCKERFILE.read_bytes()
         lock_text = lock.path.read_text()
         digest = hashlib.sha256()
-        for part in (dockerfile, base.image_id.encode(), lock_text.encode(), spec.flavour.value.encode()):
+        expected = CUDA_EXPECTED.get(minor_line(spec.tf_version), "") if spec.flavour is Flavour.CUDA else ""
+        for part in (
+            dockerfile,
+            base.image_id.encode(),
+            lock_text.encode(),
+            spec.flavour.value.encode(),
+            expected.encode(),
+        ):
             digest.update(part)
             digest.update(b"\0")
         content = digest.hexdigest()

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from tfbisect import loopback
 from tfbisect.errors import EnvironmentBuildError
 from tfbisect.interpreters import find as find_python
 from tfbisect.progress import Progress
@@ -199,15 +199,5 @@ PORT = int(os.environ.get("TFBISECT_WHEEL_PORT", "38471"))
 @contextmanager
 def serve(folder: Path) -> Iterator[str]:
     """Serve a folder on loopback for `docker build --network host`; yields its URL."""
-    handler = partial(_Quiet, directory=str(folder))
-    try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), handler)
-    except OSError:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback.serve(partial(_Quiet, directory=str(folder)), PORT) as url:
+        yield url

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument("--term-old", help="name of the older end's state (default: good, or bad for a fix)")
     bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
     bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
+    bisect.add_argument("--report", action="store_true", help="then write the HTML report, summary and PNG")
 
     report = sub.add_parser(
         "report", help="HTML report, GitHub summary and matrix PNG from the stored results"
@@ -352,6 +353,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             print(f"  {path}")
         if report.status not in (bisection.Status.FOUND, bisection.Status.AMBIGUOUS):
             status = max(status, 1)
+    if args.report:
+        write_reports(args.reports, chosen, args.reports)
     return status
 
 
@@ -412,10 +415,18 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
-    out = args.out or args.reports
     target = github.Target.parse(args.post) if args.post else None
     token = github.token_from_env() if target else ""  # fail before any work, not after
-    data = reportdata.collect(store.ResultStore(args.reports / "results"), chosen, args.reports / "bisect")
+    summary = write_reports(args.reports, chosen, args.out or args.reports)
+    if target is not None:
+        url = github.post_comment(target, summary, token, api=args.api_url)
+        print(f"posted the summary: {url}")
+    return 0
+
+
+def write_reports(reports: Path, chosen: scenario.Scenario, out: Path) -> str:
+    """Write the HTML report, the Markdown summary, the matrix PNG and JSON; returns the summary."""
+    data = reportdata.collect(store.ResultStore(reports / "results"), chosen, reports / "bisect")
     out.mkdir(parents=True, exist_ok=True)
     written = {
         "report.html": htmlreport.render(data),
@@ -426,13 +437,10 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
         write_text_atomic(out / name, text)
     matrixpng.render(data, out / "matrix.png")
     print(data.headline())
-    print("files written:")
+    print("report files written:")
     for name in (*written, "matrix.png"):
         print(f"  {out / name}")
-    if target is not None:
-        url = github.post_comment(target, written["summary.md"], token, api=args.api_url)
-        print(f"posted the summary: {url}")
-    return 0
+    return written["summary.md"]
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shlex
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,14 @@ class Runner:
         self.have = have if have is not None else interpreters.available()
         self.backend = VenvBackend(settings.cache_dir, progress)
         self._docker: DockerBackend | None = None
+        self._docker_lock = threading.Lock()
 
     def docker(self) -> DockerBackend:
         """The Docker backend, connected on first use (a clear error when no engine answers)."""
+        with self._docker_lock:  # bisect rounds call this from several threads
+            return self._connect_docker()
+
+    def _connect_docker(self) -> DockerBackend:
         if self._docker is None:
             engine = docker_engine.connect(self.progress)
             self._docker = DockerBackend(

@@ -103,61 +103,50 @@ class Wheelhouse:
             )
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".fetch-") as tmp:
             requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text(
-                "\n".join(
-                    f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in sorted(p.hashes))
-                    for p in missing
-                )
-                + "\n"
-            )
+            lines = [
+                f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in sorted(p.hashes))
+                for p in missing
+            ]
+            requirements.write_text("\n".join(lines) + "\n")
             out = Path(tmp) / "out"
+            # `pip wheel` keeps binary wheels as downloaded (hash-checked) and builds the sdist-only
+            # ones with the same Python the image will have, in an isolated PEP 517 environment.
+            command = [
+                str(interpreter.path), "-m", "pip", "wheel", "--no-deps", "--require-hashes", "--use-pep517",
+                "--disable-pip-version-check", "-r", str(requirements), "-w", str(out),
+            ]  # fmt: skip
+            log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.progress.step(
                 f"wheels py{python}", f"fetching {len(missing)} wheels (log: {log_path})"
             ):
-                log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a") as log:
-                    # `pip wheel` keeps binary wheels as downloaded (hash-checked) and builds the
-                    # sdist-only ones with the same Python the image will have.
-                    done = subprocess.run(
-                        [
-                            str(interpreter.path),
-                            "-m",
-                            "pip",
-                            "wheel",
-                            "--no-deps",
-                            "--require-hashes",
-                            "--disable-pip-version-check",
-                            "-r",
-                            str(requirements),
-                            "-w",
-                            str(out),
-                        ],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        check=False,
-                    )
-                if done.returncode != 0:
-                    raise EnvironmentBuildError(
-                        f"Fetching wheels for Python {python} failed; the end of {log_path}:\n"
-                        + "\n".join(log_path.read_text(errors="replace").splitlines()[-12:]),
-                        "check the network (or fill the wheel cache on a machine that has one), then run again.",
-                    )
-            by_key = {}
-            for wheel in out.glob("*.whl"):
-                name, version = wheel.name.split("-")[:2]
-                by_key[f"{canonicalize_name(name)}=={version}"] = wheel
-            for pin in missing:
-                matches = [w for k, w in by_key.items() if _same(k, pin.key)]
-                if not matches:
-                    raise EnvironmentBuildError(f"pip produced no wheel for {pin.key}.", f"see {log_path}.")
-                wheel = matches[0]
-                self.fetched_bytes += wheel.stat().st_size
-                target = folder / wheel.name
-                shutil.move(str(wheel), target)
-                index[pin.key] = wheel.name
-            tmp_index = folder / "index.json.tmp"
-            tmp_index.write_text(json.dumps(index, indent=1, sort_keys=True))
-            tmp_index.replace(folder / "index.json")
+                    done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+                # Keep every wheel that arrived, even when another failed: nothing is fetched twice.
+                self._keep(out, missing, folder, index)
+            lost = [p.key for p in missing if p.key not in index]
+            if done.returncode != 0 or lost:
+                raise EnvironmentBuildError(
+                    f"Fetching wheels for Python {python} failed ({', '.join(lost) or 'see the log'}); "
+                    f"the end of {log_path}:\n"
+                    + "\n".join(log_path.read_text(errors="replace").splitlines()[-12:]),
+                    "check the network (or fill the wheel cache on a machine that has one), then run again.",
+                )
+
+    def _keep(self, out: Path, missing: list[Pin], folder: Path, index: dict[str, str]) -> None:
+        arrived = {}
+        for wheel in out.glob("*.whl"):
+            name, version = wheel.name.split("-")[:2]
+            arrived[f"{canonicalize_name(name)}=={version}"] = wheel
+        for pin in missing:
+            for key, wheel in arrived.items():
+                if _same(key, pin.key):
+                    self.fetched_bytes += wheel.stat().st_size
+                    shutil.move(str(wheel), folder / wheel.name)
+                    index[pin.key] = wheel.name
+                    break
+        tmp_index = folder / "index.json.tmp"
+        tmp_index.write_text(json.dumps(index, indent=1, sort_keys=True))
+        tmp_index.replace(folder / "index.json")
 
 
 def _same(wheel_key: str, pin_key: str) -> bool:

@@ -147,3 +147,24 @@ def test_no_engine_says_venv_works(workspace: Path) -> None:
     done = tfbisect(workspace, "run", "--tf", "2.9.3", "--backend", "docker", env=env)
     assert done.returncode == 10
     assert "Docker engine is not running" in done.stderr and "--backend venv" in done.stderr
+
+
+def test_wheel_cache_builds_sdists_and_fetches_each_wheel_once(tmp_path: Path) -> None:
+    """termcolor 1.1.0 (pinned by TF 2.0-2.7 locks) ships only as source; six is a plain wheel."""
+    from tfbisect.progress import Progress
+    from tfbisect.wheelhouse import Wheelhouse, pins
+
+    lock = (ROOT / "bisect" / "tfbisect" / "data" / "locks" / "tf2.7.0-py3.9-cpu.txt").read_text()
+    wanted = [p for p in pins(lock) if p.name in ("termcolor", "six")]
+    assert {p.key for p in wanted} == {"termcolor==1.1.0", "six==1.16.0"}
+    house = Wheelhouse(tmp_path, Progress(quiet=True))
+    first = house.ensure(wanted, "3.9", tmp_path / "fetch.log")
+    assert sorted(p.name for p in first) == [
+        "six-1.16.0-py2.py3-none-any.whl",
+        "termcolor-1.1.0-py3-none-any.whl",
+    ]
+    fetched = house.fetched_bytes
+    assert fetched == sum(p.stat().st_size for p in first)
+    again = Wheelhouse(tmp_path, Progress(quiet=True))
+    assert again.ensure(wanted, "3.9", tmp_path / "fetch.log") == first
+    assert again.fetched_bytes == 0  # bytes fetched / unique wheel bytes stays 1.0

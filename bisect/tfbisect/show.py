@@ -79,7 +79,10 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
 def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     request = report.request
     what = f"probe {request['probe']}" if request.get("probe") else "the scenario's verdict"
-    variant = f"{request['flavour']}, keras {request['keras']}, {request['backend']}"
+    backend = str(request["backend"])
+    if request.get("venv_fallback") in (True, "True"):
+        backend += " (venv where no base image fits)"
+    variant = f"{request['flavour']}, keras {request['keras']}, {backend}"
     first, last = (report.versions[0], report.versions[-1]) if report.versions else ("?", "?")
     lines = [
         f"searched {len(report.versions)} TF versions ({first} .. {last}) on {what}; {variant}",

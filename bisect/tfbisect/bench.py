@@ -78,6 +78,8 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))
     scenario = find("gradient_mismatch")
     backend = runner.docker()
+    listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
+    before = set(backend.engine.capture(*listing, quiet=True).split())
     layers: list[list[str]] = []
     used: dict[str, int] = {}
     overheads = []
@@ -101,6 +103,9 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         if record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED) and record.document:
             inside = float(record.document["timings"]["total_s"])
             overheads.append((record.duration_s - inside) / inside)
+    # The bench cleans up after itself: 1-4 GB an image.
+    for image in set(backend.engine.capture(*listing, quiet=True).split()) - before:
+        backend.engine.remove_image(image)
     shared = 0
     for a, b in zip(layers[0], layers[1], strict=False):
         if a != b:

@@ -104,8 +104,8 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
             inside = float(record.document["timings"]["total_s"])
             overheads.append((record.duration_s - inside) / inside)
     # The bench cleans up after itself: 1-4 GB an image.
-    for image in set(backend.engine.capture(*listing, quiet=True).split()) - before:
-        backend.engine.remove_image(image)
+    for created in set(backend.engine.capture(*listing, quiet=True).split()) - before:
+        backend.engine.remove_image(created)
     shared = 0
     for a, b in zip(layers[0], layers[1], strict=False):
         if a != b:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from tfbisect.errors import EnvironmentBuildError
@@ -82,9 +81,3 @@ class VenvBackend:
         if epochs is not None:
             command += ["--epochs", str(epochs)]
         return command
-
-    def describe(self, python: Path) -> dict[str, str]:
-        done = subprocess.run(
-            [str(python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=False
-        )
-        return {"venv": done.stdout.strip()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -98,8 +97,3 @@ def choose(wanted: Sequence[str], have: dict[str, Interpreter], pinned: str | No
             + "`) or run it in a container with --backend docker.",
         )
     return have[usable[-1]]
-
-
-def which(name: str) -> Path | None:
-    found = shutil.which(name)
-    return Path(found) if found else None

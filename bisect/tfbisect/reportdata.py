@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +212,3 @@ def dump(data: ReportData) -> str:
         },
         indent=1,
     )
-
-
-def short(values: Sequence[str], limit: int) -> list[str]:
-    return list(values[:limit]) + ([f"... and {len(values) - limit} more"] if len(values) > limit else [])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -50,9 +50,6 @@ class EnvSpec:
 
     def env_vars(self) -> dict[str, str]:
         return {"TF_USE_LEGACY_KERAS": "1"} if self.keras is KerasVariant.LEGACY else {}
-
-    def with_version(self, tf_version: str, python: str) -> EnvSpec:
-        return replace(self, tf_version=tf_version, python=python)
 
     def to_dict(self) -> dict[str, Any]:
         return {

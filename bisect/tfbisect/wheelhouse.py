@@ -7,7 +7,6 @@ proxy's certificates).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import http.server
 import json
 import os
@@ -22,6 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tfbisect import loopback
 from tfbisect.errors import EnvironmentBuildError
@@ -150,19 +150,9 @@ class Wheelhouse:
 
 
 def _same(wheel_key: str, pin_key: str) -> bool:
-    from packaging.version import Version
-
     name_a, version_a = wheel_key.split("==")
     name_b, version_b = pin_key.split("==")
     return name_a == name_b and Version(version_a) == Version(version_b)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager

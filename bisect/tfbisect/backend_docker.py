@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.version import Version
-
 from tfbisect import __version__
 from tfbisect.bases import SUITES, Base, BaseImages
 from tfbisect.catalogue import Release
@@ -27,7 +25,7 @@ from tfbisect.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.locks import Lock, LockSpec
 from tfbisect.progress import Progress
 from tfbisect.scenario import Scenario
-from tfbisect.spec import EnvSpec, Flavour
+from tfbisect.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.versions import minor_line, python_sort_key
 from tfbisect.wheelhouse import Pin, Wheelhouse, pins, serve
 
@@ -43,7 +41,6 @@ CUDA_EXPECTED = {
     "2.19": "12.5",
     "2.21": "12.5",  # seen: the 2.21.0 wheel reports 12.5.1 / cuDNN 9
 }
-AND_CUDA_FROM = Version("2.14.0rc0")
 USER = "10001:10001"
 LIMITS = ["--memory", os.environ.get("TFBISECT_MEMORY", "8g"), "--pids-limit", "2048"]
 
@@ -107,7 +104,7 @@ class DockerBackend:
     def lock_spec(self, spec: EnvSpec) -> LockSpec:
         """TF 2.14+ installs from its `tensorflow[and-cuda]` lock for both flavours (so CPU and
         CUDA images share every layer below the NVIDIA one); older lines from their CPU lock."""
-        if Version(spec.tf_version) >= AND_CUDA_FROM:
+        if has_and_cuda(spec.tf_version):
             return LockSpec(spec.tf_version, spec.python, Flavour.CUDA, spec.keras)
         if spec.flavour is Flavour.CUDA:
             raise LockError(

@@ -27,14 +27,12 @@ from tfbisect.progress import Progress
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
 from tfbisect.search import BisectState, ChangePoint, Class
-from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.store import write_json_atomic
 from tfbisect.versions import git_tag
 from tfbisect.workflow import Runner
 
 COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
-# With the legacy-Keras variant, releases before 2.16 run as they are: their tf.keras already is Keras 2.
-LEGACY_FROM = Version("2.16.0rc0")
 
 
 class Status(enum.StrEnum):
@@ -186,7 +184,7 @@ class Bisection:
         catalogue = self.runner.catalogue
         releases = catalogue.releases(pre=self.request.pre)
         if self.request.keras is KerasVariant.LEGACY and not (self.request.good or self.request.bad):
-            releases = [r for r in releases if Version(r.version) >= LEGACY_FROM] or releases
+            releases = [r for r in releases if legacy_keras_applies(r.version)] or releases
         runnable = [r for r in releases if self.python_for(r) is not None]
         if self.request.good:
             start = catalogue.resolve(self.request.good, pre=True)
@@ -230,7 +228,8 @@ class Bisection:
             return None
         python, backend = placed
         keras = self.request.keras
-        if keras is KerasVariant.LEGACY and Version(release.version) < LEGACY_FROM:
+        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
+            # releases before 2.16 run as they are: their tf.keras already is Keras 2
             keras = KerasVariant.DEFAULT
         return EnvSpec(release.version, python, self.request.flavour, keras, backend)
 

@@ -16,12 +16,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.version import Version
-
 from tfbisect.catalogue import Catalogue, Release
 from tfbisect.errors import LockError
 from tfbisect.packagedata import data_file
-from tfbisect.spec import Flavour, KerasVariant
+from tfbisect.spec import Flavour, KerasVariant, has_and_cuda, legacy_keras_applies
 from tfbisect.versions import python_sort_key
 
 # Point releases of TF's dependencies in the first two weeks after a TF release are the
@@ -68,7 +66,7 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
     uploads = [release.uploaded]
     if spec.flavour is Flavour.CPU:
         requirements = [f"{release.cpu_project}=={release.version}"]
-    elif Version(release.version) >= Version("2.14.0rc0"):
+    elif has_and_cuda(release.version):
         requirements = [f"tensorflow[and-cuda]=={release.version}"]
     else:
         raise LockError(
@@ -78,7 +76,7 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
         )
     if spec.keras is KerasVariant.LEGACY:
         tf_keras = catalogue.tf_keras_for(release)
-        if Version(release.version) < Version("2.16.0rc0") or tf_keras is None:
+        if not legacy_keras_applies(release.version) or tf_keras is None:
             raise LockError(
                 f"TF {release.version} has no tf-keras variant: TF_USE_LEGACY_KERAS applies to TF 2.16 and newer.",
                 "drop the tf-keras variant for versions before 2.16 (before 2.16 tf.keras already is Keras 2).",

@@ -6,6 +6,21 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from packaging.version import Version
+
+# TF_USE_LEGACY_KERAS (with tf-keras) exists from TF 2.16; before it tf.keras already is Keras 2.
+LEGACY_KERAS_FROM = Version("2.16.0rc0")
+# `tensorflow[and-cuda]` (the NVIDIA libraries as pip wheels) exists from TF 2.14.
+AND_CUDA_FROM = Version("2.14.0rc0")
+
+
+def legacy_keras_applies(tf_version: str) -> bool:
+    return Version(tf_version) >= LEGACY_KERAS_FROM
+
+
+def has_and_cuda(tf_version: str) -> bool:
+    return Version(tf_version) >= AND_CUDA_FROM
+
 
 class Flavour(enum.StrEnum):
     CPU = "cpu"

@@ -15,10 +15,8 @@ from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
 from tfbisect.show import MARK
-from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.workflow import Runner
-
-LEGACY_FROM = Version("2.16.0rc0")
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def run_sweep(
 ) -> list[Cell]:
     plan: list[tuple[Release, Flavour, KerasVariant, EnvSpec | None, str]] = []
     for release, flavour, keras in itertools.product(releases, flavours, variants):
-        if keras is KerasVariant.LEGACY and Version(release.version) < LEGACY_FROM:
+        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
             plan.append((release, flavour, keras, None, "tf-keras variant applies from TF 2.16"))
             continue
         try:

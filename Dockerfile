@@ -23,10 +23,12 @@ FROM base AS cpu
 ARG WHEELS_URL
 ARG PYTHON
 ARG LOCK_SHA
+# The module whose import proves the install (tensorflow; empty for a lock that installs nothing).
+ARG CHECK_IMPORT=tensorflow
 RUN echo "lock ${LOCK_SHA}" \
  && pip install --no-cache-dir --no-index --no-deps --find-links "${WHEELS_URL}/py${PYTHON}/" \
         -r "${WHEELS_URL}/req/${LOCK_SHA}-cpu.txt" \
- && python -c "import tensorflow as tf; print('TF', tf.__version__)"
+ && if [ -n "${CHECK_IMPORT}" ]; then python -c "import ${CHECK_IMPORT} as m; print(m.__name__, m.__version__)"; fi
 USER tfbisect
 WORKDIR /home/tfbisect
 

@@ -11,7 +11,8 @@ from tfbisect.schema import problems
 def run(
     code: int | None, document: Any, *, timed_out: bool = False, log: str = "", sha: str | None = None
 ) -> tuple[Outcome, dict[str, Any] | None, Failure | None]:
-    raw = document if isinstance(document, str) or document is None else json.dumps(document)
+    text = document if isinstance(document, str) or document is None else json.dumps(document)
+    raw = text.encode() if text is not None else None
     expected = sha or (document["scenario"]["sha256"] if isinstance(document, dict) else "0" * 64)
     return classify(code, raw, log, timed_out=timed_out, expected_sha256=expected)
 

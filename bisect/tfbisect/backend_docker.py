@@ -42,7 +42,8 @@ CUDA_EXPECTED = {
     "2.21": "12.5",  # seen: the 2.21.0 wheel reports 12.5.1 / cuDNN 9
 }
 USER = "10001:10001"
-LIMITS = ["--memory", os.environ.get("TFBISECT_MEMORY", "8g"), "--pids-limit", "2048"]
+MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
+LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class DockerBackend:
                 f"LOCK_SHA={lock.sha256}",
                 "--build-arg",
                 f"EXPECT_CUDA={expected}",
+                "--build-arg",
+                f"CHECK_IMPORT={import_check(lock)}",
                 "--label",
                 f"tfbisect.hash={content}",
                 "--label",
@@ -210,6 +213,7 @@ class DockerBackend:
                 "run",
                 "--name",
                 name,
+                "--init",  # signals and orphans inside behave as on the host; deaths by signal are 128+N
                 "--network",
                 "none",
                 "--user",
@@ -248,6 +252,15 @@ class DockerBackend:
                 "container": name,
             }
             yield argv, extra
+
+
+def import_check(lock: Lock) -> str:
+    """The module the image build imports to prove the install works: TensorFlow when the lock
+    installs it (a lock of nothing, like the fault table's, builds a bare Python image)."""
+    names = [r.split("[")[0].split("=")[0].strip().lower() for r in lock.requirements]
+    return (
+        "tensorflow" if any(n.startswith(("tensorflow", "tf-nightly", "tf_nightly")) for n in names) else ""
+    )
 
 
 def reproducible(argv: list[str], name: str, outdir: Path) -> str:

@@ -45,7 +45,11 @@ class VenvBackend:
         partial.parent.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{spec.key}.install.log"
         with self.progress.step(spec.label, f"installing {lock.path.name} into a new venv (log: {log_path})"):
-            finished = self._install(partial, lock, interpreter, log_path)
+            try:
+                finished = self._install(partial, lock, interpreter, log_path)
+            except BaseException:  # interrupted: no half-built venv outlives the driver
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
             if finished.exit_code != 0:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise EnvironmentBuildError(

@@ -22,6 +22,7 @@ from packaging.version import Version
 from tfbisect.catalogue import Release
 from tfbisect.errors import NoInterpreterError, UsageError
 from tfbisect.judge import State, Terms, state_of, terms_for
+from tfbisect.names import safe_component
 from tfbisect.process import kill_all
 from tfbisect.progress import Progress
 from tfbisect.record import RunRecord
@@ -30,7 +31,7 @@ from tfbisect.search import BisectState, ChangePoint, Class
 from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.store import write_json_atomic
 from tfbisect.versions import git_tag
-from tfbisect.workflow import Runner
+from tfbisect.workflow import Runner, scenario_argument
 
 COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
 
@@ -61,10 +62,11 @@ class BisectRequest:
     confirm: bool = False
     term_old: str | None = None
     term_new: str | None = None
+    timeout: float | None = None  # None: the default
 
     def command(self) -> str:
-        """The command line that repeats (or resumes) this bisection."""
-        parts = ["tfbisect", "bisect", "--scenario", self.scenario.name]
+        """The command line that repeats (or resumes) this bisection, from any directory."""
+        parts = ["tfbisect", "bisect", "--scenario", scenario_argument(self.scenario)]
         for flag, value in (("--good", self.good), ("--bad", self.bad), ("--probe", self.probe)):
             if value:
                 parts += [flag, value]
@@ -83,6 +85,11 @@ class BisectRequest:
         for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
             if on:
                 parts.append(flag)
+        for flag, value in (("--term-old", self.term_old), ("--term-new", self.term_new)):
+            if value:
+                parts += [flag, value]
+        if self.timeout is not None:
+            parts += ["--timeout", f"{self.timeout:g}"]
         return shlex.join(parts)
 
 
@@ -246,10 +253,23 @@ class Bisection:
         self.progress.say(f"== round {self.round}: {names}")
         with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
             futures = {i: pool.submit(self._timed, self.specs[i]) for i in todo}  # type: ignore[arg-type]
-            for i, future in futures.items():
-                record, seconds, reused = future.result()
-                self.records[i] = record
-                self.add_step(i, record, seconds, reused)
+            try:
+                for i, future in futures.items():
+                    record, seconds, reused = future.result()
+                    self.records[i] = record
+                    self.add_step(i, record, seconds, reused)
+            except KeyboardInterrupt:
+                # Stopping: the other runs of the round are being killed; keep the ones that
+                # finished before the signal in the log (their results are stored anyway).
+                kill_all()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for i, future in futures.items():
+                    finished = future.done() and not future.cancelled() and future.exception() is None
+                    if i not in self.records and finished:
+                        record, seconds, reused = future.result()
+                        self.records[i] = record
+                        self.add_step(i, record, seconds, reused)
+                raise
         self.save()
 
     def _timed(self, spec: EnvSpec) -> tuple[RunRecord, float, bool]:
@@ -305,8 +325,7 @@ class Bisection:
             kill_all()
             self.report.status = Status.INTERRUPTED
             self.report.message = (
-                "interrupted: every finished run is stored; resume with the same command:\n  "
-                + self.report.command
+                "every finished run is stored; resume with the same command:\n  " + self.report.command
             )
             self.save()
             raise
@@ -441,8 +460,9 @@ def _now() -> str:
 
 def log_name(request: BisectRequest) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    what = request.probe or "verdict"
-    return f"{stamp}-{request.scenario.name}-{what}-{request.flavour.value}-{request.keras.value}.json"
+    what = safe_component(request.probe or "verdict")
+    variant = f"{safe_component(request.flavour.value)}-{safe_component(request.keras.value)}"
+    return f"{stamp}-{request.scenario.slug}-{what}-{variant}.json"
 
 
 def load_report(path: Path) -> BisectReport:

@@ -88,6 +88,23 @@ class Engine:
         found = self.image_inspect(ref)
         return str(found["Id"]) if found else None
 
+    def container_state(self, name: str) -> dict[str, object]:
+        """The container's `.State` (ExitCode, OOMKilled …), or {} when it is gone."""
+        done = subprocess.run(
+            self.command("container", "inspect", "--format", "{{json .State}}", name),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            return {}
+        try:
+            state = json.loads(done.stdout)
+        except ValueError:
+            return {}
+        return dict(state) if isinstance(state, dict) else {}
+
     def remove_image(self, ref: str) -> None:
         self.capture("image", "rm", "--force", ref, check=False)
 

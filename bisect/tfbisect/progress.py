@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from tfbisect.textsafe import clip, printable
+
 _LOCK = threading.Lock()
 
 
@@ -19,9 +21,10 @@ class Progress:
 
     def say(self, message: str) -> None:
         if not self.quiet:
+            # Messages carry scenario text: no escape sequence of a scenario reaches the terminal.
             # One write per line under a lock: parallel runs (--jobs) never splice lines.
             with _LOCK:
-                self.stream.write(message + "\n")
+                self.stream.write(printable(message) + "\n")
                 self.stream.flush()
 
     @contextmanager
@@ -36,4 +39,4 @@ class Progress:
         self.say(f"[{label}] {message}: done in {time.monotonic() - start:.1f}s")
 
     def line(self, label: str, text: str) -> None:
-        self.say(f"[{label}]   {text}")
+        self.say(f"[{label}]   {printable(clip(text, 300), newlines=False)}")

@@ -9,8 +9,10 @@ from typing import Any
 
 from tfbisect import __version__
 from tfbisect.outcome import VERDICT_EXIT, Outcome
+from tfbisect.process import signal_name
 from tfbisect.schema import problems
 from tfbisect.spec import EnvSpec
+from tfbisect.textsafe import bounded, clip
 
 RECORD_VERSION = 1
 _EXCEPTION_LINE = re.compile(
@@ -53,6 +55,18 @@ class RunRecord:
     lock_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     tool_version: str = __version__
+    timeout_s: float | None = None  # the --timeout it ran under: a timeout is only as final as that
+
+    def answers(self, timeout: float) -> bool:
+        """Whether this stored record answers a run with `timeout`, so it can be reused.
+
+        An infrastructure skip (a failed install, no engine) is retried; a timeout is final
+        only for a timeout no longer than the one it ran under."""
+        if self.extra.get("infrastructure"):
+            return False
+        if self.outcome is Outcome.TIMEOUT:
+            return self.timeout_s is not None and self.timeout_s >= timeout
+        return True
 
     @property
     def verdict_summary(self) -> str:
@@ -90,6 +104,7 @@ class RunRecord:
             "command": self.command,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
+            "timeout_s": self.timeout_s,
             "extra": self.extra,
             "log_tail": self.log_tail,
             "document": self.document,
@@ -113,6 +128,7 @@ class RunRecord:
             lock_sha256=data.get("lock_sha256", ""),
             extra=dict(data.get("extra") or {}),
             tool_version=data.get("tool_version", "?"),
+            timeout_s=float(data["timeout_s"]) if data.get("timeout_s") is not None else None,
         )
 
 
@@ -122,26 +138,48 @@ def exception_from_log(log: str) -> Failure:
     for line in reversed(lines):
         match = _EXCEPTION_LINE.match(line)
         if match:
-            return Failure(match.group("type").rsplit(".", 1)[-1], match.group("msg"))
-    return Failure("Crash", lines[-1] if lines else "no output")
+            return Failure(clip(match.group("type").rsplit(".", 1)[-1], 200), clip(match.group("msg")))
+    return Failure("Crash", clip(lines[-1]) if lines else "no output")
 
 
 def classify(
-    exit_code: int | None, raw_document: str | None, log: str, *, timed_out: bool, expected_sha256: str
+    exit_code: int | None,
+    raw_document: bytes | None,
+    log: str,
+    *,
+    timed_out: bool,
+    expected_sha256: str,
+    unreadable: Failure | None = None,
+    timeout: float | None = None,
+    memory_limit: str | None = None,
 ) -> tuple[Outcome, dict[str, Any] | None, Failure | None]:
-    """Map a finished process onto an outcome; only a valid, consistent document is good or bad."""
+    """Map a finished process onto an outcome; only a valid, consistent document is good or bad.
+
+    `raw_document` is untrusted bytes; `unreadable` says why there is none to read (a symlink,
+    a FIFO …); `memory_limit` is set when the container was killed for running out of memory.
+    The document returned is bounded (long strings clipped, deep nesting cut)."""
     if timed_out:
-        return Outcome.TIMEOUT, None, Failure("Timeout", "the scenario did not finish in time and was killed")
-    document: Any = None
-    if raw_document is not None:
-        try:
-            document = json.loads(raw_document)
-        except ValueError as exc:
-            return Outcome.ERROR, None, Failure("InvalidResult", f"the result is not JSON: {exc}")
+        limit = f" in {timeout:g}s" if timeout is not None else " in time"
+        return Outcome.TIMEOUT, None, Failure("Timeout", f"the scenario did not finish{limit} and was killed")
+    if memory_limit is not None:
+        return (
+            Outcome.ERROR,
+            None,
+            Failure(
+                "OutOfMemory",
+                f"out of memory: the container's {memory_limit} limit was reached and it was killed",
+            ),
+        )
+    if unreadable is not None:
+        return Outcome.ERROR, None, unreadable
+    document, invalid = _parse(raw_document)
+    if invalid is not None:
+        return Outcome.ERROR, None, invalid
     if exit_code not in VERDICT_EXIT.values():
         failure = exception_from_log(log)
-        if exit_code is not None and exit_code < 0:
-            failure = Failure("Killed", f"killed by signal {-exit_code}; last output: {failure.message}")
+        signame = signal_name(exit_code)
+        if signame is not None:
+            failure = Failure("Killed", f"killed by {signame}; last output: {failure.message}")
         return Outcome.ERROR, document if isinstance(document, dict) else None, failure
     if document is None:
         # Python exits 1 on an uncaught exception, which is also "reproduced": without a
@@ -150,12 +188,15 @@ def classify(
         if crash.type == "Crash":
             crash = Failure("NoResult", f"exited {exit_code} without writing a result document")
         return Outcome.ERROR, None, crash
-    found = problems(document)
+    try:
+        found = problems(document)
+    except RecursionError:
+        found = ["(document): nested too deeply to validate"]
     if found:
         return (
             Outcome.ERROR,
-            document if isinstance(document, dict) else None,
-            Failure("InvalidResult", "the result does not match the schema: " + "; ".join(found[:5])),
+            None,
+            Failure("InvalidResult", "the result does not match the schema: " + clip("; ".join(found[:5]))),
         )
     verdict = document["verdict"]["outcome"]
     if VERDICT_EXIT[verdict] != exit_code:
@@ -171,5 +212,22 @@ def classify(
             Failure("StaleScenario", "the scenario file changed while it ran (its hash differs)"),
         )
     if verdict == "skip":
-        return Outcome.SKIP, document, Failure("Skip", document["verdict"]["summary"])
+        return Outcome.SKIP, document, Failure("Skip", clip(document["verdict"]["summary"]))
     return Outcome(verdict), document, None
+
+
+def _parse(raw: bytes | None) -> tuple[Any, Failure | None]:
+    """The document as a bounded JSON value, or why it is not one."""
+    if raw is None:
+        return None, None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, Failure("InvalidResult", f"the result is not UTF-8: invalid byte at offset {exc.start}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return None, Failure("InvalidResult", "the result is JSON nested too deeply to read")
+    except ValueError as exc:
+        return None, Failure("InvalidResult", clip(f"the result is not JSON: {exc}"))
+    return bounded(value)[0], None

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import shlex
+import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect import docker_engine, interpreters, locks
-from tfbisect.backend_docker import DockerBackend, Image
+from tfbisect import docker_engine, interpreters, interrupt, locks
+from tfbisect.backend_docker import MEMORY, DockerBackend, Image
 from tfbisect.backend_venv import VenvBackend
 from tfbisect.catalogue import Catalogue, Release
 from tfbisect.docker_engine import DockerError
@@ -23,7 +26,8 @@ from tfbisect.outcome import Outcome
 from tfbisect.process import run_logged
 from tfbisect.progress import Progress
 from tfbisect.record import Failure, RunRecord, classify
-from tfbisect.scenario import Scenario
+from tfbisect.resultfile import read_result
+from tfbisect.scenario import Scenario, scenarios_dir
 from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
 from tfbisect.store import ResultStore
 
@@ -135,33 +139,68 @@ class Runner:
 
     # -- step 3..5: reuse, or install, run and store ----------------------------------
     def run(self, spec: EnvSpec, scenario: Scenario) -> RunRecord:
-        if not self.settings.force:
-            stored = self.store.get(scenario.name, scenario.sha256, spec)
-            if stored is not None and not stored.extra.get("infrastructure"):
-                self.progress.say(f"[{spec.label}] reusing the stored result: {stored.outcome.value}")
-                return stored
-        started = now_iso()
-        try:
-            lock = self.lock_for(spec)
-            target: Path | Image
-            if spec.backend is Backend.DOCKER:
-                target = self.docker().ensure_image(spec, lock, self.log_dir(scenario))
-            else:
-                interpreter = self.have.get(spec.python)
-                if interpreter is None:
-                    raise NoInterpreterError(
-                        f"Python {spec.python} is not installed here.",
-                        f"install it (`pyenv install {spec.python}`) or use --backend docker.",
+        interrupt.check()  # a stopping driver starts nothing new
+        with self.cell_lock(spec, scenario):
+            if not self.settings.force:
+                stored = self.store.get(scenario.name, scenario.sha256, spec)
+                if stored is not None and stored.answers(self.settings.timeout):
+                    self.progress.say(f"[{spec.label}] reusing the stored result: {stored.outcome.value}")
+                    return stored
+                if stored is not None and stored.outcome is Outcome.TIMEOUT:
+                    self.progress.say(
+                        f"[{spec.label}] the stored result is a timeout after {stored.timeout_s or 0:g}s; "
+                        f"running again with --timeout {self.settings.timeout:g}"
                     )
-                target = self.backend.ensure(spec, lock, interpreter, self.log_dir(scenario))
-        except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError) as exc:
-            return self.infrastructure_skip(spec, scenario, started, exc)
-        return self.execute(spec, scenario, target, lock, started)
+            started = now_iso()
+            try:
+                lock = self.lock_for(spec)
+                target: Path | Image
+                if spec.backend is Backend.DOCKER:
+                    target = self.docker().ensure_image(spec, lock, self.log_dir(scenario))
+                else:
+                    interpreter = self.have.get(spec.python)
+                    if interpreter is None:
+                        raise NoInterpreterError(
+                            f"Python {spec.python} is not installed here.",
+                            f"install it (`pyenv install {spec.python}`) or use --backend docker.",
+                        )
+                    target = self.backend.ensure(spec, lock, interpreter, self.log_dir(scenario))
+            except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError) as exc:
+                return self.infrastructure_skip(spec, scenario, started, exc)
+            return self.execute(spec, scenario, target, lock, started)
+
+    @contextlib.contextmanager
+    def cell_lock(self, spec: EnvSpec, scenario: Scenario) -> Iterator[None]:
+        """One run of a cell at a time, across threads and processes: a second one waits for the
+        first and then reuses its result instead of running the same thing twice."""
+        path = (
+            self.settings.reports_dir / ".locks" / f"{scenario.name}-{scenario.sha256[:12]}-{spec.key}.lock"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        self.progress.say(
+                            f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
+                        )
+                        waited = True
+                    interrupt.check()
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def infrastructure_skip(
         self, spec: EnvSpec, scenario: Scenario, started: str, exc: TfbisectError
     ) -> RunRecord:
         """Infrastructure, not behaviour: a skip, stored with its reason, that a later run retries."""
+        interrupt.check()  # an install killed because the driver is stopping is no finding
         record = RunRecord(
             spec=spec,
             scenario=scenario.name,
@@ -175,6 +214,7 @@ class Runner:
             started_at=started,
             duration_s=0.0,
             extra={"infrastructure": True, "todo": exc.todo},
+            timeout_s=self.settings.timeout,
         )
         self.store.put(record)
         self.progress.say(f"[{spec.label}] skip: {exc.what.splitlines()[0]}")
@@ -186,12 +226,14 @@ class Runner:
     def execute(
         self, spec: EnvSpec, scenario: Scenario, target: Path | Image, lock: locks.Lock, started: str
     ) -> RunRecord:
-        log_path = self.log_dir(scenario) / f"{spec.key}.log"
+        # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = self.log_dir(scenario) / f"{spec.key}.{stamp}-{os.getpid()}.log"
+        memory_limit: str | None = None
         with tempfile.TemporaryDirectory(prefix="tfbisect-run-") as tmp:
-            output = Path(tmp) / "result.json"
             with self.launch(spec, scenario, target, Path(tmp)) as (command, env, extra):
                 self.progress.say(
-                    f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:.0f}s)"
+                    f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)"
                 )
                 finished = run_logged(
                     command,
@@ -202,8 +244,14 @@ class Runner:
                         self.progress.line(spec.label, line) if _is_probe_line(line) else None
                     ),
                 )
-            raw = output.read_text(encoding="utf-8") if output.exists() else None
-        if isinstance(target, Image) and finished.exit_code == DOCKER_FAILED and raw is None:
+                exit_code = finished.exit_code
+                if isinstance(target, Image) and not finished.timed_out:
+                    state = self.docker().engine.container_state(str(extra["container"]))
+                    if state.get("OOMKilled"):
+                        memory_limit = MEMORY
+                    exit_code = _container_exit(exit_code)
+            raw, unreadable = read_result(Path(tmp))
+        if isinstance(target, Image) and exit_code == DOCKER_FAILED and raw is None and unreadable is None:
             # `docker run` itself failed (image gone, engine error): not the scenario's 125.
             return self.infrastructure_skip(
                 spec,
@@ -215,20 +263,25 @@ class Runner:
                 ),
             )
         outcome, document, failure = classify(
-            finished.exit_code,
+            exit_code,
             raw,
             finished.log_tail,
             timed_out=finished.timed_out,
             expected_sha256=scenario.sha256,
+            unreadable=unreadable,
+            timeout=self.settings.timeout,
+            memory_limit=memory_limit,
         )
         shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *command[:2], "--output", "result.json"]
         raw_command = str(extra.pop("docker_run", "")) or shlex.join(shown)
+        if finished.leftovers:
+            extra["leftover_processes_killed"] = finished.leftovers
         record = RunRecord(
             spec=spec,
             scenario=scenario.name,
             scenario_sha256=scenario.sha256,
             outcome=outcome,
-            exit_code=finished.exit_code,
+            exit_code=exit_code,
             document=document,
             failure=failure,
             log_tail=finished.log_tail,
@@ -242,6 +295,7 @@ class Runner:
                 "reproduce": reproduce_command(spec, scenario),
                 **extra,
             },
+            timeout_s=self.settings.timeout,
         )
         path = self.store.put(record)
         self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s → {path}")
@@ -265,6 +319,13 @@ class Runner:
 DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
 
 
+def _container_exit(code: int | None) -> int | None:
+    """A container's 128+N (its init reports a child killed by signal N) as the venv backend's -N."""
+    if code is not None and 128 < code < 128 + signal.NSIG:
+        return -(code - 128)
+    return code
+
+
 def _is_probe_line(line: str) -> bool:
     return line.startswith(("probe ", "verdict:"))
 
@@ -284,5 +345,12 @@ def reproduce_command(spec: EnvSpec, scenario: Scenario) -> str:
         parts += ["--base", spec.flavour.value]
     if spec.keras is not KerasVariant.DEFAULT:
         parts += ["--keras", spec.keras.value]
-    parts += ["--scenario", scenario.name]
+    parts += ["--scenario", scenario_argument(scenario)]
     return shlex.join(parts)
+
+
+def scenario_argument(scenario: Scenario) -> str:
+    """How a command names the scenario: by name when that finds this very file, else by its
+    absolute path, so that the command works as printed from any directory."""
+    by_name = scenarios_dir() / f"{scenario.name}.py"
+    return scenario.name if by_name.is_file() and by_name.resolve() == scenario.path else str(scenario.path)

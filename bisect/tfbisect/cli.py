@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,12 @@ from tfbisect import (
     github,
     htmlreport,
     interpreters,
+    interrupt,
     locks,
     matrixpng,
     mdsummary,
+    options,
+    process,
     reportdata,
     scenario,
     show,
@@ -31,6 +35,7 @@ from tfbisect.errors import TfbisectError, UsageError
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
 from tfbisect.spec import Backend, Flavour, KerasVariant
+from tfbisect.textsafe import printable
 from tfbisect.versions import python_sort_key
 from tfbisect.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
 
@@ -74,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the scenario on one TF version")
     add_env_options(run)
     run.add_argument("--tf", required=True, metavar="VERSION", help="2.10 (newest 2.10.x) or 2.10.0")
-    run.add_argument("--python", metavar="X.Y", help="pin the interpreter (default: newest with wheels here)")
+    run.add_argument(
+        "--python",
+        type=options.python_version,
+        metavar="X.Y",
+        help="pin the interpreter (default: newest with wheels here)",
+    )
     run.add_argument("--force", action="store_true", help="run again even if a stored result exists")
 
     show_cmd = sub.add_parser("show", help="pretty-print a stored result (no argument: list them)")
@@ -82,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     lock = sub.add_parser("lock", help="regenerate locks: dependencies as of each release date")
     lock.add_argument("--tf", nargs="*", metavar="VERSION", help="versions to lock (default: every release)")
-    lock.add_argument("--python", metavar="X.Y", help="Python to lock for (default: newest with wheels here)")
+    lock.add_argument(
+        "--python",
+        type=options.python_version,
+        metavar="X.Y",
+        help="Python to lock for (default: newest with wheels here)",
+    )
     lock.add_argument("--flavour", choices=[f.value for f in Flavour], default="cpu")
     lock.add_argument("--keras", choices=[k.value for k in KerasVariant], default="default")
     lock.add_argument("--missing", action="store_true", help="only versions that have no lock yet")
@@ -106,8 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument(
         "--probe", metavar="NAME", help="judge by one probe (match/mismatch) instead of the verdict"
     )
-    bisect.add_argument("--python", metavar="X.Y", help="pin the interpreter for every version")
-    bisect.add_argument("--jobs", "-j", type=int, default=1, help="versions run at once (n-section)")
+    bisect.add_argument(
+        "--python", type=options.python_version, metavar="X.Y", help="pin the interpreter for every version"
+    )
+    bisect.add_argument(
+        "--jobs",
+        "-j",
+        type=options.jobs,
+        default=1,
+        help=f"versions run at once (n-section; 1 to {options.MAX_JOBS})",
+    )
     bisect.add_argument(
         "--confirm", action="store_true", help="also run the versions next to the change point"
     )
@@ -133,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-patches", action="store_true", help="every patch release, not just each line's newest"
     )
     sweep.add_argument("--probe", metavar="NAME", help="show this probe's outcome in each cell")
-    sweep.add_argument("--python", metavar="X.Y", help="pin the interpreter")
-    sweep.add_argument("--jobs", "-j", type=int, default=1)
+    sweep.add_argument("--python", type=options.python_version, metavar="X.Y", help="pin the interpreter")
+    sweep.add_argument(
+        "--jobs", "-j", type=options.jobs, default=1, help=f"runs at once (1 to {options.MAX_JOBS})"
+    )
     sweep.add_argument("--force", action="store_true")
     return parser
 
@@ -170,39 +195,62 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
             help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
         )
     parser.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per run")
+    parser.add_argument(
+        "--timeout",
+        type=options.timeout,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per run (above 0, at most {options.MAX_TIMEOUT_SECONDS:.0f})",
+    )
     parser.add_argument("--pre", action="store_true", help="allow release candidates")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return 2
     progress = Progress(quiet=args.quiet)
+    handler = {
+        "versions": cmd_versions,
+        "run": cmd_run,
+        "show": cmd_show,
+        "lock": cmd_lock,
+        "tox-ini": cmd_tox_ini,
+        "bisect": cmd_bisect,
+        "sweep": cmd_sweep,
+        "report": cmd_report,
+    }[args.command]
     try:
-        handler = {
-            "versions": cmd_versions,
-            "run": cmd_run,
-            "show": cmd_show,
-            "lock": cmd_lock,
-            "tox-ini": cmd_tox_ini,
-            "bisect": cmd_bisect,
-            "sweep": cmd_sweep,
-            "report": cmd_report,
-        }[args.command]
-        return handler(args, progress)
+        with interrupt.handled():
+            code: int = handler(args, progress)
+            return code
     except TfbisectError as exc:
-        print(f"tfbisect: {exc}", file=sys.stderr)
+        print(f"tfbisect: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: see interrupt.py
+        stop = exc if isinstance(exc, interrupt.Interrupted) else interrupt.Interrupted()
+        process.kill_all()
         print(
-            "\ntfbisect: interrupted; every finished result is stored under "
-            f"{args.reports}/results and a rerun continues from there.",
+            f"\ntfbisect: stopped by {stop.name}; the runs in progress were killed and every finished "
+            f"result is stored under {args.reports}/results.\n"
+            f"Resume with (stored results are reused):\n  {printable(resume_command(words))}",
             file=sys.stderr,
         )
-        return 130
+        return stop.exit_code
+    finally:
+        interrupt.reset()
+
+
+def resume_command(words: Sequence[str]) -> str:
+    """The command as it was given: it resumes, because every finished run is reused."""
+    return shlex.join(["tfbisect", *words])
+
+
+def emit(text: str) -> None:
+    """Print text that carries scenario output: control characters escaped."""
+    print(printable(text))
 
 
 def cmd_versions(args: argparse.Namespace, progress: Progress) -> int:
@@ -262,7 +310,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     )
     record = runner.run(spec, chosen)
     path = runner.store.path_for(chosen.name, chosen.sha256, spec)
-    print(show.record_text(record, path))
+    emit(show.record_text(record, path))
     return RUN_EXIT[record.outcome]
 
 
@@ -273,9 +321,9 @@ def cmd_show(args: argparse.Namespace, progress: Progress) -> int:
         if not found:
             print(f"no stored results under {results.root}; run one with `tfbisect run --tf 2.10`.")
         for path, record in found:
-            print(f"{show.MARK[record.outcome]:<18} {record.spec.label:<44} {path}")
+            emit(f"{show.MARK[record.outcome]:<18} {record.spec.label:<44} {path}")
         return 0
-    print(show.record_text(store.load(args.result), args.result))
+    emit(show.record_text(store.load(args.result), args.result))
     return 0
 
 
@@ -311,10 +359,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     bisect_dir = args.reports / "bisect"
     if args.action == "log":
         path = args.logfile or newest(bisect_dir)
-        print(show.bisect_log_text(bisection.load_report(path)))
+        emit(show.bisect_log_text(bisection.load_report(path)))
         return 0
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs} runs nothing.", "give --jobs 1 or more.")
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
@@ -338,15 +384,15 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             confirm=args.confirm,
             term_old=args.term_old,
             term_new=args.term_new,
+            timeout=args.timeout if args.timeout != DEFAULT_TIMEOUT else None,
         )
         log_path = bisect_dir / bisection.log_name(request)
         try:
             report = bisection.Bisection(request, runner, progress, log_path).run()
         except KeyboardInterrupt:
-            print(f"\ntfbisect: interrupted; finished runs are stored. Resume with:\n  {request.command()}")
-            print(f"the sequence so far: tfbisect bisect log {log_path}")
-            return 130
-        print(show.bisect_text(report, log_path))
+            print(f"tfbisect: the sequence so far: tfbisect bisect log {log_path}", file=sys.stderr)
+            raise
+        emit(show.bisect_text(report, log_path))
         print("files written:")
         print(f"  {log_path}  (the bisection log)")
         for path in result_paths(report, runner, chosen):
@@ -409,17 +455,20 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
         args.jobs,
         args.python,
     )
-    print(sweep.matrix_text(cells, args.probe))
+    emit(sweep.matrix_text(cells, args.probe))
     return 0
 
 
 def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
     target = github.Target.parse(args.post) if args.post else None
-    token = github.token_from_env() if target else ""  # fail before any work, not after
-    summary = write_reports(args.reports, chosen, args.out or args.reports)
+    # No token: fail before any work, saying that nothing was posted and no file was written.
+    token = github.token_from_env() if target else ""
+    out = args.out or args.reports
+    summary = write_reports(args.reports, chosen, out)
     if target is not None:
-        url = github.post_comment(target, summary, token, api=args.api_url)
+        # A failed post says so (PostError, exit 11) and where the written summary is.
+        url = github.post_comment(target, summary, token, api=args.api_url, summary_path=out / "summary.md")
         print(f"posted the summary: {url}")
     return 0
 

@@ -71,22 +71,49 @@ def available(versions: Sequence[str] = SUPPORTED) -> dict[str, Interpreter]:
     return found
 
 
-def choose(wanted: Sequence[str], have: dict[str, Interpreter], pinned: str | None = None) -> Interpreter:
-    """The newest interpreter here that the release has wheels for (or the pinned one)."""
+def listing(versions: Iterable[str]) -> str:
+    """`3.8, 3.11` in version order, or `none`."""
+    return ", ".join(sorted(versions, key=python_sort_key)) or "none"
+
+
+def choose(
+    wanted: Sequence[str],
+    have: dict[str, Interpreter],
+    pinned: str | None = None,
+    release: str | None = None,
+) -> Interpreter:
+    """The newest interpreter here that the release has wheels for (or the pinned one).
+
+    `release` (e.g. "2.2.3") only names the release in the messages."""
     usable = sorted((p for p in wanted if p in have), key=python_sort_key)
     if pinned is not None:
         if pinned in have and pinned in wanted:
             return have[pinned]
-        raise NoInterpreterError(
-            f"Python {pinned} was asked for, but "
-            + (
-                "this machine has no such interpreter"
-                if pinned not in have
-                else "the release has no wheel for it"
+        tf = f"TF {release}" if release else "this TF release"
+        reasons = []
+        if pinned not in wanted:
+            reasons.append(f"{tf} has no wheel for it")
+        if pinned not in have:
+            reasons.append("this machine has no such interpreter")
+        if usable:
+            # Only Pythons that are installed here and that the release has wheels for.
+            todo = (
+                "pin one that is here and has wheels ("
+                + " or ".join(f"--python {p}" for p in reversed(usable))
+                + "), or drop --python to let tfbisect choose; --backend docker runs other Pythons in containers."
             )
-            + f" (wheels exist for {', '.join(wanted)}; here: {', '.join(sorted(have, key=python_sort_key))}).",
-            "drop --python to let tfbisect choose, or install that Python (e.g. `pyenv install "
-            f"{pinned}`), or use --backend docker.",
+        elif pinned in wanted:
+            todo = f"install Python {pinned} (e.g. `pyenv install {pinned}`), or use --backend docker."
+        else:
+            todo = (
+                f"no Python here has wheels for {tf}: install one of {listing(wanted)} (e.g. `pyenv install "
+                + (wanted[-1] if wanted else "3.11")
+                + "`), or use --backend docker."
+            )
+        raise NoInterpreterError(
+            f"Python {pinned} was asked for, but {' and '.join(reasons)} "
+            f"(wheels exist for {listing(wanted)}; this machine has {listing(have)}).",
+            todo,
         )
     if not usable:
         raise NoInterpreterError(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect.errors import ScenarioError
+from tfbisect.names import safe_component
 
 DEFAULT = "gradient_mismatch"
 
@@ -17,6 +18,11 @@ class Scenario:
     name: str
     path: Path
     sha256: str
+
+    @property
+    def slug(self) -> str:
+        """The name as one safe path component (store and log paths); ordinary names are unchanged."""
+        return safe_component(self.name)
 
 
 def scenarios_dir() -> Path:

@@ -106,3 +106,17 @@ def cli(
 def loopback(handler: type[http.server.BaseHTTPRequestHandler]) -> AbstractContextManager[str]:
     """A real HTTP server on 127.0.0.1 for the duration; yields its base URL."""
     return serve(handler)
+
+
+def empty_locks(folder: Path, versions: tuple[str, ...] = ("2.20.0", "2.21.0"), python: str = "3.11") -> Path:
+    """Header-only locks: the venv (or image) of such a lock has no packages, so a scenario that
+    needs no TensorFlow runs through the whole real path in seconds. Point TFBISECT_LOCKS here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for version in versions:
+        for flavour in ("cpu", "cuda"):  # the Docker backend locks TF 2.14+ as `cuda` for both images
+            (folder / f"tf{version}-py{python}-{flavour}.txt").write_text(
+                "# tfbisect lock (a test's: installs nothing)\n"
+                f"# tensorflow: {version}\n# python: {python}\n# flavour: {flavour}\n# keras: default\n"
+                "# requirements: none\n# exclude-newer: 2026-01-01T00:00:00Z\n"
+            )
+    return folder

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -27,6 +29,8 @@ from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario, find
 from tfbisect.spec import EnvSpec
 from tfbisect.workflow import Runner, Settings
+
+from conftest import ROOT, empty_locks
 
 CAT = catalogue.load_snapshot()
 SPEC = EnvSpec("2.2.3", "3.8")
@@ -354,3 +358,44 @@ def test_a_stopping_driver_starts_nothing_and_stores_no_killed_run(reports: Path
         timer.cancel()
         interrupt.reset()
     assert not list((reports / "results").rglob("*.json")), "a killed run is not a result"
+
+
+# -- the command line under signals -------------------------------------------------------
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_signal_stops_tfbisect_run_kills_the_scenario_and_says_how_to_resume(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    locks_dir = empty_locks(tmp_path / "locks")
+    chosen = scenario(
+        tmp_path,
+        f"import subprocess, sys, time\nsubprocess.Popen({SLEEPER})\nprint('up', flush=True)\ntime.sleep(600)\n",
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TFBISECT_LOCKS=str(locks_dir), TMPDIR=str(temp))
+    argv = ["run", "--tf", "2.21.0", "--python", "3.11", "--scenario", str(chosen.path), "--timeout", "120"]
+    command = [
+        sys.executable,
+        "-m",
+        "tfbisect",
+        "--reports",
+        str(tmp_path / "r"),
+        "--cache",
+        str(tmp_path / "c"),
+        *argv,
+    ]
+    child = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not survivors() and time.monotonic() < deadline:  # the scenario's child is up
+        time.sleep(0.1)
+    start = time.monotonic()
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == code, err
+    assert time.monotonic() - start < 10
+    assert f"stopped by {sig.name}" in err and "Resume with" in err
+    assert shlex.join(argv) in err
+    assert not list(temp.iterdir()), "no temp folder outlives the driver"
+    assert not list((tmp_path / "r").rglob("results/**/*.json")), "a killed run is not a result"

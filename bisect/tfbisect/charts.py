@@ -29,8 +29,21 @@ class Chart:
     pad: int = PAD
 
 
-def chart(title: str, curves: dict[str, list[float | None]]) -> Chart | None:
-    values = [v for curve in curves.values() for v in curve if v is not None and math.isfinite(v)]
+MAX_SERIES, MAX_POINTS = 8, 1000  # a document is untrusted: a chart stays a chart
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def chart(title: str, raw_curves: dict[str, list[float | None]]) -> Chart | None:
+    curves = {
+        str(name)[:40]: [_number(v) for v in list(curve)[:MAX_POINTS]]
+        for name, curve in list(raw_curves.items())[:MAX_SERIES]
+    }
+    values = [v for curve in curves.values() for v in curve if v is not None]
     epochs = max((len(c) for c in curves.values()), default=0)
     if not values or epochs == 0:
         return None
@@ -49,7 +62,7 @@ def chart(title: str, curves: dict[str, list[float | None]]) -> Chart | None:
         segments: list[str] = []
         current: list[str] = []
         for i, v in enumerate(curve):
-            if v is None or not math.isfinite(v):
+            if v is None:
                 if current:
                     segments.append(" ".join(current))
                 current = []

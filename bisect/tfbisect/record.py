@@ -180,7 +180,8 @@ def classify(
         signame = signal_name(exit_code)
         if signame is not None:
             failure = Failure("Killed", f"killed by {signame}; last output: {failure.message}")
-        return Outcome.ERROR, document if isinstance(document, dict) else None, failure
+        # Only a document that validates is kept: reports and summaries read it without doubt.
+        return Outcome.ERROR, document if document is not None and not _problems(document) else None, failure
     if document is None:
         # Python exits 1 on an uncaught exception, which is also "reproduced": without a
         # document it is a crash, named by its traceback when there is one.
@@ -188,10 +189,7 @@ def classify(
         if crash.type == "Crash":
             crash = Failure("NoResult", f"exited {exit_code} without writing a result document")
         return Outcome.ERROR, None, crash
-    try:
-        found = problems(document)
-    except RecursionError:
-        found = ["(document): nested too deeply to validate"]
+    found = _problems(document)
     if found:
         return (
             Outcome.ERROR,
@@ -214,6 +212,13 @@ def classify(
     if verdict == "skip":
         return Outcome.SKIP, document, Failure("Skip", clip(document["verdict"]["summary"]))
     return Outcome(verdict), document, None
+
+
+def _problems(document: Any) -> list[str]:
+    try:
+        return problems(document)
+    except RecursionError:
+        return ["(document): nested too deeply to validate"]
 
 
 def _parse(raw: bytes | None) -> tuple[Any, Failure | None]:

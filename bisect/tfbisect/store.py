@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tfbisect.errors import StoreError
+from tfbisect.names import safe_component
 from tfbisect.record import RunRecord
 from tfbisect.spec import EnvSpec
 
@@ -23,7 +24,8 @@ class ResultStore:
         self.root = root
 
     def path_for(self, scenario: str, scenario_sha256: str, spec: EnvSpec) -> Path:
-        return self.root / scenario / scenario_sha256[:12] / f"{spec.key}.json"
+        # A scenario's name comes from its file name: made one safe folder name (no `..`, no `/`).
+        return self.root / safe_component(scenario) / scenario_sha256[:12] / f"{spec.key}.json"
 
     def get(self, scenario: str, scenario_sha256: str, spec: EnvSpec) -> RunRecord | None:
         """The stored record, or None; a corrupted file is moved aside (kept) and reported."""
@@ -44,7 +46,7 @@ class ResultStore:
         return path
 
     def records(self, scenario: str | None = None) -> Iterator[tuple[Path, RunRecord]]:
-        base = self.root / scenario if scenario else self.root
+        base = self.root / safe_component(scenario) if scenario else self.root
         if not base.exists():
             return
         for path in sorted(base.rglob("*.json")):

@@ -19,6 +19,9 @@ _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # json/jsonschema/jinja2 on a hostile document must stay far below the interpreter's limit.
 MAX_DEPTH = 32
 MAX_ITEMS = 4096
+# About how many characters of JSON a document keeps: real ones are tens of kilobytes.
+DOCUMENT_BUDGET = 512 * 1024
+CUT = "[cut: the document is larger than tfbisect keeps]"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -38,27 +41,44 @@ def clip(text: str, limit: int = TEXT_MAX_CHARS) -> str:
     return text[:limit] + f" … [{len(text) - limit} characters cut by tfbisect]"
 
 
-def bounded(value: Any, *, depth: int = 0) -> tuple[Any, int]:
-    """A copy of a JSON value with long strings clipped, long lists shortened and deep nesting
-    cut; returns it with the number of cuts made (0 when it came through whole)."""
-    if isinstance(value, str):
-        clipped = clip(value)
-        return clipped, int(clipped is not value)
-    if depth >= MAX_DEPTH and isinstance(value, dict | list):
-        return f"[nested deeper than {MAX_DEPTH} levels; cut by tfbisect]", 1
-    if isinstance(value, dict):
-        cuts = 0
-        out: dict[str, Any] = {}
-        for key, item in list(value.items())[:MAX_ITEMS]:
-            out[clip(str(key), 200)], n = bounded(item, depth=depth + 1)
-            cuts += n
-        return out, cuts + int(len(value) > MAX_ITEMS)
-    if isinstance(value, list):
-        cuts = int(len(value) > MAX_ITEMS)
-        items = []
-        for item in value[:MAX_ITEMS]:
-            bounded_item, n = bounded(item, depth=depth + 1)
-            items.append(bounded_item)
-            cuts += n
-        return items, cuts
-    return value, 0
+def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
+    """A copy of a JSON value with long strings clipped, long lists shortened, deep nesting cut
+    and the whole kept within `budget` (about characters of JSON); returns it with the number
+    of cuts made (0 when it came through whole)."""
+    left = [budget]
+    cuts = [0]
+
+    def walk(item: Any, depth: int) -> Any:
+        if left[0] <= 0:
+            cuts[0] += 1
+            return CUT
+        if isinstance(item, str):
+            clipped = clip(item)
+            cuts[0] += clipped is not item
+            left[0] -= len(clipped) + 2
+            return clipped
+        if isinstance(item, dict | list) and depth >= MAX_DEPTH:
+            cuts[0] += 1
+            return f"[nested deeper than {MAX_DEPTH} levels; cut by tfbisect]"
+        if isinstance(item, dict):
+            cuts[0] += len(item) > MAX_ITEMS
+            out: dict[str, Any] = {}
+            for key, inner in list(item.items())[:MAX_ITEMS]:
+                name = clip(str(key), 200)
+                left[0] -= len(name) + 4
+                out[name] = walk(inner, depth + 1)
+                if left[0] <= 0:
+                    break
+            return out
+        if isinstance(item, list):
+            cuts[0] += len(item) > MAX_ITEMS
+            items = []
+            for inner in item[:MAX_ITEMS]:
+                items.append(walk(inner, depth + 1))
+                if left[0] <= 0:
+                    break
+            return items
+        left[0] -= 8
+        return item
+
+    return walk(value, 0), cuts[0]

@@ -174,7 +174,7 @@ class Runner:
         """One run of a cell at a time, across threads and processes: a second one waits for the
         first and then reuses its result instead of running the same thing twice."""
         path = (
-            self.settings.reports_dir / ".locks" / f"{scenario.name}-{scenario.sha256[:12]}-{spec.key}.lock"
+            self.settings.reports_dir / ".locks" / f"{scenario.slug}-{scenario.sha256[:12]}-{spec.key}.lock"
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
@@ -221,7 +221,7 @@ class Runner:
         return record
 
     def log_dir(self, scenario: Scenario) -> Path:
-        return self.settings.logs_dir / scenario.name / scenario.sha256[:12]
+        return self.settings.logs_dir / scenario.slug / scenario.sha256[:12]
 
     def execute(
         self, spec: EnvSpec, scenario: Scenario, target: Path | Image, lock: locks.Lock, started: str

@@ -42,6 +42,7 @@ class Status(enum.StrEnum):
     NON_MONOTONIC = "non_monotonic"  # old, new, old: more than one change point
     NO_CHANGE = "no_change"  # both ends in the same state
     UNDECIDABLE = "undecidable"  # an end could not be tested at all
+    END_FAILS = "end_fails"  # an end fails (crash, error, timeout): the question cannot be judged there
     INTERRUPTED = "interrupted"
 
 
@@ -126,6 +127,22 @@ class BisectReport:
     compare_url: str | None = None
     started_at: str = ""
     finished_at: str = ""
+    # What was asked, in words: "probe gradient_eager_plain", "the scenario's verdict", or for
+    # `--regress error` "where the scenario starts to fail".
+    question: str = ""
+    regress: str = "state"  # "state": good/bad as the question's two states; "error": failing or not
+    # Ends of the range that fail (version -> "Type: real message"): never good or bad.
+    end_failures: dict[str, str] = field(default_factory=dict)
+    # Where a failure itself began, a finding of its own: {"failure": "Type: message",
+    # "last_without": V or None, "first_with": X, "candidates": [...]} (candidates: X alone when resolved).
+    failure_finding: dict[str, Any] | None = None
+
+    @property
+    def first_new_text(self) -> str:
+        """The first new version as it may be shown anywhere: "one of A, B, C" when unresolved."""
+        if len(self.candidates) > 1:
+            return "one of " + ", ".join(self.candidates)
+        return self.first_new or "?"
 
     @property
     def runs(self) -> int:

@@ -164,14 +164,95 @@ def test_error_of_another_kind_is_not_bad(tmp_path: Path) -> None:
     assert step.cls == "other" and step.state is not None and "ImportError" in step.state
 
 
-def test_error_like_the_bad_end_counts_as_bad(tmp_path: Path) -> None:
+def crash_from(first: str) -> Script:
     def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
-        if regression_at("2.4.0")(version)[0] is Outcome.REPRODUCED:
+        if Version(version) >= Version(first):
             return Outcome.ERROR, Failure("ValueError", f"Shapes ({version[2]}, 3) are incompatible"), None
         return Outcome.NOT_REPRODUCED, None, None
 
+    return script
+
+
+def test_a_crash_from_a_version_on_is_a_failure_never_the_bad_state(tmp_path: Path) -> None:
+    report, _ = bisect(tmp_path, crash_from("2.4.0"), good="2.3.0", bad="2.5.0")
+    assert report.status is Status.END_FAILS
+    assert report.first_new is None and report.last_old is None  # no "first bad" at all
+    assert report.end_failures == {"2.5.0": "ValueError: Shapes (5, 3) are incompatible"}  # the real message
+    assert report.failure_finding is not None
+    assert (report.failure_finding["last_without"], report.failure_finding["first_with"]) == (
+        "2.3.4",
+        "2.4.0",
+    )
+    assert "from TF 2.5.0 the scenario fails: ValueError: Shapes (5, 3) are incompatible" in report.message
+    assert "last run without the failure: TF 2.3.4, first with it: TF 2.4.0" in report.message
+    assert "first bad" not in report.message and "last good" not in report.message
+
+
+def test_an_error_at_the_older_end_is_never_called_good(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if Version(version) < Version("2.4.0"):
+            return Outcome.ERROR, Failure("ImportError", "cannot import name 'x'"), None
+        return Outcome.REPRODUCED, None, "mismatch"
+
+    report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0", probe="gradient_eager_plain")
+    assert report.status is Status.END_FAILS
+    assert "up to TF 2.3.0 the scenario fails: ImportError: cannot import name 'x'" in report.message
+    finding = report.failure_finding
+    assert finding is not None and finding["direction"] == "stops"
+    assert (finding["last_with"], finding["first_without"]) == ("2.3.4", "2.4.0")
+    assert all(step.cls != "old" or step.state != "match" for step in report.steps)
+
+
+def test_regress_error_bisects_the_failure_with_words_of_its_own(tmp_path: Path) -> None:
+    report, _ = bisect(tmp_path, crash_from("2.4.0"), good="2.3.0", bad="2.5.0", regress="error")
+    assert report.status is Status.FOUND
+    assert (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    assert (report.term_old, report.term_new) == ("working", "failing")
+    assert report.question == "where the scenario starts to fail"
+    assert report.message.startswith("last run without the failure: TF 2.3.4, first with it: TF 2.4.0")
+    assert "--regress error" in report.command
+
+
+def test_stored_results_inside_the_range_are_evidence(tmp_path: Path) -> None:
+    runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+
+    def storing(script: Script) -> Callable[[EnvSpec], RunRecord]:
+        def execute(spec: EnvSpec) -> RunRecord:
+            outcome, failure, probe = script(spec.tf_version)
+            made = record(spec, outcome, failure, probe)
+            runner.store.put(made)
+            return made
+
+        return execute
+
+    first = BisectRequest(scenario=SCENARIO, good="2.3.0", bad="2.5.0")
+    Bisection(first, runner, Progress(quiet=True), tmp_path / "a.json", storing(regression_at("2.4.0"))).run()
+    # The same range again, where the ends now agree (say, after a fix on both): the stored
+    # results in between still say otherwise, so "nothing changed" would be false.
+    never: Script = lambda version: (Outcome.NOT_REPRODUCED, None, None)  # noqa: E731
+    report = Bisection(first, runner, Progress(quiet=True), tmp_path / "b.json", never_at_ends(never)).run()
+    assert report.status is Status.NON_MONOTONIC, report.message
+    assert ("2.3.4", "2.4.0") in report.changes and "sweep" in report.message
+    assert any(step.reused and step.round == 0 for step in report.steps)
+
+
+def never_at_ends(script: Script) -> Callable[[EnvSpec], RunRecord]:
+    def execute(spec: EnvSpec) -> RunRecord:
+        outcome, failure, probe = script(spec.tf_version)
+        return record(spec, outcome, failure, probe)
+
+    return execute
+
+
+def test_an_unresolved_first_bad_is_never_shown_alone(tmp_path: Path) -> None:
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        if version == "2.4.0":
+            return Outcome.SKIP, Failure("Skip", "no wheel"), None
+        return regression_at("2.4.0")(version)
+
     report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
-    assert report.status is Status.FOUND and report.first_new == "2.4.0"
+    assert report.status is Status.AMBIGUOUS
+    assert report.first_new_text == "one of 2.4.0, 2.4.1"
 
 
 def test_non_monotonic_results_are_reported(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 import json
 import shlex
 import time
@@ -21,7 +22,7 @@ from packaging.version import Version
 
 from tfbisect.catalogue import Release
 from tfbisect.errors import NoInterpreterError, UsageError
-from tfbisect.judge import State, Terms, state_of, terms_for
+from tfbisect.judge import Judgement, State, failure_terms, failure_text, state_of, terms_for
 from tfbisect.names import safe_component
 from tfbisect.process import kill_all
 from tfbisect.progress import Progress
@@ -64,9 +65,15 @@ class BisectRequest:
     term_old: str | None = None
     term_new: str | None = None
     timeout: float | None = None  # None: the default
+    regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
 
     def command(self) -> str:
         """The command line that repeats (or resumes) this bisection, from any directory."""
+        return shlex.join(self.to_argv())
+
+    def to_argv(self) -> list[str]:
+        """Every option that changes the answer, as `tfbisect bisect` parses it back (a test
+        round-trips it through the parser)."""
         parts = ["tfbisect", "bisect", "--scenario", scenario_argument(self.scenario)]
         for flag, value in (("--good", self.good), ("--bad", self.bad), ("--probe", self.probe)):
             if value:
@@ -75,10 +82,8 @@ class BisectRequest:
             parts += ["--base", self.flavour.value]
         if self.keras is not KerasVariant.DEFAULT:
             parts += ["--keras", self.keras.value]
-        if self.venv_fallback:
-            parts += ["--backend", "auto"]
-        elif self.backend is not Backend.VENV:
-            parts += ["--backend", self.backend.value]
+        # Always explicit: the default (auto) would pick containers once an engine answers.
+        parts += ["--backend", "auto" if self.venv_fallback else self.backend.value]
         if self.python:
             parts += ["--python", self.python]
         if self.jobs != 1:
@@ -91,7 +96,9 @@ class BisectRequest:
                 parts += [flag, value]
         if self.timeout is not None:
             parts += ["--timeout", f"{self.timeout:g}"]
-        return shlex.join(parts)
+        if self.regress != "state":
+            parts += ["--regress", self.regress]
+        return parts
 
 
 @dataclass(frozen=True)
@@ -314,11 +321,13 @@ class Bisection:
             )
         )
 
-    def add_step(self, index: int, record: RunRecord, seconds: float, reused: bool) -> None:
+    def add_step(
+        self, index: int, record: RunRecord, seconds: float, reused: bool, round_: int | None = None
+    ) -> None:
         state = state_of(record, self.request.probe)
         self.report.steps.append(
             Step(
-                round=self.round,
+                round=self.round if round_ is None else round_,
                 version=self.releases[index].version,
                 outcome=record.outcome.value,
                 state=state.name if state else None,
@@ -358,24 +367,51 @@ class Bisection:
         if low is None or high is None or low >= high:
             self.finish_undecidable()
             return
+        self.gather_evidence(low, high)
         old, new = self.state(low), self.state(high)
         assert old is not None and new is not None
-        terms = terms_for(old, new, self.request.term_old, self.request.term_new)
         self.report.old_state, self.report.new_state = old.name, new.name
+        for index, end_state in ((low, old), (high, new)):
+            if end_state.is_error:
+                self.report.end_failures[self.releases[index].version] = self.failure_at(index)
+        if self.request.regress == "error":
+            self.search_failure(low, high, old, new, any_failure=True)
+            return
+        if old.is_error or new.is_error:
+            self.report.status = Status.END_FAILS
+            self.report.message = self.end_failure_words(low, high)
+            if old.is_error != new.is_error:
+                self.search_failure(low, high, old, new, any_failure=False)
+            return
+        terms = terms_for(old, new, self.request.term_old, self.request.term_new)
         self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
         if old == new:
             self.label_steps(terms)
-            self.report.status = Status.NO_CHANGE
-            self.report.message = (
-                f"both ends are {old.name} (TF {self.releases[low].version} and {self.releases[high].version}): "
-                "nothing changed between them as far as this scenario can tell. Pick other ends, narrow the "
-                "question with --probe, or run `tfbisect sweep` to see every version."
-            )
+            self.finish_no_change(low, high, old)
             return
+        state = self.narrow(low, high, terms)
+        self.finish(state, terms, low)
+
+    def gather_evidence(self, low: int, high: int) -> None:
+        """Every stored result for the same question inside the range is evidence: taken into
+        the search (it costs nothing) and into the answer (a non-monotonic range says so)."""
+        if self.runner.settings.force:
+            return
+        for i in range(low + 1, high):
+            spec = self.specs[i]
+            if i in self.records or spec is None:
+                continue
+            stored = self._stored(spec)
+            if stored is not None:
+                self.records[i] = stored
+                self.add_step(i, stored, 0.0, True, round_=0)  # round 0: known before this bisection
+
+    def narrow(self, low: int, high: int, judgement: Judgement) -> BisectState:
+        """Rounds between two ends of different classes, until the change point is pinned."""
         state = BisectState(high - low + 1, self.request.jobs)
         for i in self.records:
             if low <= i <= high:
-                state.record(i - low, terms.classify(self.state(i)))
+                state.record(i - low, judgement.classify(self.state(i)))
         for i in range(low, high + 1):
             if self.specs[i] is None:
                 state.record(i - low, Class.SKIP)
@@ -386,8 +422,114 @@ class Bisection:
                 break
             self.run_round([i + low for i in todo])
             for i in todo:
-                state.record(i, terms.classify(self.state(i + low)))
-        self.finish(state, terms, low)
+                state.record(i, judgement.classify(self.state(i + low)))
+        return state
+
+    def failure_at(self, index: int) -> str:
+        record = self.records[index]
+        return failure_text(record, self.request.probe) or record.verdict_summary
+
+    def end_failure_words(self, low: int, high: int) -> str:
+        versions = self.releases[low].version, self.releases[high].version
+        failing = [(v, self.report.end_failures[v]) for v in versions if v in self.report.end_failures]
+        if len(failing) == 2:
+            return (
+                f"the scenario fails at both ends (TF {versions[0]}: {failing[0][1]}; TF {versions[1]}: "
+                f"{failing[1][1]}): the question cannot be judged there. Pick ends where it runs "
+                "(--good/--bad), bisect the failure itself with --regress error, or run `tfbisect sweep`."
+            )
+        version, text = failing[0]
+        where = "from" if version == versions[1] else "up to"
+        return (
+            f"{where} TF {version} the scenario fails: {text}; the question cannot be judged there. "
+            "Where the failure itself begins is reported apart; bisect the question where the scenario "
+            "runs by choosing that range with --good/--bad."
+        )
+
+    def search_failure(self, low: int, high: int, old: State, new: State, *, any_failure: bool) -> None:
+        """Where a failure began (or went away): its own finding, never a good or a bad."""
+        if old.is_error == new.is_error:  # only with --regress error: both ends fail, or neither
+            self.report.status = Status.NO_CHANGE
+            both = "fails at both ends" if old.is_error else "fails at neither end"
+            self.report.message = (
+                f"the scenario {both} (TF {self.releases[low].version} and {self.releases[high].version}): "
+                "there is no start of a failure to find between them. Pick other ends, or run `tfbisect sweep`."
+            )
+            return
+        terms = failure_terms(
+            old,
+            new,
+            any_failure=any_failure,
+            term_old=self.request.term_old if any_failure else None,
+            term_new=self.request.term_new if any_failure else None,
+        )
+        failing_index = low if terms.failing_old else high
+        failure = self.failure_at(failing_index)
+        self.report.question = (
+            (
+                "where the scenario starts to fail"
+                if not terms.failing_old
+                else "where the scenario stops failing"
+            )
+            if any_failure
+            else self.report.question
+        )
+        state = self.narrow(low, high, terms)
+        result = state.result()
+        change = self.confirm(result.change, state, terms, low)
+        names = self.report.versions
+        last_old, first_new = names[change.last_old + low], names[change.first_new + low]
+        candidates = [names[i + low] for i in change.candidates]
+        without, with_ = (first_new, last_old) if terms.failing_old else (last_old, first_new)
+        self.report.failure_finding = {
+            "failure": failure,
+            "direction": "stops" if terms.failing_old else "starts",
+            "last_without": None if terms.failing_old else without,
+            "first_with": with_ if not terms.failing_old else None,
+            "last_with": with_ if terms.failing_old else None,
+            "first_without": without if terms.failing_old else None,
+            "candidates": candidates,
+        }
+        self.label_steps(terms)
+        one_of = f"one of {', '.join(candidates)}" if len(candidates) > 1 else first_new
+        if terms.failing_old:
+            finding = f"last run with the failure: TF {last_old}, first without it: TF {one_of} ({failure})"
+        else:
+            finding = f"last run without the failure: TF {last_old}, first with it: TF {one_of} ({failure})"
+        if any_failure:
+            self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
+            self.finish(state, terms, low)
+            self.report.message = finding + (
+                f". {self.report.message}" if self.report.status is not Status.FOUND else ""
+            )
+        else:
+            self.report.message += "\nWhere the failure began: " + finding
+
+    def finish_no_change(self, low: int, high: int, end_state: State) -> None:
+        """Both ends agree; but stored results inside the range may not, and then that is the answer."""
+        decisive = [
+            (i, self.state(i))
+            for i in sorted(self.records)
+            if low <= i <= high and self.state(i) is not None and not self.state(i).is_error  # type: ignore[union-attr]
+        ]
+        names = self.report.versions
+        changes = [(names[i], names[j]) for (i, a), (j, b) in itertools.pairwise(decisive) if a != b]
+        if changes:
+            self.report.status = Status.NON_MONOTONIC
+            self.report.changes = changes
+            self.report.message = (
+                f"both ends are {end_state.name}, but the results inside the range are not: "
+                f"{len(changes)} change points ("
+                + "; ".join(f"{a} -> {b}" for a, b in changes)
+                + "). Run `tfbisect sweep` over the range to see every version."
+            )
+            return
+        self.report.status = Status.NO_CHANGE
+        self.report.message = (
+            f"both ends are {end_state.name} (TF {self.releases[low].version} and {self.releases[high].version}), "
+            "and so is every stored result between them: nothing changed as far as this scenario can tell. "
+            "Pick other ends, narrow the question with --probe, or run `tfbisect sweep` to see every version."
+        )
 
     def decide_end(self, index: int, step: int) -> int | None:
         """The end itself if it can be tested, else the nearest testable version inward (up to 3 tries)."""
@@ -410,14 +552,14 @@ class Bisection:
             "Give testable ends with --good/--bad."
         )
 
-    def label_steps(self, terms: Terms) -> None:
+    def label_steps(self, terms: Judgement) -> None:
         """Name each step old/new/skip/other now that the ends have fixed what those mean."""
         self.report.steps = [
             replace(step, cls=terms.classify(State(step.state) if step.state else None).value)
             for step in self.report.steps
         ]
 
-    def finish(self, state: BisectState, terms: Terms, low: int) -> None:
+    def finish(self, state: BisectState, terms: Judgement, low: int) -> None:
         result = state.result()
         change = self.confirm(result.change, state, terms, low)
         result = state.result()
@@ -451,7 +593,7 @@ class Bisection:
             self.report.status = Status.FOUND
             self.report.message = f"last {old_name}: {last_old}, first {new_name}: {first_new}"
 
-    def confirm(self, change: ChangePoint, state: BisectState, terms: Terms, low: int) -> ChangePoint:
+    def confirm(self, change: ChangePoint, state: BisectState, terms: Judgement, low: int) -> ChangePoint:
         """Check the versions next to the change point when that is cheap (stored) or asked for."""
         neighbours = [change.last_old - 1, change.first_new + 1]
         cheap = []

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import Version
+
 from tfbisect import docker_engine, interpreters, interrupt, locks
 from tfbisect.backend_docker import MEMORY, DockerBackend, Image
 from tfbisect.backend_venv import VenvBackend
@@ -292,7 +294,7 @@ class Runner:
             extra={
                 "log": str(log_path),
                 "lock": lock.path.name,
-                "reproduce": reproduce_command(spec, scenario),
+                "reproduce": reproduce_command(spec, scenario, self.settings.timeout),
                 **extra,
             },
             timeout_s=self.settings.timeout,
@@ -330,7 +332,7 @@ def _is_probe_line(line: str) -> bool:
     return line.startswith(("probe ", "verdict:"))
 
 
-def reproduce_command(spec: EnvSpec, scenario: Scenario) -> str:
+def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:
     parts = [
         "tfbisect",
         "run",
@@ -346,6 +348,10 @@ def reproduce_command(spec: EnvSpec, scenario: Scenario) -> str:
     if spec.keras is not KerasVariant.DEFAULT:
         parts += ["--keras", spec.keras.value]
     parts += ["--scenario", scenario_argument(scenario)]
+    if timeout != DEFAULT_TIMEOUT:
+        parts += ["--timeout", f"{timeout:g}"]
+    if Version(spec.tf_version).is_prerelease:
+        parts.append("--pre")
     return shlex.join(parts)
 
 

@@ -214,6 +214,11 @@ def classify(
     return Outcome(verdict), document, None
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON does not have: a record must stay JSON.
+    raise ValueError(f"{name} is not a JSON value (write null for a missing number)")
+
+
 def _problems(document: Any) -> list[str]:
     try:
         return problems(document)
@@ -230,7 +235,7 @@ def _parse(raw: bytes | None) -> tuple[Any, Failure | None]:
     except UnicodeDecodeError as exc:
         return None, Failure("InvalidResult", f"the result is not UTF-8: invalid byte at offset {exc.start}")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         return None, Failure("InvalidResult", "the result is JSON nested too deeply to read")
     except ValueError as exc:

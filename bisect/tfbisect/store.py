@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,7 +38,9 @@ class ResultStore:
         except StoreError:
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
             path.replace(aside)
-            print(f"warning: {path} was corrupted; kept it as {aside.name} and will run again.")
+            print(
+                f"warning: {path} was corrupted; kept it as {aside.name} and will run again.", file=sys.stderr
+            )
             return None
 
     def put(self, record: RunRecord) -> Path:
@@ -50,10 +53,13 @@ class ResultStore:
         if not base.exists():
             return
         for path in sorted(base.rglob("*.json")):
+            if path.is_symlink() or not path.is_file():
+                print(f"warning: skipping {path}: not a regular file", file=sys.stderr)
+                continue
             try:
                 yield path, load(path)
             except StoreError as exc:
-                print(f"warning: skipping {path}: {exc.what}")
+                print(f"warning: skipping {path}: {exc.what}", file=sys.stderr)
 
 
 def load(path: Path) -> RunRecord:
@@ -64,7 +70,7 @@ def load(path: Path) -> RunRecord:
         raise StoreError(
             f"There is no stored result at {path}.", "list stored results with `tfbisect show`."
         ) from exc
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise StoreError(
             f"The stored result {path} is corrupted ({type(exc).__name__}: {exc}).",
             "delete it and rerun that version (`tfbisect run`); other stored results are unaffected.",

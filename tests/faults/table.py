@@ -1533,6 +1533,7 @@ def scenario_name_case(name: str, filename: str) -> None:
         folder.mkdir()
         path = folder / filename
         shutil.copyfile(scenario("fault_ok"), path)
+        shutil.copyfile(SCENARIOS / "_valid.py", folder / "_valid.py")  # what fault_ok imports
         before = outside(ctx)
         call = ctx.tfb(
             "run", "--tf", TF_NEW, "--python", PY, "--scenario", str(path), "--timeout", "30", wall=60

@@ -79,7 +79,7 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
         f"tfbisect:tf{version}-py{python}-cpu-"
     )
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
-    assert str(extra["base_digest"]).startswith("sha256:")
+    assert str(extra["base_image_id"]).startswith("sha256:")
     assert in_docker.command.startswith(("docker run", "/")) and "--network none" in in_docker.command
     assert "--user 10001:10001" in in_docker.command and ":ro" in in_docker.command
     no_containers_left()
@@ -93,6 +93,24 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     again = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker", "--force")
     assert again.returncode == done.returncode
     assert "building" not in again.stderr, "an unchanged image must be reused, not rebuilt"
+
+
+def test_recorded_image_id_is_the_images_own_and_the_bases_is_apart(workspace: Path) -> None:
+    """The record names the image that ran by its own ID (two TF images never share one), the base
+    apart with the base's ID, and the image's registry digest where it has one (built here: none)."""
+    done = tfbisect(workspace, "run", "--tf", "2.9.3", "--python", "3.9", "--backend", "docker")
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    extra = record(workspace, "tf2.9.3-py3.9-cpu-docker").extra
+    image = str(extra["image"])
+    assert extra["image_id"] == docker("image", "inspect", "--format", "{{.Id}}", image).strip()
+    assert (
+        extra["base_image_id"]
+        == docker("image", "inspect", "--format", "{{.Id}}", str(extra["base_image"])).strip()
+    )
+    assert extra["image_id"] != extra["base_image_id"]
+    assert "base_digest" not in extra
+    digests = json.loads(docker("image", "inspect", "--format", "{{json .RepoDigests}}", image))
+    assert extra["image_repo_digest"] == (digests[0] if digests else None)
 
 
 def test_cuda_image_is_the_cpu_image_plus_one_nvidia_layer(workspace: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from test_report import report_data, write_bisect_log
-from tfbisect import htmlreport
+from tfbisect import htmlreport, style
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,10 +45,23 @@ def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
             assert cells.count() == 6
             assert all(cells.nth(i).is_visible() for i in range(6))
             colours = {cells.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(6)}
-            assert len(colours) == 5  # one colour per outcome
+            assert len(colours) == 4  # good, bad, skip, failure: the probe's answer under the bisection
+            # TF 2.2.3 and 2.21.0 both say "reproduced" (the verdict), but the question was the
+            # probe's: match (good, green) in one and mismatch (bad, red) in the other.
+            good = page.locator("table.matrix a.cell.good", has_text="verdict: reproduced")
+            bad = page.locator("table.matrix a.cell.bad", has_text="verdict: reproduced")
+            assert good.count() == 1 and bad.count() == 1
+            background = "e => getComputedStyle(e).backgroundColor"
+            assert good.evaluate(background) == "rgb({}, {}, {})".format(
+                *style.KIND_LOOK[style.Kind.GOOD].rgb
+            )
+            assert bad.evaluate(background) == "rgb({}, {}, {})".format(*style.KIND_LOOK[style.Kind.BAD].rgb)
+            assert good.locator("small.backend").inner_text() == "venv"
+            headline = page.locator("#verdict").inner_text()
+            assert headline.startswith("Changed between 2.3.4 and 2.4.0: probe gradient_eager_plain")
             detail = page.locator("section.detail").first
             assert not detail.is_visible()  # folded until its cell is clicked
-            page.locator("a.cell.reproduced").first.click()
+            bad.click()
             opened = page.locator("section.detail:target")
             assert opened.count() == 1 and opened.is_visible()
             chart = opened.locator("svg.chart").first

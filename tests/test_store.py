@@ -42,4 +42,4 @@ def test_corrupted_result_is_kept_aside_and_reported(
     kept = list(path.parent.glob(f"{path.name}.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text().startswith('{"record_version"')
     assert other.exists(), "a corrupted neighbour must not cost other results"
-    assert "kept it as" in capsys.readouterr().out
+    assert "kept it as" in capsys.readouterr().err

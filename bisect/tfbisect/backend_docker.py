@@ -242,9 +242,11 @@ class DockerBackend:
                 )
             extra: dict[str, object] = {
                 "image": image.tag,
-                "image_id": image.image_id,
+                "image_id": image.image_id,  # the image's own ID (`docker image inspect` .Id)
+                # None for an image built here and never pushed (the usual case)
+                "image_repo_digest": self.engine.image_repo_digest(image.tag),
                 "base_image": image.base.ref,
-                "base_digest": image.base.image_id,
+                "base_image_id": image.base.image_id,  # the base's ID, apart (older records: base_digest)
                 "base_source": image.base.source,
                 "flavour": spec.flavour.value,
                 "gpu_visible": gpu,

@@ -88,6 +88,12 @@ class Engine:
         found = self.image_inspect(ref)
         return str(found["Id"]) if found else None
 
+    def image_repo_digest(self, ref: str) -> str | None:
+        """The image's first registry digest (`name@sha256:…`); None for an image only built here."""
+        found = self.image_inspect(ref)
+        digests = (found or {}).get("RepoDigests")
+        return str(digests[0]) if isinstance(digests, list) and digests else None
+
     def container_state(self, name: str) -> dict[str, object]:
         """The container's `.State` (ExitCode, OOMKilled …), or {} when it is gone."""
         done = subprocess.run(

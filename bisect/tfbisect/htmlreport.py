@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import jinja2
 
+from tfbisect import findings, style
 from tfbisect.charts import Chart, chart
 from tfbisect.record import RunRecord
-from tfbisect.reportdata import OUTCOME_WORDS, ReportData, curves_of, environment_rows
+from tfbisect.reportdata import (
+    OUTCOME_WORDS,
+    ReportData,
+    configurations,
+    curves_of,
+    environment_rows,
+    summary_of,
+)
 
 
 def charts_of(record: RunRecord) -> list[Chart]:
@@ -30,4 +38,17 @@ def environment() -> jinja2.Environment:
 
 def render(data: ReportData) -> str:
     template = environment().get_template("report.html.j2")
-    return template.render(data=data, words=OUTCOME_WORDS, env_rows=environment_rows, charts_of=charts_of)
+    return template.render(
+        data=data,
+        words=OUTCOME_WORDS,
+        looks=style.CSS,
+        env_rows=environment_rows,
+        summary_of=summary_of,
+        charts_of=charts_of,
+        configurations=configurations,
+        question=findings.question,
+        finding=findings.finding,
+        failure_finding_text=findings.failure_finding_text,
+        step_look=findings.judged_state,
+        regress_of=findings.regress_of,
+    )

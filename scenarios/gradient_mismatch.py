@@ -47,6 +47,10 @@ GRADIENT_RTOL = 1e-3
 # Loss curves are compared with the class_weight reference trained the same way.  Float32
 # training drifts slowly; the wrong gradient moves the curve by far more than 2 %.
 CURVE_RTOL = 2e-2
+# The configurations a training probe runs, besides the class_weight reference: the report's
+# two losses, identical but for @tf.function.
+LOSS_CONFIGURATIONS = ("plain", "decorated")
+LOSS_NAMES = {"plain": "customloss1", "decorated": "customloss2 @tf.function"}
 
 
 def _now():
@@ -277,10 +281,30 @@ class Scenario(object):
                     curve.append(total / batches)
                 return curve
 
-            curves = {name_: train(name_) for name_ in ("reference", "plain", "decorated")}
-            return curve_probe(np, name, "training", curves, start, "custom tf.function training loop")
+            curves = {}
+            errors = {}
+            for config_name in ("reference",) + LOSS_CONFIGURATIONS:
+                try:
+                    curves[config_name] = train(config_name)
+                except Exception as exc:  # one loss failing says nothing about the other
+                    errors[config_name] = exception_info(exc)
         except Exception as exc:
             return error_probe(name, "training", exc, start)
+        if errors:
+            # Any failure makes the probe an error, as it always did; each configuration
+            # still says its own outcome.
+            first = errors[[k for k in ("reference",) + LOSS_CONFIGURATIONS if k in errors][0]]
+            return {
+                "name": name,
+                "kind": "training",
+                "outcome": "error",
+                "summary": "{}: {}".format(first["type"], first["message"]),
+                "metrics": {"curves": curves, "errors": errors},
+                "error": first,
+                "configurations": curve_configurations(np, curves, errors),
+                "duration_s": _now() - start,
+            }
+        return curve_probe(np, name, "training", curves, start, "custom tf.function training loop")
 
     # -- probe 3: model.fit (the report's first figure) --------------------------------
     def fit_probe(self, name, losses, labels_note):
@@ -288,7 +312,7 @@ class Scenario(object):
         start = _now()
         curves = {}
         errors = {}
-        configs = [("reference", None), ("plain", losses["plain"]), ("decorated", losses["decorated"])]
+        configs = [("reference", None)] + [(key, losses[key]) for key in LOSS_CONFIGURATIONS]
         for config_name, loss in configs:
             try:
                 model = self.make_model()
@@ -320,10 +344,11 @@ class Scenario(object):
                 "summary": "model.fit ({}) failed: {}: {}".format(labels_note, first["type"], first["message"]),
                 "metrics": {"curves": curves, "errors": errors},
                 "error": first,
+                "configurations": curve_configurations(np, curves, errors),
                 "duration_s": _now() - start,
             }
             return probe
-        probe = curve_probe(np, name, "fit", curves, start, "model.fit, " + labels_note)
+        probe = curve_probe(np, name, "fit", curves, start, "model.fit, " + labels_note, errors)
         if errors:
             probe["metrics"]["errors"] = errors
             probe["summary"] += "; failed: " + ", ".join(
@@ -361,7 +386,8 @@ def error_probe(name, kind, exc, start):
     }
 
 
-def curve_probe(np, name, kind, curves, start, what):
+def curve_deviations(np, curves):
+    """Each loss's largest relative deviation from the reference curve (inf when it diverged)."""
     reference = np.asarray(curves["reference"])
     deviations = {}
     for key, curve in curves.items():
@@ -371,6 +397,57 @@ def curve_probe(np, name, kind, curves, start, what):
         with np.errstate(all="ignore"):
             rel = np.abs(values - reference) / np.maximum(np.abs(reference), 1e-12)
         deviations[key] = float(np.nanmax(rel)) if np.all(np.isfinite(values)) else float("inf")
+    return deviations
+
+
+def curve_configurations(np, curves, errors):
+    """One outcome per loss configuration (plain, decorated): its own curve against the
+    class_weight reference, or the exception it raised.  A probe that trains with both losses
+    reports both, so that "mismatch" never hides which of the two was off."""
+    deviations = curve_deviations(np, curves) if "reference" in curves else {}
+    configurations = {}
+    for key in LOSS_CONFIGURATIONS:
+        label = "{} ({})".format(LOSS_NAMES[key], key)
+        if key in errors:
+            info = errors[key]
+            configurations[key] = {
+                "outcome": "error",
+                "summary": "{}: {}: {}".format(label, info["type"], info["message"]),
+                "metrics": {},
+                "error": info,
+            }
+        elif key not in curves:
+            continue  # never trained: the probe failed before it got there
+        elif "reference" not in curves:
+            info = errors.get("reference") or {"type": "NoReference", "message": "no reference curve"}
+            configurations[key] = {
+                "outcome": "error",
+                "summary": "{}: trained, but the class_weight reference failed ({}), so there is nothing to compare with".format(
+                    label, info["type"]
+                ),
+                "metrics": {"final_loss": curves[key][-1] if curves[key] else None},
+                "error": info,
+            }
+        else:
+            deviation = deviations[key]
+            off = not deviation <= CURVE_RTOL
+            configurations[key] = {
+                "outcome": "mismatch" if off else "match",
+                "summary": "{}: loss curve {} the class_weight reference (max relative deviation {:.3g})".format(
+                    label, "off" if off else "within {:g} % of".format(CURVE_RTOL * 100), deviation
+                ),
+                "metrics": {
+                    "max_relative_deviation": deviation,
+                    "final_loss": curves[key][-1] if curves[key] else None,
+                    "reference_final_loss": curves["reference"][-1] if curves["reference"] else None,
+                    "tolerance": CURVE_RTOL,
+                },
+            }
+    return configurations
+
+
+def curve_probe(np, name, kind, curves, start, what, errors=None):
+    deviations = curve_deviations(np, curves)
     off = sorted(k for k, v in deviations.items() if not v <= CURVE_RTOL)
     return {
         "name": name,
@@ -382,6 +459,7 @@ def curve_probe(np, name, kind, curves, start, what):
             "max_relative_deviation": deviations,
             "tolerance": CURVE_RTOL,
         },
+        "configurations": curve_configurations(np, curves, errors or {}),
         "duration_s": _now() - start,
     }
 
@@ -501,6 +579,12 @@ def main(argv=None):
             probes.append(probe)
             if not args.quiet:
                 print("probe {:<26} {:<9} {}".format(probe["name"], probe["outcome"], probe["summary"]))
+                for key, config in probe.get("configurations", {}).items():  # plain, then decorated
+                    print(
+                        "probe {:<26} {:<9} {}".format(
+                            "  " + probe["name"] + ":" + key, config["outcome"], config["summary"]
+                        )
+                    )
                 sys.stdout.flush()
     document["verdict"] = verdict(probes)
     document["timings"]["total_s"] = _now() - started

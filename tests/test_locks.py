@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import configparser
 import re
 from pathlib import Path
 
@@ -111,3 +112,29 @@ def test_tox_ini_matches_the_catalogue() -> None:
     text = (ROOT / "tox.ini").read_text()
     assert toxini.render(CAT) in text, "tox.ini is stale: paste the output of `tfbisect tox-ini`"
     assert f"env_list = {toxini.env_list(CAT)}" in text
+
+
+def test_each_tox_line_names_one_release_its_lock_and_its_python() -> None:
+    """Per factor, tox.ini's release, lock and interpreter agree (and the command uses them)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "tox.ini")
+    testenv = parser["testenv"]
+
+    def by_factor(key: str) -> dict[str, str]:
+        rows = [line.split(":", 1) for line in testenv[key].strip().splitlines()]
+        return {factor.strip(): value.strip() for factor, value in rows}
+
+    releases, deps, pythons = by_factor(toxini.RELEASE_KEY), by_factor("deps"), by_factor("base_python")
+    expected = toxini.line_envs(CAT)
+    assert list(releases) == list(deps) == list(pythons) == [factor for factor, _, _ in expected]
+    for factor, version, python in expected:
+        assert releases[factor] == version
+        assert pythons[factor] == f"python{python}"
+        lock = locks.LockSpec(version, python)
+        assert deps[factor] == f"-r bisect/tfbisect/data/locks/{lock.filename}"
+        assert (ROOT / deps[factor].removeprefix("-r ")).is_file(), factor
+    command = " ".join(testenv["commands"].replace("\\\n", " ").split())
+    assert command.startswith("tfbisect --reports {env:TFBISECT_TOX_REPORTS:{toxinidir}/reports} run ")
+    for part in ("--tf {[testenv]tf_release}", "--interpreter {envpython}", "--via tox"):
+        assert part in command
+    assert "tfbisect" in testenv["allowlist_externals"].split()

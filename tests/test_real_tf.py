@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.store import load
+from tfbisect.record import RunRecord
+from tfbisect.store import ResultStore, load
 
 from conftest import cli
 
@@ -27,6 +28,12 @@ def outcomes(path: Path) -> dict[str, str]:
     record = load(path)
     assert record.document is not None
     return {p["name"]: p["outcome"] for p in record.document["probes"]}
+
+
+def configurations(record: RunRecord, probe: str) -> dict[str, str]:
+    found = record.probe(probe)
+    assert found is not None, probe
+    return {name: c["outcome"] for name, c in found["configurations"].items()}
 
 
 def stored(reports: Path) -> list[Path]:
@@ -49,6 +56,10 @@ def test_tf_2_2_shows_eager_right_graph_wrong(tmp_path: Path) -> None:
     assert env["keras"]["flavour"] == "keras2-bundled" and env["git_version"].startswith("v2.2")
     wrong = record.document["verdict"]["disagreements"]
     assert [d["probe"] for d in wrong] == ["gradient_graph_plain"] and wrong[0]["max_relative_error"] > 0.1
+    # probes that train with both losses say which one was off (or failed)
+    assert configurations(record, "training_loop") == {"plain": "mismatch", "decorated": "match"}
+    assert configurations(record, "fit_shape_robust") == {"plain": "mismatch", "decorated": "match"}
+    assert configurations(record, "fit_report_labels") == {"plain": "error", "decorated": "error"}
     assert "installing" in done.stderr and "probe gradient_graph_plain" in done.stderr  # progress
     again = tfbisect(tmp_path, "run", "--tf", "2.2", "--python", "3.8")
     assert again.returncode == 1 and "reusing the stored result" in again.stderr
@@ -74,6 +85,7 @@ def test_tf_2_21_on_python_3_11(tmp_path: Path) -> None:
 
 def test_tox_tf22_prints_the_eager_graph_difference(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOX_", "VIRTUAL_ENV"))}
+    env["TFBISECT_TOX_REPORTS"] = str(tmp_path / "reports")  # not the checkout's reports/
     done = subprocess.run(
         ["tox", "-e", "tf22", "--workdir", str(tmp_path / "tox")],
         cwd=ROOT,
@@ -88,6 +100,10 @@ def test_tox_tf22_prints_the_eager_graph_difference(tmp_path: Path) -> None:
     assert "probe gradient_eager_plain       match" in out
     assert "probe gradient_graph_plain       mismatch" in out
     assert "verdict: reproduced: gradient_graph_plain is off the exact gradient" in out
+    # stored like any other run, marked as made through tox
+    [(_, record)] = list(ResultStore(tmp_path / "reports" / "results").records())
+    assert record.outcome.value == "reproduced" and record.spec.tf_version == "2.2.3"
+    assert record.extra["via"] == "tox" and record.extra["tox_env"] == "tf22"
 
 
 def test_tox_line_without_its_python_says_what_to_do(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from tfbisect import (
     catalogue,
     docker_engine,
     github,
+    givenenv,
     htmlreport,
     interpreters,
     interrupt,
@@ -86,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin the interpreter (default: newest with wheels here)",
     )
     run.add_argument("--force", action="store_true", help="run again even if a stored result exists")
+    run.add_argument(
+        "--interpreter",
+        type=Path,
+        metavar="PYTHON",
+        help="run in this interpreter's environment as it is (a tox env's {envpython}) instead of a venv "
+        "tfbisect builds; refused unless it is the line's Python (or --python) with exactly that TF; "
+        "always runs, and replaces the stored result",
+    )
+    run.add_argument(
+        "--via",
+        choices=["tox"],
+        help="with --interpreter: record the run as made through tox (and $TOX_ENV_NAME), and exit 0 for "
+        "either verdict; an error, a timeout or a skip still exits non-zero",
+    )
 
     show_cmd = sub.add_parser("show", help="pretty-print a stored result (no argument: list them)")
     show_cmd.add_argument("result", nargs="?", type=Path, help="a result file under reports/results/")
@@ -134,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument(
         "--confirm", action="store_true", help="also run the versions next to the change point"
     )
+    bisect.add_argument(
+        "--regress",
+        choices=["state", "error"],
+        default="state",
+        help="state: bisect the question's two states (default); error: bisect where the scenario starts "
+        "(or stops) failing: a crash, an error or a timeout against a run that answers",
+    )
     bisect.add_argument("--term-old", help="name of the older end's state (default: good, or bad for a fix)")
     bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
     bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
@@ -142,7 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report", help="HTML report, GitHub summary and matrix PNG from the stored results"
     )
-    report.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    report.add_argument(
+        "--scenario", help=f"scenario name or path (default: the --bisect log's, else {scenario.DEFAULT})"
+    )
+    report.add_argument(
+        "--bisect",
+        type=Path,
+        metavar="LOG",
+        help="the bisection log the headline and matrix answer (default: the newest of the scenario)",
+    )
     report.add_argument("--out", type=Path, help="where to write the files (default: the reports folder)")
     report.add_argument(
         "--post", metavar="OWNER/REPO#N", help="post the summary as a comment (token from env)"
@@ -298,19 +328,44 @@ def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list
 
 
 def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    if args.via and args.interpreter is None:
+        raise UsageError(
+            "--via tox marks a run in an environment tox made, and none was given.",
+            "add --interpreter {envpython} (as tox.ini's tf envs do), or drop --via.",
+        )
+    if args.interpreter is not None and args.backend != "venv":
+        raise UsageError(
+            f"--interpreter runs in a given environment; --backend {args.backend} builds its own.",
+            "drop one of the two.",
+        )
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
-    spec = runner.spec_for(
-        args.tf,
-        python=args.python,
-        flavour=Flavour(args.base),
-        keras=KerasVariant(args.keras),
-        backend=choose_backend(args.backend, progress)[0],
-        pre=args.pre,
-    )
-    record = runner.run(spec, chosen)
+    if args.interpreter is not None:
+        # An environment made elsewhere (tox): checked to hold the line's Python and this TF.
+        spec = givenenv.spec_for(
+            runner.catalogue,
+            args.tf,
+            args.interpreter,
+            pinned=args.python,
+            flavour=Flavour(args.base),
+            keras=KerasVariant(args.keras),
+            pre=args.pre,
+        )
+        record = runner.run_given(spec, chosen, args.interpreter, givenenv.tags(args.via, args.interpreter))
+    else:
+        spec = runner.spec_for(
+            args.tf,
+            python=args.python,
+            flavour=Flavour(args.base),
+            keras=KerasVariant(args.keras),
+            backend=choose_backend(args.backend, progress)[0],
+            pre=args.pre,
+        )
+        record = runner.run(spec, chosen)
     path = runner.store.path_for(chosen.name, chosen.sha256, spec)
     emit(show.record_text(record, path))
+    if args.via == "tox" and record.outcome.decisive:
+        return 0  # for tox, either verdict is an answer; a failure, a timeout or a skip is not
     return RUN_EXIT[record.outcome]
 
 
@@ -385,6 +440,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             term_old=args.term_old,
             term_new=args.term_new,
             timeout=args.timeout if args.timeout != DEFAULT_TIMEOUT else None,
+            regress=args.regress,
         )
         log_path = bisect_dir / bisection.log_name(request)
         try:
@@ -460,12 +516,15 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
-    chosen = scenario.find(args.scenario)
+    name = args.scenario
+    if name is None and args.bisect is not None:
+        name = report_scenario(args.bisect)
+    chosen = scenario.find(name or scenario.DEFAULT)
     target = github.Target.parse(args.post) if args.post else None
     # No token: fail before any work, saying that nothing was posted and no file was written.
     token = github.token_from_env() if target else ""
     out = args.out or args.reports
-    summary = write_reports(args.reports, chosen, out)
+    summary = write_reports(args.reports, chosen, out, bisect=args.bisect)
     if target is not None:
         # A failed post says so (PostError, exit 11) and where the written summary is.
         url = github.post_comment(target, summary, token, api=args.api_url, summary_path=out / "summary.md")
@@ -473,9 +532,20 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
-def write_reports(reports: Path, chosen: scenario.Scenario, out: Path) -> str:
-    """Write the HTML report, the Markdown summary, the matrix PNG and JSON; returns the summary."""
-    data = reportdata.collect(store.ResultStore(reports / "results"), chosen, reports / "bisect")
+def report_scenario(log: Path) -> str | None:
+    """The scenario a bisection log is about (for `report --bisect LOG` without --scenario)."""
+    try:
+        found = bisection.load_report(log).request.get("scenario")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # collect() says what is wrong with the log
+    return str(found) if found else None
+
+
+def write_reports(reports: Path, chosen: scenario.Scenario, out: Path, *, bisect: Path | None = None) -> str:
+    """Write the HTML report, the Markdown summary, the matrix PNG and JSON; returns the summary.
+
+    `bisect`: the bisection log the headline answers (default: the scenario's newest)."""
+    data = reportdata.collect(store.ResultStore(reports / "results"), chosen, reports / "bisect", bisect)
     out.mkdir(parents=True, exist_ok=True)
     written = {
         "report.html": htmlreport.render(data),
@@ -485,7 +555,10 @@ def write_reports(reports: Path, chosen: scenario.Scenario, out: Path) -> str:
     for name, text in written.items():
         write_text_atomic(out / name, text)
     matrixpng.render(data, out / "matrix.png")
-    print(data.headline())
+    emit(f"{data.scenario}: {data.headline()}")
+    note = data.choice_note()
+    if note:
+        emit(note)
     print("report files written:")
     for name in (*written, "matrix.png"):
         print(f"  {out / name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tfbisect import findings, style
 from tfbisect.bisection import BisectReport, Status
 from tfbisect.catalogue import Release
 from tfbisect.locks import LockSpec, lock_path, preferred_python
@@ -12,13 +13,7 @@ from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.versions import python_sort_key
 
-MARK = {
-    Outcome.REPRODUCED: "✗ reproduced",
-    Outcome.NOT_REPRODUCED: "✓ not reproduced",
-    Outcome.SKIP: "- skip",
-    Outcome.ERROR: "! error",
-    Outcome.TIMEOUT: "⧗ timeout",
-}
+MARK = style.MARK  # outcome -> "✗ reproduced" ... (sweep imports it from here)
 
 
 def record_text(record: RunRecord, path: Path | None = None) -> str:
@@ -39,10 +34,21 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
     lines.append(f"  verdict        {record.verdict_summary}")
     for probe in (record.document or {}).get("probes", []):
         lines.append(f"    {probe['name']:<26} {probe['outcome']:<9} {probe['summary']}")
+        # A probe that runs several configurations: each one's own outcome, one line each.
+        for name, config in (probe.get("configurations") or {}).items():
+            lines.append(f"      {name:<24} {config['outcome']:<9} {config['summary']}")
     if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT) or record.document is None:
         lines.append("  log tail:")
         lines.extend("    | " + line for line in record.log_tail.splitlines()[-15:])
     lines.append(f"  run took       {record.duration_s:.1f}s, started {record.started_at}")
+    if record.extra.get("via"):
+        # a run in an environment made elsewhere (tox, or --interpreter): which one
+        interpreter = record.extra.get("interpreter", "?")
+        if record.extra["via"] == "tox":
+            where = f" env {record.extra['tox_env']}" if record.extra.get("tox_env") else ""
+            lines.append(f"  made through   tox{where}, interpreter {interpreter}")
+        else:
+            lines.append(f"  made in        the given environment of {interpreter} (--interpreter)")
     if record.extra.get("reproduce"):
         lines.append(f"  reproduce      {record.extra['reproduce']}")
     if record.command:
@@ -78,27 +84,39 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
 
 def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     request = report.request
-    what = f"probe {request['probe']}" if request.get("probe") else "the scenario's verdict"
     backend = str(request["backend"])
     if request.get("venv_fallback") in (True, "True"):
         backend += " (venv where no base image fits)"
     variant = f"{request['flavour']}, keras {request['keras']}, {backend}"
     first, last = (report.versions[0], report.versions[-1]) if report.versions else ("?", "?")
     lines = [
-        f"searched {len(report.versions)} TF versions ({first} .. {last}) on {what}; {variant}",
+        f"searched {len(report.versions)} TF versions ({first} .. {last}) on {findings.question(report)}; {variant}",
     ]
-    if report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC):
+    answered = report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC)
+    resolved = len(report.candidates) <= 1
+    if answered and findings.regress_of(report) == "state":
         kind = "a fix" if report.term_old == "bad" else "a change"
-        lines.append(f"{kind} in TF {report.first_new}: {report.status.value}")
-        for label, version, state in (
-            (f"last {report.term_old}:", report.last_old, report.old_state),
-            (f"first {report.term_new}:", report.first_new, report.new_state),
-        ):
-            git = report.git_versions.get(version or "") or "?"
-            lines.append(f"  {label:<12}{version} ({git}), {state}")
-        if report.status is Status.AMBIGUOUS:
-            lines.append(f"  first {report.term_new} is one of: {', '.join(report.candidates)}")
-        lines.append(f"  {'compare:':<12}{report.compare_url}")
+        where = f"TF {report.first_new}" if resolved else report.first_new_text
+        lines.append(f"{kind} in {where}: {report.status.value} ({report.term_old} -> {report.term_new})")
+    else:
+        lines.append(f"{report.status.value}: {findings.finding(report)}")
+    if answered:
+        old_label, new_label = f"last {report.term_old}:", f"first {report.term_new}:"
+        width = max(12, len(old_label) + 1, len(new_label) + 1)
+        git_old = report.git_versions.get(report.last_old or "") or "?"
+        lines.append(f"  {old_label:<{width}}{report.last_old} ({git_old}), {report.old_state}")
+        if resolved:
+            git_new = report.git_versions.get(report.first_new or "") or "?"
+            lines.append(f"  {new_label:<{width}}{report.first_new} ({git_new}), {report.new_state}")
+        else:
+            lines.append(
+                f"  {new_label:<{width}}{report.first_new_text} (untestable versions between), {report.new_state}"
+            )
+        lines.append(f"  {'compare:':<{width}}{report.compare_url}")
+    found_failure = findings.failure_finding_text(report)
+    if found_failure and findings.regress_of(report) == "state":
+        failure = (report.failure_finding or {}).get("failure", "")
+        lines.append(f"  failure finding: {found_failure} ({failure})")
     lines.append(report.message)
     lines.append(
         f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
@@ -110,13 +128,22 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
 
 
 def bisect_log_text(report: BisectReport) -> str:
-    lines = [f"# {report.command}", f"# started {report.started_at}, finished {report.finished_at or '-'}"]
+    lines = [
+        f"# {report.command}",
+        f"# started {report.started_at}, finished {report.finished_at or '-'}",
+        f"# question: {findings.question(report)}",
+    ]
     for step in report.steps:
         reused = " (stored)" if step.reused else ""
-        term = {"old": report.term_old, "new": report.term_new}.get(step.cls, step.cls or "-")
+        term = findings.judged_state(report, step.state).word
         lines.append(
-            f"round {step.round:>2}  {step.version:<10} {term:<6} {step.outcome:<15} "
+            f"round {step.round:>2}  {step.version:<10} {term:<8} {step.outcome:<15} "
             f"{step.state or '-'}{reused}  [{step.seconds:.0f}s]"
         )
-    lines.append(f"# {report.status.value}: {report.message}")
+    lines.append(f"# {report.status.value}: {findings.finding(report)}")
+    found_failure = findings.failure_finding_text(report)
+    if found_failure and findings.regress_of(report) == "state":
+        failure = (report.failure_finding or {}).get("failure", "")
+        lines.append(f"# failure finding: {found_failure} ({failure})")
+    lines.append(f"# {report.message}")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.version import Version
@@ -170,6 +170,22 @@ class Runner:
             except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError) as exc:
                 return self.infrastructure_skip(spec, scenario, started, exc)
             return self.execute(spec, scenario, target, lock, started)
+
+    def run_given(
+        self, spec: EnvSpec, scenario: Scenario, python: Path, tags: dict[str, object]
+    ) -> RunRecord:
+        """Run in an environment made elsewhere (a tox env), through the same `execute`.
+
+        `givenenv.spec_for` has checked that `python` is the spec's Python with the spec's TF.
+        Nothing is built and no stored result is reused: the run happens and replaces the
+        cell's stored record, with `tags` (via, tox env, interpreter) in its `extra`."""
+        interrupt.check()
+        with self.cell_lock(spec, scenario):
+            lock = locks.load(locks.LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras))
+            record = self.execute(spec, scenario, python, lock, now_iso())
+            record = replace(record, extra={**record.extra, **tags})
+            self.store.put(record)
+            return record
 
     @contextlib.contextmanager
     def cell_lock(self, spec: EnvSpec, scenario: Scenario) -> Iterator[None]:

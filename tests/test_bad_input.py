@@ -25,7 +25,7 @@ from tfbisect.reportdata import collect
 from tfbisect.scenario import Scenario, find
 from tfbisect.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.store import ResultStore
-from tfbisect.workflow import Runner, Settings
+from tfbisect.workflow import Runner, RunResult, Settings
 
 from conftest import cli as run_cli
 
@@ -272,9 +272,9 @@ def test_bisect_log_and_report_find_a_bisection_of_an_oddly_named_scenario(
     have = {p: Interpreter(p, Path(f"/nonexistent/python{p}"), p + ".0") for p in ("3.8", "3.11")}
     runner = Runner(load_snapshot(), Settings(reports, tmp_path / "cache"), Progress(quiet=True), have=have)
 
-    def execute(spec: EnvSpec) -> RunRecord:
+    def execute(spec: EnvSpec) -> RunResult:
         bad = spec.tf_version >= "2.4"
-        return RunRecord(
+        made = RunRecord(
             spec=spec,
             scenario=chosen.name,
             scenario_sha256=chosen.sha256,
@@ -287,6 +287,7 @@ def test_bisect_log_and_report_find_a_bisection_of_an_oddly_named_scenario(
             started_at="",
             duration_s=1.0,
         )
+        return RunResult(made, reused=False, seconds=1.0)
 
     request = BisectRequest(scenario=chosen, good="2.3.0", bad="2.5.0", probe="../evil")
     log_path = reports / "bisect" / log_name(request)

@@ -17,7 +17,7 @@ from tfbisect.record import Failure, RunRecord
 from tfbisect.scenario import find
 from tfbisect.show import bisect_log_text, bisect_text
 from tfbisect.spec import EnvSpec, KerasVariant
-from tfbisect.workflow import Runner, Settings
+from tfbisect.workflow import Runner, RunResult, Settings
 
 CAT = catalogue.load_snapshot()
 HAVE = {
@@ -57,10 +57,10 @@ def bisect(
     runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=have)
     calls: list[str] = []
 
-    def execute(spec: EnvSpec) -> RunRecord:
+    def execute(spec: EnvSpec) -> RunResult:
         calls.append(spec.tf_version)
         outcome, failure, probe = script(spec.tf_version)
-        return record(spec, outcome, failure, probe)
+        return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
 
     request = BisectRequest(scenario=SCENARIO, **options)  # type: ignore[arg-type]
     report = Bisection(request, runner, Progress(quiet=True), tmp_path / "log.json", execute).run()
@@ -216,12 +216,12 @@ def test_regress_error_bisects_the_failure_with_words_of_its_own(tmp_path: Path)
 def test_stored_results_inside_the_range_are_evidence(tmp_path: Path) -> None:
     runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
 
-    def storing(script: Script) -> Callable[[EnvSpec], RunRecord]:
-        def execute(spec: EnvSpec) -> RunRecord:
+    def storing(script: Script) -> Callable[[EnvSpec], RunResult]:
+        def execute(spec: EnvSpec) -> RunResult:
             outcome, failure, probe = script(spec.tf_version)
             made = record(spec, outcome, failure, probe)
             runner.store.put(made)
-            return made
+            return RunResult(made, reused=False, seconds=1.0)
 
         return execute
 
@@ -236,10 +236,10 @@ def test_stored_results_inside_the_range_are_evidence(tmp_path: Path) -> None:
     assert any(step.reused and step.round == 0 for step in report.steps)
 
 
-def never_at_ends(script: Script) -> Callable[[EnvSpec], RunRecord]:
-    def execute(spec: EnvSpec) -> RunRecord:
+def never_at_ends(script: Script) -> Callable[[EnvSpec], RunResult]:
+    def execute(spec: EnvSpec) -> RunResult:
         outcome, failure, probe = script(spec.tf_version)
-        return record(spec, outcome, failure, probe)
+        return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
 
     return execute
 
@@ -308,9 +308,9 @@ def test_legacy_keras_before_2_16_runs_the_default_environment(tmp_path: Path) -
         CAT, Settings(tmp_path, tmp_path / "c"), Progress(quiet=True), have=HAVE | {"3.12": HAVE["3.11"]}
     )
 
-    def execute(spec: EnvSpec) -> RunRecord:
+    def execute(spec: EnvSpec) -> RunResult:
         seen.append(spec)
-        return record(spec, regression_at("2.16.1")(spec.tf_version)[0], None, None)
+        return RunResult(record(spec, regression_at("2.16.1")(spec.tf_version)[0], None, None), False, 1.0)
 
     request = BisectRequest(scenario=SCENARIO, good="2.15.0", bad="2.16.1", keras=KerasVariant.LEGACY)
     Bisection(request, runner, Progress(quiet=True), tmp_path / "l.json", execute).run()

@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 
 from tfbisect import catalogue, interrupt, locks
+from tfbisect.backend_venv import VenvBackend
+from tfbisect.environments import Environments
 from tfbisect.interpreters import Interpreter
 from tfbisect.limits import LOG_FILE_HEAD_BYTES, LOG_FILE_TAIL_BYTES, LOG_TAIL_MAX_BYTES, RESULT_MAX_BYTES
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario, find
-from tfbisect.spec import EnvSpec
+from tfbisect.spec import Backend, EnvSpec
 from tfbisect.workflow import Runner, Settings
 
 from conftest import ROOT, empty_locks
@@ -322,13 +324,17 @@ def test_one_cell_runs_once_when_two_ask_for_it_at_once(
         def lock_for(self, spec: EnvSpec) -> locks.Lock:
             return LOCK
 
+        def _make(self, kind: Backend) -> Environments:
+            made = VenvBackend(self.settings.cache_dir, self.progress, self.have)
+            made.prepare = lambda *args: python  # type: ignore[method-assign]
+            return made
+
     def one() -> RunRecord:
         local = Local(
             CAT, Settings(reports_dir=reports, cache_dir=reports / "cache"), Progress(quiet=True), have={}
         )
-        local.backend.ensure = lambda *args: python  # type: ignore[method-assign]
         local.have = {"3.11": Interpreter("3.11", python, platform.python_version())}
-        return local.run(spec, chosen)
+        return local.run(spec, chosen).record
 
     results: list[RunRecord] = []
     threads = [threading.Thread(target=lambda: results.append(one())) for _ in range(2)]

@@ -15,11 +15,12 @@ from PIL import Image
 
 from tfbisect import htmlreport, matrixpng, mdsummary, reportdata, style
 from tfbisect.bisection import BisectReport, Status, Step
+from tfbisect.fsio import write_json_atomic
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import find
 from tfbisect.spec import Backend, EnvSpec
-from tfbisect.store import ResultStore, write_json_atomic
+from tfbisect.store import ResultStore
 
 from conftest import DATA, all_outcomes, recorded
 

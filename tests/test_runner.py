@@ -118,7 +118,7 @@ def test_failed_install_is_a_retried_skip_and_keeps_the_log(
     assert python is not None
     run = runner(reports)
     run.have = {"3.8": python}  # any interpreter will do: the install fails first
-    record = run.run(SPEC, find("gradient_mismatch"))
+    record = run.run(SPEC, find("gradient_mismatch")).record
     assert record.outcome is Outcome.SKIP
     assert record.failure is not None and record.failure.type == "EnvironmentBuildError"
     assert record.extra["infrastructure"] is True

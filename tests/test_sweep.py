@@ -50,8 +50,7 @@ def test_sweep_reuses_stored_results_and_marks_what_does_not_apply(tmp_path: Pat
         releases,
         [Flavour.CPU],
         [KerasVariant.DEFAULT, KerasVariant.LEGACY],
-        Backend.VENV,
-        False,
+        (Backend.VENV,),
         2,
     )
     assert [(c.keras, c.record is not None) for c in cells] == [

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +22,14 @@ from pathlib import Path
 from tfbisect import __version__
 from tfbisect.bases import SUITES, Base, BaseImages
 from tfbisect.catalogue import Release
-from tfbisect.docker_engine import Engine, environment_names
+from tfbisect.docker_engine import Engine, connect, environment_names
+from tfbisect.environments import Ended, Launch
 from tfbisect.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.locks import Lock, LockSpec
+from tfbisect.process import Finished
 from tfbisect.progress import Progress
 from tfbisect.scenario import Scenario
-from tfbisect.spec import EnvSpec, Flavour, has_and_cuda
+from tfbisect.spec import Backend, EnvSpec, Flavour, has_and_cuda
 from tfbisect.versions import minor_line, python_sort_key
 from tfbisect.wheelhouse import Pin, Wheelhouse, pins, serve
 
@@ -44,6 +48,7 @@ CUDA_EXPECTED = {
 USER = "10001:10001"
 MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
 LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
+DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
 
 
 @dataclass(frozen=True)
@@ -56,25 +61,46 @@ class Image:
 
 
 class DockerBackend:
-    name = "docker"
+    """`Environments` as images from ./Dockerfile and locked-down containers (see environments.py).
+
+    The engine is connected on first use, under a lock (rounds run in threads): placing
+    releases (`python_for`) needs no engine, so a bisection contacts none before its first run."""
+
+    kind = Backend.DOCKER
 
     def __init__(
         self,
-        engine: Engine,
         cache_dir: Path,
         progress: Progress,
         *,
         keep: bool = False,
         user_base: str | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        self.engine = engine
         self.progress = progress
         self.cache_dir = cache_dir
-        self.bases = BaseImages(engine, cache_dir / "bases")
         self.wheels = Wheelhouse(cache_dir / "wheels", progress)
         self.keep = keep
         self.user_base = user_base
         self._user_python: str | None = None
+        self._engine = engine
+        self._bases: BaseImages | None = None
+        self._connect_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        with self._connect_lock:
+            if self._engine is None:
+                self._engine = connect(self.progress)
+            return self._engine
+
+    @property
+    def bases(self) -> BaseImages:
+        engine = self.engine
+        with self._connect_lock:
+            if self._bases is None:
+                self._bases = BaseImages(engine, self.cache_dir / "bases")
+            return self._bases
 
     # -- which Python, which lock ------------------------------------------------------
     def python_for(self, release: Release, pinned: str | None) -> str:
@@ -116,6 +142,9 @@ class DockerBackend:
         return LockSpec(spec.tf_version, spec.python, Flavour.CPU, spec.keras)
 
     # -- images ------------------------------------------------------------------------
+    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
+        return self.ensure_image(spec, lock, log_dir)
+
     def ensure_image(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
         base = self.bases.get(spec.python, self.user_base)
         dockerfile = DOCKERFILE.read_bytes()
@@ -202,10 +231,10 @@ class DockerBackend:
 
     # -- runs --------------------------------------------------------------------------
     @contextmanager
-    def launch(
-        self, spec: EnvSpec, scenario: Scenario, image: Image, outdir: Path
-    ) -> Iterator[tuple[list[str], dict[str, object]]]:
+    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
         """The `docker run` argv for one run, inside a uniquely named container that is always removed."""
+        image = prepared
+        assert isinstance(image, Image)
         outdir.chmod(0o777)  # the unprivileged user in the container writes the result here
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
@@ -250,10 +279,23 @@ class DockerBackend:
                 "base_source": image.base.source,
                 "flavour": spec.flavour.value,
                 "gpu_visible": gpu,
-                "docker_run": reproducible(argv, name, outdir),
                 "container": name,
             }
-            yield argv, extra
+            yield Launch(argv=argv, env=dict(os.environ), extra=extra, shown=reproducible(argv, name, outdir))
+
+    def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
+        """The container's end in the venv backend's terms: OOM kills named, 128+N as -N."""
+        if finished.timed_out:
+            return Ended(exit_code=None)
+        code = finished.exit_code
+        if code == DOCKER_FAILED and not has_result:
+            # `docker run` itself failed (image gone, engine error): not the scenario's 125.
+            last = (finished.log_tail.splitlines() or ["?"])[-1]
+            return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
+        state = self.engine.container_state(str(launch.extra["container"]))
+        if code is not None and 128 < code < 128 + signal.NSIG:
+            code = -(code - 128)  # its init reports a child killed by signal N as 128+N
+        return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
 
 
 def import_check(lock: Lock) -> str:

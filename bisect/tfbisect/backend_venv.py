@@ -9,26 +9,64 @@ seconds); Pythons uv cannot drive fall back to `python -m venv` and pip.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tfbisect.errors import EnvironmentBuildError
+from tfbisect import interpreters
+from tfbisect.catalogue import Release
+from tfbisect.environments import Ended, Launch
+from tfbisect.errors import EnvironmentBuildError, NoInterpreterError
 from tfbisect.interpreters import Interpreter
-from tfbisect.locks import Lock, uv_binary
+from tfbisect.locks import Lock, LockSpec, uv_binary
 from tfbisect.process import Finished, run_logged
 from tfbisect.progress import Progress
 from tfbisect.scenario import Scenario
-from tfbisect.spec import EnvSpec
+from tfbisect.spec import Backend, EnvSpec
 
 READY = ".tfbisect-ready"
 
 
 class VenvBackend:
-    name = "venv"
+    """`Environments` as local virtual environments, one per lock (see environments.py)."""
 
-    def __init__(self, cache_dir: Path, progress: Progress) -> None:
+    kind = Backend.VENV
+
+    def __init__(self, cache_dir: Path, progress: Progress, have: dict[str, Interpreter]) -> None:
         self.cache_dir = cache_dir
         self.progress = progress
+        self.have = have
+
+    def python_for(self, release: Release, pinned: str | None) -> str:
+        wanted = [p for p in release.pythons if p.startswith("3.")]
+        return interpreters.choose(wanted, self.have, pinned, release=release.version).version
+
+    def lock_spec(self, spec: EnvSpec) -> LockSpec:
+        return LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras)
+
+    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Path:
+        interpreter = self.have.get(spec.python)
+        if interpreter is None:
+            raise NoInterpreterError(
+                f"Python {spec.python} is not installed here.",
+                f"install it (`pyenv install {spec.python}`) or use --backend docker.",
+            )
+        return self.ensure(spec, lock, interpreter, log_dir)
+
+    @contextmanager
+    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
+        assert isinstance(prepared, Path)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
+        for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+            env.pop(leak, None)
+        argv = self.command(prepared, scenario, outdir / "result.json")
+        shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *argv[:2], "--output", "result.json"]
+        yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown))
+
+    def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
+        return Ended(exit_code=finished.exit_code)
 
     def env_dir(self, lock: Lock) -> Path:
         return self.cache_dir / "venvs" / f"{lock.path.stem}-{lock.sha256[:12]}"
@@ -80,8 +118,5 @@ class VenvBackend:
         # and the scenario is always run as `<env>/bin/python script.py`, which survives it.
         return run_logged(["bash", "-c", script], log_path=log_path, timeout=3600, env=env)
 
-    def command(self, python: Path, scenario: Scenario, output: Path, epochs: int | None) -> list[str]:
-        command = [str(python), str(scenario.path), "--output", str(output)]
-        if epochs is not None:
-            command += ["--epochs", str(epochs)]
-        return command
+    def command(self, python: Path, scenario: Scenario, output: Path) -> list[str]:
+        return [str(python), str(scenario.path), "--output", str(output)]

@@ -3,17 +3,16 @@ Debian base built here with debootstrap and `docker import` (cached), or one the
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect.docker_engine import DockerError, Engine
 from tfbisect.errors import BackendUnavailableError
+from tfbisect.fsio import file_lock
 
 # Debian suites and the Python 3 each ships: what can be built without a registry.
 SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
@@ -155,13 +154,6 @@ class BaseImages:
             )
         return Base(ref, out.splitlines()[-1], "user", self.engine.image_id(ref) or "")
 
-    @contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
+    def _locked(self, name: str) -> AbstractContextManager[None]:
         """One builder of a base at a time, across threads (--jobs) and processes."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_dir / f"{name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return file_lock(self.cache_dir / f"{name}.lock")

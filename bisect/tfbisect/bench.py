@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tfbisect import catalogue
+from tfbisect.backend_docker import DockerBackend
 from tfbisect.search import BisectState, Class, max_rounds, max_runs
 
 
@@ -77,14 +78,15 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     # force: the container's overhead is measured on a real run, never a stored result
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))
     scenario = find("gradient_mismatch")
-    backend = runner.docker()
+    backend = runner.environment(Backend.DOCKER)
+    assert isinstance(backend, DockerBackend)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
     before = set(backend.engine.capture(*listing, quiet=True).split())
     layers: list[list[str]] = []
     used: dict[str, int] = {}
     overheads = []
     for version in ("2.20.0", "2.21.0"):
-        spec = runner.spec_for(version, python="3.11", flavour=Flavour.CPU, backend=Backend.DOCKER)
+        spec = runner.spec_for(version, python="3.11", flavour=Flavour.CPU, backends=(Backend.DOCKER,))
         lock = runner.lock_for(spec)
         image = backend.ensure_image(spec, lock, reports / "logs")
         inspected = backend.engine.image_inspect(image.tag) or {}
@@ -99,7 +101,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         again = backend.ensure_image(spec, lock, reports / "logs")
         rebuild = time.monotonic() - start
         assert not again.built
-        record = runner.run(spec, scenario)
+        record = runner.run(spec, scenario).record
         if record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED) and record.document:
             inside = float(record.document["timings"]["total_s"])
             overheads.append((record.duration_s - inside) / inside)

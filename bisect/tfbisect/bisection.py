@@ -6,7 +6,6 @@ the runs in `workflow.Runner`; this module only drives them and keeps the log.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import itertools
 import json
@@ -21,7 +20,9 @@ from typing import Any
 from packaging.version import Version
 
 from tfbisect.catalogue import Release
+from tfbisect.environments import place
 from tfbisect.errors import NoInterpreterError, UsageError
+from tfbisect.fsio import now_iso, write_json_atomic
 from tfbisect.judge import Judgement, State, failure_terms, failure_text, state_of, terms_for
 from tfbisect.names import safe_component
 from tfbisect.process import kill_all
@@ -30,9 +31,8 @@ from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
 from tfbisect.search import BisectState, ChangePoint, Class
 from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
-from tfbisect.store import write_json_atomic
 from tfbisect.versions import git_tag
-from tfbisect.workflow import Runner, scenario_argument
+from tfbisect.workflow import Runner, RunResult, scenario_argument
 
 COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
 
@@ -179,7 +179,8 @@ class BisectReport:
         return cls(**data)
 
 
-Execute = Callable[[EnvSpec], RunRecord]
+# One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
+Execute = Callable[[EnvSpec], RunResult]
 
 
 class Bisection:
@@ -207,7 +208,7 @@ class Bisection:
             | {"scenario": request.scenario.name, "scenario_sha256": request.scenario.sha256},
             command=request.command(),
             versions=[r.version for r in self.releases],
-            started_at=_now(),
+            started_at=now_iso(),
         )
 
     # -- which versions --------------------------------------------------------------
@@ -245,13 +246,14 @@ class Bisection:
 
     def place(self, release: Release) -> tuple[str, Backend] | None:
         """The Python and backend a release runs with here, or None (a skip, with no run)."""
-        backends = [self.request.backend] + ([Backend.VENV] if self.request.venv_fallback else [])
-        for backend in backends:
-            try:
-                return self.runner.python_for(release, self.request.python, backend), backend
-            except NoInterpreterError:
-                continue
-        return None
+        kinds = [self.request.backend] + ([Backend.VENV] if self.request.venv_fallback else [])
+        try:
+            python, environments = place(
+                release, self.request.python, [self.runner.environment(k) for k in kinds]
+            )
+        except NoInterpreterError:
+            return None
+        return python, environments.kind
 
     def spec_for(self, release: Release) -> EnvSpec | None:
         placed = self.place(release)
@@ -276,12 +278,12 @@ class Bisection:
         names = ", ".join(self.releases[i].version for i in todo)
         self.progress.say(f"== round {self.round}: {names}")
         with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
-            futures = {i: pool.submit(self._timed, self.specs[i]) for i in todo}  # type: ignore[arg-type]
+            futures = {i: pool.submit(self.execute, self.specs[i]) for i in todo}  # type: ignore[arg-type]
             try:
                 for i, future in futures.items():
-                    record, seconds, reused = future.result()
-                    self.records[i] = record
-                    self.add_step(i, record, seconds, reused)
+                    done = future.result()
+                    self.records[i] = done.record
+                    self.add_step(i, done.record, done.seconds, done.reused)
             except KeyboardInterrupt:
                 # Stopping: the other runs of the round are being killed; keep the ones that
                 # finished before the signal in the log (their results are stored anyway).
@@ -290,21 +292,16 @@ class Bisection:
                 for i, future in futures.items():
                     finished = future.done() and not future.cancelled() and future.exception() is None
                     if i not in self.records and finished:
-                        record, seconds, reused = future.result()
-                        self.records[i] = record
-                        self.add_step(i, record, seconds, reused)
+                        done = future.result()
+                        self.records[i] = done.record
+                        self.add_step(i, done.record, done.seconds, done.reused)
                 raise
         self.save()
 
-    def _timed(self, spec: EnvSpec) -> tuple[RunRecord, float, bool]:
-        stored = None if self.runner.settings.force else self._stored(spec)
-        start = time.monotonic()
-        record = self.execute(spec)
-        return record, time.monotonic() - start, stored is not None and stored == record
-
     def _stored(self, spec: EnvSpec) -> RunRecord | None:
+        """The stored record that answers this bisection's runs (same question, timeout long enough)."""
         found = self.runner.store.get(self.request.scenario.name, self.request.scenario.sha256, spec)
-        return None if found is None or found.extra.get("infrastructure") else found
+        return found if found is not None and found.answers(self.runner.settings.timeout) else None
 
     def note_unavailable(self, index: int) -> None:
         release = self.releases[index]
@@ -355,7 +352,7 @@ class Bisection:
             )
             self.save()
             raise
-        self.report.finished_at = _now()
+        self.report.finished_at = now_iso()
         self.save()
         return self.report
 
@@ -611,10 +608,6 @@ class Bisection:
 
     def save(self) -> None:
         write_json_atomic(self.log_path, self.report.to_dict())
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def log_name(request: BisectRequest) -> str:

@@ -6,7 +6,6 @@ kept as a committed snapshot (`data/catalogue.json`) so that everything works of
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import json
 import re
@@ -20,6 +19,7 @@ from typing import Any
 from packaging.version import Version
 
 from tfbisect.errors import CatalogueError, UnknownVersionError
+from tfbisect.fsio import now_iso, write_text_atomic
 from tfbisect.packagedata import data_file
 from tfbisect.versions import minor_line, parse, python_sort_key
 
@@ -273,8 +273,7 @@ def fetch(
                 "point --index-url at an index that serves application/vnd.pypi.simple.v1+json.",
             )
         dists.extend(dists_from_simple_json(project, json.loads(body)))
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    return Catalogue(dists=tuple(dists), fetched_at=now, index_url=index_url)
+    return Catalogue(dists=tuple(dists), fetched_at=now_iso(), index_url=index_url)
 
 
 SNAPSHOT = "catalogue.json"
@@ -297,9 +296,7 @@ def load_snapshot(path: Path | None = None) -> Catalogue:
 
 
 def save_snapshot(catalogue: Catalogue, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(catalogue.to_dict(), indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(catalogue.to_dict(), indent=1) + "\n")
 
 
 def default_snapshot_path() -> Path:

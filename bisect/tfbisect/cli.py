@@ -14,7 +14,7 @@ from tfbisect import (
     __version__,
     bisection,
     catalogue,
-    docker_engine,
+    environments,
     github,
     givenenv,
     htmlreport,
@@ -33,6 +33,7 @@ from tfbisect import (
     toxini,
 )
 from tfbisect.errors import TfbisectError, UsageError
+from tfbisect.fsio import write_text_atomic
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
 from tfbisect.spec import Backend, Flavour, KerasVariant
@@ -358,10 +359,10 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
             python=args.python,
             flavour=Flavour(args.base),
             keras=KerasVariant(args.keras),
-            backend=choose_backend(args.backend, progress)[0],
+            backends=environments.choose(args.backend, progress).order,
             pre=args.pre,
         )
-        record = runner.run(spec, chosen)
+        record = runner.run(spec, chosen).record
     path = runner.store.path_for(chosen.name, chosen.sha256, spec)
     emit(show.record_text(record, path))
     if args.via == "tox" and record.outcome.decisive:
@@ -420,8 +421,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
     variants = axis(args.keras, KerasVariant, "--keras")
-    backend, fallback = choose_backend(args.backend, progress)
-    progress.say(f"bisecting {chosen.name} in {describe_backend(backend, fallback)}")
+    choice = environments.choose(args.backend, progress)
+    progress.say(f"bisecting {chosen.name} in {choice.describe()}")
     status = 0
     for flavour, keras in itertools.product(flavours, variants):
         request = bisection.BisectRequest(
@@ -431,8 +432,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             probe=args.probe,
             flavour=flavour,
             keras=keras,
-            backend=backend,
-            venv_fallback=fallback,
+            backend=choice.primary,
+            venv_fallback=choice.fallback,
             python=args.python,
             jobs=args.jobs,
             pre=args.pre,
@@ -458,26 +459,6 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     if args.report:
         write_reports(args.reports, chosen, args.reports)
     return status
-
-
-def choose_backend(text: str, progress: Progress) -> tuple[Backend, bool]:
-    """`auto`: containers when an engine answers, with venvs for what no base fits; else venvs."""
-    if text != "auto":
-        return Backend(text), False
-    try:
-        docker_engine.connect(progress)
-    except TfbisectError as exc:
-        progress.say(f"no Docker engine ({exc.what.splitlines()[0]}): running in local venvs")
-        return Backend.VENV, False
-    return Backend.DOCKER, True
-
-
-def describe_backend(backend: Backend, fallback: bool = False) -> str:
-    if backend is Backend.DOCKER:
-        return "containers (Docker backend; images from ./Dockerfile)" + (
-            ", and local venvs for versions no base image fits" if fallback else ""
-        )
-    return "local venvs (venv backend; --backend docker runs them in containers)"
 
 
 def result_paths(report: bisection.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:
@@ -507,7 +488,7 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
         releases,
         axis(args.base, Flavour, "--base"),
         axis(args.keras, KerasVariant, "--keras"),
-        *choose_backend(args.backend, progress),
+        environments.choose(args.backend, progress).order,
         args.jobs,
         args.python,
     )
@@ -563,9 +544,3 @@ def write_reports(reports: Path, chosen: scenario.Scenario, out: Path, *, bisect
     for name in (*written, "matrix.png"):
         print(f"  {out / name}")
     return written["summary.md"]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

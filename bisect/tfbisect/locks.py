@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tfbisect.catalogue import Catalogue, Release
 from tfbisect.errors import LockError
+from tfbisect.fsio import write_text_atomic
 from tfbisect.packagedata import data_file
 from tfbisect.spec import Flavour, KerasVariant, has_and_cuda, legacy_keras_applies
 from tfbisect.versions import python_sort_key
@@ -187,9 +188,7 @@ def compile_lock(
         f"# exclude-newer: {cutoff}",
         f"# platform: {PLATFORM}",
     ]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(header) + "\n" + done.stdout, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(header) + "\n" + done.stdout)
     return parse(spec, path)
 
 

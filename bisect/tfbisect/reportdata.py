@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import platform
@@ -15,6 +14,7 @@ from packaging.version import Version
 from tfbisect import __version__, findings, style
 from tfbisect.bisection import BisectReport, load_report
 from tfbisect.errors import UsageError
+from tfbisect.fsio import now_iso
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
@@ -250,7 +250,7 @@ def collect(
         bisect_logs=tuple(p for p, _ in logs),
         chosen=chosen,
         chosen_explicitly=chosen_log is not None,
-        generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        generated_at=now_iso(),
         tool_version=__version__,
         host=f"{platform.system()}-{platform.machine()} Python {platform.python_version()}",
         notes=tuple(notes),

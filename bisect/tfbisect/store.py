@@ -7,14 +7,13 @@ scenario never reuses results of its older text, and a repeat run reuses its own
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from tfbisect.errors import StoreError
+from tfbisect.fsio import write_json_atomic
 from tfbisect.names import safe_component
 from tfbisect.record import RunRecord
 from tfbisect.spec import EnvSpec
@@ -75,20 +74,3 @@ def load(path: Path) -> RunRecord:
             f"The stored result {path} is corrupted ({type(exc).__name__}: {exc}).",
             "delete it and rerun that version (`tfbisect run`); other stored results are unaffected.",
         ) from exc
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results are meant to be shared and attached
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from packaging.version import Version
 
 from tfbisect.catalogue import Catalogue, Release
-from tfbisect.errors import NoInterpreterError, UsageError
+from tfbisect.errors import TfbisectError, UsageError
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
@@ -65,8 +65,7 @@ def run_sweep(
     releases: Sequence[Release],
     flavours: Sequence[Flavour],
     variants: Sequence[KerasVariant],
-    backend: Backend,
-    venv_fallback: bool,
+    backends: Sequence[Backend],
     jobs: int,
     python: str | None = None,
 ) -> list[Cell]:
@@ -76,23 +75,16 @@ def run_sweep(
             plan.append((release, flavour, keras, None, "tf-keras variant applies from TF 2.16"))
             continue
         try:
-            try:
-                spec = runner.spec_for(
-                    release.version, python=python, flavour=flavour, keras=keras, backend=backend, pre=True
-                )
-            except NoInterpreterError:
-                if not venv_fallback:
-                    raise
-                spec = runner.spec_for(release.version, python=python, flavour=flavour, keras=keras, pre=True)
+            spec = runner.spec_for(
+                release.version, python=python, flavour=flavour, keras=keras, backends=backends, pre=True
+            )
             plan.append((release, flavour, keras, spec, ""))
-        except UsageError as exc:
+        except TfbisectError as exc:  # no Python or base for it here: a note in its cell, not a crash
             plan.append((release, flavour, keras, None, exc.what))
-        except Exception as exc:
-            plan.append((release, flavour, keras, None, str(getattr(exc, "what", exc))))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(runner.run, spec, scenario) if spec else None for _, _, _, spec, _ in plan]
         return [
-            Cell(release.version, flavour, keras, future.result() if future else None, note)
+            Cell(release.version, flavour, keras, future.result().record if future else None, note)
             for (release, flavour, keras, _, note), future in zip(plan, futures, strict=True)
         ]
 

@@ -6,7 +6,6 @@ proxy's certificates).
 
 from __future__ import annotations
 
-import fcntl
 import http.server
 import json
 import os
@@ -25,6 +24,7 @@ from packaging.version import Version
 
 from tfbisect import loopback
 from tfbisect.errors import EnvironmentBuildError
+from tfbisect.fsio import file_lock
 from tfbisect.interpreters import find as find_python
 from tfbisect.progress import Progress
 
@@ -84,7 +84,7 @@ class Wheelhouse:
         """The wheel files for these pins, fetching only what is missing."""
         folder = self.folder(python)
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder / ".lock"):
+        with file_lock(folder / ".lock"):
             index = self._index(python)
             missing = [p for p in wanted if p.key not in index or not (folder / index[p.key]).exists()]
             if missing:
@@ -153,16 +153,6 @@ def _same(wheel_key: str, pin_key: str) -> bool:
     name_a, version_a = wheel_key.split("==")
     name_b, version_b = pin_key.split("==")
     return name_a == name_b and Version(version_a) == Version(version_b)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

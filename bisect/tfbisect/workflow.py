@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import os
 import shlex
-import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.version import Version
 
-from tfbisect import docker_engine, interpreters, interrupt, locks
-from tfbisect.backend_docker import MEMORY, DockerBackend, Image
+from tfbisect import interpreters, interrupt, locks
+from tfbisect.backend_docker import DockerBackend
 from tfbisect.backend_venv import VenvBackend
-from tfbisect.catalogue import Catalogue, Release
+from tfbisect.catalogue import Catalogue
 from tfbisect.docker_engine import DockerError
-from tfbisect.errors import EnvironmentBuildError, LockError, NoInterpreterError, TfbisectError
+from tfbisect.environments import Environments, place
+from tfbisect.errors import (
+    BackendUnavailableError,
+    EnvironmentBuildError,
+    LockError,
+    NoInterpreterError,
+    TfbisectError,
+)
+from tfbisect.fsio import file_lock, now_iso, stamp
 from tfbisect.interpreters import Interpreter
 from tfbisect.outcome import Outcome
 from tfbisect.process import run_logged
@@ -30,7 +35,7 @@ from tfbisect.progress import Progress
 from tfbisect.record import Failure, RunRecord, classify
 from tfbisect.resultfile import read_result
 from tfbisect.scenario import Scenario, scenarios_dir
-from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.store import ResultStore
 
 DEFAULT_TIMEOUT = 900.0
@@ -61,12 +66,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfbisect"
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+@dataclass(frozen=True)
+class RunResult:
+    """What `Runner.run` did: the record, and whether it was reused or made now (and where it logged)."""
+
+    record: RunRecord
+    reused: bool
+    seconds: float  # the wall time of this call: ~0 for a reused record
+    log: Path | None = None
 
 
 class Runner:
-    """Runs one scenario in one environment, reusing the stored result when there is one."""
+    """Runs one scenario in one environment, reusing the stored result when there is one.
+
+    It knows backends only through `environments.Environments`: which one a spec names is
+    looked up in `environment`, and nothing below here switches on the kind of backend."""
 
     def __init__(
         self,
@@ -80,26 +94,25 @@ class Runner:
         self.progress = progress
         self.store = settings.store
         self.have = have if have is not None else interpreters.available()
-        self.backend = VenvBackend(settings.cache_dir, progress)
-        self._docker: DockerBackend | None = None
-        self._docker_lock = threading.Lock()
+        self._environments: dict[Backend, Environments] = {}
+        self._environments_lock = threading.Lock()
 
-    def docker(self) -> DockerBackend:
-        """The Docker backend, connected on first use (a clear error when no engine answers)."""
-        with self._docker_lock:  # bisect rounds call this from several threads
-            return self._connect_docker()
+    def environment(self, kind: Backend) -> Environments:
+        """The backend of that kind, made on first use (bisect rounds call this from several threads)."""
+        with self._environments_lock:
+            if kind not in self._environments:
+                self._environments[kind] = self._make(kind)
+            return self._environments[kind]
 
-    def _connect_docker(self) -> DockerBackend:
-        if self._docker is None:
-            engine = docker_engine.connect(self.progress)
-            self._docker = DockerBackend(
-                engine,
+    def _make(self, kind: Backend) -> Environments:
+        if kind is Backend.DOCKER:
+            return DockerBackend(
                 self.settings.cache_dir,
                 self.progress,
                 keep=self.settings.keep_containers,
                 user_base=self.settings.base_image,
             )
-        return self._docker
+        return VenvBackend(self.settings.cache_dir, self.progress, self.have)
 
     # -- step 1: which environment ----------------------------------------------------
     def spec_for(
@@ -109,27 +122,19 @@ class Runner:
         python: str | None = None,
         flavour: Flavour = Flavour.CPU,
         keras: KerasVariant = KerasVariant.DEFAULT,
-        backend: Backend = Backend.VENV,
+        backends: Sequence[Backend] = (Backend.VENV,),
         pre: bool = False,
     ) -> EnvSpec:
+        """The environment a version runs in: the first of `backends` that can place it."""
         release = self.catalogue.resolve(version, pre=pre)
-        chosen = self.python_for(release, python, backend)
-        return EnvSpec(
-            tf_version=release.version, python=chosen, flavour=flavour, keras=keras, backend=backend
-        )
-
-    def python_for(self, release: Release, pinned: str | None, backend: Backend = Backend.VENV) -> str:
-        if backend is Backend.DOCKER:
-            return self.docker().python_for(release, pinned)
-        wanted = [p for p in release.pythons if p.startswith("3.")]
-        return interpreters.choose(wanted, self.have, pinned).version
+        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
+            keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
+        chosen, environments = place(release, python, [self.environment(b) for b in backends])
+        return EnvSpec(release.version, chosen, flavour, keras, environments.kind)
 
     # -- step 2: the lock ---------------------------------------------------------------
     def lock_for(self, spec: EnvSpec) -> locks.Lock:
-        if spec.backend is Backend.DOCKER:
-            lock_spec = self.docker().lock_spec(spec)
-        else:
-            lock_spec = locks.LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras)
+        lock_spec = self.environment(spec.backend).lock_spec(spec)
         try:
             return locks.load(lock_spec)
         except LockError:
@@ -140,14 +145,15 @@ class Runner:
             return locks.compile_lock(lock_spec, self.catalogue, interpreter.path if interpreter else None)
 
     # -- step 3..5: reuse, or install, run and store ----------------------------------
-    def run(self, spec: EnvSpec, scenario: Scenario) -> RunRecord:
+    def run(self, spec: EnvSpec, scenario: Scenario) -> RunResult:
         interrupt.check()  # a stopping driver starts nothing new
+        start = time.monotonic()
         with self.cell_lock(spec, scenario):
             if not self.settings.force:
                 stored = self.store.get(scenario.name, scenario.sha256, spec)
                 if stored is not None and stored.answers(self.settings.timeout):
                     self.progress.say(f"[{spec.label}] reusing the stored result: {stored.outcome.value}")
-                    return stored
+                    return RunResult(stored, reused=True, seconds=time.monotonic() - start)
                 if stored is not None and stored.outcome is Outcome.TIMEOUT:
                     self.progress.say(
                         f"[{spec.label}] the stored result is a timeout after {stored.timeout_s or 0:g}s; "
@@ -156,20 +162,19 @@ class Runner:
             started = now_iso()
             try:
                 lock = self.lock_for(spec)
-                target: Path | Image
-                if spec.backend is Backend.DOCKER:
-                    target = self.docker().ensure_image(spec, lock, self.log_dir(scenario))
-                else:
-                    interpreter = self.have.get(spec.python)
-                    if interpreter is None:
-                        raise NoInterpreterError(
-                            f"Python {spec.python} is not installed here.",
-                            f"install it (`pyenv install {spec.python}`) or use --backend docker.",
-                        )
-                    target = self.backend.ensure(spec, lock, interpreter, self.log_dir(scenario))
-            except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError) as exc:
-                return self.infrastructure_skip(spec, scenario, started, exc)
-            return self.execute(spec, scenario, target, lock, started)
+                prepared = self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
+            except (
+                EnvironmentBuildError,
+                LockError,
+                NoInterpreterError,
+                DockerError,
+                BackendUnavailableError,
+            ) as exc:
+                record = self.infrastructure_skip(spec, scenario, started, exc)
+                return RunResult(record, reused=False, seconds=time.monotonic() - start)
+            record = self.execute(spec, scenario, prepared, lock, started)
+            log = record.extra.get("log")
+            return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
 
     def run_given(
         self, spec: EnvSpec, scenario: Scenario, python: Path, tags: dict[str, object]
@@ -194,25 +199,13 @@ class Runner:
         path = (
             self.settings.reports_dir / ".locks" / f"{scenario.slug}-{scenario.sha256[:12]}-{spec.key}.lock"
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            waited = False
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waited:
-                        self.progress.say(
-                            f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
-                        )
-                        waited = True
-                    interrupt.check()
-                    time.sleep(0.2)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(
+            path,
+            on_wait=lambda: self.progress.say(
+                f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
+            ),
+        ):
+            yield
 
     def infrastructure_skip(
         self, spec: EnvSpec, scenario: Scenario, started: str, exc: TfbisectError
@@ -242,56 +235,46 @@ class Runner:
         return self.settings.logs_dir / scenario.slug / scenario.sha256[:12]
 
     def execute(
-        self, spec: EnvSpec, scenario: Scenario, target: Path | Image, lock: locks.Lock, started: str
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, lock: locks.Lock, started: str
     ) -> RunRecord:
+        """Launch one run in a prepared environment, classify how it ended, store the record."""
+        environments = self.environment(spec.backend)
         # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        log_path = self.log_dir(scenario) / f"{spec.key}.{stamp}-{os.getpid()}.log"
-        memory_limit: str | None = None
-        with tempfile.TemporaryDirectory(prefix="tfbisect-run-") as tmp:
-            with self.launch(spec, scenario, target, Path(tmp)) as (command, env, extra):
-                self.progress.say(
-                    f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)"
-                )
-                finished = run_logged(
-                    command,
-                    log_path=log_path,
-                    timeout=self.settings.timeout,
-                    env=env,
-                    on_line=lambda line: (
-                        self.progress.line(spec.label, line) if _is_probe_line(line) else None
-                    ),
-                )
-                exit_code = finished.exit_code
-                if isinstance(target, Image) and not finished.timed_out:
-                    state = self.docker().engine.container_state(str(extra["container"]))
-                    if state.get("OOMKilled"):
-                        memory_limit = MEMORY
-                    exit_code = _container_exit(exit_code)
+        log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
+        with (
+            tempfile.TemporaryDirectory(prefix="tfbisect-run-") as tmp,
+            environments.launch(spec, scenario, prepared, Path(tmp)) as launch,
+        ):
+            self.progress.say(f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)")
+            finished = run_logged(
+                launch.argv,
+                log_path=log_path,
+                timeout=self.settings.timeout,
+                env=launch.env,
+                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
+            )
             raw, unreadable = read_result(Path(tmp))
-        if isinstance(target, Image) and exit_code == DOCKER_FAILED and raw is None and unreadable is None:
-            # `docker run` itself failed (image gone, engine error): not the scenario's 125.
+            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        if ended.unstarted is not None:
             return self.infrastructure_skip(
                 spec,
                 scenario,
                 started,
                 DockerError(
-                    "The container could not start: " + (finished.log_tail.splitlines() or ["?"])[-1],
-                    f"see {log_path}; run again (the image is rebuilt if it went missing).",
+                    ended.unstarted, f"see {log_path}; run again (the image is rebuilt if it went missing)."
                 ),
             )
         outcome, document, failure = classify(
-            exit_code,
+            ended.exit_code,
             raw,
             finished.log_tail,
             timed_out=finished.timed_out,
             expected_sha256=scenario.sha256,
             unreadable=unreadable,
             timeout=self.settings.timeout,
-            memory_limit=memory_limit,
+            memory_limit=ended.memory_limit,
         )
-        shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *command[:2], "--output", "result.json"]
-        raw_command = str(extra.pop("docker_run", "")) or shlex.join(shown)
+        extra = dict(launch.extra)
         if finished.leftovers:
             extra["leftover_processes_killed"] = finished.leftovers
         record = RunRecord(
@@ -299,11 +282,11 @@ class Runner:
             scenario=scenario.name,
             scenario_sha256=scenario.sha256,
             outcome=outcome,
-            exit_code=exit_code,
+            exit_code=ended.exit_code,
             document=document,
             failure=failure,
             log_tail=finished.log_tail,
-            command=raw_command,
+            command=launch.shown,
             started_at=started,
             duration_s=round(finished.seconds, 3),  # as stored, so a reload compares equal
             lock_sha256=lock.sha256,
@@ -318,30 +301,6 @@ class Runner:
         path = self.store.put(record)
         self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s → {path}")
         return record
-
-    @contextlib.contextmanager
-    def launch(
-        self, spec: EnvSpec, scenario: Scenario, target: Path | Image, outdir: Path
-    ) -> Iterator[tuple[list[str], dict[str, str], dict[str, object]]]:
-        """The command of one run, its environment and what to record about where it ran."""
-        if isinstance(target, Image):
-            with self.docker().launch(spec, scenario, target, outdir) as (argv, extra):
-                yield argv, dict(os.environ), extra
-            return
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
-        for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
-            env.pop(leak, None)
-        yield self.backend.command(target, scenario, outdir / "result.json", None), env, {}
-
-
-DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
-
-
-def _container_exit(code: int | None) -> int | None:
-    """A container's 128+N (its init reports a child killed by signal N) as the venv backend's -N."""
-    if code is not None and 128 < code < 128 + signal.NSIG:
-        return -(code - 128)
-    return code
 
 
 def _is_probe_line(line: str) -> bool:

@@ -16,7 +16,7 @@ from tfbisect.progress import Progress
 from tfbisect.record import Failure, RunRecord
 from tfbisect.scenario import find
 from tfbisect.show import bisect_log_text, bisect_text
-from tfbisect.spec import EnvSpec, KerasVariant
+from tfbisect.spec import Backend, EnvSpec, KerasVariant
 from tfbisect.workflow import Runner, RunResult, Settings
 
 CAT = catalogue.load_snapshot()
@@ -329,3 +329,37 @@ def test_interrupt_saves_the_log_and_names_the_resume_command(tmp_path: Path) ->
     saved = load_report(tmp_path / "log.json")
     assert saved.status is Status.INTERRUPTED and len(saved.steps) == 2
     assert "tfbisect bisect --scenario gradient_mismatch --good 2.3.0 --bad 2.5.0" in saved.message
+
+
+def test_confirm_runs_the_neighbours_of_the_change_point(tmp_path: Path) -> None:
+    plain, plain_calls = bisect(tmp_path / "a", regression_at("2.4.0"), good="2.3.0", bad="2.5.0")
+    confirmed, calls = bisect(tmp_path / "b", regression_at("2.4.0"), good="2.3.0", bad="2.5.0", confirm=True)
+    assert plain.first_new == confirmed.first_new == "2.4.0"
+    assert {"2.3.3", "2.4.1"} <= set(calls) and not {"2.3.3", "2.4.1"} <= set(plain_calls)
+    assert confirmed.status is Status.FOUND and "--confirm" in confirmed.command
+
+
+def test_auto_runs_what_no_base_fits_in_venvs_without_contacting_an_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # placing needs no engine
+    seen: dict[str, Backend] = {}
+
+    def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
+        return regression_at("2.6.0")(version)
+
+    runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+
+    def execute(spec: EnvSpec) -> RunResult:
+        seen[spec.tf_version] = spec.backend
+        outcome, failure, probe = script(spec.tf_version)
+        return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
+
+    request = BisectRequest(
+        scenario=SCENARIO, good="2.4.0", bad="2.7.0", backend=Backend.DOCKER, venv_fallback=True
+    )
+    report = Bisection(request, runner, Progress(quiet=True), tmp_path / "auto.json", execute).run()
+    assert report.status is Status.FOUND and report.first_new == "2.6.0"
+    # TF 2.4 has wheels up to Python 3.8, which no Debian base offers: a venv; 2.5+ run on 3.9 in containers.
+    assert seen["2.4.0"] is Backend.VENV and seen["2.7.0"] is Backend.DOCKER
+    assert "--backend auto" in report.command

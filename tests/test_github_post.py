@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import pytest
 
 from test_report import report_data
-from tfbisect.github import PostError, Target, _scrub, _shown, post_comment
+from tfbisect.errors import PostError
+from tfbisect.github import Target, _scrub, _shown, post_comment
 
 from conftest import loopback
 

@@ -40,7 +40,7 @@ class VenvBackend:
         self.have = have
 
     def python_for(self, release: Release, pinned: str | None) -> str:
-        wanted = [p for p in release.pythons if p.startswith("3.")]
+        wanted = release.cpython3
         return interpreters.choose(wanted, self.have, pinned, release=release.version).version
 
     def lock_spec(self, spec: EnvSpec) -> LockSpec:

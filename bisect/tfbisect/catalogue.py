@@ -27,7 +27,6 @@ DEFAULT_INDEX = "https://pypi.org/simple"
 # The distributions a TF run can install; tf-keras is the Keras 2 that TF 2.16+ can use
 # with TF_USE_LEGACY_KERAS=1.
 PROJECTS = ("tensorflow", "tensorflow-cpu", "tf-keras")
-PYTHONS = ("3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 # Only linux x86_64 wheels count: that is what the venvs here and the images run.
 _WHEEL = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
@@ -70,6 +69,11 @@ class Release:
     @property
     def line(self) -> str:
         return minor_line(self.version)
+
+    @property
+    def cpython3(self) -> list[str]:
+        """The CPython 3 versions it has linux wheels for ("3.8" …), as the catalogue lists them."""
+        return [p for p in self.pythons if p.startswith("3.")]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tfbisect import (
     sweep,
     toxini,
 )
-from tfbisect.errors import TfbisectError, UsageError
+from tfbisect.errors import ExitCode, TfbisectError, UsageError
 from tfbisect.fsio import write_text_atomic
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
@@ -42,13 +42,7 @@ from tfbisect.versions import python_sort_key
 from tfbisect.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
 
 # `tfbisect run` speaks git bisect run's language, so it can drive `git bisect run` itself.
-RUN_EXIT = {
-    Outcome.NOT_REPRODUCED: 0,
-    Outcome.REPRODUCED: 1,
-    Outcome.SKIP: 125,
-    Outcome.ERROR: 70,
-    Outcome.TIMEOUT: 124,
-}
+RUN_EXIT = {outcome: ExitCode[outcome.name] for outcome in Outcome}
 
 
 def build_parser() -> argparse.ArgumentParser:

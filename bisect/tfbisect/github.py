@@ -26,7 +26,7 @@ from email.message import Message
 from pathlib import Path
 from typing import IO, Any
 
-from tfbisect.errors import TfbisectError
+from tfbisect.errors import PostError
 
 API = "https://api.github.com"
 TOKEN_VARIABLES = ("TFBISECT_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
@@ -38,10 +38,6 @@ TIMEOUT_SECONDS = 30.0
 SHOWN_CHARS = 300
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what every token is made of
 _COMMENT_URL = re.compile(r"https?://[\x21-\x7e]+")
-
-
-class PostError(TfbisectError):
-    exit_code = 11
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
 
 def preferred_python(release: Release, have: set[str] | None = None) -> str:
     """The newest Python the release has wheels for (among those here, when given)."""
-    pythons = [p for p in release.pythons if p.startswith("3.")]
+    pythons = release.cpython3
     if have is not None:
         pythons = [p for p in pythons if p in have] or pythons
     if not pythons:

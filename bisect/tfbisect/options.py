@@ -72,7 +72,7 @@ def known_pythons() -> list[str]:
     known = set(interpreters.SUPPORTED)
     try:
         for release in catalogue.load_snapshot().releases(pre=True):
-            known.update(p for p in release.pythons if p.startswith("3."))
+            known.update(release.cpython3)
     except (TfbisectError, OSError, ValueError):
         pass  # no snapshot: the Pythons tfbisect looks for are still known
     return sorted(known, key=python_sort_key)

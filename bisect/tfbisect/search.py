@@ -77,10 +77,6 @@ class BisectState:
         candidates = [i for i in range(last_old + 1, first_new) if i not in self.known]
         return _spread(candidates, self.jobs)
 
-    @property
-    def done(self) -> bool:
-        return not self.next_round()
-
     def result(self) -> SearchResult:
         last_old, first_new = self.bounds()
         unresolved = tuple(i for i in range(last_old + 1, first_new))

@@ -61,7 +61,7 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
 def versions_table(releases: Iterable[Release], have: set[str]) -> str:
     rows = [("version", "released", "wheels for CPython", "here", "locked")]
     for release in releases:
-        pythons = [p for p in release.pythons if p.startswith("3.")]
+        pythons = release.cpython3
         here = [p for p in pythons if p in have]
         locked = "-"
         if pythons:

@@ -106,3 +106,18 @@ def test_reproduce_commands_run_as_printed_from_another_directory(tmp_path: Path
     )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == ROOT / "scenarios" / "gradient_mismatch.py"
+
+
+def test_the_resume_command_makes_paths_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tfbisect.cli import resume_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text("")
+    command = resume_command(
+        ["--reports", "rep", "bisect", "--scenario", "mine.py", "--probe", "x", "--cache=c"]
+    )
+    words = shlex.split(command)
+    assert words[words.index("--scenario") + 1] == str(tmp_path / "mine.py")
+    assert words[words.index("--reports") + 1] == str(tmp_path / "rep")
+    assert f"--cache={tmp_path / 'c'}" in words and words[words.index("--probe") + 1] == "x"
+    assert resume_command(["run", "--scenario", "gradient_mismatch"]).endswith("--scenario gradient_mismatch")

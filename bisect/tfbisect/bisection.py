@@ -436,9 +436,9 @@ class Bisection:
                 "(--good/--bad), bisect the failure itself with --regress error, or run `tfbisect sweep`."
             )
         version, text = failing[0]
-        where = "from" if version == versions[1] else "up to"
+        which = "newer" if version == versions[1] else "older"
         return (
-            f"{where} TF {version} the scenario fails: {text}; the question cannot be judged there. "
+            f"the {which} end, TF {version}, fails: {text}; the question cannot be judged there. "
             "Where the failure itself begins is reported apart; bisect the question where the scenario "
             "runs by choosing that range with --good/--bad."
         )
@@ -499,8 +499,6 @@ class Bisection:
             self.report.message = finding + (
                 f". {self.report.message}" if self.report.status is not Status.FOUND else ""
             )
-        else:
-            self.report.message += "\nWhere the failure began: " + finding
 
     def finish_no_change(self, low: int, high: int, end_state: State) -> None:
         """Both ends agree; but stored results inside the range may not, and then that is the answer."""

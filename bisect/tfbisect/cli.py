@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -268,9 +269,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupt.reset()
 
 
+PATH_OPTIONS = ("--scenario", "--reports", "--cache", "--interpreter")
+
+
 def resume_command(words: Sequence[str]) -> str:
-    """The command as it was given: it resumes, because every finished run is reused."""
-    return shlex.join(["tfbisect", *words])
+    """The command as it was given, with its paths made absolute so that it works as printed
+    from any directory: it resumes, because every finished run is reused."""
+    out: list[str] = []
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition("=")
+        if eq and flag in PATH_OPTIONS:
+            out.append(f"{flag}={_absolute(value, flag)}")
+        elif i > 0 and words[i - 1] in PATH_OPTIONS:
+            out.append(_absolute(word, words[i - 1]))
+        else:
+            out.append(word)
+    return shlex.join(["tfbisect", *out])
+
+
+def _absolute(value: str, flag: str) -> str:
+    path = Path(value)
+    # A scenario given by name stays a name; every other path becomes absolute.
+    named = flag == "--scenario" and not (os.sep in value or path.suffix == ".py" or path.exists())
+    return value if named else str(path.resolve())
 
 
 def emit(text: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tfbisect import findings, style
-from tfbisect.bisection import BisectReport, Status
+from tfbisect.bisection import BisectReport, Status, Step
 from tfbisect.catalogue import Release
 from tfbisect.locks import LockSpec, lock_path, preferred_python
 from tfbisect.outcome import Outcome
@@ -104,13 +104,18 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
         old_label, new_label = f"last {report.term_old}:", f"first {report.term_new}:"
         width = max(12, len(old_label) + 1, len(new_label) + 1)
         git_old = report.git_versions.get(report.last_old or "") or "?"
-        lines.append(f"  {old_label:<{width}}{report.last_old} ({git_old}), {report.old_state}")
+        lines.append(
+            f"  {old_label:<{width}}{report.last_old} ({git_old}), {_state_shown(report, report.last_old, report.old_state)}"
+        )
         if resolved:
             git_new = report.git_versions.get(report.first_new or "") or "?"
-            lines.append(f"  {new_label:<{width}}{report.first_new} ({git_new}), {report.new_state}")
+            lines.append(
+                f"  {new_label:<{width}}{report.first_new} ({git_new}), {_state_shown(report, report.first_new, report.new_state)}"
+            )
         else:
             lines.append(
-                f"  {new_label:<{width}}{report.first_new_text} (untestable versions between), {report.new_state}"
+                f"  {new_label:<{width}}{report.first_new_text} (untestable versions between), "
+                f"{_state_shown(report, None, report.new_state)}"
             )
         lines.append(f"  {'compare:':<{width}}{report.compare_url}")
     found_failure = findings.failure_finding_text(report)
@@ -138,7 +143,7 @@ def bisect_log_text(report: BisectReport) -> str:
         term = findings.judged_state(report, step.state).word
         lines.append(
             f"round {step.round:>2}  {step.version:<10} {term:<8} {step.outcome:<15} "
-            f"{step.state or '-'}{reused}  [{step.seconds:.0f}s]"
+            f"{_step_state(step)}{reused}  [{step.seconds:.0f}s]"
         )
     lines.append(f"# {report.status.value}: {findings.finding(report)}")
     found_failure = findings.failure_finding_text(report)
@@ -147,3 +152,21 @@ def bisect_log_text(report: BisectReport) -> str:
         lines.append(f"# failure finding: {found_failure} ({failure})")
     lines.append(f"# {report.message}")
     return "\n".join(lines)
+
+
+def _step_state(step: Step) -> str:
+    """A step's state as people read it: a failure with its real message, never the masked
+    signature that only serves to compare failures."""
+    if step.state and step.state.startswith("error"):
+        return f"failure: {step.summary}"
+    return step.state or "-"
+
+
+def _state_shown(report: BisectReport, version: str | None, state: str | None) -> str:
+    if not state or not state.startswith("error"):
+        return state or "-"
+    for step in report.steps:
+        if step.version == version and step.state == state:
+            return f"failure: {step.summary}"
+    same = next((s for s in report.steps if s.state == state), None)
+    return f"failure: {same.summary}" if same else "failure"

@@ -405,3 +405,60 @@ def test_a_signal_stops_tfbisect_run_kills_the_scenario_and_says_how_to_resume(
     assert shlex.join(argv) in err
     assert not list(temp.iterdir()), "no temp folder outlives the driver"
     assert not list((tmp_path / "r").rglob("results/**/*.json")), "a killed run is not a result"
+
+
+# -- found by a hostile-input review -------------------------------------------------------
+VALID_WITH = """
+import hashlib, json, sys
+out = sys.argv[sys.argv.index("--output") + 1]
+sha = hashlib.sha256(open(__file__, "rb").read()).hexdigest()
+text = json.dumps({{"schema_version": 1, "scenario": {{"name": "hostile", "sha256": sha}},
+    "environment": {{"python": "3"}}, "timings": {{}},
+    "probes": [{{"name": "p", "kind": "k", "outcome": "match", "summary": "s", "duration_s": 0,
+                 "metrics": {{"x": "SLOT"}}}}],
+    "verdict": {{"outcome": "not_reproduced", "summary": "ok", "disagreements": []}}}})
+open(out, "w").write(text.replace('"SLOT"', {slot!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("slot", "said"),
+    [("1e400", "too large"), ("1" + "0" * 4000, "too large"), ("NaN", "not a JSON value")],
+)
+def test_numbers_no_record_can_keep_make_an_error(
+    reports: Path, tmp_path: Path, slot: str, said: str
+) -> None:
+    record = run(reports, tmp_path, VALID_WITH.format(slot=slot))
+    assert record.outcome is Outcome.ERROR
+    assert record.failure is not None and said in record.failure.message
+
+
+def test_a_lone_surrogate_is_replaced_not_a_crash(reports: Path, tmp_path: Path) -> None:
+    record = run(reports, tmp_path, VALID_WITH.format(slot='"\\ud800"'))
+    assert record.outcome is Outcome.NOT_REPRODUCED and record.document is not None
+    assert record.document["probes"][0]["metrics"]["x"] == "\ufffd"
+
+
+def test_nested_empty_containers_count_against_the_budget(reports: Path, tmp_path: Path) -> None:
+    record = run(reports, tmp_path, VALID_WITH.format(slot="[" + "[], " * 2_000_000 + "[]]"))
+    assert record.outcome is Outcome.NOT_REPRODUCED, record.failure
+    [path] = list((reports / "results").rglob("*.json"))
+    assert path.stat().st_size < 4 * 1024 * 1024
+
+
+def test_an_escaped_child_with_a_clean_environment_is_killed_too(reports: Path, tmp_path: Path) -> None:
+    record = run(
+        reports,
+        tmp_path,
+        """
+        import os, sys
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execve(sys.executable, [sys.executable, "-c", "import time; tag = 'MARKER'; time.sleep(600)"], {})
+            os._exit(0)
+        os.wait()
+        sys.exit(3)
+        """,
+    )
+    assert record.outcome is Outcome.ERROR  # and the autouse fixture finds no survivor

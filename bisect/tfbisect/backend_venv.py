@@ -19,6 +19,7 @@ from tfbisect import interpreters
 from tfbisect.catalogue import Release
 from tfbisect.environments import Ended, Launch
 from tfbisect.errors import EnvironmentBuildError, NoInterpreterError
+from tfbisect.github import TOKEN_VARIABLES
 from tfbisect.interpreters import Interpreter
 from tfbisect.locks import Lock, LockSpec, uv_binary
 from tfbisect.process import Finished, run_logged
@@ -59,7 +60,8 @@ class VenvBackend:
     def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
         assert isinstance(prepared, Path)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
-        for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+        # The scenario gets neither the driver's Python setup nor its GitHub token.
+        for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", *TOKEN_VARIABLES):
             env.pop(leak, None)
         argv = self.command(prepared, scenario, outdir / "result.json")
         shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *argv[:2], "--output", "result.json"]

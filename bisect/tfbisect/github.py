@@ -289,7 +289,12 @@ def _detail(raw: bytes, token: str) -> str:
 def _shown(text: str, token: str, limit: int = SHOWN_CHARS) -> str:
     """Server (or user) text as it may be printed: the token scrubbed first (so a cut cannot
     leave part of it), control characters escaped, then cut to `limit` characters."""
-    shown = _escape(_scrub(text, token))
+    # Control and format characters go first, so that a token split by a zero-width space or
+    # an escape sequence is whole again when it is scrubbed; then scrub, then escape the rest.
+    first = _scrub(text, token)
+    joined = "".join(ch for ch in first if not unicodedata.category(ch).startswith("C") or ch in "\n\t")
+    again = _scrub(joined, token)
+    shown = _escape(again if again != joined else first)
     return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
@@ -321,4 +326,10 @@ def _scrub(text: str, token: str) -> str:
     if not token:
         return text
     pattern = "|".join(re.escape(form) for form in sorted(_encodings(token), key=len, reverse=True))
-    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
+    text = re.sub(pattern, "***", text, flags=re.IGNORECASE)
+    # A part of the token is a secret too (an echo that drops a character, a cut message).
+    width = min(12, max(8, len(token) // 2))
+    parts = {token[i : i + width] for i in range(len(token) - width + 1)} if len(token) >= 16 else set()
+    if parts:
+        text = re.sub("|".join(re.escape(p) for p in sorted(parts)), "***", text, flags=re.IGNORECASE)
+    return text

@@ -15,6 +15,7 @@ from tfbisect.reportdata import (
     environment_rows,
     summary_of,
 )
+from tfbisect.textsafe import printable
 
 
 def charts_of(record: RunRecord) -> list[Chart]:
@@ -30,6 +31,8 @@ def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("tfbisect", "templates"),
         autoescape=True,  # every string from scenarios, logs and environments is escaped
+        # … and shown without control characters: `cat report.html` must not drive a terminal.
+        finalize=lambda value: printable(value) if isinstance(value, str) else value,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from tfbisect import findings, style
 from tfbisect.bisection import BisectReport, Status
 from tfbisect.reportdata import Cell, ReportData, configurations, image_facts
+from tfbisect.textsafe import printable
 
 # GitHub refuses comment bodies over 65,536 characters; stay clear of it.
 LIMIT = 60_000
@@ -15,16 +16,20 @@ ICON = style.ICON  # word -> mark, from the one table of looks
 
 
 def escape(text: str) -> str:
-    """Text safe inside a table cell: no pipes, newlines, links or raw HTML to break the layout."""
+    """Text safe inside a table cell: no pipes, newlines, links or raw HTML to break the layout,
+    no control characters, and nothing GitHub would turn into a mention (@team), an issue
+    reference (#123) or a link (https://…) when the summary is posted."""
     return (
-        text.replace("\\", "\\\\")
+        printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
+        .replace("\\", "\\\\")
         .replace("|", "\\|")
         .replace("[", "\\[")
         .replace("]", "\\]")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
-        .replace("\r", " ")
-        .replace("\n", " ")
+        .replace("@", "@<!-- -->")
+        .replace("#", "#<!-- -->")
+        .replace("://", ":<!-- -->//")
     )
 
 

@@ -134,6 +134,9 @@ class _Tree:
     def scan(self, table: dict[int, _Proc] | None = None) -> dict[int, _Proc]:
         table = table if table is not None else _processes()
         me = os.getpid()
+        my_session = os.getsid(0)
+        with _ACTIVE_LOCK:
+            leaders = set(_ACTIVE)
         with self.lock:
             if self.leader in table:
                 self.known.setdefault(self.leader, table[self.leader].start)
@@ -143,10 +146,15 @@ class _Tree:
                 for pid, proc in table.items():
                     if pid in self.known or pid == me:
                         continue
+                    # An orphan re-parented to us that left our session and is no run's leader
+                    # escaped some run (it may have cleared its environment too): the driver's own
+                    # helpers (docker, uv, tar) stay in the driver's session.
+                    escaped = proc.ppid == me and proc.sid != my_session and pid not in leaders
                     ours = (
                         proc.sid == self.leader
                         or proc.ppid in self.known
                         or (proc.ppid == me and _has_marker(pid, self.marker))
+                        or escaped
                     )
                     if ours:
                         self.known[pid] = proc.start
@@ -290,15 +298,22 @@ def run_logged(
     with open(log_path, "wb") as log:
         log.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
         output = _Output(log, on_line)
-        process = subprocess.Popen(
-            list(command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=child_env,
-            cwd=cwd,
-            start_new_session=True,  # its own session and process group
-        )
+        # A stop signal between the start of the child and its registration would leave it
+        # running unseen: the signals wait (blocked) until the kill is armed.
+        blocked = _block_stop_signals()
+        try:
+            process = subprocess.Popen(
+                list(command),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,  # its own session and process group
+            )
+        except BaseException:
+            _unblock(blocked)
+            raise
         tree = _Tree(process, child_env[MARKER_VARIABLE])
         with _ACTIVE_LOCK:
             _ACTIVE[process.pid] = tree
@@ -312,6 +327,7 @@ def run_logged(
         timed_out = False
         leftovers = 0
         try:
+            _unblock(blocked)  # a signal that came meanwhile is handled here, with the kill armed
             while process.poll() is None and not interrupt.stopping():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -349,6 +365,18 @@ def run_logged(
         seconds=time.monotonic() - start,
         leftovers=leftovers,
     )
+
+
+def _block_stop_signals() -> set[int]:
+    """Hold off SIGINT, SIGTERM and SIGHUP (main thread only: elsewhere they never run handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, interrupt.SIGNALS))
+
+
+def _unblock(previous: set[int]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _pump(fd: int, output: _Output, stop: threading.Event, done: threading.Event) -> None:

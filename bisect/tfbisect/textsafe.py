@@ -15,6 +15,7 @@ from tfbisect.limits import TEXT_MAX_CHARS
 # C0 controls but tab and newline, DEL, and the C1 range (which some terminals obey too).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Deeper than this, a document is cut: nothing a scenario reports needs it, and recursion in
 # json/jsonschema/jinja2 on a hostile document must stay far below the interpreter's limit.
 MAX_DEPTH = 32
@@ -30,8 +31,14 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def printable(text: str, *, newlines: bool = True) -> str:
-    """`text` with control characters shown as `\\xNN` (newlines and tabs kept if asked)."""
-    return (_CONTROL if newlines else _CONTROL_ALL).sub(_escape, text)
+    """`text` with control characters shown as `\\xNN` (newlines and tabs kept if asked) and
+    lone surrogates (which no terminal or file encoding accepts) replaced."""
+    return (_CONTROL if newlines else _CONTROL_ALL).sub(_escape, no_surrogates(text))
+
+
+def no_surrogates(text: str) -> str:
+    """JSON may carry lone surrogates ("\\ud800"); UTF-8 cannot: they become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def clip(text: str, limit: int = TEXT_MAX_CHARS) -> str:
@@ -53,18 +60,19 @@ def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
             cuts[0] += 1
             return CUT
         if isinstance(item, str):
-            clipped = clip(item)
+            clipped = clip(no_surrogates(item))
             cuts[0] += clipped is not item
             left[0] -= len(clipped) + 2
             return clipped
         if isinstance(item, dict | list) and depth >= MAX_DEPTH:
             cuts[0] += 1
             return f"[nested deeper than {MAX_DEPTH} levels; cut by tfbisect]"
+        left[0] -= 2  # every container costs, or nested empty lists would be free
         if isinstance(item, dict):
             cuts[0] += len(item) > MAX_ITEMS
             out: dict[str, Any] = {}
             for key, inner in list(item.items())[:MAX_ITEMS]:
-                name = clip(str(key), 200)
+                name = clip(no_surrogates(str(key)), 200)
                 left[0] -= len(name) + 4
                 out[name] = walk(inner, depth + 1)
                 if left[0] <= 0:
@@ -78,7 +86,7 @@ def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
                 if left[0] <= 0:
                     break
             return items
-        left[0] -= 8
+        left[0] -= len(repr(item)) + 2
         return item
 
     return walk(value, 0), cuts[0]

@@ -9,7 +9,8 @@ import pytest
 from packaging.version import Version
 
 from tfbisect import catalogue
-from tfbisect.bisection import Bisection, BisectReport, BisectRequest, Status, load_report
+from tfbisect.bisection import Bisection, BisectRequest
+from tfbisect.bisectlog import BisectReport, Status, load_report
 from tfbisect.interpreters import Interpreter
 from tfbisect.outcome import Outcome
 from tfbisect.progress import Progress
@@ -366,3 +367,18 @@ def test_auto_runs_what_no_base_fits_in_venvs_without_contacting_an_engine(
     # TF 2.4 has wheels up to Python 3.8, which no Debian base offers: a venv; 2.5+ run on 3.9 in containers.
     assert seen["2.4.0"] is Backend.VENV and seen["2.7.0"] is Backend.DOCKER
     assert "--backend auto" in report.command
+
+
+def test_the_log_is_typed_versioned_and_reads_the_first_version(tmp_path: Path) -> None:
+    report, _ = bisect(tmp_path, regression_at("2.4.0"), good="2.3.0", bad="2.5.0", jobs=2)
+    data = report.to_dict()
+    assert data["log_version"] == 2
+    assert data["request"]["jobs"] == 2 and data["request"]["confirm"] is False  # not "2", "False"
+    assert {s["cls"] for s in data["steps"]} <= {"old", "new", "skip", "other"}
+    assert BisectReport.from_dict(data).to_dict() == data
+    old = dict(data, request={k: str(v) if v is not None else None for k, v in data["request"].items()})
+    del old["log_version"]
+    again = BisectReport.from_dict(old)
+    assert again.request["jobs"] == 2 and again.request["venv_fallback"] is False
+    with pytest.raises(ValueError, match="newer"):
+        BisectReport.from_dict(dict(data, log_version=99))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.bisection import Status, load_report
+from tfbisect.bisectlog import Status, load_report
 
 from conftest import cli
 

@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from tfbisect import htmlreport, matrixpng, mdsummary, reportdata, style
-from tfbisect.bisection import BisectReport, Status, Step
+from tfbisect.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.fsio import write_json_atomic
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import find
+from tfbisect.search import Class
 from tfbisect.spec import Backend, EnvSpec
 from tfbisect.store import ResultStore
 
@@ -48,10 +49,10 @@ def bisect_report(**changes: Any) -> BisectReport:
         command="tfbisect bisect --probe gradient_eager_plain",
         versions=["2.3.0", "2.3.4", "2.4.0", "2.4.1"],
         steps=[
-            Step(1, "2.3.0", "reproduced", "match", "old", False, 20.0, "s", "k1"),
-            Step(1, "2.4.1", "reproduced", "mismatch", "new", False, 21.0, "s", "k2"),
-            Step(2, "2.3.4", "reproduced", "match", "old", True, 0.0, "s", "k3"),
-            Step(3, "2.4.0", "reproduced", "mismatch", "new", False, 22.0, "s", "k4"),
+            Step(1, "2.3.0", StepOutcome("reproduced"), "match", Class("old"), False, 20.0, "s", "k1"),
+            Step(1, "2.4.1", StepOutcome("reproduced"), "mismatch", Class("new"), False, 21.0, "s", "k2"),
+            Step(2, "2.3.4", StepOutcome("reproduced"), "match", Class("old"), True, 0.0, "s", "k3"),
+            Step(3, "2.4.0", StepOutcome("reproduced"), "mismatch", Class("new"), False, 22.0, "s", "k4"),
         ],
         status=Status.FOUND,
         message="last good: 2.3.4, first bad: 2.4.0",
@@ -283,10 +284,30 @@ END_FAILS: dict[str, Any] = {
         "candidates": ["2.4.1"],
     },
     "steps": [
-        Step(1, "2.3.0", "reproduced", "match", "old", False, 20.0, "s", "k1"),
-        Step(1, "2.5.0", "error", "error: RuntimeError: shapes", "new", False, 21.0, "s", "k2"),
-        Step(2, "2.4.0", "reproduced", "match", "old", False, 20.0, "s", "k3"),
-        Step(3, "2.4.1", "error", "error: RuntimeError: shapes", "new", False, 21.0, "s", "k4"),
+        Step(1, "2.3.0", StepOutcome("reproduced"), "match", Class("old"), False, 20.0, "s", "k1"),
+        Step(
+            1,
+            "2.5.0",
+            StepOutcome("error"),
+            "error: RuntimeError: shapes",
+            Class("new"),
+            False,
+            21.0,
+            "s",
+            "k2",
+        ),
+        Step(2, "2.4.0", StepOutcome("reproduced"), "match", Class("old"), False, 20.0, "s", "k3"),
+        Step(
+            3,
+            "2.4.1",
+            StepOutcome("error"),
+            "error: RuntimeError: shapes",
+            Class("new"),
+            False,
+            21.0,
+            "s",
+            "k4",
+        ),
     ],
     "message": f"from TF 2.5.0 the scenario fails: {FAILS}; the question cannot be judged there.",
 }

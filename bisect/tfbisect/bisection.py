@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import enum
 import itertools
-import json
 import shlex
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
 
+from tfbisect.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.catalogue import Release
 from tfbisect.environments import place
 from tfbisect.errors import NoInterpreterError, UsageError
@@ -35,16 +35,6 @@ from tfbisect.versions import git_tag
 from tfbisect.workflow import Runner, RunResult, scenario_argument
 
 COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
-
-
-class Status(enum.StrEnum):
-    FOUND = "found"  # one change point, both sides run
-    AMBIGUOUS = "ambiguous"  # skips next to the change: the first new is one of several
-    NON_MONOTONIC = "non_monotonic"  # old, new, old: more than one change point
-    NO_CHANGE = "no_change"  # both ends in the same state
-    UNDECIDABLE = "undecidable"  # an end could not be tested at all
-    END_FAILS = "end_fails"  # an end fails (crash, error, timeout): the question cannot be judged there
-    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -66,6 +56,15 @@ class BisectRequest:
     term_new: str | None = None
     timeout: float | None = None  # None: the default
     regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
+
+    def to_record(self) -> dict[str, Any]:
+        """The request as the log keeps it: JSON values of their own types, the scenario by name
+        and hash (what a report matches logs by)."""
+        kept: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key != "scenario":
+                kept[key] = value.value if isinstance(value, enum.Enum) else value
+        return kept | {"scenario": self.scenario.name, "scenario_sha256": self.scenario.sha256}
 
     def command(self) -> str:
         """The command line that repeats (or resumes) this bisection, from any directory."""
@@ -101,84 +100,6 @@ class BisectRequest:
         return parts
 
 
-@dataclass(frozen=True)
-class Step:
-    round: int
-    version: str
-    outcome: str  # the run's outcome, or "skip" when nothing could run here
-    state: str | None
-    cls: str
-    reused: bool
-    seconds: float
-    summary: str
-    key: str = ""
-
-
-@dataclass
-class BisectReport:
-    request: dict[str, Any]
-    command: str
-    versions: list[str]
-    steps: list[Step] = field(default_factory=list)
-    status: Status = Status.INTERRUPTED
-    message: str = ""
-    old_state: str | None = None
-    new_state: str | None = None
-    term_old: str = "good"
-    term_new: str = "bad"
-    last_old: str | None = None
-    first_new: str | None = None
-    candidates: list[str] = field(default_factory=list)
-    changes: list[tuple[str, str]] = field(default_factory=list)
-    git_versions: dict[str, str | None] = field(default_factory=dict)
-    compare_url: str | None = None
-    started_at: str = ""
-    finished_at: str = ""
-    # What was asked, in words: "probe gradient_eager_plain", "the scenario's verdict", or for
-    # `--regress error` "where the scenario starts to fail".
-    question: str = ""
-    regress: str = "state"  # "state": good/bad as the question's two states; "error": failing or not
-    # Ends of the range that fail (version -> "Type: real message"): never good or bad.
-    end_failures: dict[str, str] = field(default_factory=dict)
-    # Where a failure itself began, a finding of its own: {"failure": "Type: message",
-    # "last_without": V or None, "first_with": X, "candidates": [...]} (candidates: X alone when resolved).
-    failure_finding: dict[str, Any] | None = None
-
-    @property
-    def first_new_text(self) -> str:
-        """The first new version as it may be shown anywhere: "one of A, B, C" when unresolved."""
-        if len(self.candidates) > 1:
-            return "one of " + ", ".join(self.candidates)
-        return self.first_new or "?"
-
-    @property
-    def runs(self) -> int:
-        return sum(1 for s in self.steps if not s.reused and s.outcome != "unavailable")
-
-    @property
-    def reused(self) -> int:
-        return sum(1 for s in self.steps if s.reused)
-
-    @property
-    def rounds(self) -> int:
-        return max((s.round for s in self.steps), default=0)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["status"] = self.status.value
-        data["summary"] = {"runs": self.runs, "reused": self.reused, "rounds": self.rounds}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BisectReport:
-        data = dict(data)
-        data.pop("summary", None)
-        data["steps"] = [Step(**s) for s in data.get("steps", [])]
-        data["status"] = Status(data["status"])
-        data["changes"] = [tuple(c) for c in data.get("changes", [])]
-        return cls(**data)
-
-
 # One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
 Execute = Callable[[EnvSpec], RunResult]
 
@@ -202,10 +123,7 @@ class Bisection:
         self.records: dict[int, RunRecord] = {}
         self.round = 0
         self.report = BisectReport(
-            request={
-                k: str(v) if v is not None else None for k, v in asdict(request).items() if k != "scenario"
-            }
-            | {"scenario": request.scenario.name, "scenario_sha256": request.scenario.sha256},
+            request=request.to_record(),
             command=request.command(),
             versions=[r.version for r in self.releases],
             started_at=now_iso(),
@@ -309,9 +227,9 @@ class Bisection:
             Step(
                 round=self.round,
                 version=release.version,
-                outcome="unavailable",
+                outcome=StepOutcome.UNAVAILABLE,
                 state=None,
-                cls=Class.SKIP.value,
+                cls=Class.SKIP,
                 reused=False,
                 seconds=0.0,
                 summary=f"no wheel for a Python here (needs one of {', '.join(release.pythons)})",
@@ -326,9 +244,9 @@ class Bisection:
             Step(
                 round=self.round if round_ is None else round_,
                 version=self.releases[index].version,
-                outcome=record.outcome.value,
+                outcome=StepOutcome(record.outcome.value),
                 state=state.name if state else None,
-                cls="",
+                cls=Class.UNJUDGED,
                 reused=reused,
                 seconds=round(seconds, 2),
                 summary=record.verdict_summary[:300],
@@ -550,7 +468,7 @@ class Bisection:
     def label_steps(self, terms: Judgement) -> None:
         """Name each step old/new/skip/other now that the ends have fixed what those mean."""
         self.report.steps = [
-            replace(step, cls=terms.classify(State(step.state) if step.state else None).value)
+            replace(step, cls=terms.classify(State(step.state) if step.state else None))
             for step in self.report.steps
         ]
 
@@ -613,7 +531,3 @@ def log_name(request: BisectRequest) -> str:
     what = safe_component(request.probe or "verdict")
     variant = f"{safe_component(request.flavour.value)}-{safe_component(request.keras.value)}"
     return f"{stamp}-{request.scenario.slug}-{what}-{variant}.json"
-
-
-def load_report(path: Path) -> BisectReport:
-    return BisectReport.from_dict(json.loads(path.read_text(encoding="utf-8")))

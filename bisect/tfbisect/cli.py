@@ -14,6 +14,7 @@ from typing import Any
 from tfbisect import (
     __version__,
     bisection,
+    bisectlog,
     catalogue,
     environments,
     github,
@@ -430,7 +431,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     bisect_dir = args.reports / "bisect"
     if args.action == "log":
         path = args.logfile or newest(bisect_dir)
-        emit(show.bisect_log_text(bisection.load_report(path)))
+        emit(show.bisect_log_text(bisectlog.load_report(path)))
         return 0
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
@@ -469,14 +470,14 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
         print(f"  {log_path}  (the bisection log)")
         for path in result_paths(report, runner, chosen):
             print(f"  {path}")
-        if report.status not in (bisection.Status.FOUND, bisection.Status.AMBIGUOUS):
+        if report.status not in (bisectlog.Status.FOUND, bisectlog.Status.AMBIGUOUS):
             status = max(status, 1)
     if args.report:
         write_reports(args.reports, chosen, args.reports)
     return status
 
 
-def result_paths(report: bisection.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:
+def result_paths(report: bisectlog.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:
     """The stored results behind the steps of a bisection."""
     keys = {step.key for step in report.steps}
     return [
@@ -531,7 +532,7 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
 def report_scenario(log: Path) -> str | None:
     """The scenario a bisection log is about (for `report --bisect LOG` without --scenario)."""
     try:
-        found = bisection.load_report(log).request.get("scenario")
+        found = bisectlog.load_report(log).request.get("scenario")
     except (OSError, ValueError, KeyError, TypeError):
         return None  # collect() says what is wrong with the log
     return str(found) if found else None

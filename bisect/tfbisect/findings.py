@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbisect.bisection import BisectReport, Status
+from tfbisect.bisectlog import BisectReport, Status
 from tfbisect.judge import BAD_STATES, state_of
 from tfbisect.record import RunRecord
 from tfbisect.style import KIND_LOOK, Kind, Look

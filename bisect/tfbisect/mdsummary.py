@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Sequence
 
 from tfbisect import findings, style
-from tfbisect.bisection import BisectReport, Status
+from tfbisect.bisectlog import BisectReport, Status
 from tfbisect.reportdata import Cell, ReportData, configurations, image_facts
 from tfbisect.textsafe import printable
 

@@ -12,7 +12,7 @@ from typing import Any
 from packaging.version import Version
 
 from tfbisect import __version__, findings, style
-from tfbisect.bisection import BisectReport, load_report
+from tfbisect.bisectlog import BisectReport, load_report
 from tfbisect.errors import UsageError
 from tfbisect.fsio import now_iso
 from tfbisect.outcome import Outcome

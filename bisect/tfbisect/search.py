@@ -21,6 +21,7 @@ class Class(enum.StrEnum):
     NEW = "new"  # same state as the newer end
     SKIP = "skip"  # cannot be tested (exit 125, install failed, no wheel here)
     OTHER = "other"  # failed differently from either end: reported, never counted
+    UNJUDGED = ""  # a step logged before the ends fixed what old and new mean
 
 
 @dataclass(frozen=True)

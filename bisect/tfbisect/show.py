@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tfbisect import findings, style
-from tfbisect.bisection import BisectReport, Status, Step
+from tfbisect.bisectlog import BisectReport, Status, Step
 from tfbisect.catalogue import Release
 from tfbisect.locks import LockSpec, lock_path, preferred_python
 from tfbisect.outcome import Outcome

@@ -89,6 +89,8 @@ class BisectReport:
     # Where a failure itself began, a finding of its own: {"failure": "Type: message",
     # "last_without": V or None, "first_with": X, "candidates": [...]} (candidates: X alone when resolved).
     failure_finding: dict[str, Any] | None = None
+    # The two versions the answer rests on (the range's ends, or the nearest testable ones).
+    ends: list[str] = field(default_factory=list)
 
     @property
     def first_new_text(self) -> str:

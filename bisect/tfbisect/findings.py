@@ -152,3 +152,85 @@ def finding(report: BisectReport, *, asked: bool = True) -> str:
 def _changes(report: BisectReport) -> str:
     pairs = report.changes or ([(report.last_old, report.first_new_text)] if report.last_old else [])
     return ", ".join(f"between {a} and {b}" for a, b in pairs) or "see the log"
+
+
+def explain(report: BisectReport) -> str:
+    """The log's message: what the answer means and what to do next, from the log's fields alone
+    (the driver writes no prose)."""
+    status, ends = report.status, report.ends or ["?", "?"]
+    if status is Status.INTERRUPTED:
+        return "every finished run is stored; resume with the same command:\n  " + report.command
+    if status is Status.UNDECIDABLE:
+        return (
+            "an end of the range could not be tested (skips at both sides of it too); see the log for why. "
+            "Give testable ends with --good/--bad."
+        )
+    if status is Status.END_FAILS:
+        return _end_failure_words(report)
+    if status is Status.NO_CHANGE:
+        if regress_of(report) == "error":
+            both = "fails at both ends" if len(report.end_failures) == 2 else "fails at neither end"
+            return (
+                f"the scenario {both} (TF {ends[0]} and {ends[-1]}): there is no start of a failure to find "
+                "between them. Pick other ends, or run `tfbisect sweep`."
+            )
+        return (
+            f"both ends are {report.old_state} (TF {ends[0]} and {ends[-1]}), and so is every stored result "
+            "between them: nothing changed as far as this scenario can tell. Pick other ends, narrow the "
+            "question with --probe, or run `tfbisect sweep` to see every version."
+        )
+    text = _answer_words(report)
+    if regress_of(report) == "error":
+        found = _failure_sentence(report)
+        return found + (f". {text}" if status is not Status.FOUND else "")
+    return text
+
+
+def _answer_words(report: BisectReport) -> str:
+    changes = "; ".join(f"{a} -> {b}" for a, b in report.changes)
+    if report.status is Status.NON_MONOTONIC and report.old_state == report.new_state:
+        return (
+            f"both ends are {report.old_state}, but the results inside the range are not: "
+            f"{len(report.changes)} change points ({changes}). Run `tfbisect sweep` over the range to see every version."
+        )
+    if report.status is Status.NON_MONOTONIC:
+        return (
+            f"the results are not monotonic: {len(report.changes)} change points among the runs ({changes}). "
+            "The first is reported; run `tfbisect sweep` over the range to see them all."
+        )
+    if report.status is Status.AMBIGUOUS:
+        return (
+            f"first {report.term_new} is one of {', '.join(report.candidates)}: the versions between "
+            f"{report.last_old} and {report.first_new} could not be tested (see the log)."
+        )
+    return f"last {report.term_old}: {report.last_old}, first {report.term_new}: {report.first_new}"
+
+
+def _failure_sentence(report: BisectReport) -> str:
+    found = report.failure_finding or {}
+    candidates = list(found.get("candidates") or [])
+    if found.get("direction") == "stops":
+        last, first = found.get("last_with"), found.get("first_without")
+        words = "last run with the failure: TF {}, first without it: TF {}"
+    else:
+        last, first = found.get("last_without"), found.get("first_with")
+        words = "last run without the failure: TF {}, first with it: TF {}"
+    return words.format(last, one_of(candidates, first)) + f" ({found.get('failure', '')})"
+
+
+def _end_failure_words(report: BisectReport) -> str:
+    failing = list(report.end_failures.items())
+    if len(failing) >= 2:
+        (v1, t1), (v2, t2) = failing[:2]
+        return (
+            f"the scenario fails at both ends (TF {v1}: {t1}; TF {v2}: {t2}): the question cannot be judged "
+            "there. Pick ends where it runs (--good/--bad), bisect the failure itself with --regress error, "
+            "or run `tfbisect sweep`."
+        )
+    version, text = failing[0] if failing else ("?", "?")
+    which = "newer" if _is_error(report.new_state) else "older"
+    return (
+        f"the {which} end, TF {version}, fails: {text}; the question cannot be judged there. "
+        "Where the failure itself begins is reported apart; bisect the question where the scenario "
+        "runs by choosing that range with --good/--bad."
+    )

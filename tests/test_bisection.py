@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tfbisect import catalogue
+from tfbisect import catalogue, findings
 from tfbisect.bisection import Bisection, BisectRequest
 from tfbisect.bisectlog import BisectReport, Status, load_report
 from tfbisect.interpreters import Interpreter
@@ -107,7 +107,7 @@ def test_single_change_point(tmp_path: Path) -> None:
 def test_both_ends_alike_stops_after_two_runs(tmp_path: Path) -> None:
     report, calls = bisect(tmp_path, regression_at("2.0.0"), good="2.3.0", bad="2.5.0")
     assert report.status is Status.NO_CHANGE and calls == ["2.3.0", "2.5.0"]
-    assert "both ends are reproduced" in report.message and "sweep" in report.message
+    assert "both ends are reproduced" in findings.explain(report) and "sweep" in findings.explain(report)
 
 
 def test_search_for_a_fix_turns_the_terms_round(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_skips_at_the_boundary_give_an_honest_set(tmp_path: Path) -> None:
     report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
     assert report.status is Status.AMBIGUOUS
     assert report.last_old == "2.3.3" and report.candidates == ["2.3.4", "2.4.0", "2.4.1"]
-    assert "one of 2.3.4, 2.4.0, 2.4.1" in report.message
+    assert "one of 2.3.4, 2.4.0, 2.4.1" in findings.explain(report)
 
 
 def test_skipped_end_moves_inward(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_untestable_ends_say_so(tmp_path: Path) -> None:
     report, _ = bisect(
         tmp_path, lambda v: (Outcome.SKIP, Failure("Skip", "no"), None), good="2.3.0", bad="2.5.0"
     )
-    assert report.status is Status.UNDECIDABLE and "--good/--bad" in report.message
+    assert report.status is Status.UNDECIDABLE and "--good/--bad" in findings.explain(report)
 
 
 def test_error_of_another_kind_is_not_bad(tmp_path: Path) -> None:
@@ -184,11 +184,13 @@ def test_a_crash_from_a_version_on_is_a_failure_never_the_bad_state(tmp_path: Pa
         "2.3.4",
         "2.4.0",
     )
-    assert "the newer end, TF 2.5.0, fails: ValueError: Shapes (5, 3) are incompatible" in report.message
+    assert "the newer end, TF 2.5.0, fails: ValueError: Shapes (5, 3) are incompatible" in findings.explain(
+        report
+    )
     shown = bisect_text(report) + bisect_log_text(report)
     assert "last run without the failure 2.3.4, first with it 2.4.0" in shown
     assert "(N, N)" not in shown, "people see the real message, never the masked signature"
-    assert "first bad" not in report.message and "last good" not in report.message
+    assert "first bad" not in findings.explain(report) and "last good" not in findings.explain(report)
 
 
 def test_an_error_at_the_older_end_is_never_called_good(tmp_path: Path) -> None:
@@ -199,7 +201,7 @@ def test_an_error_at_the_older_end_is_never_called_good(tmp_path: Path) -> None:
 
     report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0", probe="gradient_eager_plain")
     assert report.status is Status.END_FAILS
-    assert "the older end, TF 2.3.0, fails: ImportError: cannot import name 'x'" in report.message
+    assert "the older end, TF 2.3.0, fails: ImportError: cannot import name 'x'" in findings.explain(report)
     finding = report.failure_finding
     assert finding is not None and finding["direction"] == "stops"
     assert (finding["last_with"], finding["first_without"]) == ("2.3.4", "2.4.0")
@@ -212,7 +214,9 @@ def test_regress_error_bisects_the_failure_with_words_of_its_own(tmp_path: Path)
     assert (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
     assert (report.term_old, report.term_new) == ("working", "failing")
     assert report.question == "where the scenario starts to fail"
-    assert report.message.startswith("last run without the failure: TF 2.3.4, first with it: TF 2.4.0")
+    assert findings.explain(report).startswith(
+        "last run without the failure: TF 2.3.4, first with it: TF 2.4.0"
+    )
     assert "(N, N)" not in bisect_text(report) + bisect_log_text(report)
     assert "--regress error" in report.command
 
@@ -235,8 +239,8 @@ def test_stored_results_inside_the_range_are_evidence(tmp_path: Path) -> None:
     # results in between still say otherwise, so "nothing changed" would be false.
     never: Script = lambda version: (Outcome.NOT_REPRODUCED, None, None)  # noqa: E731
     report = Bisection(first, runner, Progress(quiet=True), tmp_path / "b.json", never_at_ends(never)).run()
-    assert report.status is Status.NON_MONOTONIC, report.message
-    assert ("2.3.4", "2.4.0") in report.changes and "sweep" in report.message
+    assert report.status is Status.NON_MONOTONIC, findings.explain(report)
+    assert ("2.3.4", "2.4.0") in report.changes and "sweep" in findings.explain(report)
     assert any(step.reused and step.round == 0 for step in report.steps)
 
 
@@ -268,7 +272,7 @@ def test_non_monotonic_results_are_reported(tmp_path: Path) -> None:
     report, _ = bisect(tmp_path, script, good="2.3.0", bad="2.5.0", jobs=10)
     assert report.status is Status.NON_MONOTONIC
     assert report.changes == [("2.3.1", "2.3.2"), ("2.3.3", "2.3.4"), ("2.4.1", "2.4.2")]
-    assert "sweep" in report.message
+    assert "sweep" in findings.explain(report)
 
 
 def test_probe_narrows_the_question(tmp_path: Path) -> None:
@@ -332,7 +336,7 @@ def test_interrupt_saves_the_log_and_names_the_resume_command(tmp_path: Path) ->
         bisect(tmp_path, script, good="2.3.0", bad="2.5.0")
     saved = load_report(tmp_path / "log.json")
     assert saved.status is Status.INTERRUPTED and len(saved.steps) == 2
-    assert "tfbisect bisect --scenario gradient_mismatch --good 2.3.0 --bad 2.5.0" in saved.message
+    assert "tfbisect bisect --scenario gradient_mismatch --good 2.3.0 --bad 2.5.0" in findings.explain(saved)
 
 
 def test_confirm_runs_the_neighbours_of_the_change_point(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, sweep
+from tfbisect import catalogue, show, sweep
 from tfbisect.errors import UsageError
 from tfbisect.interpreters import Interpreter
 from tfbisect.progress import Progress
@@ -60,6 +60,6 @@ def test_sweep_reuses_stored_results_and_marks_what_does_not_apply(tmp_path: Pat
     assert cells[0].record == stored  # reused: nothing was installed
     assert not (tmp_path / "cache").exists()
     assert "from TF 2.16" in cells[1].note
-    text = sweep.matrix_text(cells, "gradient_graph_plain")
+    text = show.sweep_text(cells, "gradient_graph_plain")
     assert "cpu/default" in text and "cpu/legacy" in text
     assert "✗ reproduced (gradient_graph_plain: mismatch)" in text and "n/a" in text

@@ -19,8 +19,8 @@ from tfbisect import interpreters
 from tfbisect.catalogue import Release
 from tfbisect.environments import Ended, Launch
 from tfbisect.errors import EnvironmentBuildError, NoInterpreterError
-from tfbisect.github import TOKEN_VARIABLES
 from tfbisect.interpreters import Interpreter
+from tfbisect.limits import TOKEN_VARIABLES
 from tfbisect.locks import Lock, LockSpec, uv_binary
 from tfbisect.process import Finished, run_logged
 from tfbisect.progress import Progress

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from tfbisect import findings
 from tfbisect.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.bisectplan import BisectRequest as BisectRequest
 from tfbisect.bisectplan import plan
@@ -141,11 +140,9 @@ class Bisection:
         except KeyboardInterrupt:
             kill_all()
             self.report.status = Status.INTERRUPTED
-            self.report.message = findings.explain(self.report)
             self.save()
             raise
         self.report.finished_at = now_iso()
-        self.report.message = findings.explain(self.report)
         self.save()
         return self.report
 

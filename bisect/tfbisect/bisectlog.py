@@ -67,7 +67,7 @@ class BisectReport:
     versions: list[str]
     steps: list[Step] = field(default_factory=list)
     status: Status = Status.INTERRUPTED
-    message: str = ""
+    message: str = ""  # read from logs of version 1 only: the words are findings.explain's now
     old_state: str | None = None
     new_state: str | None = None
     term_old: str = "good"

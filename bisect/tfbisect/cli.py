@@ -508,7 +508,7 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
         args.jobs,
         args.python,
     )
-    emit(sweep.matrix_text(cells, args.probe))
+    emit(show.sweep_text(cells, args.probe))
     return 0
 
 

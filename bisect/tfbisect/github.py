@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from tfbisect.errors import PostError
+from tfbisect.limits import TOKEN_VARIABLES
 
 API = "https://api.github.com"
-TOKEN_VARIABLES = ("TFBISECT_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
 _TARGET = re.compile(r"^(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)#(?P<number>\d+)$")
 # What is read of an answer (a comment's JSON is a few KiB), and how long the exchange may take.
 MAX_ANSWER_BYTES = 1024 * 1024

@@ -51,6 +51,7 @@ def render(data: ReportData) -> str:
         configurations=configurations,
         question=findings.question,
         finding=findings.finding,
+        explain=findings.explain,
         failure_finding_text=findings.failure_finding_text,
         step_look=findings.judged_state,
         regress_of=findings.regress_of,

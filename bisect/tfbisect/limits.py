@@ -18,6 +18,8 @@ LOG_FILE_HEAD_BYTES = 4 * 1024 * 1024
 LOG_FILE_TAIL_BYTES = 4 * 1024 * 1024
 # Strings taken from a document into a record, a report or a summary.
 TEXT_MAX_CHARS = 4 * 1024
+# The environment variables that hold a GitHub token: a scenario never gets them.
+TOKEN_VARIABLES = ("TFBISECT_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN")
 # After a run ends (or is killed), how long to wait for its output pipe to close before giving up
 # on processes that escaped and still hold it.
 PIPE_GRACE_SECONDS = 3.0

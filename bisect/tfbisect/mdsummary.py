@@ -136,9 +136,11 @@ def _bisection(b: BisectReport) -> list[str]:
             f"**First {escape(b.term_new)}:** {first} · [compare]({b.compare_url}) · judged by {what} · {runs}"
         ]
         if b.status is Status.NON_MONOTONIC:
-            lines.append(f"Not monotonic: {escape(b.message)}")
+            lines.append(f"Not monotonic: {escape(findings.explain(b))}")
     else:
-        lines = [f"Bisection ({escape(b.status.value)}, judged by {what}, {runs}): {escape(b.message)}"]
+        lines = [
+            f"Bisection ({escape(b.status.value)}, judged by {what}, {runs}): {escape(findings.explain(b))}"
+        ]
     found_failure = findings.failure_finding_text(b)
     if found_failure and findings.regress_of(b) == "state":
         failure = str((b.failure_finding or {}).get("failure", ""))

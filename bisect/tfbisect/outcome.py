@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class Outcome(enum.StrEnum):
@@ -22,3 +23,13 @@ EXIT_BAD = 1
 EXIT_SKIP = 125
 
 VERDICT_EXIT = {"not_reproduced": EXIT_GOOD, "reproduced": EXIT_BAD, "skip": EXIT_SKIP}
+
+
+def signal_name(exit_code: int | None) -> str | None:
+    """SIGSEGV for -11; None for an ordinary exit."""
+    if exit_code is None or exit_code >= 0:
+        return None
+    try:
+        return signal.Signals(-exit_code).name
+    except ValueError:
+        return f"signal {-exit_code}"

@@ -55,16 +55,6 @@ class Finished:
     leftovers: int = 0  # processes the child left running, killed when it ended
 
 
-def signal_name(exit_code: int | None) -> str | None:
-    """SIGSEGV for -11; None for an ordinary exit."""
-    if exit_code is None or exit_code >= 0:
-        return None
-    try:
-        return signal.Signals(-exit_code).name
-    except ValueError:
-        return f"signal {-exit_code}"
-
-
 def kill_all() -> None:
     """Kill every running child tree (a stop signal arrived)."""
     with _ACTIVE_LOCK:

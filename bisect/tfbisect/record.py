@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfbisect import __version__
-from tfbisect.outcome import VERDICT_EXIT, Outcome
-from tfbisect.process import signal_name
+from tfbisect.outcome import VERDICT_EXIT, Outcome, signal_name
 from tfbisect.schema import problems
 from tfbisect.spec import EnvSpec
 from tfbisect.textsafe import bounded, clip

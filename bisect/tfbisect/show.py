@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tfbisect import findings, style
@@ -11,9 +11,10 @@ from tfbisect.catalogue import Release
 from tfbisect.locks import LockSpec, lock_path, preferred_python
 from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
+from tfbisect.sweep import Cell
 from tfbisect.versions import python_sort_key
 
-MARK = style.MARK  # outcome -> "✗ reproduced" ... (sweep imports it from here)
+MARK = style.MARK  # outcome -> "✗ reproduced" ...
 
 
 def record_text(record: RunRecord, path: Path | None = None) -> str:
@@ -122,7 +123,7 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     if found_failure and findings.regress_of(report) == "state":
         failure = (report.failure_finding or {}).get("failure", "")
         lines.append(f"  failure finding: {found_failure} ({failure})")
-    lines.append(report.message)
+    lines.append(findings.explain(report))
     lines.append(
         f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
         f"a sweep of the range needs {len(report.versions)}"
@@ -150,7 +151,7 @@ def bisect_log_text(report: BisectReport) -> str:
     if found_failure and findings.regress_of(report) == "state":
         failure = (report.failure_finding or {}).get("failure", "")
         lines.append(f"# failure finding: {found_failure} ({failure})")
-    lines.append(f"# {report.message}")
+    lines.append(f"# {findings.explain(report)}")
     return "\n".join(lines)
 
 
@@ -170,3 +171,30 @@ def _state_shown(report: BisectReport, version: str | None, state: str | None) -
             return f"failure: {step.summary}"
     same = next((s for s in report.steps if s.state == state), None)
     return f"failure: {same.summary}" if same else "failure"
+
+
+def sweep_text(cells: Sequence[Cell], probe: str | None = None) -> str:
+    columns = sorted({(c.flavour.value, c.keras.value) for c in cells})
+    versions = list(dict.fromkeys(c.version for c in cells))
+    by_key = {(c.version, c.flavour.value, c.keras.value): c for c in cells}
+    header = ["TF"] + [f"{f}/{k}" for f, k in columns]
+    rows = [header]
+    for version in versions:
+        row = [version]
+        for flavour, keras in columns:
+            cell = by_key.get((version, flavour, keras))
+            row.append(_sweep_cell(cell, probe))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _sweep_cell(cell: Cell | None, probe: str | None) -> str:
+    if cell is None or cell.record is None:
+        return "n/a"
+    record = cell.record
+    text = MARK[record.outcome]
+    if probe and record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED):
+        found = record.probe(probe)
+        text += f" ({probe}: {found['outcome'] if found else 'absent'})"
+    return text

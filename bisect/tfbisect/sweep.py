@@ -11,10 +11,8 @@ from packaging.version import Version
 
 from tfbisect.catalogue import Catalogue, Release
 from tfbisect.errors import TfbisectError, UsageError
-from tfbisect.outcome import Outcome
 from tfbisect.record import RunRecord
 from tfbisect.scenario import Scenario
-from tfbisect.show import MARK
 from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.workflow import Runner
 
@@ -87,30 +85,3 @@ def run_sweep(
             Cell(release.version, flavour, keras, future.result().record if future else None, note)
             for (release, flavour, keras, _, note), future in zip(plan, futures, strict=True)
         ]
-
-
-def matrix_text(cells: Sequence[Cell], probe: str | None = None) -> str:
-    columns = sorted({(c.flavour.value, c.keras.value) for c in cells})
-    versions = list(dict.fromkeys(c.version for c in cells))
-    by_key = {(c.version, c.flavour.value, c.keras.value): c for c in cells}
-    header = ["TF"] + [f"{f}/{k}" for f, k in columns]
-    rows = [header]
-    for version in versions:
-        row = [version]
-        for flavour, keras in columns:
-            cell = by_key.get((version, flavour, keras))
-            row.append(_cell_text(cell, probe))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _cell_text(cell: Cell | None, probe: str | None) -> str:
-    if cell is None or cell.record is None:
-        return "n/a"
-    record = cell.record
-    text = MARK[record.outcome]
-    if probe and record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED):
-        found = record.probe(probe)
-        text += f" ({probe}: {found['outcome'] if found else 'absent'})"
-    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,22 +26,30 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
-def images() -> set[str]:
+def tags() -> set[str]:
     out = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=tfbisect*")
     return set(out.split())
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Reports and a cache of their own; every image these tests create is removed afterwards."""
+    """Reports and caches of their own (venvs, wheels, bases' work folders); the engine's images are
+    the machine's, so every test holds whether an image was there before (reused) or not (built).
+    Afterwards the images this module made are removed: those its builds tagged and the Debian
+    bases it built.  Images that were there before, or that others made meanwhile, stay."""
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         pytest.fail("no Docker engine answers: .ci/setup starts one (dockerd)")
-    before = images()
+    before = tags()
     path = tmp_path_factory.mktemp("docker")
     yield path
-    created = sorted(images() - before)
-    if created:
-        subprocess.run(["docker", "image", "rm", "--force", *created], capture_output=True, check=False)
+    made = set()
+    for log in (path / "reports" / "logs").rglob("*.build.log"):
+        made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
+    for debootstrapped in (path / "cache" / "bases" / "rootfs").glob("*.log"):
+        made.add(f"tfbisect-base:{debootstrapped.stem}")
+    made -= before
+    if made:
+        subprocess.run(["docker", "image", "rm", "--force", *sorted(made)], capture_output=True, check=False)
 
 
 def tfbisect(
@@ -61,8 +70,19 @@ def probe_outcomes(rec: RunRecord) -> dict[str, str]:
     return {p["name"]: p["outcome"] for p in rec.document["probes"]}
 
 
-def no_containers_left() -> None:
-    assert docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").strip() == ""
+def container_gone(rec: RunRecord) -> None:
+    """The run's own container is removed (others' containers may run meanwhile)."""
+    name = str(rec.extra["container"])
+    assert name.startswith("tfbisect-")
+    assert docker("ps", "--all", "--quiet", "--filter", f"name=^/{name}$").strip() == ""
+
+
+def built(done: subprocess.CompletedProcess[str], prefix: str) -> bool:
+    """Whether this call built the image whose tag starts with `prefix` (else it was reused)."""
+    if f"building {prefix}" not in done.stderr:
+        return False
+    assert f"+ docker build --network host --file {ROOT / 'Dockerfile'}" in done.stderr  # the echo
+    return True
 
 
 @pytest.mark.parametrize(
@@ -71,18 +91,17 @@ def no_containers_left() -> None:
 def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: str, suite: str) -> None:
     done = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker")
     assert done.returncode in (0, 1), done.stdout + done.stderr
-    assert f"tfbisect-base:{suite}" in done.stderr or "python:" in done.stderr
     in_docker = record(workspace, f"tf{version}-py{python}-cpu-docker")
     assert in_docker.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED)
     extra = in_docker.extra
-    assert extra["gpu_visible"] is False and str(extra["image"]).startswith(
-        f"tfbisect:tf{version}-py{python}-cpu-"
-    )
+    image = str(extra["image"])
+    assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:tf{version}-py{python}-cpu-")
+    assert built(done, image) or "building" not in done.stderr
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
     assert str(extra["base_image_id"]).startswith("sha256:")
-    assert in_docker.command.startswith(("docker run", "/")) and "--network none" in in_docker.command
+    assert in_docker.command.startswith("docker run ") and "--network none" in in_docker.command
     assert "--user 10001:10001" in in_docker.command and ":ro" in in_docker.command
-    no_containers_left()
+    container_gone(in_docker)
 
     venv = tfbisect(workspace, "run", "--tf", version, "--python", python)
     assert venv.returncode in (0, 1), venv.stdout + venv.stderr
@@ -93,6 +112,7 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     again = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker", "--force")
     assert again.returncode == done.returncode
     assert "building" not in again.stderr, "an unchanged image must be reused, not rebuilt"
+    assert record(workspace, f"tf{version}-py{python}-cpu-docker").extra["image"] == image
 
 
 def test_recorded_image_id_is_the_images_own_and_the_bases_is_apart(workspace: Path) -> None:
@@ -114,6 +134,11 @@ def test_recorded_image_id_is_the_images_own_and_the_bases_is_apart(workspace: P
 
 
 def test_cuda_image_is_the_cpu_image_plus_one_nvidia_layer(workspace: Path) -> None:
+    """Whether either image was there before or not: the CUDA image is the CPU image's layers plus
+    one, and its build checked the NVIDIA libraries (in the log of a build made now, and in the
+    image's history either way, since a failed check leaves no image)."""
+    cpu_run = tfbisect(workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker")
+    assert cpu_run.returncode in (0, 1), cpu_run.stdout + cpu_run.stderr
     done = tfbisect(
         workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker", "--base", "cuda"
     )
@@ -126,15 +151,18 @@ def test_cuda_image_is_the_cpu_image_plus_one_nvidia_layer(workspace: Path) -> N
         layers[rec.spec.flavour.value] = inspected["RootFS"]["Layers"]
     assert layers["cuda"][: len(layers["cpu"])] == layers["cpu"], "CPU and CUDA images share all lower layers"
     assert len(layers["cuda"]) == len(layers["cpu"]) + 1, "the NVIDIA libraries are one layer of their own"
-    build_log = next(
-        (workspace / "reports" / "logs").rglob("tf2.21.0-py3.11-cuda-docker.build.log")
-    ).read_text()
-    assert "CUDA build info:" in build_log and "loaded:" in build_log  # the build-time dlopen check ran
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", str(cuda.extra["image"]))
+    assert "CUDA build info:" in history and "ctypes.CDLL" in history  # the check is a step of the build
+    if built(done, "tfbisect:tf2.21.0-py3.11-cuda-"):
+        build_log = next(
+            (workspace / "reports" / "logs").rglob("tf2.21.0-py3.11-cuda-docker.build.log")
+        ).read_text()
+        assert "CUDA build info:" in build_log and "loaded:" in build_log  # the build-time dlopen check ran
     assert cuda.document is not None and cuda.document["environment"]["cuda"]
     if not cuda.extra["gpu_visible"]:
         assert "no NVIDIA runtime" in done.stderr
         assert probe_outcomes(cuda) == probe_outcomes(cpu)
-    no_containers_left()
+    container_gone(cuda)
 
 
 def test_timeout_kills_and_removes_the_container(workspace: Path, tmp_path: Path) -> None:
@@ -157,7 +185,7 @@ def test_timeout_kills_and_removes_the_container(workspace: Path, tmp_path: Path
     assert done.returncode == 124, done.stdout + done.stderr
     rec = record(workspace, "tf2.9.3-py3.9-cpu-docker", scenario="hang")
     assert rec.outcome is Outcome.TIMEOUT
-    no_containers_left()
+    container_gone(rec)
 
 
 def test_no_engine_says_venv_works(workspace: Path) -> None:
@@ -165,6 +193,7 @@ def test_no_engine_says_venv_works(workspace: Path) -> None:
     done = tfbisect(workspace, "run", "--tf", "2.9.3", "--backend", "docker", env=env)
     assert done.returncode == 10
     assert "Docker engine is not running" in done.stderr and "--backend venv" in done.stderr
+    assert "unix:///nonexistent/docker.sock (No such file or directory)" in done.stderr
 
 
 def test_wheel_cache_builds_sdists_and_fetches_each_wheel_once(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ of everything that went into them (Dockerfile, base image id, lock, flavour), so
 image is reused and a stale one never is.  The CPU image of a TF 2.14+ release installs the
 full `tensorflow` wheel (which runs on CPU) so that its CUDA image is the CPU image plus one
 layer of NVIDIA wheels.
+
+What an image is (tag, hash, stage, build arguments, labels, layers, the CPU image under a CUDA
+one) is `plan_image`, a pure function of its inputs; `DockerBackend.ensure_image` reuses or
+builds what it plans.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import shlex
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from pathlib import Path
 from tfbisect import __version__
 from tfbisect.bases import SUITES, Base, BaseImages
 from tfbisect.catalogue import Release
-from tfbisect.docker_engine import Engine, connect, environment_names
+from tfbisect.docker_engine import BuildRequest, Engine, connect, environment_names
 from tfbisect.environments import Ended, Launch
 from tfbisect.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.locks import Lock, LockSpec
@@ -47,6 +51,7 @@ CUDA_EXPECTED = {
 }
 USER = "10001:10001"
 MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
+BUILD_TIMEOUT = 3600.0
 LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
 DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
 
@@ -131,15 +136,9 @@ class DockerBackend:
     def lock_spec(self, spec: EnvSpec) -> LockSpec:
         """TF 2.14+ installs from its `tensorflow[and-cuda]` lock for both flavours (so CPU and
         CUDA images share every layer below the NVIDIA one); older lines from their CPU lock."""
-        if has_and_cuda(spec.tf_version):
-            return LockSpec(spec.tf_version, spec.python, Flavour.CUDA, spec.keras)
-        if spec.flavour is Flavour.CUDA:
-            raise LockError(
-                f"CUDA images are built for TF 2.14 and newer (tensorflow[and-cuda]); TF {spec.tf_version} "
-                "would need its matching nvidia-*-cu11 set, which tfbisect does not know yet.",
-                "use --base cpu for this version.",
-            )
-        return LockSpec(spec.tf_version, spec.python, Flavour.CPU, spec.keras)
+        refuse_old_cuda(spec)
+        flavour = Flavour.CUDA if has_and_cuda(spec.tf_version) else Flavour.CPU
+        return LockSpec(spec.tf_version, spec.python, flavour, spec.keras)
 
     # -- images ------------------------------------------------------------------------
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
@@ -147,87 +146,50 @@ class DockerBackend:
 
     def ensure_image(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
         base = self.bases.get(spec.python, self.user_base)
-        dockerfile = DOCKERFILE.read_bytes()
-        lock_text = lock.path.read_text()
-        digest = hashlib.sha256()
-        expected = CUDA_EXPECTED.get(minor_line(spec.tf_version), "") if spec.flavour is Flavour.CUDA else ""
-        for part in (
-            dockerfile,
-            base.image_id.encode(),
-            lock_text.encode(),
-            spec.flavour.value.encode(),
-            expected.encode(),
-        ):
-            digest.update(part)
-            digest.update(b"\0")
-        content = digest.hexdigest()
-        tag = f"tfbisect:tf{spec.tf_version}-py{spec.python}-{spec.flavour.value}-{content[:12]}"
-        if self.engine.image_labels(tag).get("tfbisect.hash") == content:
-            return Image(tag, self.engine.image_id(tag) or "", base, spec.flavour, built=False)
-        if spec.flavour is Flavour.CUDA:
+        plan = plan_image(spec, lock, lock.path.read_bytes(), DOCKERFILE.read_bytes(), base)
+        return self._ensure(plan, base, log_dir)
+
+    def _current(self, plan: ImagePlan) -> bool:
+        """The image is there with this plan's hash; a CUDA image also sits on its CPU image's
+        layers when that image is there (it may have been rebuilt since)."""
+        if self.engine.image_labels(plan.tag).get("tfbisect.hash") != plan.content_hash:
+            return False
+        if plan.cpu_first is None:
+            return True
+        below = self.engine.image_layers(plan.cpu_first.tag)
+        return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
+
+    def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
+        spec = plan.spec
+        if self._current(plan):
+            return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=False)
+        if plan.cpu_first is not None:
             # The CPU image first: the CUDA one is built on top of its layers.
-            cpu = EnvSpec(spec.tf_version, spec.python, Flavour.CPU, spec.keras, spec.backend, spec.base)
-            self.ensure_image(cpu, lock, log_dir)
-        layers: dict[str, list[Pin]] = {"cpu": [], "nvidia": []}
-        for pin in pins(lock_text):
-            layers["nvidia" if pin.is_nvidia else "cpu"].append(pin)
+            self._ensure(plan.cpu_first, base, log_dir)
         log_path = log_dir / f"{spec.key}.build.log"
         # Only what this image's top layer needs: a CPU image never fetches NVIDIA wheels.
-        self.wheels.ensure(layers["nvidia" if spec.flavour is Flavour.CUDA else "cpu"], spec.python, log_path)
+        self.wheels.ensure(list(plan.fetch), spec.python, log_path)
         requirements = self.cache_dir / "wheels" / "req"
         requirements.mkdir(parents=True, exist_ok=True)
-        for name, chosen in layers.items():
-            text = "".join(f"{p.name}=={p.version}\n" for p in chosen)
-            (requirements / f"{lock.sha256}-{name}.txt").write_text(text)
+        for name, text in plan.requirement_files().items():
+            (requirements / name).write_text(text)
         context = self.cache_dir / "context"
         context.mkdir(parents=True, exist_ok=True)
-        expected = CUDA_EXPECTED.get(minor_line(spec.tf_version), "")
         with (
             serve(self.cache_dir / "wheels") as url,
-            self.progress.step(spec.label, f"building {tag} (log: {log_path})"),
+            self.progress.step(spec.label, f"building {plan.tag} (log: {log_path})"),
         ):
-            args = [
-                "build",
-                "--network",
-                "host",
-                "--file",
-                str(DOCKERFILE),
-                "--target",
-                spec.flavour.value,
-                "--tag",
-                tag,
-                "--build-arg",
-                f"BASE={base.ref}",
-                "--build-arg",
-                f"WHEELS_URL={url}",
-                "--build-arg",
-                f"PYTHON={spec.python}",
-                "--build-arg",
-                f"LOCK_SHA={lock.sha256}",
-                "--build-arg",
-                f"EXPECT_CUDA={expected}",
-                "--build-arg",
-                f"CHECK_IMPORT={import_check(lock)}",
-                "--label",
-                f"tfbisect.hash={content}",
-                "--label",
-                f"tfbisect.lock={lock.path.name}",
-                "--label",
-                f"tfbisect.base={base.ref}",
-                "--label",
-                f"tfbisect.version={__version__}",
-                str(context),
-            ]
-            finished = self.engine.logged(
-                args, log_path, timeout=3600, env=dict(os.environ, DOCKER_BUILDKIT="0")
+            finished = self.engine.build(
+                plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT
             )
         if finished.exit_code != 0:
+            how = f"did not finish in {BUILD_TIMEOUT:g}s" if finished.timed_out else "failed"
             raise EnvironmentBuildError(
-                f"Building the image for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) failed:\n"
+                f"Building the image for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) {how}:\n"
                 + "\n".join(finished.log_tail.splitlines()[-15:]),
                 f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
             )
-        return Image(tag, self.engine.image_id(tag) or "", base, spec.flavour, built=True)
+        return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=True)
 
     # -- runs --------------------------------------------------------------------------
     @contextmanager
@@ -281,7 +243,12 @@ class DockerBackend:
                 "gpu_visible": gpu,
                 "container": name,
             }
-            yield Launch(argv=argv, env=dict(os.environ), extra=extra, shown=reproducible(argv, name, outdir))
+            yield Launch(
+                argv=argv,
+                env=self.engine.run_env(os.environ),
+                extra=extra,
+                shown=reproducible(argv, name, outdir),
+            )
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The container's end in the venv backend's terms: OOM kills named, 128+N as -N."""
@@ -298,6 +265,105 @@ class DockerBackend:
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
 
 
+def refuse_old_cuda(spec: EnvSpec) -> None:
+    if spec.flavour is Flavour.CUDA and not has_and_cuda(spec.tf_version):
+        raise LockError(
+            f"CUDA images are built for TF 2.14 and newer (tensorflow[and-cuda]); TF {spec.tf_version} "
+            "would need its matching nvidia-*-cu11 set, which tfbisect does not know yet.",
+            "use --base cpu for this version.",
+        )
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything about one image that follows from its inputs alone (see `plan_image`)."""
+
+    spec: EnvSpec
+    tag: str  # tfbisect:tf<version>-py<python>-<flavour>-<hash[:12]>
+    content_hash: str  # of the Dockerfile, the base image's ID, the lock, the flavour (and expected CUDA)
+    target: str  # the Dockerfile stage
+    build_args: Mapping[str, str]  # all but WHEELS_URL, the address the build installs from
+    labels: Mapping[str, str]
+    layers: Mapping[str, tuple[Pin, ...]]  # the lock's pins by the layer that installs them: cpu, nvidia
+    lock_sha256: str
+    cpu_first: ImagePlan | None  # a CUDA image's CPU image, which must exist before it is built
+
+    @property
+    def fetch(self) -> tuple[Pin, ...]:
+        """The wheels this image's own top layer installs."""
+        return self.layers["nvidia" if self.spec.flavour is Flavour.CUDA else "cpu"]
+
+    def requirement_files(self) -> dict[str, str]:
+        """The files the Dockerfile's layers install from (`<lock sha>-<layer>.txt`), by name."""
+        return {
+            f"{self.lock_sha256}-{name}.txt": "".join(f"{p.name}=={p.version}\n" for p in chosen)
+            for name, chosen in self.layers.items()
+        }
+
+    def build_request(self, wheels_url: str, dockerfile: Path, context: Path) -> BuildRequest:
+        args = dict(self.build_args)
+        return BuildRequest(
+            dockerfile=dockerfile,
+            context=context,
+            tag=self.tag,
+            target=self.target,
+            build_args={"BASE": args.pop("BASE"), "WHEELS_URL": wheels_url, **args},
+            labels=self.labels,
+        )
+
+
+def plan_image(spec: EnvSpec, lock: Lock, lock_bytes: bytes, dockerfile: bytes, base: Base) -> ImagePlan:
+    """The image of `spec` from these inputs, without an engine: its tag and content hash, the
+    Dockerfile stage, build arguments and labels, its layers' packages, and for a CUDA image the
+    CPU image it is built on.  The same inputs give the same plan; any change gives another hash."""
+    refuse_old_cuda(spec)
+    lock_text = lock_bytes.decode("utf-8", "replace")
+    line_cuda = CUDA_EXPECTED.get(minor_line(spec.tf_version), "")
+    expected = line_cuda if spec.flavour is Flavour.CUDA else ""
+    digest = hashlib.sha256()
+    for part in (
+        dockerfile,
+        base.image_id.encode(),
+        lock_bytes,
+        spec.flavour.value.encode(),
+        expected.encode(),
+    ):
+        digest.update(part)
+        digest.update(b"\0")
+    content = digest.hexdigest()
+    lock_sha256 = hashlib.sha256(lock_bytes).hexdigest()
+    found = pins(lock_text)
+    cpu_first = None
+    if spec.flavour is Flavour.CUDA:
+        cpu_spec = EnvSpec(spec.tf_version, spec.python, Flavour.CPU, spec.keras, spec.backend, spec.base)
+        cpu_first = plan_image(cpu_spec, lock, lock_bytes, dockerfile, base)
+    return ImagePlan(
+        spec=spec,
+        tag=f"tfbisect:tf{spec.tf_version}-py{spec.python}-{spec.flavour.value}-{content[:12]}",
+        content_hash=content,
+        target=spec.flavour.value,
+        build_args={
+            "BASE": base.ref,
+            "PYTHON": spec.python,
+            "LOCK_SHA": lock_sha256,
+            "EXPECT_CUDA": line_cuda,
+            "CHECK_IMPORT": import_check(lock),
+        },
+        labels={
+            "tfbisect.hash": content,
+            "tfbisect.lock": lock.path.name,
+            "tfbisect.base": base.ref,
+            "tfbisect.version": __version__,
+        },
+        layers={
+            "cpu": tuple(p for p in found if not p.is_nvidia),
+            "nvidia": tuple(p for p in found if p.is_nvidia),
+        },
+        lock_sha256=lock_sha256,
+        cpu_first=cpu_first,
+    )
+
+
 def import_check(lock: Lock) -> str:
     """The module the image build imports to prove the install works: TensorFlow when the lock
     installs it (a lock of nothing, like the fault table's, builds a bare Python image)."""
@@ -308,7 +374,7 @@ def import_check(lock: Lock) -> str:
 
 
 def reproducible(argv: list[str], name: str, outdir: Path) -> str:
-    """The run as a user can paste it: a throwaway container, the result in ./out."""
+    """The run as a user can paste it: `docker run` in a throwaway container, the result in ./out."""
     at = argv.index("--name")
-    pasted = [*argv[:at], "--rm", *argv[at + 2 :]]
+    pasted = ["docker", *argv[1:at], "--rm", *argv[at + 2 :]]
     return shlex.join(pasted).replace(str(outdir), "$PWD/out").replace(name, "tfbisect-repro")

@@ -27,10 +27,6 @@ class Base:
     source: str  # "official", "debootstrap" or "user"
     image_id: str
 
-    @property
-    def digest(self) -> str:
-        return self.image_id
-
 
 class BaseImages:
     def __init__(self, engine: Engine, cache_dir: Path) -> None:
@@ -59,10 +55,10 @@ class BaseImages:
         if self._registry_ok is False:
             return False
         try:
-            self.engine.capture("pull", "--quiet", ref, timeout=600)
+            self.engine.pull(ref, timeout=600)
             self._registry_ok = True
             return True
-        except (DockerError, subprocess.TimeoutExpired):
+        except DockerError:
             if self._registry_ok is None:
                 self.engine.progress.say(
                     "no container registry answers; using Debian base images built here with debootstrap"
@@ -114,20 +110,23 @@ class BaseImages:
                 for entry in (rootfs / junk).glob("*"):
                     if entry.is_file():
                         entry.unlink()
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run(
-                self.engine.command(
-                    "import", "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]', "-", ref
-                ),
-                stdin=tar.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            tar.wait()
-            shutil.rmtree(rootfs, ignore_errors=True)
-            if imported.returncode != 0:
-                raise DockerError(f"docker import of {suite} failed: {imported.stderr.strip()}", "run again.")
+            tarball = rootfs.with_suffix(".tar")
+            try:
+                packed = subprocess.run(
+                    ["tar", "-C", str(rootfs), "-cf", str(tarball), "."],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                shutil.rmtree(rootfs, ignore_errors=True)
+                if packed.returncode != 0:
+                    raise DockerError(
+                        f"Packing the Debian {suite} root failed: {packed.stderr.strip()}", "run again."
+                    )
+                self.engine.import_rootfs(tarball, ref, ["ENV LANG=C.UTF-8", 'CMD ["python3"]'])
+            finally:
+                shutil.rmtree(rootfs, ignore_errors=True)
+                tarball.unlink(missing_ok=True)
 
     def _user(self, ref: str) -> Base:
         found = self.engine.image_id(ref)
@@ -136,16 +135,8 @@ class BaseImages:
                 f"The base image {ref!r} is not here and cannot be pulled.",
                 "build or load it first (`docker load`).",
             )
-        out = self.engine.capture(
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            ref,
-            "python3",
-            "-c",
-            "import sys, venv; print('%d.%d' % sys.version_info[:2])",
-            check=False,
+        out = self.engine.run_output(
+            ref, ["python3", "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"]
         ).strip()
         if not out or "." not in out:
             raise BackendUnavailableError(

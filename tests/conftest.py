@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tfbisect.loopback import serve
-from tfbisect.record import RunRecord
+from tfbisect.core.loopback import serve
+from tfbisect.core.record import RunRecord
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +41,9 @@ def all_outcomes() -> list[RunRecord]:
     """Real records (TF 2.2.3, 2.21.0) plus one of every other outcome, derived from them."""
     import dataclasses
 
-    from tfbisect.outcome import Outcome
-    from tfbisect.record import Failure
-    from tfbisect.spec import EnvSpec
+    from tfbisect.core.outcome import Outcome
+    from tfbisect.core.record import Failure
+    from tfbisect.core.spec import EnvSpec
 
     real = recorded("tf2.2.3")
     new = recorded("tf2.21.0")

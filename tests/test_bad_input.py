@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import cli, interpreters
-from tfbisect.bisection import Bisection, BisectRequest, log_name
-from tfbisect.catalogue import load_snapshot
-from tfbisect.errors import NoInterpreterError
-from tfbisect.interpreters import Interpreter
-from tfbisect.names import MAX_LENGTH, is_safe_component, safe_component
+from tfbisect import cli
+from tfbisect.core.catalogue import load_snapshot
+from tfbisect.core.errors import NoInterpreterError
+from tfbisect.core.names import MAX_LENGTH, is_safe_component, safe_component
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.scenario import Scenario, find
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
+from tfbisect.core.store import ResultStore
+from tfbisect.envs import interpreters
+from tfbisect.envs.interpreters import Interpreter
 from tfbisect.options import MAX_JOBS, known_pythons
-from tfbisect.outcome import Outcome
-from tfbisect.progress import Progress
-from tfbisect.record import RunRecord
-from tfbisect.reportdata import collect
-from tfbisect.scenario import Scenario, find
-from tfbisect.spec import EnvSpec, Flavour, KerasVariant
-from tfbisect.store import ResultStore
-from tfbisect.workflow import Runner, RunResult, Settings
+from tfbisect.report.reportdata import collect
+from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.search.bisection import Bisection, BisectRequest, log_name
 
 from conftest import cli as run_cli
 

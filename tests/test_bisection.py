@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tfbisect import catalogue, findings
-from tfbisect.bisection import Bisection, BisectRequest
-from tfbisect.bisectlog import BisectReport, Status, load_report
-from tfbisect.interpreters import Interpreter
-from tfbisect.outcome import Outcome
-from tfbisect.progress import Progress
-from tfbisect.record import Failure, RunRecord
-from tfbisect.scenario import find
-from tfbisect.show import bisect_log_text, bisect_text
-from tfbisect.spec import Backend, EnvSpec, KerasVariant
-from tfbisect.workflow import Runner, RunResult, Settings
+from tfbisect.core import catalogue
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import Failure, RunRecord
+from tfbisect.core.scenario import find
+from tfbisect.core.spec import Backend, EnvSpec, KerasVariant
+from tfbisect.envs.interpreters import Interpreter
+from tfbisect.report import findings
+from tfbisect.report.show import bisect_log_text, bisect_text
+from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.search.bisection import Bisection, BisectRequest
+from tfbisect.search.bisectlog import BisectReport, Status, load_report
 
 CAT = catalogue.load_snapshot()
 HAVE = {

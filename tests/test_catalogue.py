@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tfbisect import catalogue
-from tfbisect.errors import CatalogueError, UnknownVersionError
+from tfbisect.core import catalogue
+from tfbisect.core.errors import CatalogueError, UnknownVersionError
 
 from conftest import loopback
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tfbisect.cli import main
-from tfbisect.scenario import find
-from tfbisect.store import ResultStore
+from tfbisect.core.scenario import find
+from tfbisect.core.store import ResultStore
 
 from conftest import recorded
 

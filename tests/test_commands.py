@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.bisection import BisectRequest
 from tfbisect.cli import build_parser
-from tfbisect.scenario import find
-from tfbisect.spec import Backend, EnvSpec, Flavour, KerasVariant
-from tfbisect.workflow import reproduce_command
+from tfbisect.core.scenario import find
+from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.runs.workflow import reproduce_command
+from tfbisect.search.bisection import BisectRequest
 
 from conftest import ROOT
 
@@ -96,7 +96,7 @@ def test_reproduce_commands_run_as_printed_from_another_directory(tmp_path: Path
         [
             sys.executable,
             "-c",
-            "import sys; from tfbisect.scenario import find; print(find(sys.argv[1]).path)",
+            "import sys; from tfbisect.core.scenario import find; print(find(sys.argv[1]).path)",
             "gradient_mismatch",
         ],
         cwd=tmp_path,

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tfbisect import interpreters, show
-from tfbisect.schema import problems
+from tfbisect.core.schema import problems
+from tfbisect.envs import interpreters
+from tfbisect.report import show
 
 from conftest import recorded
 

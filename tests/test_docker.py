@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.outcome import Outcome
-from tfbisect.record import RunRecord
-from tfbisect.store import ResultStore
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.record import RunRecord
+from tfbisect.core.store import ResultStore
 
 from conftest import cli
 
@@ -198,8 +198,8 @@ def test_no_engine_says_venv_works(workspace: Path) -> None:
 
 def test_wheel_cache_builds_sdists_and_fetches_each_wheel_once(tmp_path: Path) -> None:
     """termcolor 1.1.0 (pinned by TF 2.0-2.7 locks) ships only as source; six is a plain wheel."""
-    from tfbisect.progress import Progress
-    from tfbisect.wheelhouse import Wheelhouse, pins
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.wheelhouse import Wheelhouse, pins
 
     lock = (ROOT / "bisect" / "tfbisect" / "data" / "locks" / "tf2.7.0-py3.9-cpu.txt").read_text()
     wanted = [p for p in pins(lock) if p.name in ("termcolor", "six")]

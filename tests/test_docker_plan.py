@@ -11,21 +11,22 @@ from typing import Any, cast
 
 import pytest
 
-from tfbisect import __version__, locks
-from tfbisect.backend_docker import (
+from tfbisect import __version__
+from tfbisect.core.errors import LockError
+from tfbisect.core.process import Finished
+from tfbisect.core.progress import Progress
+from tfbisect.core.spec import Backend, EnvSpec, Flavour
+from tfbisect.envs import locks
+from tfbisect.envs.backend_docker import (
     DOCKERFILE,
     DockerBackend,
     ImagePlan,
     import_check,
     plan_image,
 )
-from tfbisect.bases import Base
-from tfbisect.docker_engine import BuildRequest, Engine, _build_text
-from tfbisect.errors import LockError
-from tfbisect.locks import Lock, LockSpec
-from tfbisect.process import Finished
-from tfbisect.progress import Progress
-from tfbisect.spec import Backend, EnvSpec, Flavour
+from tfbisect.envs.bases import Base
+from tfbisect.envs.docker_engine import BuildRequest, Engine, _build_text
+from tfbisect.envs.locks import Lock, LockSpec
 
 DOCKERFILE_BYTES = b"FROM ${BASE} AS base\n"
 BASE = Base("tfbisect-base:bookworm", "3.11", "debootstrap", "sha256:" + "b" * 64)
@@ -119,7 +120,7 @@ def test_a_cuda_image_is_planned_on_top_of_its_cpu_image() -> None:
 
 
 def locks_pins(lock_bytes: bytes) -> set[str]:
-    from tfbisect.wheelhouse import pins
+    from tfbisect.envs.wheelhouse import pins
 
     return {p.name for p in pins(lock_bytes.decode())}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from tfbisect import errors
-from tfbisect.errors import ExitCode, TfbisectError
-from tfbisect.interrupt import Interrupted
-from tfbisect.outcome import Outcome
+from tfbisect.core import errors
+from tfbisect.core.errors import ExitCode, TfbisectError
+from tfbisect.core.interrupt import Interrupted
+from tfbisect.core.outcome import Outcome
 
 from conftest import ROOT
 

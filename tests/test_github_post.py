@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import pytest
 
 from test_report import report_data
-from tfbisect.errors import PostError
-from tfbisect.github import Target, _scrub, _shown, post_comment
+from tfbisect.core.errors import PostError
+from tfbisect.report.github import Target, _scrub, _shown, post_comment
 
 from conftest import loopback
 

@@ -20,17 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, interrupt, locks
-from tfbisect.backend_venv import VenvBackend
-from tfbisect.environments import Environments
-from tfbisect.interpreters import Interpreter
-from tfbisect.limits import LOG_FILE_HEAD_BYTES, LOG_FILE_TAIL_BYTES, LOG_TAIL_MAX_BYTES, RESULT_MAX_BYTES
-from tfbisect.outcome import Outcome
-from tfbisect.progress import Progress
-from tfbisect.record import RunRecord
-from tfbisect.scenario import Scenario, find
-from tfbisect.spec import Backend, EnvSpec
-from tfbisect.workflow import Runner, Settings
+from tfbisect.core import catalogue, interrupt
+from tfbisect.core.limits import (
+    LOG_FILE_HEAD_BYTES,
+    LOG_FILE_TAIL_BYTES,
+    LOG_TAIL_MAX_BYTES,
+    RESULT_MAX_BYTES,
+)
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.scenario import Scenario, find
+from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.envs import locks
+from tfbisect.envs.backend_venv import VenvBackend
+from tfbisect.envs.environments import Environments
+from tfbisect.envs.interpreters import Interpreter
+from tfbisect.runs.workflow import Runner, Settings
 
 from conftest import ROOT, empty_locks
 
@@ -187,8 +193,8 @@ def test_escape_sequences_never_reach_the_terminal(reports: Path, tmp_path: Path
     record = runner(reports, progress=Progress(stream)).execute(
         SPEC, scenario(tmp_path, body), Path(sys.executable), LOCK, "now"
     )
-    from tfbisect.show import record_text
-    from tfbisect.textsafe import printable
+    from tfbisect.core.textsafe import printable
+    from tfbisect.report.show import record_text
 
     shown = stream.getvalue() + printable(record_text(record))
     assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown

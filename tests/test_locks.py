@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, locks, toxini
-from tfbisect.errors import LockError
-from tfbisect.spec import Flavour, KerasVariant
+from tfbisect import toxini
+from tfbisect.core import catalogue
+from tfbisect.core.errors import LockError
+from tfbisect.core.spec import Flavour, KerasVariant
+from tfbisect.envs import locks
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = catalogue.load_snapshot()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.bisectlog import Status, load_report
+from tfbisect.search.bisectlog import Status, load_report
 
 from conftest import cli
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.record import RunRecord
-from tfbisect.store import ResultStore, load
+from tfbisect.core.record import RunRecord
+from tfbisect.core.store import ResultStore, load
 
 from conftest import cli
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tfbisect.outcome import Outcome
-from tfbisect.record import Failure, classify, exception_from_log
-from tfbisect.schema import problems
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.record import Failure, classify, exception_from_log
+from tfbisect.core.schema import problems
 
 
 def run(

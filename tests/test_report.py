@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tfbisect import htmlreport, matrixpng, mdsummary, reportdata, style
-from tfbisect.bisectlog import BisectReport, Status, Step, StepOutcome
-from tfbisect.fsio import write_json_atomic
-from tfbisect.outcome import Outcome
-from tfbisect.record import RunRecord
-from tfbisect.scenario import find
-from tfbisect.search import Class
-from tfbisect.spec import Backend, EnvSpec
-from tfbisect.store import ResultStore
+from tfbisect.core.fsio import write_json_atomic
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.record import RunRecord
+from tfbisect.core.scenario import find
+from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.core.store import ResultStore
+from tfbisect.report import htmlreport, matrixpng, mdsummary, reportdata, style
+from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
+from tfbisect.search.state import Class
 
 from conftest import DATA, all_outcomes, recorded
 
@@ -236,7 +236,7 @@ SINGLE_FIRST_BAD = re.compile(r"first[ _-]?(bad|new)[\W_]*(TF\s*)?2\.4\.0(?!rc)"
 
 
 def test_an_ambiguous_first_bad_is_never_shown_as_one_version(tmp_path: Path) -> None:
-    from tfbisect.show import bisect_log_text, bisect_text
+    from tfbisect.report.show import bisect_log_text, bisect_text
 
     write_bisect_log(tmp_path, **AMBIGUOUS)
     report = bisect_report(**AMBIGUOUS)
@@ -314,7 +314,7 @@ END_FAILS: dict[str, Any] = {
 
 
 def test_a_failing_end_is_said_with_its_failure_and_its_own_finding(tmp_path: Path) -> None:
-    from tfbisect.show import bisect_log_text, bisect_text
+    from tfbisect.report.show import bisect_log_text, bisect_text
 
     write_bisect_log(tmp_path, **END_FAILS)
     report = bisect_report(**END_FAILS)
@@ -520,7 +520,7 @@ def test_png_shows_the_matrix(tmp_path: Path) -> None:
 
 
 def test_one_table_of_looks_behind_every_view() -> None:
-    from tfbisect import show
+    from tfbisect.report import show
 
     for outcome in Outcome:
         look = style.OUTCOME_LOOK[outcome]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from test_report import report_data, write_bisect_log
-from tfbisect import htmlreport, style
+from tfbisect.report import htmlreport, style
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

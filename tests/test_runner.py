@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, interpreters, locks
-from tfbisect.errors import NoInterpreterError
-from tfbisect.outcome import Outcome
-from tfbisect.progress import Progress
-from tfbisect.scenario import Scenario, find
-from tfbisect.spec import EnvSpec
-from tfbisect.workflow import Runner, Settings
+from tfbisect.core import catalogue
+from tfbisect.core.errors import NoInterpreterError
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import Scenario, find
+from tfbisect.core.spec import EnvSpec
+from tfbisect.envs import interpreters, locks
+from tfbisect.runs.workflow import Runner, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = catalogue.load_snapshot()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tfbisect.search import BisectState, Class, max_rounds, max_runs
+from tfbisect.search.state import BisectState, Class, max_rounds, max_runs
 
 
 def drive(size: int, truth: Callable[[int], Class], jobs: int = 1) -> tuple[BisectState, list[list[int]]]:

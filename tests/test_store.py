@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.errors import StoreError
-from tfbisect.store import ResultStore, load
+from tfbisect.core.errors import StoreError
+from tfbisect.core.store import ResultStore, load
 
 from conftest import recorded
 

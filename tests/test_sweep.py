@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, show, sweep
-from tfbisect.errors import UsageError
-from tfbisect.interpreters import Interpreter
-from tfbisect.progress import Progress
-from tfbisect.scenario import find
-from tfbisect.spec import Backend, Flavour, KerasVariant
-from tfbisect.workflow import Runner, Settings
+from tfbisect.core import catalogue
+from tfbisect.core.errors import UsageError
+from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import find
+from tfbisect.core.spec import Backend, Flavour, KerasVariant
+from tfbisect.envs.interpreters import Interpreter
+from tfbisect.report import show
+from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.search import sweep
 
 from conftest import recorded
 

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect import catalogue, interpreters, locks, toxini
+from tfbisect import toxini
 from tfbisect.cli import build_parser, main
-from tfbisect.outcome import Outcome
-from tfbisect.store import ResultStore, load
+from tfbisect.core import catalogue
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.store import ResultStore, load
+from tfbisect.envs import interpreters, locks
 
 from conftest import DATA
 

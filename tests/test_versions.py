@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfbisect.versions import git_tag, minor_line, python_tag, tox_factor
+from tfbisect.core.versions import git_tag, minor_line, python_tag, tox_factor
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfbisect import catalogue
-from tfbisect.backend_docker import DockerBackend
-from tfbisect.search import BisectState, Class, max_rounds, max_runs
+from tfbisect.core import catalogue
+from tfbisect.envs.backend_docker import DockerBackend
+from tfbisect.search.state import BisectState, Class, max_rounds, max_runs
 
 
 def search_ratios(size: int, jobs: int) -> dict[str, float]:
@@ -68,12 +68,12 @@ def real_repeat(reports: Path) -> dict[str, float]:
 
 
 def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
-    from tfbisect.outcome import Outcome
-    from tfbisect.progress import Progress
-    from tfbisect.scenario import find
-    from tfbisect.spec import Backend, Flavour
-    from tfbisect.wheelhouse import pins
-    from tfbisect.workflow import Runner, Settings
+    from tfbisect.core.outcome import Outcome
+    from tfbisect.core.progress import Progress
+    from tfbisect.core.scenario import find
+    from tfbisect.core.spec import Backend, Flavour
+    from tfbisect.envs.wheelhouse import pins
+    from tfbisect.runs.workflow import Runner, Settings
 
     # force: the container's overhead is measured on a real run, never a stored result
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))

@@ -11,37 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tfbisect import (
-    __version__,
-    bisection,
-    bisectlog,
-    catalogue,
-    environments,
-    github,
-    givenenv,
-    htmlreport,
-    interpreters,
-    interrupt,
-    locks,
-    matrixpng,
-    mdsummary,
-    options,
-    process,
-    reportdata,
-    scenario,
-    show,
-    store,
-    sweep,
-    toxini,
-)
-from tfbisect.errors import ExitCode, TfbisectError, UsageError
-from tfbisect.fsio import write_text_atomic
-from tfbisect.outcome import Outcome
-from tfbisect.progress import Progress
-from tfbisect.spec import Backend, Flavour, KerasVariant
-from tfbisect.textsafe import printable
-from tfbisect.versions import python_sort_key
-from tfbisect.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
+from tfbisect import __version__, options, toxini
+from tfbisect.core import catalogue, interrupt, process, scenario, store
+from tfbisect.core.errors import ExitCode, TfbisectError, UsageError
+from tfbisect.core.fsio import write_text_atomic
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.spec import Backend, Flavour, KerasVariant
+from tfbisect.core.textsafe import printable
+from tfbisect.core.versions import python_sort_key
+from tfbisect.envs import environments, interpreters, locks
+from tfbisect.report import github, htmlreport, matrixpng, mdsummary, reportdata, show
+from tfbisect.runs import givenenv
+from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
+from tfbisect.search import bisection, bisectlog, sweep
 
 # `tfbisect run` speaks git bisect run's language, so it can drive `git bisect run` itself.
 RUN_EXIT = {outcome: ExitCode[outcome.name] for outcome in Outcome}

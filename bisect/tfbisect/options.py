@@ -65,9 +65,10 @@ timeout = seconds("--timeout")
 def known_pythons() -> list[str]:
     """The CPython versions tfbisect can run: those it looks for, and every Python 3 that some
     TF release has wheels for (from the catalogue snapshot)."""
-    from tfbisect import catalogue, interpreters
-    from tfbisect.errors import TfbisectError
-    from tfbisect.versions import python_sort_key
+    from tfbisect.core import catalogue
+    from tfbisect.core.errors import TfbisectError
+    from tfbisect.core.versions import python_sort_key
+    from tfbisect.envs import interpreters
 
     known = set(interpreters.SUPPORTED)
     try:
@@ -85,8 +86,8 @@ def python_version(text: str) -> str:
     known = known_pythons()
     if match and f"{int(match[1])}.{int(match[2])}" in known:
         return f"{int(match[1])}.{int(match[2])}"
-    from tfbisect import interpreters
-    from tfbisect.versions import python_sort_key
+    from tfbisect.core.versions import python_sort_key
+    from tfbisect.envs import interpreters
 
     here = sorted(interpreters.available(), key=python_sort_key, reverse=True)  # newest first
     if not match:

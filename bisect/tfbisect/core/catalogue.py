@@ -1,0 +1,307 @@
+"""The catalogue of TensorFlow releases: when each shipped and which CPython wheels it has.
+
+Read from the package index's JSON simple API (PEP 691) with upload times (PEP 700), and
+kept as a committed snapshot (`data/catalogue.json`) so that everything works offline.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from tfbisect.core.errors import CatalogueError, UnknownVersionError
+from tfbisect.core.fsio import now_iso, write_text_atomic
+from tfbisect.core.packagedata import data_file
+from tfbisect.core.versions import minor_line, parse, python_sort_key
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+# The distributions a TF run can install; tf-keras is the Keras 2 that TF 2.16+ can use
+# with TF_USE_LEGACY_KERAS=1.
+PROJECTS = ("tensorflow", "tensorflow-cpu", "tf-keras")
+# Only linux x86_64 wheels count: that is what the venvs here and the images run.
+_WHEEL = re.compile(
+    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
+)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One version of one distribution on the index."""
+
+    project: str
+    version: str
+    uploaded: str  # ISO 8601 time of the first file's upload (PEP 700)
+    pythons: tuple[str, ...]  # CPython versions with a linux x86_64 wheel; ("any",) for pure wheels
+    yanked: bool = False
+
+    @property
+    def prerelease(self) -> bool:
+        return Version(self.version).is_prerelease
+
+    @property
+    def date(self) -> str:
+        return self.uploaded[:10]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A TensorFlow release: the union of what `tensorflow` and `tensorflow-cpu` offer."""
+
+    version: str
+    uploaded: str
+    pythons: tuple[str, ...]
+    cpu_project: str  # `tensorflow-cpu` where it exists for this version, else `tensorflow`
+    prerelease: bool
+
+    @property
+    def date(self) -> str:
+        return self.uploaded[:10]
+
+    @property
+    def line(self) -> str:
+        return minor_line(self.version)
+
+    @property
+    def cpython3(self) -> list[str]:
+        """The CPython 3 versions it has linux wheels for ("3.8" …), as the catalogue lists them."""
+        return [p for p in self.pythons if p.startswith("3.")]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    dists: tuple[Dist, ...]
+    fetched_at: str
+    index_url: str = DEFAULT_INDEX
+    _by_key: dict[tuple[str, str], Dist] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key.update({(d.project, d.version): d for d in self.dists})
+
+    def dist(self, project: str, version: str) -> Dist | None:
+        return self._by_key.get((project, version))
+
+    def releases(self, *, pre: bool = False) -> list[Release]:
+        """TF releases with at least one linux x86_64 wheel, oldest first, 2.0 onwards."""
+        out = []
+        for dist in self.dists:
+            if dist.project != "tensorflow" or dist.yanked or not dist.pythons:
+                continue
+            parsed = Version(dist.version)
+            if parsed < Version("2.0.0rc0") or (dist.prerelease and not pre):
+                continue
+            cpu = self.dist("tensorflow-cpu", dist.version)
+            pythons = set(dist.pythons) | (set(cpu.pythons) if cpu and not cpu.yanked else set())
+            out.append(
+                Release(
+                    version=dist.version,
+                    uploaded=dist.uploaded,
+                    pythons=tuple(sorted(pythons, key=python_sort_key)),
+                    cpu_project="tensorflow-cpu" if cpu and cpu.pythons and not cpu.yanked else "tensorflow",
+                    prerelease=dist.prerelease,
+                )
+            )
+        return sorted(out, key=lambda r: Version(r.version))
+
+    def lines(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for release in self.releases():
+            seen.setdefault(release.line, None)
+        return list(seen)
+
+    def resolve(self, text: str, *, pre: bool = False) -> Release:
+        """`2.10` -> newest 2.10.x; `2.10.0` -> exactly that.  Unknown: say which exist, nearest first."""
+        releases = self.releases(pre=True)
+        exact = [r for r in releases if r.version == text]
+        if exact:
+            return exact[0]
+        in_line = [r for r in releases if r.line == text and (pre or not r.prerelease)]
+        if in_line:
+            return in_line[-1]
+        raise UnknownVersionError(
+            f"TensorFlow {text!r} is not in the catalogue (snapshot of {self.fetched_at[:10]}).",
+            "pick one of these, nearest first: "
+            + ", ".join(self.nearest(text, releases))
+            + "; or refresh the catalogue with `tfbisect versions --refresh`.",
+        )
+
+    def nearest(self, text: str, releases: Sequence[Release], count: int = 6) -> list[str]:
+        parsed = parse(text)
+        names = [r.version for r in releases if not r.prerelease]
+        if parsed is None:
+            return difflib.get_close_matches(text, names, n=count, cutoff=0.0)
+
+        def distance(name: str) -> tuple[int, int, int]:
+            other = Version(name)
+            major = (*parsed.release, 0, 0)[:3]
+            them = (*other.release, 0, 0)[:3]
+            return (abs(them[0] - major[0]), abs(them[1] - major[1]), abs(them[2] - major[2]))
+
+        return sorted(names, key=distance)[:count]
+
+    def tf_keras_for(self, release: Release) -> Dist | None:
+        """The tf-keras matching a TF 2.16+ release (same minor line), newest patch."""
+        candidates = [
+            d
+            for d in self.dists
+            if d.project == "tf-keras"
+            and not d.yanked
+            and not d.prerelease
+            and minor_line(d.version) == release.line
+        ]
+        return max(candidates, key=lambda d: Version(d.version)) if candidates else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "fetched_at": self.fetched_at,
+            "index_url": self.index_url,
+            "dists": [
+                {
+                    "project": d.project,
+                    "version": d.version,
+                    "uploaded": d.uploaded,
+                    "pythons": list(d.pythons),
+                }
+                | ({"yanked": True} if d.yanked else {})
+                for d in self.dists
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:
+        return cls(
+            dists=tuple(
+                Dist(
+                    project=d["project"],
+                    version=d["version"],
+                    uploaded=d["uploaded"],
+                    pythons=tuple(d["pythons"]),
+                    yanked=bool(d.get("yanked", False)),
+                )
+                for d in data["dists"]
+            ),
+            fetched_at=data["fetched_at"],
+            index_url=data.get("index_url", DEFAULT_INDEX),
+        )
+
+
+def dists_from_simple_json(project: str, document: Mapping[str, Any]) -> list[Dist]:
+    """Fold a PEP 691 project page into one `Dist` per version."""
+    uploaded: dict[str, str] = {}
+    pythons: dict[str, set[str]] = {}
+    yanked: dict[str, bool] = {}
+    for entry in document.get("files", []):
+        filename = entry.get("filename", "")
+        version = _version_of(project, filename)
+        if version is None or parse(version) is None:
+            continue
+        time = entry.get("upload-time")
+        if not time:
+            raise CatalogueError(
+                f"The index's page for {project} has no upload times (PEP 700).",
+                "use an index that serves PEP 700 metadata (PyPI does), or keep the committed snapshot.",
+            )
+        uploaded[version] = min(uploaded.get(version, time), time)
+        yanked[version] = yanked.get(version, True) and bool(entry.get("yanked", False))
+        bucket = pythons.setdefault(version, set())
+        match = _WHEEL.match(filename)
+        if match is None:
+            continue
+        plat, tag = match.group("plat"), match.group("py")
+        if tag.startswith("py3") and plat == "any":
+            bucket.add("any")
+        elif "linux" in plat and "x86_64" in plat:
+            bucket.update(_cpython_versions(tag))
+    return [
+        Dist(
+            project=project,
+            version=version,
+            uploaded=uploaded[version],
+            pythons=tuple(
+                sorted(pythons[version], key=lambda p: (p != "any", p != "any" and python_sort_key(p)))
+            ),
+            yanked=yanked[version],
+        )
+        for version in sorted(uploaded, key=Version)
+    ]
+
+
+def _version_of(project: str, filename: str) -> str | None:
+    stem = project.replace("-", "_")
+    for prefix in (stem + "-", project + "-"):
+        if filename.startswith(prefix):
+            rest = filename[len(prefix) :]
+            for suffix in (".tar.gz", ".zip"):
+                if rest.endswith(suffix):
+                    return rest[: -len(suffix)]
+            if rest.endswith(".whl"):
+                return rest.split("-", 1)[0]
+    return None
+
+
+def _cpython_versions(tag: str) -> Iterable[str]:
+    for part in tag.split("."):
+        if part.startswith("cp") and part[2:].isdigit() and len(part) >= 4:
+            yield f"{part[2]}.{part[3:]}"
+
+
+def fetch(
+    index_url: str = DEFAULT_INDEX, projects: Iterable[str] = PROJECTS, timeout: float = 60
+) -> Catalogue:
+    dists: list[Dist] = []
+    for project in projects:
+        url = f"{index_url.rstrip('/')}/{project}/"
+        request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                kind = response.headers.get("Content-Type", "")
+                body = response.read()
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise CatalogueError(
+                f"Could not read {url}: {exc}.",
+                "check the network or proxy settings, or work offline from the committed snapshot "
+                "(omit --refresh).",
+            ) from exc
+        if "json" not in kind:
+            raise CatalogueError(
+                f"{url} answered {kind or 'no content type'}, not the PEP 691 JSON simple API.",
+                "point --index-url at an index that serves application/vnd.pypi.simple.v1+json.",
+            )
+        dists.extend(dists_from_simple_json(project, json.loads(body)))
+    return Catalogue(dists=tuple(dists), fetched_at=now_iso(), index_url=index_url)
+
+
+SNAPSHOT = "catalogue.json"
+
+
+def load_snapshot(path: Path | None = None) -> Catalogue:
+    try:
+        if path is None:
+            text = data_file(SNAPSHOT).read_text(encoding="utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        return Catalogue.from_dict(json.loads(text))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        where = path or f"the package's data/{SNAPSHOT}"
+        raise CatalogueError(
+            f"The catalogue snapshot at {where} cannot be read: {exc}.",
+            "restore it from git (`git checkout -- bisect/tfbisect/data/catalogue.json`) or rebuild it with "
+            "`tfbisect versions --refresh --save`.",
+        ) from exc
+
+
+def save_snapshot(catalogue: Catalogue, path: Path) -> None:
+    write_text_atomic(path, json.dumps(catalogue.to_dict(), indent=1) + "\n")
+
+
+def default_snapshot_path() -> Path:
+    return Path(str(data_file(SNAPSHOT)))

@@ -1,0 +1,76 @@
+"""Files written whole or not at all, locks shared by threads and processes, and timestamps.
+
+Results, logs of bisections, locks, the catalogue snapshot and the reports are read by other
+processes (a second tfbisect, a browser, git): a reader must never see half a file, so every
+write goes through `write_text_atomic`.  Two tfbisect processes building the same base image
+or filling the same wheel cache take `file_lock` on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tfbisect.core import interrupt
+
+
+def now_iso() -> str:
+    """UTC, to the second: every timestamp tfbisect stores."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def stamp() -> str:
+    """UTC as a file-name part: 20261129T011500."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+
+
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)  # mkstemp makes 0600; results are meant to be shared and attached
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+@contextmanager
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive lock on `path`, across threads (each takes its own open file) and processes.
+
+    Waiting polls, so a stop signal (Ctrl-C, SIGTERM) ends the wait at once; `on_wait` is called
+    once when the lock is held by someone else."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                interrupt.check()
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

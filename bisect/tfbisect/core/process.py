@@ -1,0 +1,385 @@
+"""Running a child process with a hard time limit, a bounded log on disk and live lines for progress.
+
+The child is untrusted (a scenario, or a build that runs third-party code), so:
+- its whole process tree dies when the run ends, by timeout, by interrupt or on its own.
+  Children run in a session of their own; the driver is a child subreaper (Linux), so a
+  descendant that double-forks and calls setsid is re-parented to us instead of init; and the
+  tree is watched while it runs (session, parentage and a per-run marker in the environment),
+  so what escaped the session is still known and killed;
+- the driver never waits on a pipe an orphan holds: output is read with a deadline;
+- output is bounded wherever it is kept: the log file keeps its head and its tail, the tail
+  kept for the record is capped in bytes and per line, and one endless line costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tfbisect.core import interrupt
+from tfbisect.core.limits import (
+    LOG_FILE_HEAD_BYTES,
+    LOG_FILE_TAIL_BYTES,
+    LOG_LINE_MAX_BYTES,
+    LOG_TAIL_MAX_BYTES,
+    PIPE_GRACE_SECONDS,
+)
+
+MARKER_VARIABLE = "TFBISECT_RUN_ID"
+_WATCH_INTERVAL = 0.2
+_PR_SET_CHILD_SUBREAPER = 36
+
+_ACTIVE: dict[int, _Tree] = {}
+_ACTIVE_LOCK = threading.Lock()
+_SUBREAPER: list[bool] = []
+
+
+@dataclass(frozen=True)
+class Finished:
+    exit_code: int | None  # negative: killed by that signal; None: timed out
+    timed_out: bool
+    log_tail: str
+    seconds: float
+    leftovers: int = 0  # processes the child left running, killed when it ended
+
+
+def kill_all() -> None:
+    """Kill every running child tree (a stop signal arrived)."""
+    with _ACTIVE_LOCK:
+        trees = list(_ACTIVE.values())
+    for tree in trees:
+        tree.kill_group()
+
+
+interrupt.on_stop(kill_all)
+
+
+def _become_subreaper() -> None:
+    """Orphans of our children come to us, not to init, so that they can be found and killed."""
+    if _SUBREAPER:
+        return
+    _SUBREAPER.append(True)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    sid: int
+    start: int  # start time in clock ticks: tells a process from a later one with its pid
+    zombie: bool
+
+
+def _processes() -> dict[int, _Proc]:
+    table = {}
+    for entry in os.listdir("/proc"):  # noqa: PTH208 (names only, thousands of times a run)
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        # The command name is in parentheses and may itself contain spaces or parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        with contextlib.suppress(IndexError, ValueError):
+            table[int(entry)] = _Proc(
+                ppid=int(fields[1]), sid=int(fields[3]), start=int(fields[19]), zombie=fields[0] in "ZX"
+            )
+    return table
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return marker in handle.read()
+    except OSError:
+        return False
+
+
+class _Tree:
+    """Every process that belonged to one run: its session, its descendants, its marker."""
+
+    def __init__(self, process: subprocess.Popen[bytes], marker: str) -> None:
+        self.process = process
+        self.leader = process.pid
+        self.marker = f"{MARKER_VARIABLE}={marker}".encode()
+        self.known: dict[int, int] = {}  # pid -> start time
+        self.lock = threading.Lock()
+
+    def scan(self, table: dict[int, _Proc] | None = None) -> dict[int, _Proc]:
+        table = table if table is not None else _processes()
+        me = os.getpid()
+        my_session = os.getsid(0)
+        with _ACTIVE_LOCK:
+            leaders = set(_ACTIVE)
+        with self.lock:
+            if self.leader in table:
+                self.known.setdefault(self.leader, table[self.leader].start)
+            grew = True
+            while grew:
+                grew = False
+                for pid, proc in table.items():
+                    if pid in self.known or pid == me:
+                        continue
+                    # An orphan re-parented to us that left our session and is no run's leader
+                    # escaped some run (it may have cleared its environment too): the driver's own
+                    # helpers (docker, uv, tar) stay in the driver's session.
+                    escaped = proc.ppid == me and proc.sid != my_session and pid not in leaders
+                    ours = (
+                        proc.sid == self.leader
+                        or proc.ppid in self.known
+                        or (proc.ppid == me and _has_marker(pid, self.marker))
+                        or escaped
+                    )
+                    if ours:
+                        self.known[pid] = proc.start
+                        grew = True
+        return table
+
+    def alive(self, table: dict[int, _Proc]) -> list[int]:
+        with self.lock:
+            return [
+                pid
+                for pid, start in self.known.items()
+                if pid in table and table[pid].start == start and not table[pid].zombie
+            ]
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.leader, signal.SIGKILL)
+
+    def kill_everything(self) -> int:
+        """Kill the tree until nothing of it is left; returns how many were killed after the leader."""
+        self.kill_group()
+        killed: set[int] = set()
+        me = os.getpid()
+        for _ in range(100):
+            table = self.scan()
+            alive = [pid for pid in self.alive(table) if pid != me]
+            self._reap(table)
+            if not alive:
+                break
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                if pid != self.leader:
+                    killed.add(pid)
+            time.sleep(0.02)
+        self._reap(_processes())
+        return len(killed)
+
+    def _reap(self, table: dict[int, _Proc]) -> None:
+        """Collect the exit status of orphans re-parented to us (never the leader: Popen waits for it)."""
+        me = os.getpid()
+        with self.lock:
+            mine = [pid for pid in self.known if pid != self.leader]
+        for pid in mine:
+            proc = table.get(pid)
+            if proc is not None and proc.ppid == me and proc.zombie:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
+
+
+class _Output:
+    """The child's merged output: a bounded log file, a bounded tail, and complete lines."""
+
+    def __init__(self, log: BinaryIO, on_line: Callable[[str], None] | None) -> None:
+        self.log = log
+        self.on_line = on_line
+        self.written = 0
+        self.cut = 0
+        self.tail_buffer = bytearray()
+        self.lines: deque[bytes] = deque()
+        self.lines_bytes = 0
+        self.partial = bytearray()
+        self.partial_cut = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._to_log(chunk)
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            room = LOG_LINE_MAX_BYTES - len(self.partial)
+            if room > 0:
+                self.partial += piece[:room]
+            self.partial_cut += max(0, len(piece) - max(room, 0))
+            if end < 0:
+                return
+            self._end_line()
+            start = end + 1
+
+    def _to_log(self, chunk: bytes) -> None:
+        head_room = LOG_FILE_HEAD_BYTES - self.written
+        if head_room > 0:
+            self.log.write(chunk[:head_room])
+            self.log.flush()
+            self.written += min(len(chunk), head_room)
+            chunk = chunk[head_room:]
+        if chunk:
+            self.tail_buffer += chunk
+            if len(self.tail_buffer) > LOG_FILE_TAIL_BYTES:
+                drop = len(self.tail_buffer) - LOG_FILE_TAIL_BYTES
+                del self.tail_buffer[:drop]
+                self.cut += drop
+
+    def _end_line(self) -> None:
+        line = bytes(self.partial)
+        if self.partial_cut:
+            line += f" … [{self.partial_cut} bytes of this line cut by tfbisect]".encode()
+        self.partial.clear()
+        self.partial_cut = 0
+        self.lines.append(line)
+        self.lines_bytes += len(line) + 1
+        while self.lines_bytes > LOG_TAIL_MAX_BYTES and len(self.lines) > 1:
+            self.lines_bytes -= len(self.lines.popleft()) + 1
+        if self.on_line is not None:
+            self.on_line(line.decode("utf-8", "replace"))
+
+    def close(self) -> str:
+        if self.partial or self.partial_cut:
+            self._end_line()
+        if self.cut:
+            self.log.write(
+                f"\n[tfbisect: {self.cut} bytes of output cut here; the log keeps its first "
+                f"{LOG_FILE_HEAD_BYTES} and last {LOG_FILE_TAIL_BYTES} bytes]\n".encode()
+            )
+        self.log.write(bytes(self.tail_buffer))
+        self.log.flush()
+        return b"\n".join(self.lines).decode("utf-8", "replace")
+
+
+def run_logged(
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> Finished:
+    """Run `command`, teeing its merged output to `log_path`; kill its whole tree when it ends.
+
+    Returns within `timeout` plus a few seconds whatever the child does.  A stop signal kills
+    the tree and raises `interrupt.Interrupted`: a killed run is never reported as finished.
+    """
+    interrupt.check()
+    _become_subreaper()
+    start = time.monotonic()
+    deadline = start + timeout
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child_env = dict(env if env is not None else os.environ)
+    child_env[MARKER_VARIABLE] = uuid.uuid4().hex
+    with open(log_path, "wb") as log:
+        log.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
+        output = _Output(log, on_line)
+        # A stop signal between the start of the child and its registration would leave it
+        # running unseen: the signals wait (blocked) until the kill is armed.
+        blocked = _block_stop_signals()
+        try:
+            process = subprocess.Popen(
+                list(command),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,  # its own session and process group
+            )
+        except BaseException:
+            _unblock(blocked)
+            raise
+        tree = _Tree(process, child_env[MARKER_VARIABLE])
+        with _ACTIVE_LOCK:
+            _ACTIVE[process.pid] = tree
+        assert process.stdout is not None
+        reader_done = threading.Event()
+        stop_reading = threading.Event()
+        reader = threading.Thread(
+            target=_pump, args=(process.stdout.fileno(), output, stop_reading, reader_done), daemon=True
+        )
+        reader.start()
+        timed_out = False
+        leftovers = 0
+        try:
+            _unblock(blocked)  # a signal that came meanwhile is handled here, with the kill armed
+            while process.poll() is None and not interrupt.stopping():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                tree.scan()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=min(_WATCH_INTERVAL, remaining))
+            tree.scan()
+            leftovers = tree.kill_everything()
+            process.wait()
+            if interrupt.stopping():
+                raise interrupt.current()
+        except BaseException:
+            tree.kill_everything()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            raise
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.pop(process.pid, None)
+            # Everything of the tree is dead, so the pipe is closed unless something we could
+            # not see holds it: wait a little, never for ever.
+            reader_done.wait(timeout=PIPE_GRACE_SECONDS)
+            stop_reading.set()
+            reader.join(timeout=PIPE_GRACE_SECONDS)
+            if not reader.is_alive():
+                process.stdout.close()
+            tail = output.close() if not reader.is_alive() else ""
+    code = None if timed_out else process.returncode
+    return Finished(
+        exit_code=code,
+        timed_out=timed_out,
+        log_tail=tail,
+        seconds=time.monotonic() - start,
+        leftovers=leftovers,
+    )
+
+
+def _block_stop_signals() -> set[int]:
+    """Hold off SIGINT, SIGTERM and SIGHUP (main thread only: elsewhere they never run handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, interrupt.SIGNALS))
+
+
+def _unblock(previous: set[int]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _pump(fd: int, output: _Output, stop: threading.Event, done: threading.Event) -> None:
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            output.feed(chunk)
+    except (OSError, ValueError):
+        return
+    finally:
+        done.set()

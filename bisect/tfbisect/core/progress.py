@@ -1,0 +1,42 @@
+"""Progress output, kept apart from the work: long steps say what they do and how long they took."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from tfbisect.core.textsafe import clip, printable
+
+_LOCK = threading.Lock()
+
+
+class Progress:
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            # Messages carry scenario text: no escape sequence of a scenario reaches the terminal.
+            # One write per line under a lock: parallel runs (--jobs) never splice lines.
+            with _LOCK:
+                self.stream.write(printable(message) + "\n")
+                self.stream.flush()
+
+    @contextmanager
+    def step(self, label: str, message: str) -> Iterator[None]:
+        self.say(f"[{label}] {message} …")
+        start = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.say(f"[{label}] {message}: failed after {time.monotonic() - start:.1f}s")
+            raise
+        self.say(f"[{label}] {message}: done in {time.monotonic() - start:.1f}s")
+
+    def line(self, label: str, text: str) -> None:
+        self.say(f"[{label}]   {printable(clip(text, 300), newlines=False)}")

@@ -1,0 +1,1 @@
+"""Environments: where a run happens (the interface, venv, Docker, bases, wheels, locks, interpreters)."""

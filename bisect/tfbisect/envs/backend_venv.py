@@ -1,0 +1,124 @@
+"""The venv backend: one cached virtual environment per lock, the scenario run in a subprocess.
+
+Environments live under the cache as `<lock name>-<lock sha[:12]>`; they are built in a
+temporary folder and renamed into place, so an interrupted install never looks finished.
+uv creates and fills them (its wheel cache hard-links files, so a second version costs
+seconds); Pythons uv cannot drive fall back to `python -m venv` and pip.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tfbisect.core.catalogue import Release
+from tfbisect.core.errors import EnvironmentBuildError, NoInterpreterError
+from tfbisect.core.limits import TOKEN_VARIABLES
+from tfbisect.core.process import Finished, run_logged
+from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import Scenario
+from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.envs import interpreters
+from tfbisect.envs.environments import Ended, Launch
+from tfbisect.envs.interpreters import Interpreter
+from tfbisect.envs.locks import Lock, LockSpec, uv_binary
+
+READY = ".tfbisect-ready"
+
+
+class VenvBackend:
+    """`Environments` as local virtual environments, one per lock (see environments.py)."""
+
+    kind = Backend.VENV
+
+    def __init__(self, cache_dir: Path, progress: Progress, have: dict[str, Interpreter]) -> None:
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.have = have
+
+    def python_for(self, release: Release, pinned: str | None) -> str:
+        wanted = release.cpython3
+        return interpreters.choose(wanted, self.have, pinned, release=release.version).version
+
+    def lock_spec(self, spec: EnvSpec) -> LockSpec:
+        return LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras)
+
+    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Path:
+        interpreter = self.have.get(spec.python)
+        if interpreter is None:
+            raise NoInterpreterError(
+                f"Python {spec.python} is not installed here.",
+                f"install it (`pyenv install {spec.python}`) or use --backend docker.",
+            )
+        return self.ensure(spec, lock, interpreter, log_dir)
+
+    @contextmanager
+    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
+        assert isinstance(prepared, Path)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
+        # The scenario gets neither the driver's Python setup nor its GitHub token.
+        for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", *TOKEN_VARIABLES):
+            env.pop(leak, None)
+        argv = self.command(prepared, scenario, outdir / "result.json")
+        shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *argv[:2], "--output", "result.json"]
+        yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown))
+
+    def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
+        return Ended(exit_code=finished.exit_code)
+
+    def env_dir(self, lock: Lock) -> Path:
+        return self.cache_dir / "venvs" / f"{lock.path.stem}-{lock.sha256[:12]}"
+
+    def ensure(self, spec: EnvSpec, lock: Lock, interpreter: Interpreter, log_dir: Path) -> Path:
+        """The environment's python, creating the environment if it is not there yet."""
+        target = self.env_dir(lock)
+        python = target / "bin" / "python"
+        ready = target / READY
+        if ready.is_file() and ready.read_text(encoding="utf-8").strip() == lock.sha256:
+            return python
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{spec.key}.install.log"
+        with self.progress.step(spec.label, f"installing {lock.path.name} into a new venv (log: {log_path})"):
+            try:
+                finished = self._install(partial, lock, interpreter, log_path)
+            except BaseException:  # interrupted: no half-built venv outlives the driver
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            if finished.exit_code != 0:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise EnvironmentBuildError(
+                    f"Installing TF {spec.tf_version} on Python {spec.python} failed:\n"
+                    + "\n".join(finished.log_tail.splitlines()[-15:]),
+                    f"see the full log at {log_path}; check the network, or regenerate the lock with "
+                    f"`tfbisect lock --tf {spec.tf_version} --python {spec.python}`.",
+                )
+            (partial / READY).write_text(lock.sha256 + "\n", encoding="utf-8")
+            shutil.rmtree(target, ignore_errors=True)
+            partial.replace(target)
+        return python
+
+    def _install(self, target: Path, lock: Lock, interpreter: Interpreter, log_path: Path) -> Finished:
+        uv = uv_binary()
+        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
+        script = (
+            f"set -e; {uv} venv --quiet --python {interpreter.path} {target}; "
+            f"{uv} pip sync --python {target}/bin/python {lock.path}"
+        )
+        if interpreter.version == "3.6":
+            # uv does not create or fill Python 3.6 environments.
+            script = (
+                f"set -e; {interpreter.path} -m venv {target}; "
+                f"{target}/bin/python -m pip install --no-deps --require-hashes -r {lock.path}"
+            )
+        # The env dir is renamed after install; uv writes absolute paths into scripts only,
+        # and the scenario is always run as `<env>/bin/python script.py`, which survives it.
+        return run_logged(["bash", "-c", script], log_path=log_path, timeout=3600, env=env)
+
+    def command(self, python: Path, scenario: Scenario, output: Path) -> list[str]:
+        return [str(python), str(scenario.path), "--output", str(output)]

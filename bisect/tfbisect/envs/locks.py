@@ -1,0 +1,210 @@
+"""Locks: each TF version's dependencies resolved as of its release date, per (TF, Python, flavour).
+
+Old releases do not install with today's dependencies (numpy 2 breaks TF 2.7-2.11 and
+2.14.0, protobuf 4 breaks 2.0-2.5), and pip alone picks those.  So every environment
+(venv, tox, Docker) installs from a lock that uv resolved with `--exclude-newer` set to
+the newest pinned package's upload time plus a grace period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfbisect.core.catalogue import Catalogue, Release
+from tfbisect.core.errors import LockError
+from tfbisect.core.fsio import write_text_atomic
+from tfbisect.core.packagedata import data_file
+from tfbisect.core.spec import Flavour, KerasVariant, has_and_cuda, legacy_keras_applies
+from tfbisect.core.versions import python_sort_key
+
+# Point releases of TF's dependencies in the first two weeks after a TF release are the
+# fixes that release was tested against; later ones (numpy 2, protobuf 4) broke old TF.
+GRACE = dt.timedelta(days=14)
+# The wheels the venvs and images here can run.
+PLATFORM = "x86_64-manylinux_2_28"
+HEADER = "# tfbisect lock"
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    tf_version: str
+    python: str
+    flavour: Flavour = Flavour.CPU
+    keras: KerasVariant = KerasVariant.DEFAULT
+
+    @property
+    def filename(self) -> str:
+        legacy = "-tfkeras" if self.keras is KerasVariant.LEGACY else ""
+        return f"tf{self.tf_version}-py{self.python}-{self.flavour.value}{legacy}.txt"
+
+
+@dataclass(frozen=True)
+class Lock:
+    spec: LockSpec
+    path: Path
+    requirements: tuple[str, ...]
+    exclude_newer: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def locks_dir() -> Path:
+    override = os.environ.get("TFBISECT_LOCKS")
+    return Path(override) if override else Path(str(data_file("locks")))
+
+
+def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[str], str]:
+    """The pinned requirements of a lock and the `--exclude-newer` time they resolve at."""
+    release = catalogue.resolve(spec.tf_version, pre=True)
+    uploads = [release.uploaded]
+    if spec.flavour is Flavour.CPU:
+        requirements = [f"{release.cpu_project}=={release.version}"]
+    elif has_and_cuda(release.version):
+        requirements = [f"tensorflow[and-cuda]=={release.version}"]
+    else:
+        raise LockError(
+            f"A CUDA lock for TF {release.version} needs the matching nvidia-*-cu11 wheel set, "
+            "which tfbisect only knows for TF 2.14 and newer (tensorflow[and-cuda]).",
+            "use --base cpu for this version, or a TF 2.14+ release for CUDA.",
+        )
+    if spec.keras is KerasVariant.LEGACY:
+        tf_keras = catalogue.tf_keras_for(release)
+        if not legacy_keras_applies(release.version) or tf_keras is None:
+            raise LockError(
+                f"TF {release.version} has no tf-keras variant: TF_USE_LEGACY_KERAS applies to TF 2.16 and newer.",
+                "drop the tf-keras variant for versions before 2.16 (before 2.16 tf.keras already is Keras 2).",
+            )
+        requirements.append(f"tf-keras=={tf_keras.version}")
+        uploads.append(tf_keras.uploaded)
+    newest = max(dt.datetime.fromisoformat(u.replace("Z", "+00:00")) for u in uploads)
+    cutoff = (newest + GRACE).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return requirements, cutoff
+
+
+def preferred_python(release: Release, have: set[str] | None = None) -> str:
+    """The newest Python the release has wheels for (among those here, when given)."""
+    pythons = release.cpython3
+    if have is not None:
+        pythons = [p for p in pythons if p in have] or pythons
+    if not pythons:
+        raise LockError(
+            f"TF {release.version} has no CPython 3 wheel for linux x86_64.",
+            "pick another version (`tfbisect versions`).",
+        )
+    return max(pythons, key=python_sort_key)
+
+
+def lock_path(spec: LockSpec) -> Path:
+    return locks_dir() / spec.filename
+
+
+def load(spec: LockSpec) -> Lock:
+    path = lock_path(spec)
+    if not path.is_file():
+        raise LockError(
+            f"There is no lock for TF {spec.tf_version} on Python {spec.python} ({spec.flavour.value}"
+            + (", tf-keras" if spec.keras is KerasVariant.LEGACY else "")
+            + f"): {path} does not exist.",
+            f"create it with `tfbisect lock --tf {spec.tf_version} --python {spec.python}"
+            + (" --keras legacy" if spec.keras is KerasVariant.LEGACY else "")
+            + (" --flavour cuda" if spec.flavour is Flavour.CUDA else "")
+            + "` (needs the package index).",
+        )
+    return parse(spec, path)
+
+
+def parse(spec: LockSpec, path: Path) -> Lock:
+    fields: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        if ":" in line and not line.startswith(HEADER):
+            key, _, value = line[1:].partition(":")
+            fields[key.strip()] = value.strip()
+    try:
+        return Lock(
+            spec=spec,
+            path=path,
+            requirements=tuple(fields["requirements"].split()),
+            exclude_newer=fields["exclude-newer"],
+        )
+    except KeyError as exc:
+        raise LockError(
+            f"The lock {path} has no {exc.args[0]!r} header line: it was not written by `tfbisect lock`.",
+            f"regenerate it with `tfbisect lock --tf {spec.tf_version} --python {spec.python}`.",
+        ) from exc
+
+
+def compile_lock(
+    spec: LockSpec, catalogue: Catalogue, interpreter: Path | None, *, index_url: str | None = None
+) -> Lock:
+    """Resolve with uv as of the release date and write the lock atomically."""
+    requirements, cutoff = top_level_requirements(spec, catalogue)
+    command = [
+        uv_binary(),
+        "pip",
+        "compile",
+        "-",
+        "--quiet",
+        "--no-header",
+        "--generate-hashes",
+        "--python-platform",
+        PLATFORM,
+        "--exclude-newer",
+        cutoff,
+    ]
+    # Old dependencies ship sdists whose metadata only builds on the Python they target,
+    # so resolve with that interpreter when this machine has it.
+    command += ["--python", str(interpreter)] if interpreter else ["--python-version", spec.python]
+    if index_url:
+        command += ["--index-url", index_url]
+    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
+    done = subprocess.run(
+        command, input="\n".join(requirements) + "\n", capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-12:])
+        raise LockError(
+            f"uv could not resolve {' '.join(requirements)} for Python {spec.python} as of {cutoff}:\n{tail}",
+            "check the network; if a dependency has no wheel for this Python, lock another Python with --python.",
+        )
+    path = lock_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"{HEADER} (generated by `tfbisect lock`; regenerate rather than edit)",
+        f"# tensorflow: {spec.tf_version}",
+        f"# python: {spec.python}",
+        f"# flavour: {spec.flavour.value}",
+        f"# keras: {spec.keras.value}",
+        f"# requirements: {' '.join(requirements)}",
+        f"# exclude-newer: {cutoff}",
+        f"# platform: {PLATFORM}",
+    ]
+    write_text_atomic(path, "\n".join(header) + "\n" + done.stdout)
+    return parse(spec, path)
+
+
+_UV_LOCK = threading.Lock()
+_UV: list[str] = []
+
+
+def uv_binary() -> str:
+    """The uv that the uv wheel ships, found once: `find_uv_bin` reads sysconfig, whose first
+    use is not thread-safe, and bisections install from several threads."""
+    with _UV_LOCK:
+        if not _UV:
+            try:
+                from uv import find_uv_bin
+
+                _UV.append(str(find_uv_bin()))
+            except (ImportError, FileNotFoundError):
+                _UV.append("uv")
+        return _UV[0]

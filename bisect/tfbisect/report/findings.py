@@ -1,0 +1,236 @@
+"""What a bisection found, in the words every view uses (terminal, HTML, Markdown, PNG, JSON).
+
+Rules that hold in each of them: the finding comes first; a first new version that is not
+resolved is "one of A, B, C", never one version; a run that failed is a failure, never good,
+bad or reproduced; and a run is judged by the question the bisection asked (a probe, the
+verdict, or where a failure begins), with the bisection's own names for its two sides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfbisect.core.record import RunRecord
+from tfbisect.report.style import KIND_LOOK, Kind, Look
+from tfbisect.search.bisectlog import BisectReport, Status
+from tfbisect.search.judge import BAD_STATES, state_of
+
+
+def probe_of(report: BisectReport) -> str | None:
+    probe = report.request.get("probe")
+    return str(probe) if probe else None
+
+
+def question(report: BisectReport) -> str:
+    """What was asked: "probe gradient_eager_plain", "the scenario's verdict" ..."""
+    if report.question:
+        return report.question
+    probe = probe_of(report)
+    return f"probe {probe}" if probe else "the scenario's verdict"
+
+
+def regress_of(report: BisectReport) -> str:
+    if report.regress != "state":
+        return report.regress
+    return str(report.request.get("regress") or "state")
+
+
+def one_of(candidates: list[str], single: object) -> str:
+    """A version as it may be shown: "one of A, B" when the candidates are several."""
+    if len(candidates) > 1:
+        return "one of " + ", ".join(candidates)
+    if single:
+        return str(single)
+    return candidates[0] if candidates else "?"
+
+
+def _is_error(state: str | None) -> bool:
+    return bool(state) and str(state).startswith("error")
+
+
+def _terms(report: BisectReport) -> dict[str, str]:
+    """State name -> the bisection's term, when its two ends gave two real answers."""
+    old, new = report.old_state, report.new_state
+    if not old or not new or old == new or _is_error(old) or _is_error(new):
+        return {}
+    return {old: report.term_old, new: report.term_new}
+
+
+def judged_state(report: BisectReport, state: str | None) -> Look:
+    """How a state (a step's, or a run's under this question) is shown for this bisection."""
+    if state is None:
+        return KIND_LOOK[Kind.SKIP]
+    if regress_of(report) == "error":
+        # The question is failing or not: the sides carry the bisection's names once it has them.
+        answered = report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC)
+        failing_old = _is_error(report.old_state)
+        if _is_error(state):
+            word = (report.term_old if failing_old else report.term_new) if answered else "failure"
+            return KIND_LOOK[Kind.FAILURE].named(word)
+        word = (report.term_new if failing_old else report.term_old) if answered else "working"
+        return KIND_LOOK[Kind.GOOD].named(word)
+    if _is_error(state):
+        return KIND_LOOK[Kind.FAILURE]
+    kind = Kind.BAD if state in BAD_STATES else Kind.GOOD
+    return KIND_LOOK[kind].named(_terms(report).get(state, state.replace("_", " ")))
+
+
+def judge(report: BisectReport, record: RunRecord) -> Look:
+    """A run as the bisection's question sees it."""
+    state = state_of(record, probe_of(report))
+    return judged_state(report, state.name if state else None)
+
+
+def failure_finding_text(report: BisectReport) -> str | None:
+    """Where a failure itself began (or went away): a finding of its own, apart from the question."""
+    found: dict[str, Any] | None = report.failure_finding
+    if not found:
+        return None
+    candidates = [str(c) for c in found.get("candidates") or []]
+    if found.get("direction") == "stops":
+        return (
+            f"last run with the failure {found.get('last_with') or '?'}, "
+            f"first without it {one_of(candidates, found.get('first_without'))}"
+        )
+    return (
+        f"last run without the failure {found.get('last_without') or '?'}, "
+        f"first with it {one_of(candidates, found.get('first_with'))}"
+    )
+
+
+def end_failure_lines(report: BisectReport) -> list[str]:
+    """Ends that fail: there the question cannot be judged (not the failure's own question)."""
+    if regress_of(report) == "error":
+        return []
+    found = report.failure_finding or {}
+    candidates = [str(c) for c in found.get("candidates") or []]
+    lines = []
+    for version, failure in report.end_failures.items():
+        if found.get("failure") == failure and found.get("direction") == "stops":
+            where = f"up to {found.get('last_with') or version}"
+        elif found.get("failure") == failure:
+            where = f"from {one_of(candidates, found.get('first_with') or version)} on"
+        elif version in report.versions and report.versions.index(version) < len(report.versions) / 2:
+            where = f"up to {version}"
+        else:
+            where = f"from {version} on"
+        lines.append(f"{where} the scenario fails: {failure}; the question cannot be judged there")
+    return lines
+
+
+def finding(report: BisectReport, *, asked: bool = True) -> str:
+    """The answer, first: what changed where, then (unless `asked` is False) for which question."""
+    question_text = question(report)
+    failure = str((report.failure_finding or {}).get("failure") or "")
+    found_failure = failure_finding_text(report)
+    answered = report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC)
+    if regress_of(report) == "error" and answered and found_failure:
+        text = f"{found_failure}: {failure}"
+        if report.status is Status.NON_MONOTONIC:
+            text += " (not monotonic: " + _changes(report) + ")"
+        return text
+    if report.status in (Status.FOUND, Status.AMBIGUOUS):
+        text = f"changed between {report.last_old} and {report.first_new_text}"
+        return text + (f": {question_text}" if asked else "") + f" ({report.term_old} → {report.term_new})"
+    if report.status is Status.NON_MONOTONIC:
+        return f"changed more than once ({_changes(report)})" + (f": {question_text}" if asked else "")
+    if report.status is Status.END_FAILS:
+        lines = end_failure_lines(report)
+        text = (
+            "; ".join(lines) if lines else "the scenario fails at an end; the question cannot be judged there"
+        )
+        return text + (f" ({question_text})" if asked else "")
+    if report.status is Status.NO_CHANGE:
+        same = report.old_state if report.old_state and not _is_error(report.old_state) else None
+        text = "no change found" + (f": {question_text}" if asked else "")
+        return text + (f" gives {same.replace('_', ' ')} at both ends" if same else "")
+    if report.status is Status.UNDECIDABLE:
+        return "no answer: an end of the range could not be tested" + (f" ({question_text})" if asked else "")
+    return "interrupted before an answer" + (f" ({question_text})" if asked else "")
+
+
+def _changes(report: BisectReport) -> str:
+    pairs = report.changes or ([(report.last_old, report.first_new_text)] if report.last_old else [])
+    return ", ".join(f"between {a} and {b}" for a, b in pairs) or "see the log"
+
+
+def explain(report: BisectReport) -> str:
+    """The log's message: what the answer means and what to do next, from the log's fields alone
+    (the driver writes no prose)."""
+    status, ends = report.status, report.ends or ["?", "?"]
+    if status is Status.INTERRUPTED:
+        return "every finished run is stored; resume with the same command:\n  " + report.command
+    if status is Status.UNDECIDABLE:
+        return (
+            "an end of the range could not be tested (skips at both sides of it too); see the log for why. "
+            "Give testable ends with --good/--bad."
+        )
+    if status is Status.END_FAILS:
+        return _end_failure_words(report)
+    if status is Status.NO_CHANGE:
+        if regress_of(report) == "error":
+            both = "fails at both ends" if len(report.end_failures) == 2 else "fails at neither end"
+            return (
+                f"the scenario {both} (TF {ends[0]} and {ends[-1]}): there is no start of a failure to find "
+                "between them. Pick other ends, or run `tfbisect sweep`."
+            )
+        return (
+            f"both ends are {report.old_state} (TF {ends[0]} and {ends[-1]}), and so is every stored result "
+            "between them: nothing changed as far as this scenario can tell. Pick other ends, narrow the "
+            "question with --probe, or run `tfbisect sweep` to see every version."
+        )
+    text = _answer_words(report)
+    if regress_of(report) == "error":
+        found = _failure_sentence(report)
+        return found + (f". {text}" if status is not Status.FOUND else "")
+    return text
+
+
+def _answer_words(report: BisectReport) -> str:
+    changes = "; ".join(f"{a} -> {b}" for a, b in report.changes)
+    if report.status is Status.NON_MONOTONIC and report.old_state == report.new_state:
+        return (
+            f"both ends are {report.old_state}, but the results inside the range are not: "
+            f"{len(report.changes)} change points ({changes}). Run `tfbisect sweep` over the range to see every version."
+        )
+    if report.status is Status.NON_MONOTONIC:
+        return (
+            f"the results are not monotonic: {len(report.changes)} change points among the runs ({changes}). "
+            "The first is reported; run `tfbisect sweep` over the range to see them all."
+        )
+    if report.status is Status.AMBIGUOUS:
+        return (
+            f"first {report.term_new} is one of {', '.join(report.candidates)}: the versions between "
+            f"{report.last_old} and {report.first_new} could not be tested (see the log)."
+        )
+    return f"last {report.term_old}: {report.last_old}, first {report.term_new}: {report.first_new}"
+
+
+def _failure_sentence(report: BisectReport) -> str:
+    found = report.failure_finding or {}
+    candidates = list(found.get("candidates") or [])
+    if found.get("direction") == "stops":
+        last, first = found.get("last_with"), found.get("first_without")
+        words = "last run with the failure: TF {}, first without it: TF {}"
+    else:
+        last, first = found.get("last_without"), found.get("first_with")
+        words = "last run without the failure: TF {}, first with it: TF {}"
+    return words.format(last, one_of(candidates, first)) + f" ({found.get('failure', '')})"
+
+
+def _end_failure_words(report: BisectReport) -> str:
+    failing = list(report.end_failures.items())
+    if len(failing) >= 2:
+        (v1, t1), (v2, t2) = failing[:2]
+        return (
+            f"the scenario fails at both ends (TF {v1}: {t1}; TF {v2}: {t2}): the question cannot be judged "
+            "there. Pick ends where it runs (--good/--bad), bisect the failure itself with --regress error, "
+            "or run `tfbisect sweep`."
+        )
+    version, text = failing[0] if failing else ("?", "?")
+    which = "newer" if _is_error(report.new_state) else "older"
+    return (
+        f"the {which} end, TF {version}, fails: {text}; the question cannot be judged there. "
+        "Where the failure itself begins is reported apart; bisect the question where the scenario "
+        "runs by choosing that range with --good/--bad."
+    )

@@ -1,0 +1,191 @@
+"""The Markdown summary for a GitHub issue comment: short, escaped, and under GitHub's size limit."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from tfbisect.core.textsafe import printable
+from tfbisect.report import findings, style
+from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
+from tfbisect.search.bisectlog import BisectReport, Status
+
+# GitHub refuses comment bodies over 65,536 characters; stay clear of it.
+LIMIT = 60_000
+ICON = style.ICON  # word -> mark, from the one table of looks
+
+
+def escape(text: str) -> str:
+    """Text safe inside a table cell: no pipes, newlines, links or raw HTML to break the layout,
+    no control characters, and nothing GitHub would turn into a mention (@team), an issue
+    reference (#123) or a link (https://…) when the summary is posted."""
+    return (
+        printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
+        .replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("[", "\\[")
+        .replace("]", "\\]")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("@", "@<!-- -->")
+        .replace("#", "#<!-- -->")
+        .replace("://", ":<!-- -->//")
+    )
+
+
+def code(text: str) -> str:
+    """An inline code span whatever backticks the text holds."""
+    longest = max((len(list(g)) for k, g in itertools.groupby(text) if k == "`"), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace(chr(10), ' ')}{pad}{fence}"
+
+
+def render(data: ReportData, limit: int = LIMIT) -> str:
+    for group, details in ((False, 50), (True, 50), (True, 10), (True, 0)):
+        body = _render(data, group_rows=group, max_details=details)
+        if len(body) <= limit:
+            return body
+    return body[: limit - 80] + "\n\n… (cut to fit GitHub's comment limit; see the HTML report)\n"
+
+
+def _render(data: ReportData, *, group_rows: bool, max_details: int) -> str:
+    lines = [f"### tfbisect {escape(data.scenario)}: {escape(data.headline())}", ""]
+    b = data.bisect
+    if b is not None:
+        lines += _bisection(b)
+    tally = data.tally()
+    if tally:
+        lines += [escape(tally) + ".", ""]
+    note = data.choice_note()
+    if note:
+        lines += [escape(note), ""]
+    others = data.other_bisects()
+    if others:
+        lines.append("Other bisections of this scenario:")
+        lines.append("")
+        for log, other in others[: max(max_details, 3)]:
+            name = f" ({code(log.name)})" if log else ""
+            question, found = findings.question(other), findings.finding(other, asked=False)
+            lines.append(f"- {escape(question)}: {escape(found)}{name}")
+        lines.append("")
+    columns = data.columns
+    backends = sorted({c.backend for c in data.cells})
+    # Each cell says where it ran; a long table that ran all in one place says it once instead.
+    in_cells = not group_rows or len(backends) > 1
+    if not in_cells:
+        lines += [f"Every run in the table ran in: {escape(backends[0])}.", ""]
+    lines.append("| TF | " + " | ".join(escape(c) for c in columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
+    rows = [(v, [_cell(data, v, c, backend=in_cells) for c in columns]) for v in data.versions]
+    for versions, cells in _group(rows) if group_rows else [([v], c) for v, c in rows]:
+        label = versions[0] if len(versions) == 1 else f"{versions[0]} to {versions[-1]}"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "<details><summary>Reproduce, environments, tool</summary>", ""]
+    commands = sorted(
+        {str(c.record.extra.get("reproduce")) for c in data.cells if c.record.extra.get("reproduce")}
+    )
+    if commands:
+        lines.append("Reproduce any cell:")
+        lines.append("")
+        lines += [f"- {code(command)}" for command in commands[:max_details]]
+        if len(commands) > max_details:
+            lines.append(f"- … and {len(commands) - max_details} more (see the HTML report)")
+        lines.append("")
+    images = sorted({_image_line(c) for c in data.cells if image_facts(c.record)})
+    if images:
+        lines.append("Images (each with its own ID; the base image apart, with its ID):")
+        lines.append("")
+        lines += [f"- {line}" for line in images[:max_details]]
+        if len(images) > max_details:
+            lines.append(f"- … and {len(images) - max_details} more (see the HTML report)")
+        lines.append("")
+    configured = [line for c in data.cells if (line := _configurations(c))]
+    if configured:
+        lines.append("Probes with several configurations:")
+        lines.append("")
+        lines += [f"- {line}" for line in configured[:max_details]]
+        if len(configured) > max_details:
+            lines.append(f"- … and {len(configured) - max_details} more (see the HTML report)")
+        lines.append("")
+    lines.append(
+        f"tfbisect {escape(data.tool_version)} on {escape(data.host)}; scenario {code(data.scenario)} "
+        f"sha256 {code(data.scenario_sha256[:12])}; generated {data.generated_at}"
+    )
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def _bisection(b: BisectReport) -> list[str]:
+    """The chosen bisection's answer: both sides, a first new that is "one of …" when unresolved."""
+    asked = findings.question(b)
+    what = (
+        f"probe {code(findings.probe_of(b) or '')}"
+        if findings.probe_of(b) and not b.question
+        else escape(asked)
+    )
+    runs = f"{b.runs + b.reused} runs for {len(b.versions)} versions"
+    if b.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC) and b.first_new:
+        old_git = code(b.git_versions.get(b.last_old or "") or "?")
+        if len(b.candidates) > 1:
+            first = f"{escape(b.first_new_text)} (untestable versions between)"
+        else:
+            first = f"TF {escape(b.first_new)} ({code(b.git_versions.get(b.first_new) or '?')})"
+        lines = [
+            f"**Last {escape(b.term_old)}:** TF {escape(b.last_old or '?')} ({old_git}) · "
+            f"**First {escape(b.term_new)}:** {first} · [compare]({b.compare_url}) · judged by {what} · {runs}"
+        ]
+        if b.status is Status.NON_MONOTONIC:
+            lines.append(f"Not monotonic: {escape(findings.explain(b))}")
+    else:
+        lines = [
+            f"Bisection ({escape(b.status.value)}, judged by {what}, {runs}): {escape(findings.explain(b))}"
+        ]
+    found_failure = findings.failure_finding_text(b)
+    if found_failure and findings.regress_of(b) == "state":
+        failure = str((b.failure_finding or {}).get("failure", ""))
+        lines.append(f"**Failure finding:** {escape(found_failure)} ({code(failure)})")
+    return [*lines, ""]
+
+
+def _cell(data: ReportData, version: str, column: str, *, backend: bool = True) -> str:
+    cell = data.cell(version, column)
+    if cell is None:
+        return ""
+    look = data.look(cell)
+    secondary = data.secondary(cell)
+    text = f"{look.icon} {escape(look.word)}" + (f" ({escape(secondary)})" if secondary else "")
+    return text + (f" · {escape(cell.backend)}" if backend else "")
+
+
+def _image_line(cell: Cell) -> str:
+    facts = image_facts(cell.record)
+    line = f"{code(facts['image'] or '?')} ID {code(facts['image_id'] or '?')}"
+    if facts["image_repo_digest"]:
+        line += f" (repo digest {code(facts['image_repo_digest'])})"
+    return line + f"; base {code(facts['base_image'] or '?')} ID {code(facts['base_image_id'] or '?')}"
+
+
+def _configurations(cell: Cell) -> str:
+    parts = []
+    for probe in ((cell.record.document or {}).get("probes") or [])[:64]:
+        if not isinstance(probe, dict):
+            continue
+        configs = configurations(probe)
+        if configs:
+            listed = ", ".join(f"{escape(name)} {escape(outcome)}" for name, outcome, _, _ in configs)
+            parts.append(f"{code(str(probe.get('name', '?')))}: {listed}")
+    if not parts:
+        return ""
+    return f"TF {escape(cell.version)} {escape(cell.column)} · {escape(cell.backend)}: " + "; ".join(parts)
+
+
+def _group(rows: Sequence[tuple[str, list[str]]]) -> list[tuple[list[str], list[str]]]:
+    """Consecutive versions with identical rows become one range row."""
+    grouped: list[tuple[list[str], list[str]]] = []
+    for version, cells in rows:
+        if grouped and grouped[-1][1] == cells:
+            grouped[-1][0].append(version)
+        else:
+            grouped.append(([version], cells))
+    return grouped

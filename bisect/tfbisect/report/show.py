@@ -1,0 +1,200 @@
+"""Human-readable views of stored results and the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tfbisect.core.catalogue import Release
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.record import RunRecord
+from tfbisect.core.versions import python_sort_key
+from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
+from tfbisect.report import findings, style
+from tfbisect.search.bisectlog import BisectReport, Status, Step
+from tfbisect.search.sweep import Cell
+
+MARK = style.MARK  # outcome -> "✗ reproduced" ...
+
+
+def record_text(record: RunRecord, path: Path | None = None) -> str:
+    lines = [f"{record.scenario} on {record.spec.label}: {MARK[record.outcome]}"]
+    if path is not None:
+        lines.append(f"  stored at      {path}")
+    env = (record.document or {}).get("environment", {})
+    if env.get("tensorflow"):
+        keras = env.get("keras") or {}
+        lines.append(
+            f"  environment    TF {env['tensorflow']} ({env.get('git_version')}), Python {env.get('python')}, "
+            f"numpy {env.get('numpy')}, Keras {keras.get('version')} ({keras.get('flavour')})"
+        )
+        devices = ", ".join(d["type"] for d in env.get("devices", [])) or "none"
+        lines.append(
+            f"  devices        {devices}; CUDA {env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}"
+        )
+    lines.append(f"  verdict        {record.verdict_summary}")
+    for probe in (record.document or {}).get("probes", []):
+        lines.append(f"    {probe['name']:<26} {probe['outcome']:<9} {probe['summary']}")
+        # A probe that runs several configurations: each one's own outcome, one line each.
+        for name, config in (probe.get("configurations") or {}).items():
+            lines.append(f"      {name:<24} {config['outcome']:<9} {config['summary']}")
+    if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT) or record.document is None:
+        lines.append("  log tail:")
+        lines.extend("    | " + line for line in record.log_tail.splitlines()[-15:])
+    lines.append(f"  run took       {record.duration_s:.1f}s, started {record.started_at}")
+    if record.extra.get("via"):
+        # a run in an environment made elsewhere (tox, or --interpreter): which one
+        interpreter = record.extra.get("interpreter", "?")
+        if record.extra["via"] == "tox":
+            where = f" env {record.extra['tox_env']}" if record.extra.get("tox_env") else ""
+            lines.append(f"  made through   tox{where}, interpreter {interpreter}")
+        else:
+            lines.append(f"  made in        the given environment of {interpreter} (--interpreter)")
+    if record.extra.get("reproduce"):
+        lines.append(f"  reproduce      {record.extra['reproduce']}")
+    if record.command:
+        lines.append(f"  raw command    {record.command}")
+    if record.extra.get("todo"):
+        lines.append(f"  what to do     {record.extra['todo']}")
+    return "\n".join(lines)
+
+
+def versions_table(releases: Iterable[Release], have: set[str]) -> str:
+    rows = [("version", "released", "wheels for CPython", "here", "locked")]
+    for release in releases:
+        pythons = release.cpython3
+        here = [p for p in pythons if p in have]
+        locked = "-"
+        if pythons:
+            preferred = preferred_python(release, have)
+            locked = f"py{preferred}" if lock_path(LockSpec(release.version, preferred)).is_file() else "-"
+        rows.append(
+            (
+                release.version + (" (pre)" if release.prerelease else ""),
+                release.date,
+                " ".join(sorted(pythons, key=python_sort_key)),
+                " ".join(sorted(here, key=python_sort_key)) or "none: use --backend docker",
+                locked,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
+    request = report.request
+    backend = str(request["backend"])
+    if request.get("venv_fallback") in (True, "True"):
+        backend += " (venv where no base image fits)"
+    variant = f"{request['flavour']}, keras {request['keras']}, {backend}"
+    first, last = (report.versions[0], report.versions[-1]) if report.versions else ("?", "?")
+    lines = [
+        f"searched {len(report.versions)} TF versions ({first} .. {last}) on {findings.question(report)}; {variant}",
+    ]
+    answered = report.status in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC)
+    resolved = len(report.candidates) <= 1
+    if answered and findings.regress_of(report) == "state":
+        kind = "a fix" if report.term_old == "bad" else "a change"
+        where = f"TF {report.first_new}" if resolved else report.first_new_text
+        lines.append(f"{kind} in {where}: {report.status.value} ({report.term_old} -> {report.term_new})")
+    else:
+        lines.append(f"{report.status.value}: {findings.finding(report)}")
+    if answered:
+        old_label, new_label = f"last {report.term_old}:", f"first {report.term_new}:"
+        width = max(12, len(old_label) + 1, len(new_label) + 1)
+        git_old = report.git_versions.get(report.last_old or "") or "?"
+        lines.append(
+            f"  {old_label:<{width}}{report.last_old} ({git_old}), {_state_shown(report, report.last_old, report.old_state)}"
+        )
+        if resolved:
+            git_new = report.git_versions.get(report.first_new or "") or "?"
+            lines.append(
+                f"  {new_label:<{width}}{report.first_new} ({git_new}), {_state_shown(report, report.first_new, report.new_state)}"
+            )
+        else:
+            lines.append(
+                f"  {new_label:<{width}}{report.first_new_text} (untestable versions between), "
+                f"{_state_shown(report, None, report.new_state)}"
+            )
+        lines.append(f"  {'compare:':<{width}}{report.compare_url}")
+    found_failure = findings.failure_finding_text(report)
+    if found_failure and findings.regress_of(report) == "state":
+        failure = (report.failure_finding or {}).get("failure", "")
+        lines.append(f"  failure finding: {found_failure} ({failure})")
+    lines.append(findings.explain(report))
+    lines.append(
+        f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
+        f"a sweep of the range needs {len(report.versions)}"
+    )
+    if log_path is not None:
+        lines.append(f"full sequence: tfbisect bisect log {log_path}")
+    return "\n".join(lines)
+
+
+def bisect_log_text(report: BisectReport) -> str:
+    lines = [
+        f"# {report.command}",
+        f"# started {report.started_at}, finished {report.finished_at or '-'}",
+        f"# question: {findings.question(report)}",
+    ]
+    for step in report.steps:
+        reused = " (stored)" if step.reused else ""
+        term = findings.judged_state(report, step.state).word
+        lines.append(
+            f"round {step.round:>2}  {step.version:<10} {term:<8} {step.outcome:<15} "
+            f"{_step_state(step)}{reused}  [{step.seconds:.0f}s]"
+        )
+    lines.append(f"# {report.status.value}: {findings.finding(report)}")
+    found_failure = findings.failure_finding_text(report)
+    if found_failure and findings.regress_of(report) == "state":
+        failure = (report.failure_finding or {}).get("failure", "")
+        lines.append(f"# failure finding: {found_failure} ({failure})")
+    lines.append(f"# {findings.explain(report)}")
+    return "\n".join(lines)
+
+
+def _step_state(step: Step) -> str:
+    """A step's state as people read it: a failure with its real message, never the masked
+    signature that only serves to compare failures."""
+    if step.state and step.state.startswith("error"):
+        return f"failure: {step.summary}"
+    return step.state or "-"
+
+
+def _state_shown(report: BisectReport, version: str | None, state: str | None) -> str:
+    if not state or not state.startswith("error"):
+        return state or "-"
+    for step in report.steps:
+        if step.version == version and step.state == state:
+            return f"failure: {step.summary}"
+    same = next((s for s in report.steps if s.state == state), None)
+    return f"failure: {same.summary}" if same else "failure"
+
+
+def sweep_text(cells: Sequence[Cell], probe: str | None = None) -> str:
+    columns = sorted({(c.flavour.value, c.keras.value) for c in cells})
+    versions = list(dict.fromkeys(c.version for c in cells))
+    by_key = {(c.version, c.flavour.value, c.keras.value): c for c in cells}
+    header = ["TF"] + [f"{f}/{k}" for f, k in columns]
+    rows = [header]
+    for version in versions:
+        row = [version]
+        for flavour, keras in columns:
+            cell = by_key.get((version, flavour, keras))
+            row.append(_sweep_cell(cell, probe))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _sweep_cell(cell: Cell | None, probe: str | None) -> str:
+    if cell is None or cell.record is None:
+        return "n/a"
+    record = cell.record
+    text = MARK[record.outcome]
+    if probe and record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED):
+        found = record.probe(probe)
+        text += f" ({probe}: {found['outcome'] if found else 'absent'})"
+    return text

@@ -1,0 +1,1 @@
+"""Runs: the runner that takes one spec from a request to a stored record."""

@@ -1,0 +1,338 @@
+"""The steps of a run, each small enough to test alone: resolve, lock, reuse, install, run, store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from packaging.version import Version
+
+from tfbisect.core import interrupt
+from tfbisect.core.catalogue import Catalogue
+from tfbisect.core.errors import (
+    BackendUnavailableError,
+    EnvironmentBuildError,
+    LockError,
+    NoInterpreterError,
+    TfbisectError,
+)
+from tfbisect.core.fsio import file_lock, now_iso, stamp
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.process import run_logged
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import Failure, RunRecord, classify
+from tfbisect.core.resultfile import read_result
+from tfbisect.core.scenario import Scenario, scenarios_dir
+from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
+from tfbisect.core.store import ResultStore
+from tfbisect.envs import interpreters, locks
+from tfbisect.envs.backend_docker import DockerBackend
+from tfbisect.envs.backend_venv import VenvBackend
+from tfbisect.envs.docker_engine import DockerError
+from tfbisect.envs.environments import Environments, place
+from tfbisect.envs.interpreters import Interpreter
+
+DEFAULT_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    reports_dir: Path
+    cache_dir: Path
+    timeout: float = DEFAULT_TIMEOUT
+    force: bool = False
+    lock_missing: bool = True  # resolve a lock on the fly when none is committed
+    keep_containers: bool = False  # leave containers behind for debugging
+    base_image: str | None = None  # a user-named base image for the Docker backend
+
+    @property
+    def store(self) -> ResultStore:
+        return ResultStore(self.reports_dir / "results")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.reports_dir / "logs"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("TFBISECT_CACHE"):
+        return Path(os.environ["TFBISECT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfbisect"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `Runner.run` did: the record, and whether it was reused or made now (and where it logged)."""
+
+    record: RunRecord
+    reused: bool
+    seconds: float  # the wall time of this call: ~0 for a reused record
+    log: Path | None = None
+
+
+class Runner:
+    """Runs one scenario in one environment, reusing the stored result when there is one.
+
+    It knows backends only through `environments.Environments`: which one a spec names is
+    looked up in `environment`, and nothing below here switches on the kind of backend."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        settings: Settings,
+        progress: Progress,
+        have: dict[str, Interpreter] | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.settings = settings
+        self.progress = progress
+        self.store = settings.store
+        self.have = have if have is not None else interpreters.available()
+        self._environments: dict[Backend, Environments] = {}
+        self._environments_lock = threading.Lock()
+
+    def environment(self, kind: Backend) -> Environments:
+        """The backend of that kind, made on first use (bisect rounds call this from several threads)."""
+        with self._environments_lock:
+            if kind not in self._environments:
+                self._environments[kind] = self._make(kind)
+            return self._environments[kind]
+
+    def _make(self, kind: Backend) -> Environments:
+        if kind is Backend.DOCKER:
+            return DockerBackend(
+                self.settings.cache_dir,
+                self.progress,
+                keep=self.settings.keep_containers,
+                user_base=self.settings.base_image,
+            )
+        return VenvBackend(self.settings.cache_dir, self.progress, self.have)
+
+    # -- step 1: which environment ----------------------------------------------------
+    def spec_for(
+        self,
+        version: str,
+        *,
+        python: str | None = None,
+        flavour: Flavour = Flavour.CPU,
+        keras: KerasVariant = KerasVariant.DEFAULT,
+        backends: Sequence[Backend] = (Backend.VENV,),
+        pre: bool = False,
+    ) -> EnvSpec:
+        """The environment a version runs in: the first of `backends` that can place it."""
+        release = self.catalogue.resolve(version, pre=pre)
+        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
+            keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
+        chosen, environments = place(release, python, [self.environment(b) for b in backends])
+        return EnvSpec(release.version, chosen, flavour, keras, environments.kind)
+
+    # -- step 2: the lock ---------------------------------------------------------------
+    def lock_for(self, spec: EnvSpec) -> locks.Lock:
+        lock_spec = self.environment(spec.backend).lock_spec(spec)
+        try:
+            return locks.load(lock_spec)
+        except LockError:
+            if not self.settings.lock_missing:
+                raise
+        interpreter = self.have.get(spec.python)
+        with self.progress.step(spec.label, "no committed lock; resolving one as of the release date"):
+            return locks.compile_lock(lock_spec, self.catalogue, interpreter.path if interpreter else None)
+
+    # -- step 3..5: reuse, or install, run and store ----------------------------------
+    def run(self, spec: EnvSpec, scenario: Scenario) -> RunResult:
+        interrupt.check()  # a stopping driver starts nothing new
+        start = time.monotonic()
+        with self.cell_lock(spec, scenario):
+            if not self.settings.force:
+                stored = self.store.get(scenario.name, scenario.sha256, spec)
+                if stored is not None and stored.answers(self.settings.timeout):
+                    self.progress.say(f"[{spec.label}] reusing the stored result: {stored.outcome.value}")
+                    return RunResult(stored, reused=True, seconds=time.monotonic() - start)
+                if stored is not None and stored.outcome is Outcome.TIMEOUT:
+                    self.progress.say(
+                        f"[{spec.label}] the stored result is a timeout after {stored.timeout_s or 0:g}s; "
+                        f"running again with --timeout {self.settings.timeout:g}"
+                    )
+            started = now_iso()
+            try:
+                lock = self.lock_for(spec)
+                prepared = self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
+            except (
+                EnvironmentBuildError,
+                LockError,
+                NoInterpreterError,
+                DockerError,
+                BackendUnavailableError,
+            ) as exc:
+                record = self.infrastructure_skip(spec, scenario, started, exc)
+                return RunResult(record, reused=False, seconds=time.monotonic() - start)
+            record = self.execute(spec, scenario, prepared, lock, started)
+            log = record.extra.get("log")
+            return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
+
+    def run_given(
+        self, spec: EnvSpec, scenario: Scenario, python: Path, tags: dict[str, object]
+    ) -> RunRecord:
+        """Run in an environment made elsewhere (a tox env), through the same `execute`.
+
+        `givenenv.spec_for` has checked that `python` is the spec's Python with the spec's TF.
+        Nothing is built and no stored result is reused: the run happens and replaces the
+        cell's stored record, with `tags` (via, tox env, interpreter) in its `extra`."""
+        interrupt.check()
+        with self.cell_lock(spec, scenario):
+            lock = locks.load(locks.LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras))
+            record = self.execute(spec, scenario, python, lock, now_iso())
+            record = replace(record, extra={**record.extra, **tags})
+            self.store.put(record)
+            return record
+
+    @contextlib.contextmanager
+    def cell_lock(self, spec: EnvSpec, scenario: Scenario) -> Iterator[None]:
+        """One run of a cell at a time, across threads and processes: a second one waits for the
+        first and then reuses its result instead of running the same thing twice."""
+        path = (
+            self.settings.reports_dir / ".locks" / f"{scenario.slug}-{scenario.sha256[:12]}-{spec.key}.lock"
+        )
+        with file_lock(
+            path,
+            on_wait=lambda: self.progress.say(
+                f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
+            ),
+        ):
+            yield
+
+    def infrastructure_skip(
+        self, spec: EnvSpec, scenario: Scenario, started: str, exc: TfbisectError
+    ) -> RunRecord:
+        """Infrastructure, not behaviour: a skip, stored with its reason, that a later run retries."""
+        interrupt.check()  # an install killed because the driver is stopping is no finding
+        record = RunRecord(
+            spec=spec,
+            scenario=scenario.name,
+            scenario_sha256=scenario.sha256,
+            outcome=Outcome.SKIP,
+            exit_code=None,
+            document=None,
+            failure=Failure(type(exc).__name__, exc.what),
+            log_tail=exc.what[-4000:],
+            command="",
+            started_at=started,
+            duration_s=0.0,
+            extra={"infrastructure": True, "todo": exc.todo},
+            timeout_s=self.settings.timeout,
+        )
+        self.store.put(record)
+        self.progress.say(f"[{spec.label}] skip: {exc.what.splitlines()[0]}")
+        return record
+
+    def log_dir(self, scenario: Scenario) -> Path:
+        return self.settings.logs_dir / scenario.slug / scenario.sha256[:12]
+
+    def execute(
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, lock: locks.Lock, started: str
+    ) -> RunRecord:
+        """Launch one run in a prepared environment, classify how it ended, store the record."""
+        environments = self.environment(spec.backend)
+        # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
+        log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
+        with (
+            tempfile.TemporaryDirectory(prefix="tfbisect-run-") as tmp,
+            environments.launch(spec, scenario, prepared, Path(tmp)) as launch,
+        ):
+            self.progress.say(f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)")
+            finished = run_logged(
+                launch.argv,
+                log_path=log_path,
+                timeout=self.settings.timeout,
+                env=launch.env,
+                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
+            )
+            raw, unreadable = read_result(Path(tmp))
+            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        if ended.unstarted is not None:
+            return self.infrastructure_skip(
+                spec,
+                scenario,
+                started,
+                DockerError(
+                    ended.unstarted, f"see {log_path}; run again (the image is rebuilt if it went missing)."
+                ),
+            )
+        outcome, document, failure = classify(
+            ended.exit_code,
+            raw,
+            finished.log_tail,
+            timed_out=finished.timed_out,
+            expected_sha256=scenario.sha256,
+            unreadable=unreadable,
+            timeout=self.settings.timeout,
+            memory_limit=ended.memory_limit,
+        )
+        extra = dict(launch.extra)
+        if finished.leftovers:
+            extra["leftover_processes_killed"] = finished.leftovers
+        record = RunRecord(
+            spec=spec,
+            scenario=scenario.name,
+            scenario_sha256=scenario.sha256,
+            outcome=outcome,
+            exit_code=ended.exit_code,
+            document=document,
+            failure=failure,
+            log_tail=finished.log_tail,
+            command=launch.shown,
+            started_at=started,
+            duration_s=round(finished.seconds, 3),  # as stored, so a reload compares equal
+            lock_sha256=lock.sha256,
+            extra={
+                "log": str(log_path),
+                "lock": lock.path.name,
+                "reproduce": reproduce_command(spec, scenario, self.settings.timeout),
+                **extra,
+            },
+            timeout_s=self.settings.timeout,
+        )
+        path = self.store.put(record)
+        self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s → {path}")
+        return record
+
+
+def _is_probe_line(line: str) -> bool:
+    return line.startswith(("probe ", "verdict:"))
+
+
+def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:
+    parts = [
+        "tfbisect",
+        "run",
+        "--tf",
+        spec.tf_version,
+        "--python",
+        spec.python,
+        "--backend",
+        spec.backend.value,
+    ]
+    if spec.flavour is not Flavour.CPU:
+        parts += ["--base", spec.flavour.value]
+    if spec.keras is not KerasVariant.DEFAULT:
+        parts += ["--keras", spec.keras.value]
+    parts += ["--scenario", scenario_argument(scenario)]
+    if timeout != DEFAULT_TIMEOUT:
+        parts += ["--timeout", f"{timeout:g}"]
+    if Version(spec.tf_version).is_prerelease:
+        parts.append("--pre")
+    return shlex.join(parts)
+
+
+def scenario_argument(scenario: Scenario) -> str:
+    """How a command names the scenario: by name when that finds this very file, else by its
+    absolute path, so that the command works as printed from any directory."""
+    by_name = scenarios_dir() / f"{scenario.name}.py"
+    return scenario.name if by_name.is_file() and by_name.resolve() == scenario.path else str(scenario.path)

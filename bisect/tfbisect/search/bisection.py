@@ -1,0 +1,349 @@
+"""The bisect command's workflow: pick versions, run rounds, judge them, and write what was found.
+
+The search state lives in `search.BisectState`, the meaning of old and new in `judge`,
+the runs in `workflow.Runner`; this module only drives them and keeps the log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from tfbisect.core.fsio import now_iso, write_json_atomic
+from tfbisect.core.names import safe_component
+from tfbisect.core.process import kill_all
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.spec import EnvSpec
+from tfbisect.core.versions import git_tag
+from tfbisect.runs.workflow import Runner, RunResult
+from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
+from tfbisect.search.bisectplan import BisectRequest as BisectRequest
+from tfbisect.search.bisectplan import plan
+from tfbisect.search.judge import Judgement, State, failure_terms, failure_text, state_of, terms_for
+from tfbisect.search.state import BisectState, ChangePoint, Class
+
+COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
+
+
+# One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
+Execute = Callable[[EnvSpec], RunResult]
+
+
+class Bisection:
+    def __init__(
+        self,
+        request: BisectRequest,
+        runner: Runner,
+        progress: Progress,
+        log_path: Path,
+        execute: Execute | None = None,
+    ) -> None:
+        self.request = request
+        self.runner = runner
+        self.progress = progress
+        self.log_path = log_path
+        self.execute = execute or (lambda spec: runner.run(spec, request.scenario))
+        planned = plan(request, runner.catalogue, runner.environment)
+        self.releases, self.specs = list(planned.releases), list(planned.specs)
+        self.records: dict[int, RunRecord] = {}
+        self.round = 0
+        self.report = BisectReport(
+            request=request.to_record(),
+            command=request.command(),
+            versions=[r.version for r in self.releases],
+            started_at=now_iso(),
+        )
+
+    # -- running ---------------------------------------------------------------------
+    def run_round(self, indices: Sequence[int]) -> None:
+        todo = [i for i in indices if i not in self.records and self.specs[i] is not None]
+        for i in indices:
+            if self.specs[i] is None and i not in self.records:
+                self.note_unavailable(i)
+        if not todo:
+            return
+        self.round += 1
+        names = ", ".join(self.releases[i].version for i in todo)
+        self.progress.say(f"== round {self.round}: {names}")
+        with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
+            futures = {i: pool.submit(self.execute, self.specs[i]) for i in todo}  # type: ignore[arg-type]
+            try:
+                for i, future in futures.items():
+                    done = future.result()
+                    self.records[i] = done.record
+                    self.add_step(i, done.record, done.seconds, done.reused)
+            except KeyboardInterrupt:
+                # Stopping: the other runs of the round are being killed; keep the ones that
+                # finished before the signal in the log (their results are stored anyway).
+                kill_all()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for i, future in futures.items():
+                    finished = future.done() and not future.cancelled() and future.exception() is None
+                    if i not in self.records and finished:
+                        done = future.result()
+                        self.records[i] = done.record
+                        self.add_step(i, done.record, done.seconds, done.reused)
+                raise
+        self.save()
+
+    def _stored(self, spec: EnvSpec) -> RunRecord | None:
+        """The stored record that answers this bisection's runs (same question, timeout long enough)."""
+        found = self.runner.store.get(self.request.scenario.name, self.request.scenario.sha256, spec)
+        return found if found is not None and found.answers(self.runner.settings.timeout) else None
+
+    def note_unavailable(self, index: int) -> None:
+        release = self.releases[index]
+        self.report.steps.append(
+            Step(
+                round=self.round,
+                version=release.version,
+                outcome=StepOutcome.UNAVAILABLE,
+                state=None,
+                cls=Class.SKIP,
+                reused=False,
+                seconds=0.0,
+                summary=f"no wheel for a Python here (needs one of {', '.join(release.pythons)})",
+            )
+        )
+
+    def add_step(
+        self, index: int, record: RunRecord, seconds: float, reused: bool, round_: int | None = None
+    ) -> None:
+        state = state_of(record, self.request.probe)
+        self.report.steps.append(
+            Step(
+                round=self.round if round_ is None else round_,
+                version=self.releases[index].version,
+                outcome=StepOutcome(record.outcome.value),
+                state=state.name if state else None,
+                cls=Class.UNJUDGED,
+                reused=reused,
+                seconds=round(seconds, 2),
+                summary=record.verdict_summary[:300],
+                key=record.spec.key,
+            )
+        )
+
+    def state(self, index: int) -> State | None:
+        record = self.records.get(index)
+        return state_of(record, self.request.probe) if record else None
+
+    # -- the search ------------------------------------------------------------------
+    def run(self) -> BisectReport:
+        try:
+            self._search()
+        except KeyboardInterrupt:
+            kill_all()
+            self.report.status = Status.INTERRUPTED
+            self.save()
+            raise
+        self.report.finished_at = now_iso()
+        self.save()
+        return self.report
+
+    def _search(self) -> None:
+        size = len(self.releases)
+        probe_state = BisectState(size, self.request.jobs)
+        self.run_round(probe_state.first_round())
+        low, high = self.decide_end(0, +1), self.decide_end(size - 1, -1)
+        if low is None or high is None or low >= high:
+            self.finish_undecidable()
+            return
+        self.report.ends = [self.releases[low].version, self.releases[high].version]
+        self.gather_evidence(low, high)
+        old, new = self.state(low), self.state(high)
+        assert old is not None and new is not None
+        self.report.old_state, self.report.new_state = old.name, new.name
+        for index, end_state in ((low, old), (high, new)):
+            if end_state.is_error:
+                self.report.end_failures[self.releases[index].version] = self.failure_at(index)
+        if self.request.regress == "error":
+            self.search_failure(low, high, old, new, any_failure=True)
+            return
+        if old.is_error or new.is_error:
+            self.report.status = Status.END_FAILS
+            if old.is_error != new.is_error:
+                self.search_failure(low, high, old, new, any_failure=False)
+            return
+        terms = terms_for(old, new, self.request.term_old, self.request.term_new)
+        self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
+        if old == new:
+            self.label_steps(terms)
+            self.finish_no_change(low, high, old)
+            return
+        state = self.narrow(low, high, terms)
+        self.finish(state, terms, low)
+
+    def gather_evidence(self, low: int, high: int) -> None:
+        """Every stored result for the same question inside the range is evidence: taken into
+        the search (it costs nothing) and into the answer (a non-monotonic range says so)."""
+        if self.runner.settings.force:
+            return
+        for i in range(low + 1, high):
+            spec = self.specs[i]
+            if i in self.records or spec is None:
+                continue
+            stored = self._stored(spec)
+            if stored is not None:
+                self.records[i] = stored
+                self.add_step(i, stored, 0.0, True, round_=0)  # round 0: known before this bisection
+
+    def narrow(self, low: int, high: int, judgement: Judgement) -> BisectState:
+        """Rounds between two ends of different classes, until the change point is pinned."""
+        state = BisectState(high - low + 1, self.request.jobs)
+        for i in self.records:
+            if low <= i <= high:
+                state.record(i - low, judgement.classify(self.state(i)))
+        for i in range(low, high + 1):
+            if self.specs[i] is None:
+                state.record(i - low, Class.SKIP)
+                self.note_unavailable(i)
+        while True:
+            todo = state.next_round()
+            if not todo:
+                break
+            self.run_round([i + low for i in todo])
+            for i in todo:
+                state.record(i, judgement.classify(self.state(i + low)))
+        return state
+
+    def failure_at(self, index: int) -> str:
+        record = self.records[index]
+        return failure_text(record, self.request.probe) or record.verdict_summary
+
+    def search_failure(self, low: int, high: int, old: State, new: State, *, any_failure: bool) -> None:
+        """Where a failure began (or went away): its own finding, never a good or a bad."""
+        if old.is_error == new.is_error:  # only with --regress error: both ends fail, or neither
+            self.report.status = Status.NO_CHANGE
+            return
+        terms = failure_terms(
+            old,
+            new,
+            any_failure=any_failure,
+            term_old=self.request.term_old if any_failure else None,
+            term_new=self.request.term_new if any_failure else None,
+        )
+        failing_index = low if terms.failing_old else high
+        failure = self.failure_at(failing_index)
+        self.report.question = (
+            (
+                "where the scenario starts to fail"
+                if not terms.failing_old
+                else "where the scenario stops failing"
+            )
+            if any_failure
+            else self.report.question
+        )
+        state = self.narrow(low, high, terms)
+        result = state.result()
+        change = self.confirm(result.change, state, terms, low)
+        names = self.report.versions
+        last_old, first_new = names[change.last_old + low], names[change.first_new + low]
+        candidates = [names[i + low] for i in change.candidates]
+        without, with_ = (first_new, last_old) if terms.failing_old else (last_old, first_new)
+        self.report.failure_finding = {
+            "failure": failure,
+            "direction": "stops" if terms.failing_old else "starts",
+            "last_without": None if terms.failing_old else without,
+            "first_with": with_ if not terms.failing_old else None,
+            "last_with": with_ if terms.failing_old else None,
+            "first_without": without if terms.failing_old else None,
+            "candidates": candidates,
+        }
+        self.label_steps(terms)
+        if any_failure:
+            self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
+            self.finish(state, terms, low)
+
+    def finish_no_change(self, low: int, high: int, end_state: State) -> None:
+        """Both ends agree; but stored results inside the range may not, and then that is the answer."""
+        decisive = [
+            (i, self.state(i))
+            for i in sorted(self.records)
+            if low <= i <= high and self.state(i) is not None and not self.state(i).is_error  # type: ignore[union-attr]
+        ]
+        names = self.report.versions
+        changes = [(names[i], names[j]) for (i, a), (j, b) in itertools.pairwise(decisive) if a != b]
+        if changes:
+            self.report.status = Status.NON_MONOTONIC
+            self.report.changes = changes
+            return
+        self.report.status = Status.NO_CHANGE
+
+    def decide_end(self, index: int, step: int) -> int | None:
+        """The end itself if it can be tested, else the nearest testable version inward (up to 3 tries)."""
+        for _ in range(4):
+            if not 0 <= index < len(self.releases):
+                return None
+            self.run_round([index])
+            if self.state(index) is not None:
+                return index
+            self.progress.say(
+                f"TF {self.releases[index].version} cannot be tested here; moving the end inward"
+            )
+            index += step
+        return None
+
+    def finish_undecidable(self) -> None:
+        self.report.status = Status.UNDECIDABLE
+
+    def label_steps(self, terms: Judgement) -> None:
+        """Name each step old/new/skip/other now that the ends have fixed what those mean."""
+        self.report.steps = [
+            replace(step, cls=terms.classify(State(step.state) if step.state else None))
+            for step in self.report.steps
+        ]
+
+    def finish(self, state: BisectState, terms: Judgement, low: int) -> None:
+        result = state.result()
+        change = self.confirm(result.change, state, terms, low)
+        result = state.result()
+        names = self.report.versions
+        last_old, first_new = names[change.last_old + low], names[change.first_new + low]
+        self.report.last_old, self.report.first_new = last_old, first_new
+        self.report.candidates = [names[i + low] for i in change.candidates]
+        self.report.changes = [
+            (names[c.last_old + low], names[c.first_new + low]) for c in result.all_changes
+        ]
+        for version, index in ((last_old, change.last_old + low), (first_new, change.first_new + low)):
+            record = self.records.get(index)
+            self.report.git_versions[version] = record.git_version if record else None
+        self.report.compare_url = COMPARE.format(old=git_tag(last_old), new=git_tag(first_new))
+        self.label_steps(terms)
+        if not result.monotonic:
+            self.report.status = Status.NON_MONOTONIC
+        elif change.unresolved:
+            self.report.status = Status.AMBIGUOUS
+        else:
+            self.report.status = Status.FOUND
+
+    def confirm(self, change: ChangePoint, state: BisectState, terms: Judgement, low: int) -> ChangePoint:
+        """Check the versions next to the change point when that is cheap (stored) or asked for."""
+        neighbours = [change.last_old - 1, change.first_new + 1]
+        cheap = []
+        for i in neighbours:
+            if 0 <= i < state.size and i not in state.known and self.specs[i + low] is not None:
+                spec = self.specs[i + low]
+                assert spec is not None
+                if self.request.confirm or self._stored(spec) is not None:
+                    cheap.append(i)
+        if cheap:
+            self.run_round([i + low for i in cheap])
+            for i in cheap:
+                state.record(i, terms.classify(self.state(i + low)))
+        return state.result().change
+
+    def save(self) -> None:
+        write_json_atomic(self.log_path, self.report.to_dict())
+
+
+def log_name(request: BisectRequest) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    what = safe_component(request.probe or "verdict")
+    variant = f"{safe_component(request.flavour.value)}-{safe_component(request.keras.value)}"
+    return f"{stamp}-{request.scenario.slug}-{what}-{variant}.json"

@@ -1,0 +1,138 @@
+"""The plan of a bisection: the request, and the releases it covers with the environment each
+runs in here (or none: a skip that costs no run).  Pure apart from asking the backends where a
+release fits, which needs no engine: nothing runs and nothing is contacted before round one."""
+
+from __future__ import annotations
+
+import enum
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from packaging.version import Version
+
+from tfbisect.core.catalogue import Catalogue, Release
+from tfbisect.core.errors import NoInterpreterError, UsageError
+from tfbisect.core.scenario import Scenario
+from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
+from tfbisect.envs.environments import Environments, place
+from tfbisect.runs.workflow import scenario_argument
+
+
+@dataclass(frozen=True)
+class BisectRequest:
+    scenario: Scenario
+    good: str | None = None
+    bad: str | None = None
+    probe: str | None = None
+    flavour: Flavour = Flavour.CPU
+    keras: KerasVariant = KerasVariant.DEFAULT
+    backend: Backend = Backend.VENV
+    # With --backend auto and an engine: versions no base image fits (Python <= 3.8) run in venvs.
+    venv_fallback: bool = False
+    python: str | None = None
+    jobs: int = 1
+    pre: bool = False
+    confirm: bool = False
+    term_old: str | None = None
+    term_new: str | None = None
+    timeout: float | None = None  # None: the default
+    regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
+
+    def to_record(self) -> dict[str, Any]:
+        """The request as the log keeps it: JSON values of their own types, the scenario by name
+        and hash (what a report matches logs by)."""
+        kept: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key != "scenario":
+                kept[key] = value.value if isinstance(value, enum.Enum) else value
+        return kept | {"scenario": self.scenario.name, "scenario_sha256": self.scenario.sha256}
+
+    def command(self) -> str:
+        """The command line that repeats (or resumes) this bisection, from any directory."""
+        return shlex.join(self.to_argv())
+
+    def to_argv(self) -> list[str]:
+        """Every option that changes the answer, as `tfbisect bisect` parses it back (a test
+        round-trips it through the parser)."""
+        parts = ["tfbisect", "bisect", "--scenario", scenario_argument(self.scenario)]
+        for flag, value in (("--good", self.good), ("--bad", self.bad), ("--probe", self.probe)):
+            if value:
+                parts += [flag, value]
+        if self.flavour is not Flavour.CPU:
+            parts += ["--base", self.flavour.value]
+        if self.keras is not KerasVariant.DEFAULT:
+            parts += ["--keras", self.keras.value]
+        # Always explicit: the default (auto) would pick containers once an engine answers.
+        parts += ["--backend", "auto" if self.venv_fallback else self.backend.value]
+        if self.python:
+            parts += ["--python", self.python]
+        if self.jobs != 1:
+            parts += ["--jobs", str(self.jobs)]
+        for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
+            if on:
+                parts.append(flag)
+        for flag, value in (("--term-old", self.term_old), ("--term-new", self.term_new)):
+            if value:
+                parts += [flag, value]
+        if self.timeout is not None:
+            parts += ["--timeout", f"{self.timeout:g}"]
+        if self.regress != "state":
+            parts += ["--regress", self.regress]
+        return parts
+
+
+@dataclass(frozen=True)
+class Plan:
+    releases: tuple[Release, ...]  # oldest first, both ends included
+    specs: tuple[EnvSpec | None, ...]  # one per release; None: nothing here can run it
+
+
+def plan(
+    request: BisectRequest, catalogue: Catalogue, environment: Callable[[Backend], Environments]
+) -> Plan:
+    """The releases between the request's ends (default: the oldest and newest that run here),
+    each placed on the first backend of the request that fits it."""
+    kinds = [request.backend] + ([Backend.VENV] if request.venv_fallback else [])
+
+    def spec_for(release: Release) -> EnvSpec | None:
+        try:
+            python, environments = place(release, request.python, [environment(k) for k in kinds])
+        except NoInterpreterError:
+            return None
+        keras = request.keras
+        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
+            keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
+        return EnvSpec(release.version, python, request.flavour, keras, environments.kind)
+
+    releases = catalogue.releases(pre=request.pre)
+    if request.keras is KerasVariant.LEGACY and not (request.good or request.bad):
+        releases = [r for r in releases if legacy_keras_applies(r.version)] or releases
+    specs = {r.version: spec_for(r) for r in releases}
+    runnable = [r for r in releases if specs[r.version] is not None]
+    if request.good:
+        start = catalogue.resolve(request.good, pre=True)
+    elif runnable:
+        start = runnable[0]
+    else:
+        raise UsageError(
+            "No TF release in the catalogue can run on the Pythons this machine has.",
+            "install a Python that TF supports (3.7-3.13), or use --backend docker.",
+        )
+    end = catalogue.resolve(request.bad, pre=True) if request.bad else runnable[-1]
+    low, high = sorted((start, end), key=lambda r: Version(r.version))
+    if low.version == high.version:
+        raise UsageError(
+            f"Both ends are TF {low.version}: there is nothing to bisect.",
+            "give two different versions with --good and --bad (or omit them to search all here).",
+        )
+    chosen = [r for r in releases if Version(low.version) <= Version(r.version) <= Version(high.version)]
+    for end_release in (low, high):  # an end named explicitly may be a pre-release
+        if end_release not in chosen:
+            chosen.append(end_release)
+    chosen.sort(key=lambda r: Version(r.version))
+    return Plan(
+        releases=tuple(chosen),
+        specs=tuple(specs[r.version] if r.version in specs else spec_for(r) for r in chosen),
+    )

@@ -59,7 +59,8 @@ def all_outcomes() -> list[RunRecord]:
         outcome=Outcome.SKIP,
         document=None,
         failure=Failure("EnvironmentBuildError", "Installing TF 2.0.4 on Python 3.7 failed"),
-        extra={"infrastructure": True},
+        extra={},
+        infrastructure=True,
     )
     error = dataclasses.replace(
         real,

@@ -122,7 +122,7 @@ def test_failed_install_is_a_retried_skip_and_keeps_the_log(
     record = run.run(SPEC, find("gradient_mismatch")).record
     assert record.outcome is Outcome.SKIP
     assert record.failure is not None and record.failure.type == "EnvironmentBuildError"
-    assert record.extra["infrastructure"] is True
+    assert record.infrastructure is True and record.to_dict()["infrastructure"] is True
     logs = list((reports / "logs").rglob("*.install.log"))
     assert logs and "nonexistent" in logs[0].read_text()
     assert not list((reports / "cache" / "venvs").glob("*")), "a failed install leaves no half-built venv"

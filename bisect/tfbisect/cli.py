@@ -371,7 +371,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_show(args: argparse.Namespace, progress: Progress) -> int:
     if args.result is None:
-        results = store.ResultStore(args.reports / "results")
+        results = store.ResultStore(args.reports / "results", warn=progress.say)
         found = list(results.records())
         if not found:
             print(f"no stored results under {results.root}; run one with `tfbisect run --tf 2.10`.")

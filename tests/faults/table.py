@@ -1573,7 +1573,7 @@ def docker_run(ctx: Ctx, stem: str, *, timeout: float = 60, reports: Path | None
     image = str(record.get("extra", {}).get("image") or "")
     if image:
         ctx.table.image_tags.add(image)
-    if call.rc == 125 and record.get("extra", {}).get("infrastructure"):
+    if call.rc == 125 and record.get("infrastructure"):
         ctx.table.docker_broken = clean(failure_text(record), 200)
         raise RuntimeError(f"the Docker image does not build: {ctx.table.docker_broken}")
     return call

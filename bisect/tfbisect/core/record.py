@@ -56,13 +56,14 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     tool_version: str = __version__
     timeout_s: float | None = None  # the --timeout it ran under: a timeout is only as final as that
+    infrastructure: bool = False  # a skip made by the environment (no install, no engine): retried
 
     def answers(self, timeout: float) -> bool:
         """Whether this stored record answers a run with `timeout`, so it can be reused.
 
         An infrastructure skip (a failed install, no engine) is retried; a timeout is final
         only for a timeout no longer than the one it ran under."""
-        if self.extra.get("infrastructure"):
+        if self.infrastructure:
             return False
         if self.outcome is Outcome.TIMEOUT:
             return self.timeout_s is not None and self.timeout_s >= timeout
@@ -105,6 +106,7 @@ class RunRecord:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "timeout_s": self.timeout_s,
+            "infrastructure": self.infrastructure,
             "extra": self.extra,
             "log_tail": self.log_tail,
             "document": self.document,
@@ -129,6 +131,10 @@ class RunRecord:
             extra=dict(data.get("extra") or {}),
             tool_version=data.get("tool_version", "?"),
             timeout_s=float(data["timeout_s"]) if data.get("timeout_s") is not None else None,
+            # records of the first landing kept the flag in `extra`
+            infrastructure=bool(
+                data.get("infrastructure", (data.get("extra") or {}).get("infrastructure", False))
+            ),
         )
 
 

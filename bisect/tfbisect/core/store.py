@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tfbisect.core.errors import StoreError
@@ -20,8 +20,10 @@ from tfbisect.core.spec import EnvSpec
 
 
 class ResultStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = root
+        # Warnings go where the caller's progress goes (and stay quiet with --quiet).
+        self.warn = warn or (lambda text: print(text, file=sys.stderr))
 
     def path_for(self, scenario: str, scenario_sha256: str, spec: EnvSpec) -> Path:
         # A scenario's name comes from its file name: made one safe folder name (no `..`, no `/`).
@@ -37,9 +39,7 @@ class ResultStore:
         except StoreError:
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
             path.replace(aside)
-            print(
-                f"warning: {path} was corrupted; kept it as {aside.name} and will run again.", file=sys.stderr
-            )
+            self.warn(f"warning: {path} was corrupted; kept it as {aside.name} and will run again.")
             return None
 
     def put(self, record: RunRecord) -> Path:
@@ -53,12 +53,12 @@ class ResultStore:
             return
         for path in sorted(base.rglob("*.json")):
             if path.is_symlink() or not path.is_file():
-                print(f"warning: skipping {path}: not a regular file", file=sys.stderr)
+                self.warn(f"warning: skipping {path}: not a regular file")
                 continue
             try:
                 yield path, load(path)
             except StoreError as exc:
-                print(f"warning: skipping {path}: {exc.what}", file=sys.stderr)
+                self.warn(f"warning: skipping {path}: {exc.what}")
 
 
 def load(path: Path) -> RunRecord:

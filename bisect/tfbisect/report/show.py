@@ -86,7 +86,7 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
 def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     request = report.request
     backend = str(request["backend"])
-    if request.get("venv_fallback") in (True, "True"):
+    if request.get("venv_fallback") is True:
         backend += " (venv where no base image fits)"
     variant = f"{request['flavour']}, keras {request['keras']}, {backend}"
     first, last = (report.versions[0], report.versions[-1]) if report.versions else ("?", "?")

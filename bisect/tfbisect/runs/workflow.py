@@ -93,7 +93,7 @@ class Runner:
         self.catalogue = catalogue
         self.settings = settings
         self.progress = progress
-        self.store = settings.store
+        self.store = ResultStore(settings.reports_dir / "results", warn=progress.say)
         self.have = have if have is not None else interpreters.available()
         self._environments: dict[Backend, Environments] = {}
         self._environments_lock = threading.Lock()
@@ -225,12 +225,20 @@ class Runner:
             command="",
             started_at=started,
             duration_s=0.0,
-            extra={"infrastructure": True, "todo": exc.todo},
+            extra={"todo": exc.todo},
+            infrastructure=True,
             timeout_s=self.settings.timeout,
         )
         self.store.put(record)
         self.progress.say(f"[{spec.label}] skip: {exc.what.splitlines()[0]}")
         return record
+
+    def stored(self, spec: EnvSpec, scenario: Scenario) -> RunRecord | None:
+        """The stored record that a run of this cell would reuse now, or None."""
+        if self.settings.force:
+            return None
+        found = self.store.get(scenario.name, scenario.sha256, spec)
+        return found if found is not None and found.answers(self.settings.timeout) else None
 
     def log_dir(self, scenario: Scenario) -> Path:
         return self.settings.logs_dir / scenario.slug / scenario.sha256[:12]

@@ -93,8 +93,7 @@ class Bisection:
 
     def _stored(self, spec: EnvSpec) -> RunRecord | None:
         """The stored record that answers this bisection's runs (same question, timeout long enough)."""
-        found = self.runner.store.get(self.request.scenario.name, self.request.scenario.sha256, spec)
-        return found if found is not None and found.answers(self.runner.settings.timeout) else None
+        return self.runner.stored(spec, self.request.scenario)
 
     def note_unavailable(self, index: int) -> None:
         release = self.releases[index]
@@ -182,8 +181,6 @@ class Bisection:
     def gather_evidence(self, low: int, high: int) -> None:
         """Every stored result for the same question inside the range is evidence: taken into
         the search (it costs nothing) and into the answer (a non-monotonic range says so)."""
-        if self.runner.settings.force:
-            return
         for i in range(low + 1, high):
             spec = self.specs[i]
             if i in self.records or spec is None:

@@ -1646,6 +1646,22 @@ def docker_sigsegv(ctx: Ctx) -> str:
     return expect_error(ctx, call, "docker_sigsegv", ("SIGSEGV",), reports=ctx.reports)
 
 
+@case("docker/exit-125-is-the-scenarios-not-dockers", "docker")
+def docker_exit_125(ctx: Ctx) -> str:
+    call = docker_run(ctx, "docker_exit_125", wall=120)
+    ctx.no_traceback(call)
+    record = record_of(ctx.reports, "docker_exit_125") or {}
+    ctx.expect(
+        not record.get("infrastructure"),
+        "the scenario's exit 125 was taken for a container that never started",
+    )
+    ctx.expect(
+        record.get("outcome") == "error", f"outcome {record.get('outcome')} (as on the venv backend: error)"
+    )
+    ctx.rc(call, [70])
+    return "exit 125 without a document is the scenario's error, as on the venv backend"
+
+
 @case("docker/result-symlink-to-a-host-secret", "docker")
 def docker_symlink(ctx: Ctx) -> str:
     DOCKER_SECRET_PATH.write_text(valid_document(scenario("docker_result_symlink"), ctx.table.secret))

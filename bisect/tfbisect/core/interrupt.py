@@ -82,6 +82,20 @@ def handled() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Stop signals wait until the block ends (main thread only: elsewhere they run no handler):
+    for a step that must finish once started, such as arming a child's kill or removing a container."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def reset() -> None:
     """Forget a stop (tests that call `main` more than once in one process)."""
     _stopping.clear()

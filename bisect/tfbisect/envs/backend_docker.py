@@ -197,7 +197,11 @@ class DockerBackend:
         """The `docker run` argv for one run, inside a uniquely named container that is always removed."""
         image = prepared
         assert isinstance(image, Image)
-        outdir.chmod(0o777)  # the unprivileged user in the container writes the result here
+        # The unprivileged user in the container writes the result into a folder open to it; that
+        # folder sits in the run's own 0700 folder, so no other local user can reach or forge it.
+        results = outdir / "out"
+        results.mkdir()
+        results.chmod(0o777)
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
             argv = self.engine.command(
@@ -220,7 +224,7 @@ class DockerBackend:
                 "--volume",
                 f"{scenario.path}:/scenario/{scenario.path.name}:ro",
                 "--volume",
-                f"{outdir}:/out",
+                f"{results}:/out",
                 image.tag,
                 "python",
                 f"/scenario/{scenario.path.name}",
@@ -247,7 +251,8 @@ class DockerBackend:
                 argv=argv,
                 env=self.engine.run_env(os.environ),
                 extra=extra,
-                shown=reproducible(argv, name, outdir),
+                shown=reproducible(argv, name, results),
+                results=results,
             )
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
@@ -255,11 +260,13 @@ class DockerBackend:
         if finished.timed_out:
             return Ended(exit_code=None)
         code = finished.exit_code
-        if code == DOCKER_FAILED and not has_result:
-            # `docker run` itself failed (image gone, engine error): not the scenario's 125.
+        state = self.engine.container_state(str(launch.extra["container"]))
+        started = str(state.get("StartedAt") or "")
+        if code == DOCKER_FAILED and not has_result and (not started or started.startswith("0001-")):
+            # `docker run` itself failed (image gone, engine error): the container never started,
+            # so this 125 is not the scenario's own "cannot test here".
             last = (finished.log_tail.splitlines() or ["?"])[-1]
             return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
-        state = self.engine.container_state(str(launch.extra["container"]))
         if code is not None and 128 < code < 128 + signal.NSIG:
             code = -(code - 128)  # its init reports a child killed by signal N as 128+N
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)

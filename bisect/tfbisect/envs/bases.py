@@ -10,9 +10,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect.core.errors import BackendUnavailableError
+from tfbisect.core.errors import BackendUnavailableError, DockerError
 from tfbisect.core.fsio import file_lock
-from tfbisect.envs.docker_engine import DockerError, Engine
+from tfbisect.envs.docker_engine import Engine
 
 # Debian suites and the Python 3 each ships: what can be built without a registry.
 SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}

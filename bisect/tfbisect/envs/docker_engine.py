@@ -35,7 +35,7 @@ import docker.utils
 import requests
 
 from tfbisect.core import interrupt
-from tfbisect.core.errors import BackendUnavailableError, ExitCode, TfbisectError
+from tfbisect.core.errors import BackendUnavailableError, DockerError
 from tfbisect.core.limits import PIPE_GRACE_SECONDS
 from tfbisect.core.process import Finished
 from tfbisect.core.process import _Output as BoundedLog
@@ -44,10 +44,6 @@ from tfbisect.core.progress import Progress
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # the SDK's and the CLI's default on Linux
 REQUEST_TIMEOUT = 300  # seconds one request may wait for the engine (removing a big image is slow)
 _FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-
-
-class DockerError(TfbisectError):
-    exit_code = ExitCode.DOCKER
 
 
 def shown(*args: str) -> list[str]:
@@ -417,7 +413,8 @@ class Engine:
 
     def remove_container(self, name: str) -> None:
         """`docker rm --force NAME`; nothing when there is no such container."""
-        with contextlib.suppress(*_FAILURES):
+        # A stop signal must not cut the removal short: it waits until the container is gone.
+        with interrupt.held(), contextlib.suppress(*_FAILURES):
             self.api.remove_container(name, force=True)
 
 

@@ -39,6 +39,7 @@ class Launch:
     env: dict[str, str]
     extra: dict[str, object]
     shown: str  # the command as a user can paste it (stored in the record)
+    results: Path | None = None  # where the result document lands, if not the run's own folder
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from tfbisect.core import interrupt
 from tfbisect.core.catalogue import Catalogue
 from tfbisect.core.errors import (
     BackendUnavailableError,
+    DockerError,
     EnvironmentBuildError,
     LockError,
     NoInterpreterError,
@@ -35,7 +36,6 @@ from tfbisect.core.store import ResultStore
 from tfbisect.envs import interpreters, locks
 from tfbisect.envs.backend_docker import DockerBackend
 from tfbisect.envs.backend_venv import VenvBackend
-from tfbisect.envs.docker_engine import DockerError
 from tfbisect.envs.environments import Environments, place
 from tfbisect.envs.interpreters import Interpreter
 
@@ -251,7 +251,8 @@ class Runner:
         # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
         log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
         with (
-            tempfile.TemporaryDirectory(prefix="tfbisect-run-") as tmp,
+            # A container's user may leave files the driver cannot remove unless it is root.
+            tempfile.TemporaryDirectory(prefix="tfbisect-run-", ignore_cleanup_errors=True) as tmp,
             environments.launch(spec, scenario, prepared, Path(tmp)) as launch,
         ):
             self.progress.say(f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)")
@@ -262,7 +263,7 @@ class Runner:
                 env=launch.env,
                 on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
             )
-            raw, unreadable = read_result(Path(tmp))
+            raw, unreadable = read_result(launch.results or Path(tmp))
             ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
         if ended.unstarted is not None:
             return self.infrastructure_skip(

@@ -234,3 +234,12 @@ def _end_failure_words(report: BisectReport) -> str:
         "Where the failure itself begins is reported apart; bisect the question where the scenario "
         "runs by choosing that range with --good/--bad."
     )
+
+
+def failure_finding_line(report: BisectReport) -> str | None:
+    """ "failure finding: last run without the failure W, first with it X (Type: message)", when a
+    bisection of another question found where a failure began (with --regress error it is the answer)."""
+    found = failure_finding_text(report)
+    if not found or regress_of(report) != "state":
+        return None
+    return f"failure finding: {found} ({(report.failure_finding or {}).get('failure', '')})"

@@ -119,10 +119,9 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
                 f"{_state_shown(report, None, report.new_state)}"
             )
         lines.append(f"  {'compare:':<{width}}{report.compare_url}")
-    found_failure = findings.failure_finding_text(report)
-    if found_failure and findings.regress_of(report) == "state":
-        failure = (report.failure_finding or {}).get("failure", "")
-        lines.append(f"  failure finding: {found_failure} ({failure})")
+    found_failure = findings.failure_finding_line(report)
+    if found_failure:
+        lines.append(f"  {found_failure}")
     lines.append(findings.explain(report))
     lines.append(
         f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
@@ -147,10 +146,9 @@ def bisect_log_text(report: BisectReport) -> str:
             f"{_step_state(step)}{reused}  [{step.seconds:.0f}s]"
         )
     lines.append(f"# {report.status.value}: {findings.finding(report)}")
-    found_failure = findings.failure_finding_text(report)
-    if found_failure and findings.regress_of(report) == "state":
-        failure = (report.failure_finding or {}).get("failure", "")
-        lines.append(f"# failure finding: {found_failure} ({failure})")
+    found_failure = findings.failure_finding_line(report)
+    if found_failure:
+        lines.append(f"# {found_failure}")
     lines.append(f"# {findings.explain(report)}")
     return "\n".join(lines)
 

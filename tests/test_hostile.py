@@ -468,3 +468,22 @@ def test_an_escaped_child_with_a_clean_environment_is_killed_too(reports: Path, 
         """,
     )
     assert record.outcome is Outcome.ERROR  # and the autouse fixture finds no survivor
+
+
+def test_parallel_runs_never_take_each_other_for_escaped_processes(reports: Path, tmp_path: Path) -> None:
+    """Runs in threads (`--jobs`): one run's watch must not kill or reap another run's scenario,
+    which Python would then report as exit 0 (found when a real bisection said 'inconsistent')."""
+    chosen = scenario(tmp_path, "import sys, time\ntime.sleep(0.05)\nsys.exit(3)\n")
+    codes: list[int | None] = []
+
+    def work() -> None:
+        local = runner(reports)
+        for _ in range(10):
+            codes.append(local.execute(SPEC, chosen, Path(sys.executable), LOCK, "now").exit_code)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [3] * 80

@@ -42,7 +42,8 @@ _WATCH_INTERVAL = 0.2
 _PR_SET_CHILD_SUBREAPER = 36
 
 _ACTIVE: dict[int, _Tree] = {}
-_ACTIVE_LOCK = threading.Lock()
+# Reentrant: the stop handler (kill_all) runs in the main thread, which may hold it already.
+_ACTIVE_LOCK = threading.RLock()
 _SUBREAPER: list[bool] = []
 
 
@@ -152,11 +153,13 @@ class _Tree:
         return table
 
     def alive(self, table: dict[int, _Proc]) -> list[int]:
+        with _ACTIVE_LOCK:
+            others = set(_ACTIVE) - {self.leader}  # another run's leader is never ours to kill
         with self.lock:
             return [
                 pid
                 for pid, start in self.known.items()
-                if pid in table and table[pid].start == start and not table[pid].zombie
+                if pid in table and table[pid].start == start and not table[pid].zombie and pid not in others
             ]
 
     def kill_group(self) -> None:
@@ -186,8 +189,10 @@ class _Tree:
     def _reap(self, table: dict[int, _Proc]) -> None:
         """Collect the exit status of orphans re-parented to us (never the leader: Popen waits for it)."""
         me = os.getpid()
+        with _ACTIVE_LOCK:
+            leaders = set(_ACTIVE)  # each run waits for its own leader: never reap one here
         with self.lock:
-            mine = [pid for pid in self.known if pid != self.leader]
+            mine = [pid for pid in self.known if pid != self.leader and pid not in leaders]
         for pid in mine:
             proc = table.get(pid)
             if proc is not None and proc.ppid == me and proc.zombie:
@@ -292,21 +297,23 @@ def run_logged(
         # running unseen: the signals wait (blocked) until the kill is armed.
         blocked = _block_stop_signals()
         try:
-            process = subprocess.Popen(
-                list(command),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=child_env,
-                cwd=cwd,
-                start_new_session=True,  # its own session and process group
-            )
+            # Started and registered under the lock that scans read the leaders under: another
+            # run's scan never sees this child unregistered and takes it for an escaped process.
+            with _ACTIVE_LOCK:
+                process = subprocess.Popen(
+                    list(command),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=child_env,
+                    cwd=cwd,
+                    start_new_session=True,  # its own session and process group
+                )
+                tree = _Tree(process, child_env[MARKER_VARIABLE])
+                _ACTIVE[process.pid] = tree
         except BaseException:
             _unblock(blocked)
             raise
-        tree = _Tree(process, child_env[MARKER_VARIABLE])
-        with _ACTIVE_LOCK:
-            _ACTIVE[process.pid] = tree
         assert process.stdout is not None
         reader_done = threading.Event()
         stop_reading = threading.Event()

@@ -16,7 +16,9 @@ MAX_CHARS = 160  # a title or label longer than this is cut (text from records i
 
 
 def _cut(text: str, limit: int = MAX_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    # Pillow's built-in font has no arrow: "good → bad" would show a box.
+    text = text.replace("→", "->")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def render(data: ReportData, path: Path) -> Path:

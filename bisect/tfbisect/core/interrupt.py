@@ -82,18 +82,28 @@ def handled() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def hold() -> set[int]:
+    """Make stop signals wait (main thread only: elsewhere they run no handler); returns the mask
+    to give `release`. For a step that must finish once started, such as arming a child's kill."""
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS))
+
+
+def release(previous: set[int]) -> None:
+    """Let the signals `hold` held back through: one that came meanwhile is handled now."""
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Stop signals wait until the block ends (main thread only: elsewhere they run no handler):
-    for a step that must finish once started, such as arming a child's kill or removing a container."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    """`hold` for the duration of a block, such as removing a container."""
+    previous = hold()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        release(previous)
 
 
 def reset() -> None:

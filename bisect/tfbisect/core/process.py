@@ -295,7 +295,7 @@ def run_logged(
         output = _Output(log, on_line)
         # A stop signal between the start of the child and its registration would leave it
         # running unseen: the signals wait (blocked) until the kill is armed.
-        blocked = _block_stop_signals()
+        blocked = interrupt.hold()
         try:
             # Started and registered under the lock that scans read the leaders under: another
             # run's scan never sees this child unregistered and takes it for an escaped process.
@@ -312,7 +312,7 @@ def run_logged(
                 tree = _Tree(process, child_env[MARKER_VARIABLE])
                 _ACTIVE[process.pid] = tree
         except BaseException:
-            _unblock(blocked)
+            interrupt.release(blocked)
             raise
         assert process.stdout is not None
         reader_done = threading.Event()
@@ -324,7 +324,7 @@ def run_logged(
         timed_out = False
         leftovers = 0
         try:
-            _unblock(blocked)  # a signal that came meanwhile is handled here, with the kill armed
+            interrupt.release(blocked)  # a signal that came meanwhile is handled here, with the kill armed
             while process.poll() is None and not interrupt.stopping():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -362,18 +362,6 @@ def run_logged(
         seconds=time.monotonic() - start,
         leftovers=leftovers,
     )
-
-
-def _block_stop_signals() -> set[int]:
-    """Hold off SIGINT, SIGTERM and SIGHUP (main thread only: elsewhere they never run handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        return set()
-    return set(signal.pthread_sigmask(signal.SIG_BLOCK, interrupt.SIGNALS))
-
-
-def _unblock(previous: set[int]) -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _pump(fd: int, output: _Output, stop: threading.Event, done: threading.Event) -> None:

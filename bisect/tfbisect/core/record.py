@@ -259,4 +259,4 @@ def _parse(raw: bytes | None) -> tuple[Any, Failure | None]:
         return None, Failure("InvalidResult", "the result is JSON nested too deeply to read")
     except ValueError as exc:
         return None, Failure("InvalidResult", clip(f"the result is not JSON: {exc}"))
-    return bounded(value)[0], None
+    return bounded(value), None

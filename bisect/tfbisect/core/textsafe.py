@@ -48,28 +48,22 @@ def clip(text: str, limit: int = TEXT_MAX_CHARS) -> str:
     return text[:limit] + f" … [{len(text) - limit} characters cut by tfbisect]"
 
 
-def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
+def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> Any:
     """A copy of a JSON value with long strings clipped, long lists shortened, deep nesting cut
-    and the whole kept within `budget` (about characters of JSON); returns it with the number
-    of cuts made (0 when it came through whole)."""
+    and the whole kept within `budget` (about characters of JSON); every cut says so in place."""
     left = [budget]
-    cuts = [0]
 
     def walk(item: Any, depth: int) -> Any:
         if left[0] <= 0:
-            cuts[0] += 1
             return CUT
         if isinstance(item, str):
             clipped = clip(no_surrogates(item))
-            cuts[0] += clipped is not item
             left[0] -= len(clipped) + 2
             return clipped
         if isinstance(item, dict | list) and depth >= MAX_DEPTH:
-            cuts[0] += 1
             return f"[nested deeper than {MAX_DEPTH} levels; cut by tfbisect]"
         left[0] -= 2  # every container costs, or nested empty lists would be free
         if isinstance(item, dict):
-            cuts[0] += len(item) > MAX_ITEMS
             out: dict[str, Any] = {}
             for key, inner in list(item.items())[:MAX_ITEMS]:
                 name = clip(no_surrogates(str(key)), 200)
@@ -79,7 +73,6 @@ def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
                     break
             return out
         if isinstance(item, list):
-            cuts[0] += len(item) > MAX_ITEMS
             items = []
             for inner in item[:MAX_ITEMS]:
                 items.append(walk(inner, depth + 1))
@@ -89,4 +82,4 @@ def bounded(value: Any, *, budget: int = DOCUMENT_BUDGET) -> tuple[Any, int]:
         left[0] -= len(repr(item)) + 2
         return item
 
-    return walk(value, 0), cuts[0]
+    return walk(value, 0)

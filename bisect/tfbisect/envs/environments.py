@@ -70,7 +70,6 @@ class Choice:
     """What `--backend` resolved to: the backends to try, in order, and how to say so."""
 
     order: tuple[Backend, ...]
-    asked: str  # "venv", "docker" or "auto", as the user wrote it
 
     @property
     def primary(self) -> Backend:
@@ -95,13 +94,13 @@ def choose(asked: str, progress: Progress) -> Choice:
     if asked == Backend.DOCKER.value:
         docker_engine.connect(progress)
     if asked != "auto":
-        return Choice((Backend(asked),), asked)
+        return Choice((Backend(asked),))
     try:
         docker_engine.connect(progress)
     except TfbisectError as exc:
         progress.say(f"no Docker engine ({exc.what.splitlines()[0]}): running in local venvs")
-        return Choice((Backend.VENV,), asked)
-    return Choice((Backend.DOCKER, Backend.VENV), asked)
+        return Choice((Backend.VENV,))
+    return Choice((Backend.DOCKER, Backend.VENV))
 
 
 def place(

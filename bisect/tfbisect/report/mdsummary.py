@@ -85,29 +85,11 @@ def _render(data: ReportData, *, group_rows: bool, max_details: int) -> str:
     commands = sorted(
         {str(c.record.extra.get("reproduce")) for c in data.cells if c.record.extra.get("reproduce")}
     )
-    if commands:
-        lines.append("Reproduce any cell:")
-        lines.append("")
-        lines += [f"- {code(command)}" for command in commands[:max_details]]
-        if len(commands) > max_details:
-            lines.append(f"- … and {len(commands) - max_details} more (see the HTML report)")
-        lines.append("")
+    lines += _listed("Reproduce any cell:", [code(command) for command in commands], max_details)
     images = sorted({_image_line(c) for c in data.cells if image_facts(c.record)})
-    if images:
-        lines.append("Images (each with its own ID; the base image apart, with its ID):")
-        lines.append("")
-        lines += [f"- {line}" for line in images[:max_details]]
-        if len(images) > max_details:
-            lines.append(f"- … and {len(images) - max_details} more (see the HTML report)")
-        lines.append("")
+    lines += _listed("Images (each with its own ID; the base image apart, with its ID):", images, max_details)
     configured = [line for c in data.cells if (line := _configurations(c))]
-    if configured:
-        lines.append("Probes with several configurations:")
-        lines.append("")
-        lines += [f"- {line}" for line in configured[:max_details]]
-        if len(configured) > max_details:
-            lines.append(f"- … and {len(configured) - max_details} more (see the HTML report)")
-        lines.append("")
+    lines += _listed("Probes with several configurations:", configured, max_details)
     lines.append(
         f"tfbisect {escape(data.tool_version)} on {escape(data.host)}; scenario {code(data.scenario)} "
         f"sha256 {code(data.scenario_sha256[:12])}; generated {data.generated_at}"
@@ -145,6 +127,16 @@ def _bisection(b: BisectReport) -> list[str]:
     if found_failure and findings.regress_of(b) == "state":
         failure = str((b.failure_finding or {}).get("failure", ""))
         lines.append(f"**Failure finding:** {escape(found_failure)} ({code(failure)})")
+    return [*lines, ""]
+
+
+def _listed(title: str, items: list[str], most: int) -> list[str]:
+    """A titled bullet list of at most `most` items, saying how many more the HTML report has."""
+    if not items:
+        return []
+    lines = [title, "", *(f"- {item}" for item in items[:most])]
+    if len(items) > most:
+        lines.append(f"- … and {len(items) - most} more (see the HTML report)")
     return [*lines, ""]
 
 

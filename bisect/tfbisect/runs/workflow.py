@@ -53,10 +53,6 @@ class Settings:
     base_image: str | None = None  # a user-named base image for the Docker backend
 
     @property
-    def store(self) -> ResultStore:
-        return ResultStore(self.reports_dir / "results")
-
-    @property
     def logs_dir(self) -> Path:
         return self.reports_dir / "logs"
 

@@ -91,10 +91,6 @@ class Bisection:
                 raise
         self.save()
 
-    def _stored(self, spec: EnvSpec) -> RunRecord | None:
-        """The stored record that answers this bisection's runs (same question, timeout long enough)."""
-        return self.runner.stored(spec, self.request.scenario)
-
     def note_unavailable(self, index: int) -> None:
         release = self.releases[index]
         self.report.steps.append(
@@ -185,7 +181,7 @@ class Bisection:
             spec = self.specs[i]
             if i in self.records or spec is None:
                 continue
-            stored = self._stored(spec)
+            stored = self.runner.stored(spec, self.request.scenario)
             if stored is not None:
                 self.records[i] = stored
                 self.add_step(i, stored, 0.0, True, round_=0)  # round 0: known before this bisection
@@ -327,7 +323,7 @@ class Bisection:
             if 0 <= i < state.size and i not in state.known and self.specs[i + low] is not None:
                 spec = self.specs[i + low]
                 assert spec is not None
-                if self.request.confirm or self._stored(spec) is not None:
+                if self.request.confirm or self.runner.stored(spec, self.request.scenario) is not None:
                     cheap.append(i)
         if cheap:
             self.run_round([i + low for i in cheap])

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -143,7 +144,36 @@ def environment(tf, np):
     config = tf.config
     lister = getattr(config, "list_physical_devices", None) or config.experimental.list_physical_devices
     env["devices"] = [{"name": d.name, "type": d.device_type} for d in lister()]
+    env["gpus"] = [gpu_info(config, d) for d in lister("GPU")]
+    env["nvidia_driver"] = nvidia_driver()
     return env
+
+
+def gpu_info(config, device):
+    """The GPU's name and compute capability, as TF reports them (TF 2.3+), else its TF name."""
+    entry = {"name": device.name, "compute_capability": None}
+    details = getattr(config.experimental, "get_device_details", None)
+    if details is not None:
+        try:
+            found = details(device)
+            entry["name"] = str(found.get("device_name") or device.name)
+            capability = found.get("compute_capability")
+            if capability:
+                entry["compute_capability"] = "%d.%d" % tuple(capability)
+        except Exception:  # a device TF cannot describe is still a device
+            pass
+    return entry
+
+
+def nvidia_driver():
+    """The NVIDIA kernel driver's version, where the container sees one (`--gpus`)."""
+    try:
+        with open("/proc/driver/nvidia/version") as version:
+            line = version.readline()
+    except OSError:
+        return None
+    found = re.search(r"Kernel Module\s+(\S+)", line)
+    return found.group(1) if found else line.strip()[:100] or None
 
 
 class Scenario(object):

@@ -1,6 +1,7 @@
 """The Docker image plan without an engine: tags, content hashes, stages, build arguments and
-labels as a pure function of the Dockerfile, the base image, the lock and the flavour; and the
-backend's reuse-or-build decisions against a fake engine."""
+labels as a pure function of the Dockerfile, the base image, the lock(s) and the flavour; the
+NVIDIA image shared by the TF versions of one CUDA set; and the backend's reuse-or-build
+decisions against a fake engine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, cast
 import pytest
 
 from tfbisect import __version__
+from tfbisect.core.cudasets import CU11
 from tfbisect.core.errors import LockError
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
@@ -23,6 +25,7 @@ from tfbisect.envs.backend_docker import (
     ImagePlan,
     import_check,
     plan_image,
+    read_cuda_check,
 )
 from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_engine import BuildRequest, Engine, _build_text
@@ -51,14 +54,24 @@ def plan(
     lock_bytes: bytes = TF_LOCK_BYTES,
     dockerfile: bytes = DOCKERFILE_BYTES,
     base: Base = BASE,
+    nvidia_lock: bytes | None = None,
+    check: bytes = b"check v1",
 ) -> ImagePlan:
-    return plan_image(env or spec(), lock, lock_bytes, dockerfile, base)
+    return plan_image(env or spec(), lock, lock_bytes, dockerfile, base, nvidia_lock=nvidia_lock, check=check)
+
+
+CU11_LOCK_BYTES = locks.set_lock(CU11).read_bytes()  # committed
+
+
+def cu11(version: str) -> ImagePlan:
+    lock = locks.load(LockSpec(version, "3.11", Flavour.CUDA))  # committed
+    return plan(spec(version, Flavour.CUDA), lock, lock.path.read_bytes(), nvidia_lock=CU11_LOCK_BYTES)
 
 
 def test_the_tag_names_version_python_flavour_and_the_content_hash() -> None:
     cpu = plan()
     assert cpu.tag == f"tfbisect:tf2.21.0-py3.11-cpu-{cpu.content_hash[:12]}"
-    assert cpu.target == "cpu" and cpu.cpu_first is None
+    assert cpu.target == "cpu" and cpu.below is None
     # The formula of every image built so far: a change would orphan every cached image.
     expected = hashlib.sha256()
     for part in (DOCKERFILE_BYTES, BASE.image_id.encode(), TF_LOCK_BYTES, b"cpu", b""):
@@ -74,9 +87,9 @@ def test_the_tag_names_version_python_flavour_and_the_content_hash() -> None:
         "BASE": "tfbisect-base:bookworm",
         "PYTHON": "3.11",
         "LOCK_SHA": hashlib.sha256(TF_LOCK_BYTES).hexdigest(),
-        "EXPECT_CUDA": "12.5",
         "CHECK_IMPORT": "tensorflow",
     }
+    assert plan(check=b"another check") == cpu, "the CUDA check is no part of a CPU image"
     assert plan() == cpu, "the same inputs give the same plan"
 
 
@@ -102,21 +115,54 @@ def test_a_base_is_known_by_its_image_id_not_its_name() -> None:
     assert renamed.build_args["BASE"] == renamed.labels["tfbisect.base"] == "python:3.11-slim"
 
 
-def test_a_cuda_image_is_planned_on_top_of_its_cpu_image() -> None:
+def test_a_cuda_image_is_planned_on_top_of_its_nvidia_image() -> None:
     cuda, cpu = plan(spec(flavour=Flavour.CUDA)), plan()
     assert cuda.target == "cuda" and cuda.tag.startswith("tfbisect:tf2.21.0-py3.11-cuda-")
-    assert cuda.cpu_first == cpu, "the CPU image of the same lock comes first"
-    assert cuda.build_args == {**cpu.build_args, "EXPECT_CUDA": "12.5"}
+    nvidia = cuda.below
+    assert nvidia is not None and nvidia.target == "nvidia" and nvidia.below is None
+    assert nvidia.tag.startswith("tfbisect-nvidia:cu12-py3.11-")
+    assert cuda.build_args == {**cpu.build_args, "BASE": nvidia.tag, "EXPECT_CUDA": "12.5"}
+    assert nvidia.build_args["BASE"] == BASE.ref and set(nvidia.build_args) == {
+        "BASE",
+        "PYTHON",
+        "NVIDIA_SHA",
+    }
     everything = locks_pins(TF_LOCK_BYTES)
-    assert cpu.layers == cuda.layers
-    assert {p.name for p in cpu.fetch} | {p.name for p in cuda.fetch} == everything
-    assert all(p.is_nvidia for p in cuda.fetch) and len(cuda.fetch) > 5
+    assert cuda.fetch == cpu.fetch, "the TF layer is the same packages on either base"
+    assert {p.name for p in cuda.fetch} | {p.name for p in nvidia.fetch} == everything
+    assert all(p.is_nvidia for p in nvidia.fetch) and len(nvidia.fetch) > 5
     assert not any(p.is_nvidia for p in cpu.fetch) and "tensorflow" in {p.name for p in cpu.fetch}
-    files = cuda.requirement_files()
     sha = hashlib.sha256(TF_LOCK_BYTES).hexdigest()
-    assert sorted(files) == [f"{sha}-cpu.txt", f"{sha}-nvidia.txt"]
-    assert "tensorflow==2.21.0\n" in files[f"{sha}-cpu.txt"]
-    assert all(line.startswith("nvidia-") for line in files[f"{sha}-nvidia.txt"].splitlines())
+    assert cuda.requirement_files() == cpu.requirement_files()
+    assert "tensorflow==2.21.0\n" in cuda.requirement_files()[f"{sha}-cpu.txt"]
+    [(name, text)] = nvidia.requirement_files().items()
+    assert name == f"{nvidia.build_args['NVIDIA_SHA']}-nvidia.txt"
+    assert all(line.startswith("nvidia-") for line in text.splitlines())
+    assert plan(spec(flavour=Flavour.CUDA), check=b"check v2").content_hash != cuda.content_hash
+
+
+def test_tf_versions_on_one_cuda_set_share_one_nvidia_image() -> None:
+    """TF 2.12.0, 2.12.1 and 2.13.1 use the cu11 set: one NVIDIA image under three CUDA images,
+    each of which installs its own TF (`tensorflow`, not `tensorflow-cpu`)."""
+    plans = [cu11(v) for v in ("2.12.0", "2.12.1", "2.13.1")]
+    belows = {(p.below.tag, p.below.content_hash) if p.below else None for p in plans}
+    assert len(belows) == 1 and None not in belows, "one NVIDIA image for the three"
+    assert len({p.tag for p in plans}) == 3
+    nvidia = plans[0].below
+    assert nvidia is not None
+    assert {p.name for p in nvidia.pins} == {r.split("==")[0] for r in CU11.requirements}
+    for planned in plans:
+        assert planned.build_args["EXPECT_CUDA"] == "11.8"
+        assert "tensorflow" in {p.name for p in planned.pins} and not any(p.is_nvidia for p in planned.pins)
+    other_python = plan_image(
+        spec("2.12.1", Flavour.CUDA, "3.9"),
+        locks.load(LockSpec("2.12.1", "3.11", Flavour.CUDA)),
+        locks.lock_path(LockSpec("2.12.1", "3.11", Flavour.CUDA)).read_bytes(),
+        DOCKERFILE_BYTES,
+        dataclasses.replace(BASE, ref="tfbisect-base:bullseye", python="3.9", image_id="sha256:" + "9" * 64),
+        nvidia_lock=CU11_LOCK_BYTES,
+    )
+    assert other_python.below is not None and other_python.below.tag != nvidia.tag, "one per base"
 
 
 def locks_pins(lock_bytes: bytes) -> set[str]:
@@ -128,31 +174,49 @@ def locks_pins(lock_bytes: bytes) -> set[str]:
 def test_the_expected_cuda_is_part_of_a_cuda_image_only() -> None:
     older = plan(spec("2.15.0", Flavour.CUDA), empty_lock("2.15.0"), EMPTY_LOCK_BYTES)
     assert older.build_args["EXPECT_CUDA"] == "12.2"
-    unknown = plan(spec("2.20.0", Flavour.CUDA), empty_lock("2.20.0"), EMPTY_LOCK_BYTES)
+    unknown = plan(spec("2.22.0", Flavour.CUDA), empty_lock("2.22.0"), EMPTY_LOCK_BYTES)
     assert unknown.build_args["EXPECT_CUDA"] == "", "a line not in the table is not checked"
 
 
-@pytest.mark.parametrize("version", ["2.13.1", "2.9.3"])
-def test_cuda_before_2_14_is_refused_with_what_to_do(version: str) -> None:
+@pytest.mark.parametrize("version", ["2.3.4", "2.4.1", "2.0.0"])
+def test_cuda_without_wheels_for_its_libraries_needs_a_base_image(version: str) -> None:
     with pytest.raises(LockError) as refused:
         plan(spec(version, Flavour.CUDA))
-    assert (
-        f"CUDA images are built for TF 2.14 and newer (tensorflow[and-cuda]); TF {version}"
-        in refused.value.what
+    assert f"No CUDA image for TF {version} can be built here:" in refused.value.what
+    assert "come in no wheel" in refused.value.what and "nvidia/cuda:" in refused.value.what
+    assert refused.value.todo.startswith(
+        "name an image that has those libraries and Python 3.11 with --base-image"
     )
-    assert refused.value.todo == "use --base cpu for this version."
     backend = DockerBackend(Path("/nonexistent-cache"), Progress(quiet=True))
     with pytest.raises(LockError) as again:
         backend.lock_spec(spec(version, Flavour.CUDA))
     assert again.value.what == refused.value.what
     assert backend._engine is None, "planning never contacts the engine"
+    # With a base image of the user's, the libraries are its business, proven by TF's check.
+    mine = plan(spec(version, Flavour.CUDA), base=dataclasses.replace(BASE, ref="mine:cuda10", source="user"))
+    assert mine.below is None and mine.build_args["BASE"] == "mine:cuda10" and mine.target == "cuda"
+    backend = DockerBackend(Path("/nonexistent-cache"), Progress(quiet=True), user_base="mine:cuda10")
+    assert backend.lock_spec(spec(version, Flavour.CUDA)).flavour is Flavour.CUDA
 
 
 def test_locks_by_line_without_an_engine() -> None:
     backend = DockerBackend(Path("/nonexistent-cache"), Progress(quiet=True))
     assert backend.lock_spec(spec("2.21.0", Flavour.CPU)).flavour is Flavour.CUDA
     assert backend.lock_spec(spec("2.9.3", Flavour.CPU)).flavour is Flavour.CPU
+    assert backend.lock_spec(spec("2.9.3", Flavour.CUDA)).flavour is Flavour.CUDA, "TF's GPU wheel"
     assert backend._engine is None
+
+
+def test_an_images_loader_check_is_stored_bounded_and_reduced() -> None:
+    good = read_cuda_check('{"tensorflow": "2.12.1", "libraries": [{"soname": "libcudnn.so.8"}], "x": 1}')
+    assert good == {"tensorflow": "2.12.1", "libraries": [{"soname": "libcudnn.so.8"}]}
+    assert read_cuda_check("[1]") == {"problems": ["the image's loader check is not a JSON object"]}
+    assert "not JSON" in str(read_cuda_check("{")["problems"])
+    assert "over" in str(read_cuda_check(" " * 300_000)["problems"])
+    failed = ",".join(["{}"] * 500)
+    huge = read_cuda_check(f'{{"driver": "{"d" * 5000}", "failed": [{failed}]}}')
+    assert len(str(huge["driver"])) == 300 and len(cast(list[object], huge["failed"])) == 64
+    assert read_cuda_check('{"status_ok": NaN}') == {"status_ok": None}
 
 
 def test_the_import_check_follows_the_lock() -> None:
@@ -161,7 +225,7 @@ def test_the_import_check_follows_the_lock() -> None:
     nightly = dataclasses.replace(empty_lock(), requirements=("tf-nightly==2.22.0.dev1",))
     assert import_check(nightly) == "tensorflow"
     bare = plan(lock=empty_lock(), lock_bytes=EMPTY_LOCK_BYTES)
-    assert bare.build_args["CHECK_IMPORT"] == "" and bare.layers == {"cpu": (), "nvidia": ()}
+    assert bare.build_args["CHECK_IMPORT"] == "" and bare.pins == ()
 
 
 def test_the_build_request_and_its_command_line_come_from_the_same_fields() -> None:
@@ -218,40 +282,46 @@ class FakeEngine:
 
     def build(self, request: BuildRequest, log_path: Path, timeout: float) -> Finished:
         self.builds.append(request)
-        # The layer cache builds a CUDA image on the CPU image there.
-        layers = [*self.images[self.cpu_tag][1], "nvidia"] if request.target == "cuda" else ["base", "cpu"]
+        # A CUDA image is built FROM its NVIDIA image (BASE).
+        below = self.images[request.build_args["BASE"]][1] if request.target == "cuda" else ["base"]
+        layers = [*below, "nvidia" if request.target == "nvidia" else "tf"]
         self.images[request.tag] = (dict(request.labels), layers)
         return Finished(exit_code=0, timed_out=False, log_tail="", seconds=0.0)
 
-    cpu_tag = ""
-
 
 def ensure(backend: DockerBackend, planned: ImagePlan, tmp_path: Path) -> tuple[bool, list[str]]:
+    """Reuse or build against the fake engine; the wheels are not fetched (no index here)."""
     fake = cast(FakeEngine, backend.engine)
     fake.builds.clear()
+    backend.wheels.ensure = lambda *args, **kwargs: []  # type: ignore[method-assign]
     image = backend._ensure(planned, BASE, tmp_path / "logs")
     return image.built, [b.target for b in fake.builds]
 
 
-def test_ensure_reuses_what_is_current_and_builds_the_cpu_image_first(tmp_path: Path) -> None:
+def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_path: Path) -> None:
     fake = FakeEngine()
     backend = DockerBackend(tmp_path / "cache", Progress(quiet=True), engine=cast(Engine, fake))
-    cuda = plan(spec(flavour=Flavour.CUDA), empty_lock(), EMPTY_LOCK_BYTES)
-    assert cuda.cpu_first is not None
-    fake.cpu_tag = cuda.cpu_first.tag
-    assert ensure(backend, cuda, tmp_path) == (True, ["cpu", "cuda"]), "cold: the CPU image, then CUDA"
+    cuda = plan(spec(flavour=Flavour.CUDA))
+    nvidia = cuda.below
+    assert nvidia is not None
+    assert ensure(backend, cuda, tmp_path) == (True, ["nvidia", "cuda"]), "cold: NVIDIA, then CUDA"
     assert ensure(backend, cuda, tmp_path) == (False, []), "warm: nothing is built"
-    assert ensure(backend, cuda.cpu_first, tmp_path) == (False, [])
-    # The CPU image was rebuilt since (new layers): the CUDA image no longer sits on it.
-    labels, _ = fake.images[cuda.cpu_first.tag]
-    fake.images[cuda.cpu_first.tag] = (labels, ["base", "cpu-rebuilt"])
+    assert ensure(backend, nvidia, tmp_path) == (False, [])
+    # The NVIDIA image was rebuilt since (new layers): the CUDA image no longer sits on it.
+    labels, _ = fake.images[nvidia.tag]
+    fake.images[nvidia.tag] = (labels, ["base", "nvidia-rebuilt"])
     assert ensure(backend, cuda, tmp_path) == (True, ["cuda"])
     # Only the CUDA image is left: it is still current and is reused.
-    del fake.images[cuda.cpu_first.tag]
+    del fake.images[nvidia.tag]
     assert ensure(backend, cuda, tmp_path) == (False, [])
     # A stale image (another hash under the tag) is never reused.
-    fake.images[cuda.cpu_first.tag] = ({"tfbisect.hash": "stale"}, ["base", "old"])
-    assert ensure(backend, cuda.cpu_first, tmp_path) == (True, ["cpu"])
-    sha = hashlib.sha256(EMPTY_LOCK_BYTES).hexdigest()
+    fake.images[nvidia.tag] = ({"tfbisect.hash": "stale"}, ["base", "old"])
+    assert ensure(backend, nvidia, tmp_path) == (True, ["nvidia"])
     req = tmp_path / "cache" / "wheels" / "req"
-    assert (req / f"{sha}-cpu.txt").read_text() == "" and (req / f"{sha}-nvidia.txt").read_text() == ""
+    nvidia_file = req / f"{nvidia.build_args['NVIDIA_SHA']}-nvidia.txt"
+    assert nvidia_file.read_text().splitlines() == [f"{p.name}=={p.version}" for p in nvidia.pins]
+    assert (
+        (tmp_path / "cache" / "context" / "cuda_check.py")
+        .read_text()
+        .startswith('"""TensorFlow\'s own check')
+    )

@@ -11,7 +11,7 @@ from typing import Any
 from tfbisect import __version__
 from tfbisect.core.outcome import VERDICT_EXIT, Outcome, signal_name
 from tfbisect.core.schema import problems
-from tfbisect.core.spec import EnvSpec
+from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.core.textsafe import bounded, clip
 
 RECORD_VERSION = 1
@@ -84,6 +84,13 @@ class RunRecord:
             return str(value) if value else None
         return None
 
+    @property
+    def ran_on(self) -> str | None:
+        """For a CUDA cell, where its TF ran: the GPU it saw, or "CPU" (None for a CPU cell)."""
+        if self.spec.flavour is not Flavour.CUDA:
+            return None
+        return ran_on(self.document)
+
     def probe(self, name: str) -> dict[str, Any] | None:
         for probe in (self.document or {}).get("probes", []):
             if probe.get("name") == name:
@@ -136,6 +143,29 @@ class RunRecord:
                 data.get("infrastructure", (data.get("extra") or {}).get("infrastructure", False))
             ),
         )
+
+
+def ran_on(document: dict[str, Any] | None) -> str:
+    """Where a CUDA image's TF ran, from what the scenario saw: "GPU: <name> (compute X.Y,
+    driver D)" or "CPU (no GPU visible)"; "unknown" when the scenario did not get that far."""
+    environment = (document or {}).get("environment")
+    if not isinstance(environment, dict) or "tensorflow" not in environment:
+        return "unknown (the scenario did not report its devices)"
+    gpus = environment.get("gpus")
+    if gpus is None:  # a scenario that lists devices only
+        listed = environment.get("devices")
+        devices: list[Any] = listed if isinstance(listed, list) else []
+        gpus = [{"name": d.get("name")} for d in devices if isinstance(d, dict) and d.get("type") == "GPU"]
+    if not gpus:
+        return "CPU (no GPU visible)"
+    shown = []
+    for gpu in gpus if isinstance(gpus, list) else []:
+        if isinstance(gpu, dict):
+            capability = f"compute {gpu['compute_capability']}" if gpu.get("compute_capability") else ""
+            driver = f"driver {environment['nvidia_driver']}" if environment.get("nvidia_driver") else ""
+            details = ", ".join(d for d in (capability, driver) if d)
+            shown.append(f"{gpu.get('name', '?')}" + (f" ({details})" if details else ""))
+    return "GPU: " + "; ".join(shown)
 
 
 def exception_from_log(log: str) -> Failure:

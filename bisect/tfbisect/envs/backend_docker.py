@@ -2,18 +2,24 @@
 
 Images are named `tfbisect:tf<version>-py<python>-<flavour>-<hash>` and labelled with the hash
 of everything that went into them (Dockerfile, base image id, lock, flavour), so a current
-image is reused and a stale one never is.  The CPU image of a TF 2.14+ release installs the
-full `tensorflow` wheel (which runs on CPU) so that its CUDA image is the CPU image plus one
-layer of NVIDIA wheels.
+image is reused and a stale one never is.
 
-What an image is (tag, hash, stage, build arguments, labels, layers, the CPU image under a CUDA
-one) is `plan_image`, a pure function of its inputs; `DockerBackend.ensure_image` reuses or
+A CUDA image is built on an NVIDIA image, `tfbisect-nvidia:<set>-py<python>-<hash>`: the CUDA
+set's wheels in one layer of several GB.  Every TF version whose NVIDIA pins are the same set
+(TF 2.5-2.13 all use one, see core/cudasets.py; TF 2.14+ patch releases mostly pin the same)
+sits on the same NVIDIA image, so the set is stored once.  Each CUDA image build ends with
+TensorFlow's own loader check (data/cuda_check.py); the image keeps what it found, and every
+run's record carries it.
+
+What an image is (tag, hash, stage, build arguments, labels, layers, the NVIDIA image under a
+CUDA one) is `plan_image`, a pure function of its inputs; `DockerBackend.ensure_image` reuses or
 builds what it plans.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -25,12 +31,16 @@ from pathlib import Path
 
 from tfbisect import __version__
 from tfbisect.core.catalogue import Release
+from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
+from tfbisect.core.fsio import write_text_atomic
+from tfbisect.core.packagedata import data_file
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Backend, EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
+from tfbisect.envs import locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
 from tfbisect.envs.docker_engine import BuildRequest, Engine, connect, environment_names
 from tfbisect.envs.environments import Ended, Launch
@@ -38,15 +48,22 @@ from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, serve
 
 DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
+CUDA_CHECK = "cuda_check.py"  # package data, copied into the build context of CUDA images
+CUDA_CHECK_PATH = "/opt/tfbisect/cuda-check.json"  # what the check found, kept in the image
+CUDA_CHECK_LIMIT = 256 * 1024
 # The CUDA each line's wheels were built for (tf.sysconfig.get_build_info()); the CUDA image
 # build fails when TF says otherwise.
 CUDA_EXPECTED = {
+    **{f"2.{minor}": "11.2" for minor in range(5, 12)},
+    "2.12": "11.8",
+    "2.13": "11.8",
     "2.14": "11.8",
     "2.15": "12.2",
     "2.16": "12.3",
     "2.17": "12.3",
     "2.18": "12.5",
     "2.19": "12.5",
+    "2.20": "12.5",
     "2.21": "12.5",  # seen: the 2.21.0 wheel reports 12.5.1 / cuDNN 9
 }
 USER = "10001:10001"
@@ -91,6 +108,7 @@ class DockerBackend:
         self._engine = engine
         self._bases: BaseImages | None = None
         self._connect_lock = threading.Lock()
+        self._checks: dict[str, dict[str, object]] = {}
 
     @property
     def engine(self) -> Engine:
@@ -135,9 +153,10 @@ class DockerBackend:
 
     def lock_spec(self, spec: EnvSpec) -> LockSpec:
         """TF 2.14+ installs from its `tensorflow[and-cuda]` lock for both flavours (so CPU and
-        CUDA images share every layer below the NVIDIA one); older lines from their CPU lock."""
-        refuse_old_cuda(spec)
-        flavour = Flavour.CUDA if has_and_cuda(spec.tf_version) else Flavour.CPU
+        CUDA images hold the same packages, the NVIDIA ones aside); older lines from the lock of
+        their flavour (a CUDA image needs TF's GPU-capable wheel, not `tensorflow-cpu`)."""
+        refuse_cuda(spec, user_base=bool(self.user_base))
+        flavour = Flavour.CUDA if has_and_cuda(spec.tf_version) else spec.flavour
         return LockSpec(spec.tf_version, spec.python, flavour, spec.keras)
 
     # -- images ------------------------------------------------------------------------
@@ -146,50 +165,77 @@ class DockerBackend:
 
     def ensure_image(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
         base = self.bases.get(spec.python, self.user_base)
-        plan = plan_image(spec, lock, lock.path.read_bytes(), DOCKERFILE.read_bytes(), base)
+        plan = plan_image(
+            spec,
+            lock,
+            lock.path.read_bytes(),
+            DOCKERFILE.read_bytes(),
+            base,
+            nvidia_lock=nvidia_lock_bytes(spec),
+            check=cuda_check_bytes(),
+        )
         return self._ensure(plan, base, log_dir)
 
     def _current(self, plan: ImagePlan) -> bool:
-        """The image is there with this plan's hash; a CUDA image also sits on its CPU image's
-        layers when that image is there (it may have been rebuilt since)."""
+        """The image is there with this plan's hash; a CUDA image also sits on its NVIDIA
+        image's layers when that image is there (it may have been rebuilt since)."""
         if self.engine.image_labels(plan.tag).get("tfbisect.hash") != plan.content_hash:
             return False
-        if plan.cpu_first is None:
+        if plan.below is None:
             return True
-        below = self.engine.image_layers(plan.cpu_first.tag)
+        below = self.engine.image_layers(plan.below.tag)
         return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
 
     def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
         spec = plan.spec
         if self._current(plan):
             return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=False)
-        if plan.cpu_first is not None:
-            # The CPU image first: the CUDA one is built on top of its layers.
-            self._ensure(plan.cpu_first, base, log_dir)
-        log_path = log_dir / f"{spec.key}.build.log"
-        # Only what this image's top layer needs: a CPU image never fetches NVIDIA wheels.
+        if plan.below is not None:
+            # The NVIDIA image first: the CUDA one is built on top of its layers.
+            self._ensure(plan.below, base, log_dir)
+        stem = spec.key if plan.target != "nvidia" else f"nvidia-{plan.tag.split(':')[1]}"
+        log_path = log_dir / f"{stem}.build.log"
+        # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
         self.wheels.ensure(list(plan.fetch), spec.python, log_path)
         requirements = self.cache_dir / "wheels" / "req"
         requirements.mkdir(parents=True, exist_ok=True)
         for name, text in plan.requirement_files().items():
-            (requirements / name).write_text(text)
+            write_text_atomic(requirements / name, text)
         context = self.cache_dir / "context"
         context.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
+        what = "the NVIDIA image" if plan.target == "nvidia" else "the image"
         with (
             serve(self.cache_dir / "wheels") as url,
-            self.progress.step(spec.label, f"building {plan.tag} (log: {log_path})"),
+            self.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
         ):
             finished = self.engine.build(
                 plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT
             )
         if finished.exit_code != 0:
             how = f"did not finish in {BUILD_TIMEOUT:g}s" if finished.timed_out else "failed"
+            tail = finished.log_tail.splitlines()
+            failed_check = [line for line in tail if "TF loader check FAILED" in line]
             raise EnvironmentBuildError(
-                f"Building the image for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) {how}:\n"
-                + "\n".join(finished.log_tail.splitlines()[-15:]),
+                f"Building {what} for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) {how}:\n"
+                + "\n".join((failed_check or tail)[-15:]),
                 f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
             )
         return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=True)
+
+    def cuda_check(self, image: Image) -> dict[str, object] | None:
+        """What TF's loader check found when `image` was built (None for a CPU image)."""
+        if image.flavour is not Flavour.CUDA:
+            return None
+        with self._connect_lock:
+            known = self._checks.get(image.image_id)
+        if known is None:
+            text = self.engine.run_output(image.tag, ["cat", CUDA_CHECK_PATH], timeout=120)
+            problem = f"the image has no readable {CUDA_CHECK_PATH}: remove it (docker rmi {image.tag}) to rebuild it"
+            known = read_cuda_check(text) if text else {"problems": [problem]}
+            with self._connect_lock:
+                self._checks[image.image_id] = known
+        return known
 
     # -- runs --------------------------------------------------------------------------
     @contextmanager
@@ -247,6 +293,9 @@ class DockerBackend:
                 "gpu_visible": gpu,
                 "container": name,
             }
+            check = self.cuda_check(image)
+            if check is not None:
+                extra["cuda_check"] = check
             yield Launch(
                 argv=argv,
                 env=self.engine.run_env(os.environ),
@@ -272,13 +321,69 @@ class DockerBackend:
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
 
 
-def refuse_old_cuda(spec: EnvSpec) -> None:
-    if spec.flavour is Flavour.CUDA and not has_and_cuda(spec.tf_version):
+def refuse_cuda(spec: EnvSpec, *, user_base: bool) -> None:
+    """A CUDA image for a release whose libraries no wheel carries needs --base-image."""
+    if spec.flavour is not Flavour.CUDA:
+        return
+    plan = cuda_plan(spec.tf_version)
+    if plan.source is None or (plan.source is CudaSource.BASE_IMAGE and not user_base):
         raise LockError(
-            f"CUDA images are built for TF 2.14 and newer (tensorflow[and-cuda]); TF {spec.tf_version} "
-            "would need its matching nvidia-*-cu11 set, which tfbisect does not know yet.",
-            "use --base cpu for this version.",
+            f"No CUDA image for TF {spec.tf_version} can be built here: {plan.needs}"
+            + (" (and no registry serves it here)" if plan.base_image else "")
+            + ".",
+            f"name an image that has those libraries and Python {spec.python} with --base-image, "
+            "or use --base cpu for this version.",
         )
+
+
+def nvidia_lock_bytes(spec: EnvSpec) -> bytes | None:
+    """The lock of the CUDA set a CUDA image of TF 2.5-2.13 sits on (None otherwise: TF 2.14+
+    locks name their own NVIDIA wheels, older lines take the libraries from --base-image)."""
+    plan = cuda_plan(spec.tf_version)
+    if spec.flavour is not Flavour.CUDA or plan.cuda_set is None:
+        return None
+    return locks.set_lock(plan.cuda_set).read_bytes()
+
+
+def cuda_check_bytes() -> bytes:
+    return Path(str(data_file(CUDA_CHECK))).read_bytes()
+
+
+def read_cuda_check(text: str) -> dict[str, object]:
+    """The image's loader-check document, made safe to store: it comes from inside an image,
+    so it is bounded, parsed strictly and reduced to the fields the record shows."""
+    if len(text) > CUDA_CHECK_LIMIT:
+        return {"problems": [f"the image's loader check is {len(text)} bytes, over {CUDA_CHECK_LIMIT}"]}
+    try:
+        raw = json.loads(text, parse_constant=lambda name: None)
+    except ValueError as exc:
+        return {"problems": [f"the image's loader check is not JSON: {exc}"]}
+    if not isinstance(raw, dict):
+        return {"problems": ["the image's loader check is not a JSON object"]}
+
+    def short(value: object) -> object:
+        if isinstance(value, str):
+            return value[:300]
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, list):
+            return [short(v) for v in value[:64]]
+        if isinstance(value, dict):
+            return {str(k)[:64]: short(v) for k, v in list(value.items())[:32]}
+        return None
+
+    keep = (
+        "tensorflow",
+        "build_info",
+        "loader",
+        "status_ok",
+        "libraries",
+        "failed",
+        "gpus",
+        "driver",
+        "problems",
+    )
+    return {key: short(raw.get(key)) for key in keep if key in raw}
 
 
 @dataclass(frozen=True)
@@ -286,25 +391,25 @@ class ImagePlan:
     """Everything about one image that follows from its inputs alone (see `plan_image`)."""
 
     spec: EnvSpec
-    tag: str  # tfbisect:tf<version>-py<python>-<flavour>-<hash[:12]>
-    content_hash: str  # of the Dockerfile, the base image's ID, the lock, the flavour (and expected CUDA)
-    target: str  # the Dockerfile stage
+    tag: str  # tfbisect:tf<version>-py<python>-<flavour>-<hash[:12]>, tfbisect-nvidia:<set>-py<python>-<hash[:12]>
+    content_hash: str  # of the Dockerfile, what it is built on, the lock(s), the flavour (and expected CUDA)
+    target: str  # the Dockerfile stage: cpu, cuda or nvidia
     build_args: Mapping[str, str]  # all but WHEELS_URL, the address the build installs from
     labels: Mapping[str, str]
-    layers: Mapping[str, tuple[Pin, ...]]  # the lock's pins by the layer that installs them: cpu, nvidia
-    lock_sha256: str
-    cpu_first: ImagePlan | None  # a CUDA image's CPU image, which must exist before it is built
+    layer: str  # which requirement file its own layer installs: "cpu" or "nvidia"
+    pins: tuple[Pin, ...]  # what that layer installs
+    requirement_sha: str  # the sha256 of the lock those pins come from (LOCK_SHA / NVIDIA_SHA)
+    below: ImagePlan | None  # a CUDA image's NVIDIA image, which must exist before it is built
 
     @property
     def fetch(self) -> tuple[Pin, ...]:
-        """The wheels this image's own top layer installs."""
-        return self.layers["nvidia" if self.spec.flavour is Flavour.CUDA else "cpu"]
+        """The wheels this image's own layer installs."""
+        return self.pins
 
     def requirement_files(self) -> dict[str, str]:
-        """The files the Dockerfile's layers install from (`<lock sha>-<layer>.txt`), by name."""
+        """The file the Dockerfile's layer installs from (`<lock sha>-<layer>.txt`), by name."""
         return {
-            f"{self.lock_sha256}-{name}.txt": "".join(f"{p.name}=={p.version}\n" for p in chosen)
-            for name, chosen in self.layers.items()
+            f"{self.requirement_sha}-{self.layer}.txt": "".join(f"{p.name}=={p.version}\n" for p in self.pins)
         }
 
     def build_request(self, wheels_url: str, dockerfile: Path, context: Path) -> BuildRequest:
@@ -319,55 +424,95 @@ class ImagePlan:
         )
 
 
-def plan_image(spec: EnvSpec, lock: Lock, lock_bytes: bytes, dockerfile: bytes, base: Base) -> ImagePlan:
-    """The image of `spec` from these inputs, without an engine: its tag and content hash, the
-    Dockerfile stage, build arguments and labels, its layers' packages, and for a CUDA image the
-    CPU image it is built on.  The same inputs give the same plan; any change gives another hash."""
-    refuse_old_cuda(spec)
-    lock_text = lock_bytes.decode("utf-8", "replace")
-    line_cuda = CUDA_EXPECTED.get(minor_line(spec.tf_version), "")
-    expected = line_cuda if spec.flavour is Flavour.CUDA else ""
+def _digest(*parts: bytes) -> str:
     digest = hashlib.sha256()
-    for part in (
-        dockerfile,
-        base.image_id.encode(),
-        lock_bytes,
-        spec.flavour.value.encode(),
-        expected.encode(),
-    ):
+    for part in parts:
         digest.update(part)
         digest.update(b"\0")
-    content = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def plan_nvidia(spec: EnvSpec, pins: tuple[Pin, ...], dockerfile: bytes, base: Base) -> ImagePlan:
+    """The NVIDIA image for these pins on this base: the same pins give the same image, whichever
+    TF version asks, so TF versions on one CUDA set share it."""
+    text = "".join(f"{p.name}=={p.version} {' '.join(sorted(p.hashes))}\n" for p in pins)
+    content = _digest(dockerfile, base.image_id.encode(), text.encode(), b"nvidia")
+    majors = sorted({p.name.rsplit("-", 1)[-1] for p in pins if p.name.rsplit("-", 1)[-1].startswith("cu")})
+    name = "-".join(majors) or "cuda"
+    requirement_sha = hashlib.sha256(text.encode()).hexdigest()
+    return ImagePlan(
+        spec=spec,
+        tag=f"tfbisect-nvidia:{name}-py{spec.python}-{content[:12]}",
+        content_hash=content,
+        target="nvidia",
+        build_args={"BASE": base.ref, "PYTHON": spec.python, "NVIDIA_SHA": requirement_sha},
+        labels={"tfbisect.hash": content, "tfbisect.base": base.ref, "tfbisect.version": __version__},
+        layer="nvidia",
+        pins=pins,
+        requirement_sha=requirement_sha,
+        below=None,
+    )
+
+
+def plan_image(
+    spec: EnvSpec,
+    lock: Lock,
+    lock_bytes: bytes,
+    dockerfile: bytes,
+    base: Base,
+    *,
+    nvidia_lock: bytes | None = None,
+    check: bytes = b"",
+) -> ImagePlan:
+    """The image of `spec` from these inputs, without an engine: its tag and content hash, the
+    Dockerfile stage, build arguments and labels, its layer's packages, and for a CUDA image the
+    NVIDIA image it is built on (from `nvidia_lock`, the CUDA set's lock, or else the NVIDIA pins
+    of `lock` itself).  The same inputs give the same plan; any change gives another hash."""
+    refuse_cuda(spec, user_base=base.source == "user")
+    line_cuda = CUDA_EXPECTED.get(minor_line(spec.tf_version), "")
+    cuda = spec.flavour is Flavour.CUDA
+    expected = line_cuda if cuda else ""
+    found = pins(lock_bytes.decode("utf-8", "replace"))
+    below = None
+    if cuda:
+        # TF 2.14+ locks name their NVIDIA wheels; TF 2.5-2.13 take their CUDA set's lock;
+        # a base image of the user's brings the libraries itself.
+        source = cuda_plan(spec.tf_version).source
+        nvidia = found if source is CudaSource.AND_CUDA else []
+        if source is CudaSource.WHEEL_SET:
+            assert nvidia_lock is not None, "a CUDA set's image needs the set's lock"
+            nvidia = pins(nvidia_lock.decode("utf-8", "replace"))
+        chosen = tuple(p for p in nvidia if p.is_nvidia)
+        below = plan_nvidia(spec, chosen, dockerfile, base) if chosen else None
+    under = below.content_hash.encode() if below else base.image_id.encode()
+    # A CPU image's formula is the one every cached image was made with; a CUDA image adds the check.
+    parts = [dockerfile, under, lock_bytes, spec.flavour.value.encode(), expected.encode()]
+    content = _digest(*parts, *([check] if cuda else []))
     lock_sha256 = hashlib.sha256(lock_bytes).hexdigest()
-    found = pins(lock_text)
-    cpu_first = None
-    if spec.flavour is Flavour.CUDA:
-        cpu_spec = EnvSpec(spec.tf_version, spec.python, Flavour.CPU, spec.keras, spec.backend, spec.base)
-        cpu_first = plan_image(cpu_spec, lock, lock_bytes, dockerfile, base)
+    build_args = {
+        "BASE": below.tag if below else base.ref,
+        "PYTHON": spec.python,
+        "LOCK_SHA": lock_sha256,
+        "CHECK_IMPORT": import_check(lock),
+    }
+    if cuda:
+        build_args["EXPECT_CUDA"] = line_cuda
     return ImagePlan(
         spec=spec,
         tag=f"tfbisect:tf{spec.tf_version}-py{spec.python}-{spec.flavour.value}-{content[:12]}",
         content_hash=content,
         target=spec.flavour.value,
-        build_args={
-            "BASE": base.ref,
-            "PYTHON": spec.python,
-            "LOCK_SHA": lock_sha256,
-            "EXPECT_CUDA": line_cuda,
-            "CHECK_IMPORT": import_check(lock),
-        },
+        build_args=build_args,
         labels={
             "tfbisect.hash": content,
             "tfbisect.lock": lock.path.name,
             "tfbisect.base": base.ref,
             "tfbisect.version": __version__,
         },
-        layers={
-            "cpu": tuple(p for p in found if not p.is_nvidia),
-            "nvidia": tuple(p for p in found if p.is_nvidia),
-        },
-        lock_sha256=lock_sha256,
-        cpu_first=cpu_first,
+        layer="cpu",
+        pins=tuple(p for p in found if not p.is_nvidia),
+        requirement_sha=lock_sha256,
+        below=below,
     )
 
 

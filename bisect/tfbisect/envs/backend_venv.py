@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tfbisect.core.catalogue import Release
-from tfbisect.core.errors import EnvironmentBuildError, NoInterpreterError
+from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.core.spec import Backend, EnvSpec, Flavour, has_and_cuda
 from tfbisect.envs import interpreters
 from tfbisect.envs.environments import Ended, Launch
 from tfbisect.envs.interpreters import Interpreter
@@ -45,6 +45,12 @@ class VenvBackend:
         return interpreters.choose(wanted, self.have, pinned, release=release.version).version
 
     def lock_spec(self, spec: EnvSpec) -> LockSpec:
+        if spec.flavour is Flavour.CUDA and not has_and_cuda(spec.tf_version):
+            raise LockError(
+                f"A venv of TF {spec.tf_version} on CUDA would need a CUDA set next to TF's wheel, "
+                "which tfbisect installs only into Docker images (one shared NVIDIA layer).",
+                "use --backend docker for CUDA before TF 2.14, or --base cpu.",
+            )
         return LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras)
 
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Path:

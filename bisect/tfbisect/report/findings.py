@@ -243,3 +243,26 @@ def failure_finding_line(report: BisectReport) -> str | None:
     if not found or regress_of(report) != "state":
         return None
     return f"failure finding: {found} ({(report.failure_finding or {}).get('failure', '')})"
+
+
+def cuda_libraries(record: RunRecord) -> str | None:
+    """What TF's own loader check found when the cell's CUDA image was built, in one line:
+    "8 opened: libcudart.so.11.0 11.8.89, …; TF built for CUDA 11.8, cuDNN 8 (sm_35 … compute_80)".
+    None for a cell without that check (CPU, venv, or an image from before the check)."""
+    check = record.extra.get("cuda_check")
+    if not isinstance(check, dict):
+        return None
+    libraries = [lib for lib in check.get("libraries") or [] if isinstance(lib, dict)]
+    opened = ", ".join(
+        f"{lib.get('soname')}" + (f" {lib['version']}" if lib.get("version") else "") for lib in libraries
+    )
+    found = check.get("build_info")
+    info: dict[str, Any] = found if isinstance(found, dict) else {}
+    capabilities = info.get("cuda_compute_capabilities") or []
+    built = f"TF built for CUDA {info.get('cuda_version') or '?'}, cuDNN {info.get('cudnn_version') or '?'}"
+    if isinstance(capabilities, list) and capabilities:
+        built += f" ({' '.join(str(c) for c in capabilities)})"
+    problems = [str(p) for p in check.get("problems") or []]
+    if problems:
+        return f"check FAILED: {'; '.join(problems)}; {built}"
+    return f"{len(libraries)} opened by TF's loader: {opened or 'none'}; {built}"

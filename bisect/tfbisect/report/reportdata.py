@@ -382,6 +382,11 @@ def environment_rows(record: RunRecord) -> list[tuple[str, str]]:
         ]
     if "gpu_visible" in record.extra:
         rows.append(("gpu visible", str(record.extra["gpu_visible"])))
+    if record.ran_on is not None:
+        rows.append(("ran on", str(record.extra.get("ran_on") or record.ran_on)))
+    libraries = findings.cuda_libraries(record)
+    if libraries is not None:
+        rows.append(("CUDA libraries", libraries))
     rows.append(("lock", str(record.extra.get("lock", "-"))))
     rows.append(("reproduce", str(record.extra.get("reproduce", "-"))))
     rows.append(("command", record.command or "-"))

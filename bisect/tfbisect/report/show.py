@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tfbisect.core.catalogue import Release
+from tfbisect.core.cudasets import cuda_plan
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.versions import python_sort_key
@@ -32,6 +33,11 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
         lines.append(
             f"  devices        {devices}; CUDA {env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}"
         )
+    if record.ran_on is not None:
+        lines.append(f"  ran on         {record.extra.get('ran_on') or record.ran_on}")
+    libraries = findings.cuda_libraries(record)
+    if libraries is not None:
+        lines.append(f"  CUDA libraries {libraries}")
     lines.append(f"  verdict        {record.verdict_summary}")
     for probe in (record.document or {}).get("probes", []):
         lines.append(f"    {probe['name']:<26} {probe['outcome']:<9} {probe['summary']}")
@@ -60,7 +66,7 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
 
 
 def versions_table(releases: Iterable[Release], have: set[str]) -> str:
-    rows = [("version", "released", "wheels for CPython", "here", "locked")]
+    rows = [("version", "released", "wheels for CPython", "here", "locked", "CUDA image (Docker)")]
     for release in releases:
         pythons = release.cpython3
         here = [p for p in pythons if p in have]
@@ -75,6 +81,7 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
                 " ".join(sorted(pythons, key=python_sort_key)),
                 " ".join(sorted(here, key=python_sort_key)) or "none: use --backend docker",
                 locked,
+                cuda_plan(release.version).describe(),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -28,7 +28,7 @@ from tfbisect.core.fsio import file_lock, now_iso, stamp
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.process import run_logged
 from tfbisect.core.progress import Progress
-from tfbisect.core.record import Failure, RunRecord, classify
+from tfbisect.core.record import Failure, RunRecord, classify, ran_on
 from tfbisect.core.resultfile import read_result
 from tfbisect.core.scenario import Scenario, scenarios_dir
 from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
@@ -281,6 +281,8 @@ class Runner:
             memory_limit=ended.memory_limit,
         )
         extra = dict(launch.extra)
+        if spec.flavour is Flavour.CUDA:
+            extra["ran_on"] = ran_on(document)
         if finished.leftovers:
             extra["leftover_processes_killed"] = finished.leftovers
         record = RunRecord(
@@ -305,7 +307,8 @@ class Runner:
             timeout_s=self.settings.timeout,
         )
         path = self.store.put(record)
-        self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s → {path}")
+        where = f" on {extra['ran_on']}" if "ran_on" in extra else ""
+        self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s{where} → {path}")
         return record
 
 

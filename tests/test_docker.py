@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tfbisect.core.cudasets import CU11
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.store import ResultStore
@@ -50,6 +52,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     made -= before
     if made:
         subprocess.run(["docker", "image", "rm", "--force", *sorted(made)], capture_output=True, check=False)
+    # The wheels of a dozen TF and NVIDIA sets are several GB: pytest would keep them in its
+    # last three temp folders.
+    shutil.rmtree(path / "cache", ignore_errors=True)
 
 
 def tfbisect(
@@ -79,7 +84,7 @@ def container_gone(rec: RunRecord) -> None:
 
 def built(done: subprocess.CompletedProcess[str], prefix: str) -> bool:
     """Whether this call built the image whose tag starts with `prefix` (else it was reused)."""
-    if f"building {prefix}" not in done.stderr:
+    if not any("building the image " + prefix in line for line in done.stderr.splitlines()):
         return False
     assert f"+ docker build --network host --file {ROOT / 'Dockerfile'}" in done.stderr  # the echo
     return True
@@ -133,36 +138,77 @@ def test_recorded_image_id_is_the_images_own_and_the_bases_is_apart(workspace: P
     assert extra["image_repo_digest"] == (digests[0] if digests else None)
 
 
-def test_cuda_image_is_the_cpu_image_plus_one_nvidia_layer(workspace: Path) -> None:
-    """Whether either image was there before or not: the CUDA image is the CPU image's layers plus
-    one, and its build checked the NVIDIA libraries (in the log of a build made now, and in the
-    image's history either way, since a failed check leaves no image)."""
-    cpu_run = tfbisect(workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker")
-    assert cpu_run.returncode in (0, 1), cpu_run.stdout + cpu_run.stderr
-    done = tfbisect(
-        workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker", "--base", "cuda"
+def image_layers(image: str) -> list[str]:
+    return list(json.loads(docker("image", "inspect", image))[0]["RootFS"]["Layers"])
+
+
+def image_size(image: str) -> int:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", image))
+
+
+def nvidia_under(images: list[str]) -> str:
+    """The tfbisect-nvidia image whose layers are the bottom layers of every one of `images`."""
+    candidates = docker(
+        "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=tfbisect-nvidia"
     )
-    assert done.returncode in (0, 1), done.stdout + done.stderr
-    cuda = record(workspace, "tf2.21.0-py3.11-cuda-docker")
-    cpu = record(workspace, "tf2.21.0-py3.11-cpu-docker")
-    layers = {}
-    for rec in (cpu, cuda):
-        inspected = json.loads(docker("image", "inspect", str(rec.extra["image"])))[0]
-        layers[rec.spec.flavour.value] = inspected["RootFS"]["Layers"]
-    assert layers["cuda"][: len(layers["cpu"])] == layers["cpu"], "CPU and CUDA images share all lower layers"
-    assert len(layers["cuda"]) == len(layers["cpu"]) + 1, "the NVIDIA libraries are one layer of their own"
-    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", str(cuda.extra["image"]))
-    assert "CUDA build info:" in history and "ctypes.CDLL" in history  # the check is a step of the build
-    if built(done, "tfbisect:tf2.21.0-py3.11-cuda-"):
-        build_log = next(
-            (workspace / "reports" / "logs").rglob("tf2.21.0-py3.11-cuda-docker.build.log")
-        ).read_text()
-        assert "CUDA build info:" in build_log and "loaded:" in build_log  # the build-time dlopen check ran
-    assert cuda.document is not None and cuda.document["environment"]["cuda"]
-    if not cuda.extra["gpu_visible"]:
-        assert "no NVIDIA runtime" in done.stderr
-        assert probe_outcomes(cuda) == probe_outcomes(cpu)
-    container_gone(cuda)
+    for candidate in candidates.split():
+        below = image_layers(candidate)
+        if all(image_layers(image)[: len(below)] == below for image in images):
+            return candidate
+    raise AssertionError(f"no NVIDIA image under all of {images}: {candidates}")
+
+
+def test_gpu_check_builds_cuda_images_that_tfs_own_loader_accepts(workspace: Path) -> None:
+    """`tfbisect gpu-check` for a CUDA 11 line from the cu11 set (2.12.0 and 2.12.1) and a CUDA 12
+    line from its own `tensorflow[and-cuda]` lock (2.21.0): each CUDA image's build ran TF's
+    loader check, which opened every library TF asks for from the image's NVIDIA wheels; the
+    two 2.12 images sit on one NVIDIA image; without a GPU each says it ran on CPU, and gets the
+    CPU image's answers."""
+    done = tfbisect(
+        workspace, "gpu-check", "--tf", "2.12.0", "--tf", "2.12.1", "--tf", "2.21.0", "--python", "3.11"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("TF ")]
+    assert [line.split()[1] for line in lines] == ["2.12.0", "2.12.1", "2.21.0"]
+    assert "gpu-check: 3 of 3 CUDA images passed" in done.stderr
+    for version in ("2.12.0", "2.12.1", "2.21.0"):
+        cuda = record(workspace, f"tf{version}-py3.11-cuda-docker")
+        check = cuda.extra["cuda_check"]
+        assert isinstance(check, dict), f"{version}: the record carries the image's loader check"
+        assert check["status_ok"] is True and check["failed"] == [] and check["problems"] == []
+        assert str(check["loader"]).endswith("DsoLoader22TryDlopenCUDALibrariesEv")
+        libraries = check["libraries"]
+        assert isinstance(libraries, list)
+        opened = {lib["soname"] for lib in libraries}
+        assert all(str(lib["wheel"]).startswith("nvidia-") and lib["version"] for lib in libraries)
+        if version.startswith("2.12"):
+            assert opened == {soname for soname, _ in CU11.sonames}, "every soname the cu11 mapping rests on"
+            assert {lib["wheel"] for lib in libraries} <= {r.split("==")[0] for r in CU11.requirements}
+            assert check["build_info"]["cuda_version"] == "11.8"
+        else:
+            assert {"libcudart.so.12", "libcudnn.so.9"} <= opened and len(opened) >= 6
+            assert str(check["build_info"]["cuda_version"]).startswith("12.5")
+        line = next(line for line in lines if line.split()[1] == version)
+        assert f"{len(libraries)} opened by TF's loader" in line and str(cuda.extra["image"]) in line
+        gpu = bool(cuda.extra["gpu_visible"])
+        assert cuda.ran_on == cuda.extra["ran_on"] and str(cuda.ran_on).startswith("GPU" if gpu else "CPU")
+        assert f"ran on {cuda.ran_on}" in line
+        image = str(cuda.extra["image"])
+        history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
+        assert "cuda_check.py --output /opt/tfbisect/cuda-check.json" in history, "the check is a build step"
+        container_gone(cuda)
+    # The 2.12 images sit on one NVIDIA image: its layers (the set, several GB) are stored once.
+    images = [
+        str(record(workspace, f"tf{v}-py3.11-cuda-docker").extra["image"]) for v in ("2.12.0", "2.12.1")
+    ]
+    nvidia = nvidia_under(images)
+    assert nvidia.startswith("tfbisect-nvidia:cu11-py3.11-") and image_size(nvidia) > 2_500_000_000
+    assert image_layers(images[0]) != image_layers(images[1]), "each has its own TF layer on top"
+    if not record(workspace, "tf2.21.0-py3.11-cuda-docker").extra["gpu_visible"]:
+        cpu_run = tfbisect(workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker")
+        assert cpu_run.returncode in (0, 1), cpu_run.stdout + cpu_run.stderr
+        cpu = record(workspace, "tf2.21.0-py3.11-cpu-docker")
+        assert probe_outcomes(record(workspace, "tf2.21.0-py3.11-cuda-docker")) == probe_outcomes(cpu)
 
 
 def test_timeout_kills_and_removes_the_container(workspace: Path, tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ search   every single-change position over the real catalogue, for 1..8 workers:
 repeat   (--real) a real bisection run twice: the second must need 0 builds and 0 runs.
 docker   (--docker) two TF versions on one base: rebuild time of an unchanged image, layers
          shared, bytes fetched over unique wheel bytes (must be 1.0), container overhead.
+cuda     (--cuda) CUDA images of three TF versions on one CUDA set (2.12.0, 2.12.1, 2.13.1 on
+         the cu11 set): disk bytes of the three over one such image (must be <= 1.5; without
+         a shared NVIDIA layer it would be about 3).
 """
 
 from __future__ import annotations
@@ -122,12 +125,55 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     }
 
 
+def cuda_sharing(cache: Path, reports: Path) -> dict[str, float]:
+    """Disk bytes of three CUDA images on one set, against one: each image's layers start with
+    its NVIDIA image's (checked), so the three together take size(NVIDIA) plus what each adds."""
+    from tfbisect.core.progress import Progress
+    from tfbisect.core.spec import Backend, Flavour
+    from tfbisect.runs.workflow import Runner, Settings
+
+    runner = Runner(catalogue.load_snapshot(), Settings(reports, cache), Progress(quiet=True))
+    backend = runner.environment(Backend.DOCKER)
+    assert isinstance(backend, DockerBackend)
+    listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
+    before = set(backend.engine.capture(*listing, quiet=True).split())
+    sizes: list[int] = []
+    nvidia_tags = set()
+    try:
+        for version in ("2.12.0", "2.12.1", "2.13.1"):
+            spec = runner.spec_for(version, python="3.11", flavour=Flavour.CUDA, backends=(Backend.DOCKER,))
+            image = backend.ensure_image(spec, runner.lock_for(spec), reports / "logs")
+            inspected = backend.engine.image_inspect(image.tag) or {}
+            sizes.append(int(str(inspected.get("Size", 0))))
+            nvidia = str(backend.engine.image_labels(image.tag).get("tfbisect.nvidia", ""))
+            below, layers = backend.engine.image_layers(nvidia), backend.engine.image_layers(image.tag)
+            assert below and layers[: len(below)] == below, f"{image.tag} does not sit on {nvidia}"
+            nvidia_tags.add(nvidia)
+        assert len(nvidia_tags) == 1, f"the three versions used {len(nvidia_tags)} NVIDIA images"
+        (nvidia,) = nvidia_tags
+        shared = int(str((backend.engine.image_inspect(nvidia) or {}).get("Size", 0)))
+    finally:
+        # The bench cleans up after itself: about 5 GB an image.
+        for created in set(backend.engine.capture(*listing, quiet=True).split()) - before:
+            backend.engine.remove_image(created)
+    together = shared + sum(size - shared for size in sizes)
+    return {
+        "nvidia_bytes": shared,
+        "image_bytes": sizes[0],
+        "three_over_one": together / sizes[0],
+        "unshared_three_over_one": sum(sizes) / sizes[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
     parser.add_argument("--reports", type=Path, help="where the real runs keep results (default: a temp dir)")
     parser.add_argument(
         "--docker", action="store_true", help="also build two versions' images (needs an engine)"
+    )
+    parser.add_argument(
+        "--cuda", action="store_true", help="also build three CUDA images on one CUDA set (~10 GB of disk)"
     )
     args = parser.parse_args(argv)
     size = len(catalogue.load_snapshot().releases())
@@ -166,6 +212,16 @@ def main(argv: list[str] | None = None) -> int:
             or abs(r["fetched_over_unique"] - 1.0) > 1e-9
             or r["shared_layers"] < 2
         )
+    if args.cuda:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-cuda-") as tmp:
+            r = cuda_sharing(Path(tmp) / "cache", Path(tmp) / "reports")
+        print("CUDA images (TF 2.12.0, 2.12.1 and 2.13.1 on the cu11 set, Python 3.11):")
+        print(
+            f"  one image: {r['image_bytes'] / 1e9:.2f} GB, of which the shared NVIDIA image {r['nvidia_bytes'] / 1e9:.2f} GB\n"
+            f"  disk of the three / disk of one: {r['three_over_one']:.2f} (promise: <= 1.5; "
+            f"unshared it would be {r['unshared_three_over_one']:.2f})"
+        )
+        failed |= r["three_over_one"] > 1.5
     print("FAILED: a promise is broken" if failed else "all promises hold")
     return 1 if failed else 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tfbisect import __version__, options, toxini
-from tfbisect.core import catalogue, interrupt, process, scenario, store
+from tfbisect.core import catalogue, cudasets, interrupt, process, scenario, store
 from tfbisect.core.errors import ExitCode, TfbisectError, UsageError
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.outcome import Outcome
@@ -21,7 +21,7 @@ from tfbisect.core.spec import Backend, Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import environments, interpreters, locks
-from tfbisect.report import github, htmlreport, matrixpng, mdsummary, reportdata, show
+from tfbisect.report import findings, github, htmlreport, matrixpng, mdsummary, reportdata, show
 from tfbisect.runs import givenenv
 from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
 from tfbisect.search import bisection, bisectlog, sweep
@@ -159,6 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--api-url", default=github.API, help=argparse.SUPPRESS)
 
+    gpu = sub.add_parser(
+        "gpu-check",
+        help="build a CUDA image per CUDA set, prove TF opens its libraries, run the scenario (on the GPU if any)",
+    )
+    gpu.add_argument(
+        "--tf",
+        action="append",
+        metavar="VERSION",
+        help="check this version (repeatable; default: the newest release of every CUDA set)",
+    )
+    gpu.add_argument("--python", type=options.python_version, metavar="X.Y", help="pin the interpreter")
+    gpu.add_argument("--require-gpu", action="store_true", help="fail unless every run saw a GPU")
+    gpu.add_argument(
+        "--base-image", metavar="IMAGE", help="a base image of your own (with its CUDA libraries)"
+    )
+    gpu.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    gpu.add_argument("--timeout", type=options.timeout, default=DEFAULT_TIMEOUT, help="seconds per run")
+    gpu.set_defaults(force=True)  # a result stored on a machine without a GPU says nothing here
+
     sweep = sub.add_parser("sweep", help="run the whole matrix of versions, bases and Keras variants")
     add_env_options(sweep, multi=True)
     sweep.add_argument("--tf", default="..", metavar="RANGE", help="2.5..2.21, 2.9,2.21 or .. (default: all)")
@@ -231,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bisect": cmd_bisect,
         "sweep": cmd_sweep,
         "report": cmd_report,
+        "gpu-check": cmd_gpu_check,
     }[args.command]
     try:
         with interrupt.handled():
@@ -325,6 +345,26 @@ def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list
                 f"{flag} {part!r} is not one of {allowed}.", f"use {flag} with {allowed}."
             ) from None
     return values
+
+
+def cmd_gpu_check(args: argparse.Namespace, progress: Progress) -> int:
+    """One CUDA image per CUDA set: built (TF's loader check is a build step), then the scenario
+    run in it, on the GPU where the engine has the NVIDIA runtime.  One line per image."""
+    runner = make_runner(args, progress)
+    chosen = scenario.find(args.scenario)
+    versions = args.tf or cudasets.one_per_set([r.version for r in runner.catalogue.releases()])
+    failed = 0
+    for version in versions:
+        spec = runner.spec_for(version, python=args.python, flavour=Flavour.CUDA, backends=(Backend.DOCKER,))
+        record = runner.run(spec, chosen).record
+        line = show.gpu_check_line(record)
+        checked = findings.cuda_libraries(record)
+        good = checked is not None and "FAILED" not in checked
+        if not good or (args.require_gpu and not str(record.ran_on).startswith("GPU")):
+            failed += 1
+        emit(line)
+    print(f"\ngpu-check: {len(versions) - failed} of {len(versions)} CUDA images passed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_run(args: argparse.Namespace, progress: Progress) -> int:

@@ -181,3 +181,16 @@ def cuda_plan(tf_version: str) -> CudaPlan:
 def cuda_project(tf_version: str) -> str:
     """The project whose wheel of this version runs on a GPU."""
     return cuda_plan(tf_version).project
+
+
+def one_per_set(versions: list[str]) -> list[str]:
+    """The newest of `versions` (final releases, oldest first) for every CUDA set a CUDA image
+    can be built from here: what `tfbisect gpu-check` checks by default."""
+    newest: dict[str, str] = {}
+    for version in versions:
+        plan = cuda_plan(version)
+        if plan.source is CudaSource.WHEEL_SET and plan.cuda_set is not None:
+            newest[plan.cuda_set.name] = version
+        elif plan.source is CudaSource.AND_CUDA:
+            newest[f"and-cuda {plan.tested.cuda if plan.tested else '?'}"] = version
+    return list(newest.values())

@@ -508,6 +508,7 @@ def plan_image(
             "tfbisect.lock": lock.path.name,
             "tfbisect.base": base.ref,
             "tfbisect.version": __version__,
+            **({"tfbisect.nvidia": below.tag} if below else {}),
         },
         layer="cpu",
         pins=tuple(p for p in found if not p.is_nvidia),

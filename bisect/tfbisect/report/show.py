@@ -65,6 +65,18 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def gpu_check_line(record: RunRecord) -> str:
+    """One line of `tfbisect gpu-check`: image, libraries TF's loader opened, GPU seen, verdict."""
+    label = f"TF {record.spec.tf_version} py{record.spec.python}"
+    if record.infrastructure or "image" not in record.extra:
+        reason = record.failure.message.splitlines()[0] if record.failure else record.outcome.value
+        return f"{label}  no image: {reason}"
+    libraries = findings.cuda_libraries(record) or "no loader check in the image"
+    if "FAILED" not in libraries:
+        libraries = libraries.split(": ", 1)[0]  # "8 opened by TF's loader"
+    return f"{label}  {record.extra['image']}  {libraries}  ran on {record.ran_on}  {MARK[record.outcome]}"
+
+
 def versions_table(releases: Iterable[Release], have: set[str]) -> str:
     rows = [("version", "released", "wheels for CPython", "here", "locked", "CUDA image (Docker)")]
     for release in releases:

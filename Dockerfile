@@ -1,19 +1,18 @@
 # One parametrized image for every TF version, Python and flavour (see bisect/tfbisect/envs/backend_docker.py).
 #
 #   base    the Python of BASE, a venv at /opt/venv and an unprivileged user
-#   nvidia  + one CUDA set's NVIDIA libraries as pip wheels (NVIDIA_SHA names the set's lock);
-#           built once per set and Python, tagged tfbisect-nvidia:…, shared by every TF version
-#           that uses the set
+#   nvidia  + one CUDA set's NVIDIA libraries as pip wheels, in three layers; built once per set
+#           and Python, tagged tfbisect-nvidia:…, shared by every TF version that uses the set
 #   cpu     + the lock's packages (TF and everything it needs, NVIDIA libraries excepted)
 #   cuda    the cpu stage built with BASE=<the nvidia image>, + TensorFlow's own check that it
 #           opens every CUDA library it needs (cuda_check.py, kept in the image)
 #
 # Packages come from the host's wheel cache over loopback (`docker build --network host`,
 # WHEELS_URL): nothing reaches the index from inside, no proxy certificate is needed, and no
-# wheel file is ever copied into a layer.  LOCK_SHA and NVIDIA_SHA name the locks, so the layer
-# cache can tell one lock's layer from another's.  Works with the classic builder (no BuildKit
+# wheel file is ever copied into a layer.  LOCK_SHA and NVIDIA_* name the requirement files, so
+# the layer cache can tell one lock's layer from another's.  Works with the classic builder (no BuildKit
 # syntax), which builds every stage before the target: so a stage a build does not need is a
-# no-op there (NVIDIA_SHA empty), and `base` does nothing on a BASE that already has it.
+# no-op there (NVIDIA_* empty), and `base` does nothing on a BASE that already has it.
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS base
@@ -28,12 +27,21 @@ RUN (getent passwd tfbisect >/dev/null || useradd --create-home --uid 10001 --us
 FROM base AS nvidia
 ARG WHEELS_URL
 ARG PYTHON
-ARG NVIDIA_SHA=""
-RUN if [ -n "${NVIDIA_SHA}" ]; then echo "nvidia ${NVIDIA_SHA}" \
- && pip install --no-cache-dir --no-index --no-deps --find-links "${WHEELS_URL}/py${PYTHON}/" \
-        -r "${WHEELS_URL}/req/${NVIDIA_SHA}-nvidia.txt" \
- && python -c "import glob, site; open('/etc/ld.so.conf.d/nvidia-pip.conf', 'w').write('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/*/lib'))) + '\n')" \
- && ldconfig; fi
+# Three layers, most stable first (the CUDA toolkit's libraries; cuDNN; NCCL and the rest).
+# Each ARG is declared just before its layer, so the build cache keys a layer only on the
+# requirement files below it: two sets that differ in cuDNN or NCCL alone share the toolkit's.
+ARG NVIDIA_TOOLKIT=""
+RUN if [ -n "${NVIDIA_TOOLKIT}" ]; then pip install --no-cache-dir --no-index --no-deps \
+        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_TOOLKIT}-nvidia.txt"; fi
+ARG NVIDIA_CUDNN=""
+RUN if [ -n "${NVIDIA_CUDNN}" ]; then pip install --no-cache-dir --no-index --no-deps \
+        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_CUDNN}-nvidia.txt"; fi
+ARG NVIDIA_REST=""
+RUN if [ -n "${NVIDIA_REST}" ]; then pip install --no-cache-dir --no-index --no-deps \
+        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_REST}-nvidia.txt"; fi \
+ && if [ -n "${NVIDIA_TOOLKIT}${NVIDIA_CUDNN}${NVIDIA_REST}" ]; then \
+      python -c "import glob, site; open('/etc/ld.so.conf.d/nvidia-pip.conf', 'w').write('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/*/lib'))) + '\n')" \
+      && ldconfig; fi
 
 FROM nvidia AS cpu
 ARG WHEELS_URL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,35 @@ def test_the_log_is_typed_versioned_and_reads_the_first_version(tmp_path: Path) 
     assert again.request["jobs"] == 2 and again.request["venv_fallback"] is False
     with pytest.raises(ValueError, match="newer"):
         BisectReport.from_dict(dict(data, log_version=99))
+
+
+def test_the_next_rounds_environments_are_prepared_while_a_round_runs(tmp_path: Path) -> None:
+    """Both outcomes of each round are prepared ahead (at most --prefetch), so every run after
+    the first round finds its environment being prepared or ready; prefetch 0 prepares nothing."""
+    runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+    ran: list[str] = []
+    prepared: list[str] = []
+    script = regression_at("2.4.0")
+
+    def execute(spec: EnvSpec) -> RunResult:
+        ran.append(spec.tf_version)
+        outcome, failure, probe = script(spec.tf_version)
+        return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
+
+    def prefetch(spec: EnvSpec) -> object:
+        prepared.append(spec.tf_version)
+        return True
+
+    request = BisectRequest(scenario=SCENARIO, good="2.0.0", bad="2.21.0")
+    report = Bisection(request, runner, Progress(quiet=True), tmp_path / "a.json", execute, prefetch).run()
+    assert report.first_new == "2.4.0"
+    ends, inner = ran[:2], ran[2:]
+    assert set(ends) == {"2.0.0", "2.21.0"} and inner
+    assert all(version in prepared for version in inner), "every run after the ends was prepared ahead"
+    rounds = len(ran) - 1  # the ends are one round
+    assert len(prepared) <= 2 * rounds, "at most --prefetch (2) a round"
+    assert len(set(prepared) - set(ran)) <= rounds, "about one unneeded preparation a round"
+    prepared.clear()
+    quiet = replace(request, prefetch=0)
+    Bisection(quiet, runner, Progress(quiet=True), tmp_path / "b.json", execute, prefetch).run()
+    assert prepared == []

@@ -203,7 +203,24 @@ def test_gpu_check_builds_cuda_images_that_tfs_own_loader_accepts(workspace: Pat
     ]
     nvidia = nvidia_under(images)
     assert nvidia.startswith("tfbisect-nvidia:cu11-py3.11-") and image_size(nvidia) > 2_500_000_000
+    assert {
+        record(workspace, f"tf{v}-py3.11-cuda-docker").extra["nvidia_image"] for v in ("2.12.0", "2.12.1")
+    } == {nvidia}
     assert image_layers(images[0]) != image_layers(images[1]), "each has its own TF layer on top"
+    # The check fails when a library is missing, and says which: cuDNN hidden under a tmpfs.
+    cudnn = "/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib"
+    hidden = subprocess.run(
+        [
+            *("docker", "run", "--rm", "--network", "none", "--tmpfs", cudnn, "--tmpfs", "/tmp", images[1]),
+            *("python", "/opt/tfbisect/cuda_check.py", "--output", "/tmp/check.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert hidden.returncode == 1, hidden.stdout + hidden.stderr
+    assert "TF loader check FAILED: TF could not open libcudnn.so.8" in hidden.stderr
+    assert "opened 7 CUDA libraries" in hidden.stdout
     if not record(workspace, "tf2.21.0-py3.11-cuda-docker").extra["gpu_visible"]:
         cpu_run = tfbisect(workspace, "run", "--tf", "2.21.0", "--python", "3.11", "--backend", "docker")
         assert cpu_run.returncode in (0, 1), cpu_run.stdout + cpu_run.stderr

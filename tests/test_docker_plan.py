@@ -63,6 +63,12 @@ def plan(
 CU11_LOCK_BYTES = locks.set_lock(CU11).read_bytes()  # committed
 
 
+def and_cuda(version: str) -> ImagePlan:
+    """The CUDA image of a TF 2.14+ version from its own committed `tensorflow[and-cuda]` lock."""
+    lock = locks.load(LockSpec(version, "3.11", Flavour.CUDA))
+    return plan(spec(version, Flavour.CUDA), lock, lock.path.read_bytes())
+
+
 def cu11(version: str) -> ImagePlan:
     lock = locks.load(LockSpec(version, "3.11", Flavour.CUDA))  # committed
     return plan(spec(version, Flavour.CUDA), lock, lock.path.read_bytes(), nvidia_lock=CU11_LOCK_BYTES)
@@ -122,11 +128,8 @@ def test_a_cuda_image_is_planned_on_top_of_its_nvidia_image() -> None:
     assert nvidia is not None and nvidia.target == "nvidia" and nvidia.below is None
     assert nvidia.tag.startswith("tfbisect-nvidia:cu12-py3.11-")
     assert cuda.build_args == {**cpu.build_args, "BASE": nvidia.tag, "EXPECT_CUDA": "12.5"}
-    assert nvidia.build_args["BASE"] == BASE.ref and set(nvidia.build_args) == {
-        "BASE",
-        "PYTHON",
-        "NVIDIA_SHA",
-    }
+    layers = ("NVIDIA_TOOLKIT", "NVIDIA_CUDNN", "NVIDIA_REST")
+    assert nvidia.build_args["BASE"] == BASE.ref and set(nvidia.build_args) == {"BASE", "PYTHON", *layers}
     everything = locks_pins(TF_LOCK_BYTES)
     assert cuda.fetch == cpu.fetch, "the TF layer is the same packages on either base"
     assert {p.name for p in cuda.fetch} | {p.name for p in nvidia.fetch} == everything
@@ -135,9 +138,13 @@ def test_a_cuda_image_is_planned_on_top_of_its_nvidia_image() -> None:
     sha = hashlib.sha256(TF_LOCK_BYTES).hexdigest()
     assert cuda.requirement_files() == cpu.requirement_files()
     assert "tensorflow==2.21.0\n" in cuda.requirement_files()[f"{sha}-cpu.txt"]
-    [(name, text)] = nvidia.requirement_files().items()
-    assert name == f"{nvidia.build_args['NVIDIA_SHA']}-nvidia.txt"
-    assert all(line.startswith("nvidia-") for line in text.splitlines())
+    files = nvidia.requirement_files()
+    assert sorted(files) == sorted(f"{nvidia.build_args[layer]}-nvidia.txt" for layer in layers)
+    toolkit, cudnn, rest = (files[f"{nvidia.build_args[layer]}-nvidia.txt"].splitlines() for layer in layers)
+    assert [line.split("==")[0] for line in cudnn] == ["nvidia-cudnn-cu12"]
+    assert [line.split("==")[0] for line in rest] == ["nvidia-nccl-cu12"]
+    assert "nvidia-cublas-cu12==12.9.1.4" in toolkit and len(toolkit) == 10
+    assert sorted(toolkit + cudnn + rest) == sorted(f"{p.name}=={p.version}" for p in nvidia.pins)
     assert plan(spec(flavour=Flavour.CUDA), check=b"check v2").content_hash != cuda.content_hash
 
 
@@ -154,6 +161,12 @@ def test_tf_versions_on_one_cuda_set_share_one_nvidia_image() -> None:
     for planned in plans:
         assert planned.build_args["EXPECT_CUDA"] == "11.8"
         assert "tensorflow" in {p.name for p in planned.pins} and not any(p.is_nvidia for p in planned.pins)
+    # TF 2.18 and 2.19 differ in NCCL alone: different NVIDIA images, the same lower layers.
+    below_218, below_219 = (and_cuda(v).below for v in ("2.18.1", "2.19.0"))
+    assert below_218 is not None and below_219 is not None and below_218.tag != below_219.tag
+    for layer in ("NVIDIA_TOOLKIT", "NVIDIA_CUDNN"):
+        assert below_218.build_args[layer] == below_219.build_args[layer]
+    assert below_218.build_args["NVIDIA_REST"] != below_219.build_args["NVIDIA_REST"]
     other_python = plan_image(
         spec("2.12.1", Flavour.CUDA, "3.9"),
         locks.load(LockSpec("2.12.1", "3.11", Flavour.CUDA)),
@@ -318,8 +331,8 @@ def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_pat
     fake.images[nvidia.tag] = ({"tfbisect.hash": "stale"}, ["base", "old"])
     assert ensure(backend, nvidia, tmp_path) == (True, ["nvidia"])
     req = tmp_path / "cache" / "wheels" / "req"
-    nvidia_file = req / f"{nvidia.build_args['NVIDIA_SHA']}-nvidia.txt"
-    assert nvidia_file.read_text().splitlines() == [f"{p.name}=={p.version}" for p in nvidia.pins]
+    written = [(req / name).read_text() for name in nvidia.requirement_files()]
+    assert sorted("".join(written).splitlines()) == sorted(f"{p.name}=={p.version}" for p in nvidia.pins)
     assert (
         (tmp_path / "cache" / "context" / "cuda_check.py")
         .read_text()

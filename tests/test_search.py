@@ -84,3 +84,23 @@ def test_non_monotonic_is_reported_with_every_change_point() -> None:
 def test_needs_two_versions() -> None:
     with pytest.raises(ValueError, match="at least two"):
         BisectState(1)
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 4])
+def test_what_is_prepared_ahead_holds_every_next_round(jobs: int) -> None:
+    """For every single change point, the round that follows is among what `after_round`
+    proposed while the round before it ran (so prefetching it is never a miss), and 1 worker
+    gets at most the two midpoints mozregression prefetches."""
+    for size in (2, 5, 17, 71):
+        for change in range(1, size):
+            state = BisectState(size, jobs)
+            todo = state.first_round()
+            while todo:
+                ahead = state.after_round(todo)
+                assert not set(ahead) & set(todo) and not set(ahead) & set(state.known)
+                if jobs == 1:
+                    assert len(ahead) <= 2
+                for i in todo:
+                    state.record(i, Class.OLD if i < change else Class.NEW)
+                todo = state.next_round()
+                assert set(todo) <= set(ahead), (size, change, todo, ahead)

@@ -21,6 +21,7 @@ from tfbisect.core.spec import Backend, Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import environments, interpreters, locks
+from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
 from tfbisect.report import findings, github, htmlreport, matrixpng, mdsummary, reportdata, show
 from tfbisect.runs import givenenv
 from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
@@ -120,11 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--python", type=options.python_version, metavar="X.Y", help="pin the interpreter for every version"
     )
     bisect.add_argument(
+        "--prefetch",
+        type=options.prefetch,
+        default=2,
+        metavar="N",
+        help="environments prepared ahead of the next round while one runs (both outcomes; 0: none; default 2)",
+    )
+    bisect.add_argument(
         "--jobs",
         "-j",
         type=options.jobs,
-        default=1,
-        help=f"versions run at once (n-section; 1 to {options.MAX_JOBS})",
+        default=None,
+        help=f"versions run at once (n-section; 1 to {options.MAX_JOBS}; default 1, on a swarm its ready nodes)",
     )
     bisect.add_argument(
         "--confirm", action="store_true", help="also run the versions next to the change point"
@@ -187,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--probe", metavar="NAME", help="show this probe's outcome in each cell")
     sweep.add_argument("--python", type=options.python_version, metavar="X.Y", help="pin the interpreter")
     sweep.add_argument(
-        "--jobs", "-j", type=options.jobs, default=1, help=f"runs at once (1 to {options.MAX_JOBS})"
+        "--jobs",
+        "-j",
+        type=options.jobs,
+        default=None,
+        help=f"runs at once (1 to {options.MAX_JOBS}; default 1, on a swarm its ready nodes)",
     )
     sweep.add_argument("--force", action="store_true")
     return parser
@@ -198,9 +210,20 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
         "--backend",
         choices=[*(b.value for b in Backend), "auto"],
         default="auto" if multi else "venv",
-        help="venv (local virtual environments), docker (images from ./Dockerfile), or auto: containers "
-        "when a Docker engine answers (venvs for versions no base image fits), else venvs"
-        + (" (default)" if multi else ""),
+        help="venv (local virtual environments), docker (images from ./Dockerfile), swarm (those images as "
+        "services on a Docker Swarm), or auto: containers when a Docker engine answers (venvs for versions "
+        "no base image fits), else venvs" + (" (default)" if multi else ""),
+    )
+    parser.add_argument(
+        "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
+    )
+    parser.add_argument(
+        "--registry", metavar="HOST:PORT", help="swarm: the registry the driver pushes images to"
+    )
+    parser.add_argument(
+        "--registry-pull",
+        metavar="HOST:PORT",
+        help="swarm: the registry's address as the nodes reach it (default: --registry)",
     )
     parser.add_argument("--base-image", metavar="IMAGE", help="docker: a base image of your own with python3")
     parser.add_argument(
@@ -330,8 +353,31 @@ def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
         force=getattr(args, "force", False),
         keep_containers=getattr(args, "keep_containers", False),
         base_image=getattr(args, "base_image", None),
+        swarm=swarm_address(args),
     )
     return Runner(catalogue.load_snapshot(), settings, progress)
+
+
+def jobs_for(asked: int | None, runner: Runner, choice: environments.Choice, flavour: Flavour) -> int:
+    """--jobs, or by default 1; on a swarm, as many as it has ready nodes for the flavour (n-section
+    with N = the cluster's capacity)."""
+    if asked is not None:
+        return asked
+    backend = runner.environment(choice.primary)
+    if isinstance(backend, SwarmBackend):
+        capacity = backend.capacity(flavour)
+        runner.progress.say(
+            f"the swarm has {capacity} ready node(s) for {flavour.value} cells: --jobs {capacity or 1}"
+        )
+        return max(1, min(capacity, options.MAX_JOBS))
+    return 1
+
+
+def swarm_address(args: argparse.Namespace) -> SwarmAddress | None:
+    """Where the swarm is, for --backend swarm (checked before any work starts)."""
+    if getattr(args, "backend", None) != Backend.SWARM.value:
+        return None
+    return address_from(args.docker_host, args.registry, args.registry_pull)
 
 
 def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list[Any]:
@@ -474,7 +520,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             backend=choice.primary,
             venv_fallback=choice.fallback,
             python=args.python,
-            jobs=args.jobs,
+            jobs=jobs_for(args.jobs, runner, choice, flavour),
+            prefetch=args.prefetch,
             pre=args.pre,
             confirm=args.confirm,
             term_old=args.term_old,
@@ -521,14 +568,15 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     releases = sweep.parse_range(args.tf, runner.catalogue, all_patches=args.all_patches, pre=args.pre)
+    choice = environments.choose(args.backend, progress)
     cells = sweep.run_sweep(
         runner,
         chosen,
         releases,
         axis(args.base, Flavour, "--base"),
         axis(args.keras, KerasVariant, "--keras"),
-        environments.choose(args.backend, progress).order,
-        args.jobs,
+        choice.order,
+        jobs_for(args.jobs, runner, choice, Flavour.CPU),
         args.python,
     )
     emit(show.sweep_text(cells, args.probe))

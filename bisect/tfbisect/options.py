@@ -59,6 +59,7 @@ def seconds(flag: str, high: float = MAX_TIMEOUT_SECONDS) -> Callable[[str], flo
 
 
 jobs = whole_number("--jobs", 1, MAX_JOBS)
+prefetch = whole_number("--prefetch", 0, MAX_JOBS)
 timeout = seconds("--timeout")
 
 

@@ -35,6 +35,7 @@ class KerasVariant(enum.StrEnum):
 class Backend(enum.StrEnum):
     VENV = "venv"
     DOCKER = "docker"
+    SWARM = "swarm"  # the Docker backend's images as one-shot services on a Docker Swarm
 
 
 @dataclass(frozen=True)

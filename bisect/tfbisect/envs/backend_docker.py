@@ -24,7 +24,7 @@ import os
 import shlex
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,7 @@ class Image:
     base: Base
     flavour: Flavour
     built: bool  # False when a current image was reused
+    nvidia: str | None = None  # the NVIDIA image a CUDA image sits on
 
 
 class DockerBackend:
@@ -98,8 +99,10 @@ class DockerBackend:
         keep: bool = False,
         user_base: str | None = None,
         engine: Engine | None = None,
+        host: str | None = None,  # the engine's address (default: DOCKER_HOST's)
     ) -> None:
         self.progress = progress
+        self.host = host
         self.cache_dir = cache_dir
         self.wheels = Wheelhouse(cache_dir / "wheels", progress)
         self.keep = keep
@@ -114,7 +117,7 @@ class DockerBackend:
     def engine(self) -> Engine:
         with self._connect_lock:
             if self._engine is None:
-                self._engine = connect(self.progress)
+                self._engine = connect(self.progress, host=self.host)
             return self._engine
 
     @property
@@ -188,8 +191,9 @@ class DockerBackend:
 
     def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
         spec = plan.spec
+        nvidia = plan.below.tag if plan.below else None
         if self._current(plan):
-            return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=False)
+            return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, False, nvidia)
         if plan.below is not None:
             # The NVIDIA image first: the CUDA one is built on top of its layers.
             self._ensure(plan.below, base, log_dir)
@@ -221,7 +225,7 @@ class DockerBackend:
                 + "\n".join((failed_check or tail)[-15:]),
                 f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
             )
-        return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, built=True)
+        return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, True, nvidia)
 
     def cuda_check(self, image: Image) -> dict[str, object] | None:
         """What TF's loader check found when `image` was built (None for a CPU image)."""
@@ -296,6 +300,8 @@ class DockerBackend:
             check = self.cuda_check(image)
             if check is not None:
                 extra["cuda_check"] = check
+            if image.nvidia:
+                extra["nvidia_image"] = image.nvidia  # the CUDA set's layer, shared by its TF versions
             yield Launch(
                 argv=argv,
                 env=self.engine.run_env(os.environ),
@@ -396,21 +402,18 @@ class ImagePlan:
     target: str  # the Dockerfile stage: cpu, cuda or nvidia
     build_args: Mapping[str, str]  # all but WHEELS_URL, the address the build installs from
     labels: Mapping[str, str]
-    layer: str  # which requirement file its own layer installs: "cpu" or "nvidia"
-    pins: tuple[Pin, ...]  # what that layer installs
-    requirement_sha: str  # the sha256 of the lock those pins come from (LOCK_SHA / NVIDIA_SHA)
+    pins: tuple[Pin, ...]  # what its own layers install
+    files: Mapping[str, str]  # the requirement files those layers install from, by name (under req/)
     below: ImagePlan | None  # a CUDA image's NVIDIA image, which must exist before it is built
 
     @property
     def fetch(self) -> tuple[Pin, ...]:
-        """The wheels this image's own layer installs."""
+        """The wheels this image's own layers install."""
         return self.pins
 
     def requirement_files(self) -> dict[str, str]:
-        """The file the Dockerfile's layer installs from (`<lock sha>-<layer>.txt`), by name."""
-        return {
-            f"{self.requirement_sha}-{self.layer}.txt": "".join(f"{p.name}=={p.version}\n" for p in self.pins)
-        }
+        """The files its layers install from (`<sha>-cpu.txt`, `<sha>-nvidia.txt`), by name."""
+        return dict(self.files)
 
     def build_request(self, wheels_url: str, dockerfile: Path, context: Path) -> BuildRequest:
         args = dict(self.build_args)
@@ -432,24 +435,49 @@ def _digest(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+# The NVIDIA image's three layers, most stable first: the build cache keys each layer on the
+# ones below it, so two sets that differ in cuDNN or NCCL alone (TF 2.18 and 2.19 differ in
+# NCCL only) still share the CUDA toolkit's layer.
+NVIDIA_LAYERS = ("NVIDIA_TOOLKIT", "NVIDIA_CUDNN", "NVIDIA_REST")
+
+
+def nvidia_layer(pin: Pin) -> str:
+    name = pin.name.lower()
+    if "cudnn" in name:
+        return "NVIDIA_CUDNN"
+    if "nccl" in name:
+        return "NVIDIA_REST"
+    return "NVIDIA_TOOLKIT"
+
+
+def requirement_text(pins: Iterable[Pin]) -> str:
+    return "".join(f"{p.name}=={p.version}\n" for p in pins)
+
+
 def plan_nvidia(spec: EnvSpec, pins: tuple[Pin, ...], dockerfile: bytes, base: Base) -> ImagePlan:
     """The NVIDIA image for these pins on this base: the same pins give the same image, whichever
     TF version asks, so TF versions on one CUDA set share it."""
-    text = "".join(f"{p.name}=={p.version} {' '.join(sorted(p.hashes))}\n" for p in pins)
-    content = _digest(dockerfile, base.image_id.encode(), text.encode(), b"nvidia")
+    hashed = "".join(f"{p.name}=={p.version} {' '.join(sorted(p.hashes))}\n" for p in pins)
+    content = _digest(dockerfile, base.image_id.encode(), hashed.encode(), b"nvidia")
     majors = sorted({p.name.rsplit("-", 1)[-1] for p in pins if p.name.rsplit("-", 1)[-1].startswith("cu")})
     name = "-".join(majors) or "cuda"
-    requirement_sha = hashlib.sha256(text.encode()).hexdigest()
+    build_args = {"BASE": base.ref, "PYTHON": spec.python}
+    files = {}
+    for layer in NVIDIA_LAYERS:
+        text = requirement_text(p for p in pins if nvidia_layer(p) == layer)
+        sha = hashlib.sha256(text.encode()).hexdigest() if text else ""
+        build_args[layer] = sha
+        if text:
+            files[f"{sha}-nvidia.txt"] = text
     return ImagePlan(
         spec=spec,
         tag=f"tfbisect-nvidia:{name}-py{spec.python}-{content[:12]}",
         content_hash=content,
         target="nvidia",
-        build_args={"BASE": base.ref, "PYTHON": spec.python, "NVIDIA_SHA": requirement_sha},
+        build_args=build_args,
         labels={"tfbisect.hash": content, "tfbisect.base": base.ref, "tfbisect.version": __version__},
-        layer="nvidia",
         pins=pins,
-        requirement_sha=requirement_sha,
+        files=files,
         below=None,
     )
 
@@ -510,9 +538,8 @@ def plan_image(
             "tfbisect.version": __version__,
             **({"tfbisect.nvidia": below.tag} if below else {}),
         },
-        layer="cpu",
         pins=tuple(p for p in found if not p.is_nvidia),
-        requirement_sha=lock_sha256,
+        files={f"{lock_sha256}-cpu.txt": requirement_text(p for p in found if not p.is_nvidia)},
         below=below,
     )
 

@@ -238,6 +238,14 @@ class Engine:
         layers = root.get("Layers") if isinstance(root, dict) else None
         return [str(layer) for layer in layers] if isinstance(layers, list) else []
 
+    def image_step_sizes(self, ref: str) -> list[int]:
+        """The bytes each step of the image's history added (`docker history`), bottom first."""
+        argv = shown("history", "--no-trunc", ref)
+        self._echo(argv)
+        with self._calling(argv):
+            steps: Any = self.api.history(ref)  # type: ignore[no-untyped-call]
+        return [int(step.get("Size", 0)) for step in reversed(steps) if isinstance(step, dict)]
+
     def image_repo_digest(self, ref: str) -> str | None:
         """The image's first registry digest (`name@sha256:…`); None for an image only built here."""
         digests = (self.image_inspect(ref) or {}).get("RepoDigests")
@@ -263,6 +271,25 @@ class Engine:
         self._echo(argv)
         with contextlib.suppress(DockerError), self._calling(argv):
             self.api.remove_image(ref, force=True)
+
+    def push(self, image: str, ref: str, log_path: Path) -> None:
+        """Tag `image` as `ref` (REGISTRY/NAME:TAG) and push it; the registry keeps layers it has."""
+        repository, _, tag = ref.rpartition(":")
+        for argv, call in (
+            (shown("tag", image, ref), lambda: self.api.tag(image, repository, tag)),
+            (shown("push", ref), lambda: self._push(repository, tag, log_path)),
+        ):
+            self._echo(argv)
+            with self._calling(argv):
+                call()
+
+    def _push(self, repository: str, tag: str, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            for item in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if isinstance(item, dict) and item.get("error"):
+                    raise docker.errors.APIError(str(item["error"])[:500])
+                log.write(_build_text(item))
 
     def pull(self, ref: str, timeout: float = 600) -> None:
         """`docker pull --quiet REF`; a DockerError when it fails or takes longer than `timeout`."""
@@ -461,9 +488,10 @@ def _reachable(host: str) -> None:
             probe.connect(host.removeprefix("unix://"))
 
 
-def connect(progress: Progress, *, echo: bool = True) -> Engine:
-    """An engine that answers, or a message that says what to do without one."""
-    params = docker.utils.kwargs_from_env()
+def connect(progress: Progress, *, echo: bool = True, host: str | None = None) -> Engine:
+    """An engine that answers, or a message that says what to do without one: the one DOCKER_HOST
+    names (with its TLS settings), or `host` when given (a swarm manager, the local builder)."""
+    params = {"base_url": host} if host else docker.utils.kwargs_from_env()
     host = params.get("base_url") or DEFAULT_HOST
     try:
         _reachable(host)

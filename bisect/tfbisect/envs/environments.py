@@ -15,6 +15,7 @@ third backend is a new module with a class like theirs and one line in `Runner.e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ class Choice:
         return len(self.order) > 1
 
     def describe(self) -> str:
+        if self.primary is Backend.SWARM:
+            return "services on a Docker Swarm (Swarm backend; images from ./Dockerfile, built here, pushed)"
         if self.primary is Backend.DOCKER:
             return "containers (Docker backend; images from ./Dockerfile)" + (
                 ", and local venvs for versions no base image fits" if self.fallback else ""
@@ -93,6 +96,11 @@ def choose(asked: str, progress: Progress) -> Choice:
     An explicit `docker` with no engine is a clear error here, before any work starts."""
     if asked == Backend.DOCKER.value:
         docker_engine.connect(progress)
+    if asked == Backend.SWARM.value:
+        # The local engine builds the images; the manager is checked when the backend is made.
+        docker_engine.connect(
+            progress, host=os.environ.get("TFBISECT_BUILD_HOST", docker_engine.DEFAULT_HOST)
+        )
     if asked != "auto":
         return Choice((Backend(asked),))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -35,6 +36,7 @@ from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_k
 from tfbisect.core.store import ResultStore
 from tfbisect.envs import interpreters, locks
 from tfbisect.envs.backend_docker import DockerBackend
+from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
 from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.envs.environments import Environments, place
 from tfbisect.envs.interpreters import Interpreter
@@ -51,10 +53,15 @@ class Settings:
     lock_missing: bool = True  # resolve a lock on the fly when none is committed
     keep_containers: bool = False  # leave containers behind for debugging
     base_image: str | None = None  # a user-named base image for the Docker backend
+    swarm: SwarmAddress | None = None  # the swarm manager and registry (--backend swarm)
 
     @property
     def logs_dir(self) -> Path:
         return self.reports_dir / "logs"
+
+
+# A prefetch never fills the disk: below this much free space only the runs themselves build.
+PREFETCH_MIN_FREE_BYTES = 20 * 1024**3
 
 
 def default_cache_dir() -> Path:
@@ -93,6 +100,7 @@ class Runner:
         self.have = have if have is not None else interpreters.available()
         self._environments: dict[Backend, Environments] = {}
         self._environments_lock = threading.Lock()
+        self._preparing: dict[str, threading.Lock] = {}  # one build of an environment at a time
 
     def environment(self, kind: Backend) -> Environments:
         """The backend of that kind, made on first use (bisect rounds call this from several threads)."""
@@ -102,6 +110,13 @@ class Runner:
             return self._environments[kind]
 
     def _make(self, kind: Backend) -> Environments:
+        if kind is Backend.SWARM:
+            return SwarmBackend(
+                self.settings.cache_dir,
+                self.progress,
+                self.settings.swarm or address_from(None, None, None),
+                user_base=self.settings.base_image,
+            )
         if kind is Backend.DOCKER:
             return DockerBackend(
                 self.settings.cache_dir,
@@ -158,8 +173,7 @@ class Runner:
                     )
             started = now_iso()
             try:
-                lock = self.lock_for(spec)
-                prepared = self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
+                lock, prepared = self._prepare(spec, self.log_dir(scenario))
             except (
                 EnvironmentBuildError,
                 LockError,
@@ -172,6 +186,32 @@ class Runner:
             record = self.execute(spec, scenario, prepared, lock, started)
             log = record.extra.get("log")
             return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
+
+    def _prepare(self, spec: EnvSpec, log_dir: Path) -> tuple[locks.Lock, object]:
+        """The lock and the prepared environment (a venv, an image), one build at a time per
+        environment: a run waits for a prefetch of the same environment instead of building twice."""
+        with self._environments_lock:
+            building = self._preparing.setdefault(f"{spec.backend.value}:{spec.key}", threading.Lock())
+        with building:
+            lock = self.lock_for(spec)
+            return lock, self.environment(spec.backend).prepare(spec, lock, log_dir)
+
+    def prefetch(self, spec: EnvSpec, scenario: Scenario) -> bool:
+        """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
+        failure here is no finding, and the run itself retries and records it.  Nothing when the
+        cell has a stored result or the disk is short.  True when the environment is ready."""
+        if self.stored(spec, scenario) is not None or interrupt.stopping():
+            return False
+        free = shutil.disk_usage(
+            self.settings.cache_dir if self.settings.cache_dir.exists() else Path.home()
+        ).free
+        if free < PREFETCH_MIN_FREE_BYTES:
+            return False
+        try:
+            self._prepare(spec, self.log_dir(scenario))
+        except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError, BackendUnavailableError):
+            return False
+        return True
 
     def run_given(
         self, spec: EnvSpec, scenario: Scenario, python: Path, tags: dict[str, object]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.versions import git_tag
+from tfbisect.envs.docker_engine import cancel_all as cancel_builds
 from tfbisect.runs.workflow import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest
@@ -32,6 +33,8 @@ COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
 
 # One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
 Execute = Callable[[EnvSpec], RunResult]
+# Preparing an environment ahead of its run: `Runner.prefetch` (none when a test scripts the runs).
+Prefetch = Callable[[EnvSpec], object]
 
 
 class Bisection:
@@ -42,12 +45,19 @@ class Bisection:
         progress: Progress,
         log_path: Path,
         execute: Execute | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self.request = request
         self.runner = runner
         self.progress = progress
         self.log_path = log_path
         self.execute = execute or (lambda spec: runner.run(spec, request.scenario))
+        if prefetch is None and execute is None:
+            prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
+        # One environment prepared ahead at a time, next to the round's runs.
+        self.ahead = ThreadPoolExecutor(max_workers=1) if prefetch and request.prefetch > 0 else None
+        self.prefetch = prefetch
+        self.queued: dict[int, Future[object]] = {}
         planned = plan(request, runner.catalogue, runner.environment)
         self.releases, self.specs = list(planned.releases), list(planned.specs)
         self.records: dict[int, RunRecord] = {}
@@ -60,7 +70,38 @@ class Bisection:
         )
 
     # -- running ---------------------------------------------------------------------
-    def run_round(self, indices: Sequence[int]) -> None:
+    def prepare_ahead(self, indices: Sequence[int]) -> None:
+        """Prepare the environments the next round may need while this one runs (both outcomes of
+        a midpoint, as mozregression does), at most --prefetch of them.  A queued one no longer
+        wanted is cancelled; one already building finishes and stays in the cache."""
+        if self.ahead is None or self.prefetch is None:
+            return
+        wanted = [i for i in indices if i not in self.records and self.specs[i] is not None]
+        wanted = wanted[: self.request.prefetch]
+        for i, future in list(self.queued.items()):
+            if future.done() or (i not in wanted and future.cancel()):
+                del self.queued[i]
+        fresh = [i for i in wanted if i not in self.queued]
+        for i in fresh:
+            self.queued[i] = self.ahead.submit(self.prefetch, self.specs[i])  # type: ignore[arg-type]
+        if fresh:
+            names = ", ".join(self.releases[i].version for i in fresh)
+            self.progress.say(f"   preparing ahead for the next round: {names}")
+
+    def stop_ahead(self) -> None:
+        """The search is over: nothing more is prepared ahead.  A preparation still running is
+        stopped (its processes and builds), since no run will need it."""
+        if self.ahead is None:
+            return
+        for future in self.queued.values():
+            future.cancel()
+        if any(future.running() for future in self.queued.values()):
+            kill_all()
+            cancel_builds()
+        self.ahead.shutdown(wait=True, cancel_futures=True)
+        self.ahead = None
+
+    def run_round(self, indices: Sequence[int], ahead: Sequence[int] = ()) -> None:
         todo = [i for i in indices if i not in self.records and self.specs[i] is not None]
         for i in indices:
             if self.specs[i] is None and i not in self.records:
@@ -72,6 +113,7 @@ class Bisection:
         self.progress.say(f"== round {self.round}: {names}")
         with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
             futures = {i: pool.submit(self.execute, self.specs[i]) for i in todo}  # type: ignore[arg-type]
+            self.prepare_ahead(ahead)
             try:
                 for i, future in futures.items():
                     done = future.result()
@@ -134,9 +176,12 @@ class Bisection:
             self._search()
         except KeyboardInterrupt:
             kill_all()
+            self.stop_ahead()
             self.report.status = Status.INTERRUPTED
             self.save()
             raise
+        finally:
+            self.stop_ahead()
         self.report.finished_at = now_iso()
         self.save()
         return self.report
@@ -144,7 +189,8 @@ class Bisection:
     def _search(self) -> None:
         size = len(self.releases)
         probe_state = BisectState(size, self.request.jobs)
-        self.run_round(probe_state.first_round())
+        first = probe_state.first_round()
+        self.run_round(first, probe_state.after_round(first))
         low, high = self.decide_end(0, +1), self.decide_end(size - 1, -1)
         if low is None or high is None or low >= high:
             self.finish_undecidable()
@@ -200,7 +246,7 @@ class Bisection:
             todo = state.next_round()
             if not todo:
                 break
-            self.run_round([i + low for i in todo])
+            self.run_round([i + low for i in todo], [i + low for i in state.after_round(todo)])
             for i in todo:
                 state.record(i, judgement.classify(self.state(i + low)))
         return state

@@ -39,6 +39,7 @@ class BisectRequest:
     term_new: str | None = None
     timeout: float | None = None  # None: the default
     regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
+    prefetch: int = 2  # environments prepared ahead of the next round (0: none)
 
     def to_record(self) -> dict[str, Any]:
         """The request as the log keeps it: JSON values of their own types, the scenario by name
@@ -68,7 +69,7 @@ class BisectRequest:
         parts += ["--backend", "auto" if self.venv_fallback else self.backend.value]
         if self.python:
             parts += ["--python", self.python]
-        if self.jobs != 1:
+        if self.jobs != 1 or self.backend is Backend.SWARM:  # a swarm's default is its capacity then
             parts += ["--jobs", str(self.jobs)]
         for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
             if on:
@@ -80,6 +81,8 @@ class BisectRequest:
             parts += ["--timeout", f"{self.timeout:g}"]
         if self.regress != "state":
             parts += ["--regress", self.regress]
+        if self.prefetch != 2:
+            parts += ["--prefetch", str(self.prefetch)]
         return parts
 
 

@@ -78,6 +78,22 @@ class BisectState:
         candidates = [i for i in range(last_old + 1, first_new) if i not in self.known]
         return _spread(candidates, self.jobs)
 
+    def after_round(self, todo: Sequence[int]) -> list[int]:
+        """What the round after `todo` would try, for each outcome a monotonic range can give it
+        (the first j of `todo` old, the rest new): the versions to prepare while `todo` runs, as
+        mozregression prefetches both midpoints.  Nearest-to-even splits first."""
+        ordered = sorted(todo)
+        found: list[int] = []
+        for cut in [len(ordered) // 2, *range(len(ordered) + 1)]:
+            trial = BisectState(self.size, self.jobs)
+            trial.known = dict(self.known)
+            for position, index in enumerate(ordered):
+                trial.known[index] = Class.OLD if position < cut else Class.NEW
+            for index in trial.next_round():
+                if index not in found and index not in self.known and index not in ordered:
+                    found.append(index)
+        return found
+
     def result(self) -> SearchResult:
         last_old, first_new = self.bounds()
         unresolved = tuple(i for i in range(last_old + 1, first_new))

@@ -1,0 +1,272 @@
+"""The Swarm backend: the Docker backend's images, run as one-shot services on a Docker Swarm.
+
+Images are built where the driver runs, as the Docker backend builds them (the local engine,
+`TFBISECT_BUILD_HOST` or the default socket), and pushed to a registry (`--registry`, the
+address the driver pushes to; `--registry-pull`, the one the nodes pull from, when it differs).
+Each cell runs as a one-shot service (one replica, restart condition none) on the swarm whose manager `--docker-host` (or
+DOCKER_HOST) names, through `swarm_task.py`, a process the runner supervises exactly like
+`docker run`: the same timeout, the same kill, the same bounded log.  The service runs with the
+limits of a local run (read-only root, user 10001, tmpfs /tmp and home, memory and process
+limits, no port published); the scenario goes in as a swarm config, the result comes back in
+the task's output.  Services and configs are removed on every path.
+
+Placement: a CUDA cell runs only on a node labelled `tfbisect.gpu=true`; a CPU cell anywhere.
+The record names the node that ran the cell (its `tfbisect.node` label, else its hostname).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfbisect.core.catalogue import Release
+from tfbisect.core.errors import BackendUnavailableError, DockerError
+from tfbisect.core.limits import TOKEN_VARIABLES
+from tfbisect.core.process import Finished
+from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import Scenario
+from tfbisect.core.spec import Backend, EnvSpec, Flavour
+from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
+from tfbisect.envs.docker_engine import DEFAULT_HOST, Engine, connect
+from tfbisect.envs.environments import Ended, Launch
+from tfbisect.envs.locks import Lock, LockSpec
+
+GPU_LABEL = "tfbisect.gpu"
+NODE_LABEL = "tfbisect.node"
+PIDS = 2048
+UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+@dataclass(frozen=True)
+class SwarmImage:
+    image: Image  # as built on the local engine
+    pull: str  # the reference the nodes pull
+
+
+@dataclass(frozen=True)
+class SwarmAddress:
+    manager: str  # the swarm manager's engine address
+    registry_push: str  # HOST:PORT the driver pushes to
+    registry_pull: str  # HOST:PORT the nodes pull from
+
+
+def address_from(manager: str | None, registry: str | None, registry_pull: str | None) -> SwarmAddress:
+    """Where the swarm and its registry are: options first, then the environment that
+    `.ci/swarm-up` prints (DOCKER_HOST, TFBISECT_REGISTRY_PUSH, TFBISECT_REGISTRY_PULL)."""
+    manager = manager or os.environ.get("TFBISECT_SWARM_MANAGER") or os.environ.get("DOCKER_HOST")
+    push = registry or os.environ.get("TFBISECT_REGISTRY_PUSH")
+    if not manager or not push:
+        missing = " and ".join(
+            what for what, value in (("a swarm manager", manager), ("a registry", push)) if not value
+        )
+        raise BackendUnavailableError(
+            f"--backend swarm needs {missing}: the nodes pull the images the driver builds from a registry.",
+            "name them with --docker-host unix:///…/manager.sock (or DOCKER_HOST) and --registry HOST:PORT; "
+            "`.ci/swarm-up 2` makes a local swarm with a registry and prints both.",
+        )
+    pull = registry_pull or os.environ.get("TFBISECT_REGISTRY_PULL") or push
+    return SwarmAddress(manager, push, pull)
+
+
+class SwarmBackend:
+    """`Environments` on a Docker Swarm (see environments.py)."""
+
+    kind = Backend.SWARM
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        progress: Progress,
+        address: SwarmAddress,
+        *,
+        user_base: str | None = None,
+        builder: Engine | None = None,
+        manager: Engine | None = None,
+    ) -> None:
+        self.progress = progress
+        self.address = address
+        self._builder = builder
+        self._manager = manager
+        self._lock = threading.Lock()
+        self._pushed: set[str] = set()
+        # The images are built where the driver runs, never on the manager (DOCKER_HOST may name it).
+        build_host = os.environ.get("TFBISECT_BUILD_HOST", DEFAULT_HOST)
+        self.local = DockerBackend(cache_dir, progress, user_base=user_base, engine=builder, host=build_host)
+
+    @property
+    def manager(self) -> Engine:
+        """The swarm's manager, checked on first use: an engine that is a manager of an active swarm."""
+        with self._lock:
+            if self._manager is None:
+                engine = connect(self.progress, host=self.address.manager)
+                swarm = engine.info().get("Swarm")
+                state = swarm.get("LocalNodeState") if isinstance(swarm, dict) else None
+                manager = isinstance(swarm, dict) and bool(swarm.get("ControlAvailable"))
+                if state != "active" or not manager:
+                    raise BackendUnavailableError(
+                        f"The engine at {self.address.manager} is not a swarm manager (swarm state: {state}).",
+                        "point --docker-host at a manager node (`docker node ls` works there), "
+                        "or make a local swarm with `.ci/swarm-up 2`.",
+                    )
+                self._manager = engine
+            return self._manager
+
+    def capacity(self, flavour: Flavour = Flavour.CPU) -> int:
+        """How many cells can run at once: the ready nodes that may take this flavour."""
+        nodes = self.manager.api.nodes()
+        ready = [n for n in nodes if (n.get("Status") or {}).get("State") == "ready"]
+        if flavour is Flavour.CUDA:
+            ready = [n for n in ready if ((n.get("Spec") or {}).get("Labels") or {}).get(GPU_LABEL) == "true"]
+        return len(ready)
+
+    # -- the same places, locks and images as the Docker backend -----------------------
+    def python_for(self, release: Release, pinned: str | None) -> str:
+        return self.local.python_for(release, pinned)
+
+    def lock_spec(self, spec: EnvSpec) -> LockSpec:
+        return self.local.lock_spec(spec)
+
+    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> SwarmImage:
+        self.manager  # noqa: B018 -- no build before the swarm is known to answer
+        if spec.flavour is Flavour.CUDA and self.capacity(Flavour.CUDA) == 0:
+            raise BackendUnavailableError(
+                f"No node of the swarm at {self.address.manager} is labelled {GPU_LABEL}=true: a CUDA cell has nowhere to run.",
+                f"label the GPU nodes (`docker node update --label-add {GPU_LABEL}=true NODE`), or use --base cpu.",
+            )
+        image = self.local.ensure_image(spec, lock, log_dir)
+        name = image.tag.split("/")[-1]
+        push = f"{self.address.registry_push}/{name}"
+        with self._lock:
+            fresh = image.image_id not in self._pushed
+        if fresh:
+            with self.progress.step(spec.label, f"pushing {push}"):
+                try:
+                    self.local.engine.push(image.tag, push, log_dir / f"{spec.key}.push.log")
+                except DockerError as exc:
+                    raise BackendUnavailableError(
+                        f"Pushing {image.tag} to the registry {self.address.registry_push} failed: {exc.what}",
+                        "check that the registry answers (`curl http://HOST:PORT/v2/`) and that this engine "
+                        "trusts it (an insecure registry must be listed in its daemon.json).",
+                    ) from exc
+            with self._lock:
+                self._pushed.add(image.image_id)
+        return SwarmImage(image, f"{self.address.registry_pull}/{name}")
+
+    # -- runs --------------------------------------------------------------------------
+    @contextmanager
+    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
+        assert isinstance(prepared, SwarmImage)
+        service = f"tfbisect-{spec.key.replace('.', '_')}-{uuid.uuid4().hex[:8]}"
+        task = {
+            "manager": self.address.manager,
+            "service": service,
+            "config": f"{service}-scenario",
+            "image": prepared.pull,
+            "scenario": str(scenario.path),
+            "user": USER,
+            "env": [f"{k}={v}" for k, v in spec.env_vars().items() if k not in TOKEN_VARIABLES],
+            "memory_bytes": memory_bytes(MEMORY),
+            "pids": PIDS,
+            "constraints": [f"node.labels.{GPU_LABEL}==true"] if spec.flavour is Flavour.CUDA else [],
+            "outdir": str(outdir),
+        }
+        task_file = outdir / "task.json"
+        task_file.write_text(json.dumps(task))
+        argv = [sys.executable, "-m", "tfbisect.envs.swarm_task", str(task_file)]
+        extra: dict[str, object] = {
+            "image": prepared.image.tag,
+            "image_id": prepared.image.image_id,
+            "image_pulled_as": prepared.pull,
+            "base_image": prepared.image.base.ref,
+            "base_image_id": prepared.image.base.image_id,
+            "flavour": spec.flavour.value,
+            "swarm_manager": self.address.manager,
+            "service": service,
+            "gpu_visible": False,
+        }
+        check = self.local.cuda_check(prepared.image)
+        if check is not None:
+            extra["cuda_check"] = check
+        try:
+            yield Launch(
+                argv=argv,
+                env={k: v for k, v in os.environ.items() if k not in TOKEN_VARIABLES},
+                extra=extra,
+                shown=shown_command(task),
+                results=outdir / "out",
+            )
+        finally:
+            self.remove(service)
+
+    def remove(self, service: str) -> None:
+        """The run's services (a retry has its own) and its config, whatever state they are in."""
+        with suppress(DockerError, BackendUnavailableError):
+            api = self.manager.api
+            for found in api.services(filters={"name": service}):  # type: ignore[no-untyped-call]
+                with suppress(Exception):
+                    api.remove_service(found["ID"])  # type: ignore[no-untyped-call]
+            for found in api.configs(filters={"name": f"{service}-scenario"}):  # type: ignore[no-untyped-call]
+                with suppress(Exception):
+                    api.remove_config(found["ID"])  # type: ignore[no-untyped-call]
+
+    def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
+        """The task's end, from what swarm_task.py wrote: the node, a task the swarm lost."""
+        if finished.timed_out:
+            return Ended(exit_code=None)
+        task = json.loads(launch.argv[-1] and Path(launch.argv[-1]).read_text())
+        report_path = Path(task["outdir"]) / "ended.json"
+        try:
+            ended = json.loads(report_path.read_text())
+        except (OSError, ValueError):
+            ended = {}
+        if ended.get("node"):
+            launch.extra["node"] = str(ended["node"])[:200]
+        attempts = ended.get("attempts") or []
+        if len(attempts) > 1:
+            tried = [
+                {"node": a.get("node"), "state": a.get("state")} for a in attempts if isinstance(a, dict)
+            ]
+            launch.extra["attempts"] = tried
+            lost = tried[0]
+            self.progress.say(
+                f"[{task['service']}] node {lost['node']} lost the run ({lost['state']}); "
+                f"it ran again on {ended.get('node') or 'another node'}"
+            )
+        if ended.get("unstarted"):
+            return Ended(exit_code=finished.exit_code, unstarted=str(ended["unstarted"])[:1000])
+        code = finished.exit_code
+        if code is not None and 128 < code < 128 + signal.NSIG:
+            code = -(code - 128)  # the task's init reports a child killed by signal N as 128+N
+        return Ended(exit_code=code)
+
+
+def memory_bytes(text: str) -> int:
+    unit = text[-1].lower()
+    return int(float(text[:-1]) * UNITS[unit]) if unit in UNITS else int(text)
+
+
+def shown_command(task: dict[str, object]) -> str:
+    """The run as a user can paste it against the manager (the config made from the scenario)."""
+    scenario = Path(str(task["scenario"]))
+    manager = str(task["manager"])
+    host = [] if manager == DEFAULT_HOST else ["-H", manager]
+    create = [
+        *("docker", *host, "service", "create", "--replicas", "1", "--restart-condition", "none"),
+        *("--read-only", "--user", str(task["user"]), "--limit-memory", str(task["memory_bytes"])),
+        *("--mount", "type=tmpfs,dst=/tmp", "--mount", "type=tmpfs,dst=/home/tfbisect"),
+        *(f"--constraint={c}" for c in task["constraints"]),  # type: ignore[attr-defined]
+        *("--config", f"source=tfbisect-repro,target=/scenario/{scenario.name}"),
+        str(task["image"]),
+        *("python", f"/scenario/{scenario.name}", "--output", "/tmp/result.json"),
+    ]
+    config = ["docker", *host, "config", "create", "tfbisect-repro", str(scenario)]
+    return shlex.join(config) + " && " + shlex.join(create)

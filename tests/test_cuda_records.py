@@ -65,7 +65,13 @@ def test_where_a_cuda_cell_ran_is_said_from_what_tf_saw(tf22_document: dict[str,
     on_cpu = copy.deepcopy(tf22_document)
     on_cpu["environment"]["gpus"] = []
     assert ran_on(on_cpu) == "CPU (no GPU visible)"
-    assert ran_on(with_gpu(tf22_document)) == "GPU: NVIDIA H200 (compute 9.0, driver 550.54.15)"
+    assert ran_on(with_gpu(tf22_document)) == "GPU: NVIDIA H200 (compute 9.0); driver 550.54.15"
+    # What a scenario reports is bounded and stays one line, however many GPUs and names it claims.
+    hostile = copy.deepcopy(tf22_document)
+    hostile["environment"]["gpus"] = [{"name": "x\n[fake] line " * 50, "compute_capability": "9.0"}] * 1000
+    hostile["environment"]["nvidia_driver"] = "d" * 4000
+    said = ran_on(hostile)
+    assert "\n" not in said and len(said) < 400 and "characters cut by tfbisect" in said
     assert problems(with_gpu(tf22_document)) == [], "the schema knows gpus and nvidia_driver"
     # A scenario that only lists devices: a GPU device still counts.
     listed = copy.deepcopy(tf22_document)
@@ -100,7 +106,7 @@ def test_gpu_check_prints_one_line_per_image(tf22_document: dict[str, Any]) -> N
     record = cuda_record(with_gpu(tf22_document), cuda_check=CHECK)
     assert show.gpu_check_line(record) == (
         "TF 2.12.1 py3.11  tfbisect:tf2.12.1-py3.11-cuda-abc  2 opened by TF's loader  "
-        f"ran on GPU: NVIDIA H200 (compute 9.0, driver 550.54.15)  {show.MARK[Outcome.REPRODUCED]}"
+        f"ran on GPU: NVIDIA H200 (compute 9.0); driver 550.54.15  {show.MARK[Outcome.REPRODUCED]}"
     )
     unbuilt = cuda_record(None)
     assert show.gpu_check_line(unbuilt) == "TF 2.12.1 py3.11  no image: the loader check failed"

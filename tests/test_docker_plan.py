@@ -230,6 +230,9 @@ def test_an_images_loader_check_is_stored_bounded_and_reduced() -> None:
     huge = read_cuda_check(f'{{"driver": "{"d" * 5000}", "failed": [{failed}]}}')
     assert len(str(huge["driver"])) == 300 and len(cast(list[object], huge["failed"])) == 64
     assert read_cuda_check('{"status_ok": NaN}') == {"status_ok": None}
+    deep = read_cuda_check('{"gpus": ' + "[" * 900 + "]" * 900 + "}")
+    assert deep == {"gpus": [[[[None]]]]}, "nesting is cut, never a crash"
+    assert "not JSON" in str(read_cuda_check("[" * 100_000 + "]" * 100_000)["problems"])
 
 
 def test_the_import_check_follows_the_lock() -> None:

@@ -10,6 +10,8 @@ a result that came back from the wrong cell would show."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,8 +89,35 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Locks, scenarios, reports and caches of the module's own; afterwards the images its builds
+    tagged (and their registry tags) are removed from the main engine."""
     root = tmp_path_factory.mktemp("swarmrun")
+    yield make_workspace(root)
+    made: set[str] = set()
+    for log in root.rglob("*.build.log"):
+        made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
+    for log in root.rglob("*.push.log"):
+        made |= set(re.findall(r"^\+ docker push (\S+)$", log.read_text(errors="replace"), re.M))
+    pushed = subprocess.run(
+        ["docker", "-H", "unix:///var/run/docker.sock", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    made |= {
+        ref for ref in pushed if ref.split("/", 1)[-1] in {m.split("/", 1)[-1] for m in made} and "/" in ref
+    }
+    if made:
+        subprocess.run(
+            ["docker", "-H", "unix:///var/run/docker.sock", "image", "rm", "--force", *sorted(made)],
+            capture_output=True,
+            check=False,
+        )
+    shutil.rmtree(root / "cache", ignore_errors=True)
+
+
+def make_workspace(root: Path) -> Path:
     locks = empty_locks(root / "locks", VERSIONS)
     for version in VERSIONS:  # the tf-keras variant's lock (2.16+), empty as well
         text = (locks / f"tf{version}-py3.11-cuda.txt").read_text().replace("keras: default", "keras: legacy")
@@ -123,6 +152,18 @@ def sweep(
 def records(workspace: Path, reports: str, scenario: str) -> dict[str, RunRecord]:
     store = ResultStore(workspace / reports / "results")
     return {r.spec.key.rsplit("-", 1)[0]: r for _, r in store.records(scenario)}
+
+
+def slow_sweep(workspace: Path, reports: str, swarm: dict[str, str]) -> subprocess.Popen[str]:
+    """The four cells of the slow scenario (25 s each) on the swarm, in the background."""
+    command = [sys.executable, "-m", "tfbisect", "--reports", str(workspace / reports)]
+    command += ["--cache", str(workspace / "cache"), "sweep", "--tf", ",".join(VERSIONS)]
+    command += ["--keras", "default,legacy", "--python", "3.11", "--backend", "swarm"]
+    command += ["--scenario", str(workspace / "swarm_slow.py")]
+    env = environment(workspace, swarm)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def nothing_left(swarm: dict[str, str], nodes: tuple[int, ...] = (1, 2)) -> None:
@@ -174,21 +215,48 @@ def test_a_sweep_on_the_swarm_uses_both_nodes_and_agrees_with_local_docker(
         )
 
 
+def running_on(manager: str, node: str) -> str:
+    """The current states of the tasks the swarm runs on `node`."""
+    return docker(
+        manager, "node", "ps", node, "--filter", "desired-state=running", "--format", "{{.CurrentState}}"
+    )
+
+
+def test_a_manager_or_registry_that_does_not_answer_stops_everything_first(
+    swarm: dict[str, str], workspace: Path
+) -> None:
+    for broken, expected in (
+        ({"DOCKER_HOST": "unix:///nonexistent/manager.sock"}, "The Docker engine is not running"),
+        ({"DOCKER_HOST": "unix:///var/run/docker.sock"}, "is not a swarm manager (swarm state: inactive)"),
+        ({"TFBISECT_REGISTRY_PUSH": "127.0.0.1:9"}, "The registry 127.0.0.1:9 does not answer"),
+    ):
+        env = {**environment(workspace, swarm), **broken}
+        done = sweep(workspace, "broken", "swarm_probe", "swarm", env)
+        assert done.returncode == 10, done.stdout[-2000:] + done.stderr[-2000:]
+        assert expected in done.stderr
+        assert not (workspace / "broken" / "results").exists(), "nothing ran, nothing was stored"
+
+
+def test_sigterm_mid_sweep_removes_every_service_and_keeps_what_finished(
+    swarm: dict[str, str], workspace: Path
+) -> None:
+    process = slow_sweep(workspace, "stopped", swarm)
+    manager = swarm["DOCKER_HOST"]
+    deadline = time.monotonic() + 300
+    while "Running" not in running_on(manager, "node1") + running_on(manager, "node2"):
+        assert process.poll() is None and time.monotonic() < deadline, "no cell ever started"
+        time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, out[-2000:] + err[-2000:]
+    assert "stopped by SIGTERM" in err and "Resume with" in err
+    nothing_left(swarm)
+
+
 def test_a_node_that_goes_away_mid_sweep_loses_nothing(swarm: dict[str, str], workspace: Path) -> None:
     """node2's engine is killed while it runs a cell: that cell runs once more on node1, the
     sweep finishes with all four results, and the swarm is left clean."""
-    command = [sys.executable, "-m", "tfbisect", "--reports", str(workspace / "fault")]
-    command += ["--cache", str(workspace / "cache"), "sweep", "--tf", ",".join(VERSIONS)]
-    command += ["--keras", "default,legacy", "--python", "3.11", "--backend", "swarm"]
-    command += ["--scenario", str(workspace / "swarm_slow.py")]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=environment(workspace, swarm),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = slow_sweep(workspace, "fault", swarm)
     manager = swarm["DOCKER_HOST"]
     state = Path(swarm["TFBISECT_SWARM_STATE"])
     deadline = time.monotonic() + 300
@@ -212,10 +280,3 @@ def test_a_node_that_goes_away_mid_sweep_loses_nothing(swarm: dict[str, str], wo
             isinstance(attempts, list) and attempts[0]["node"] == "node2" and record.extra["node"] == "node1"
         )
     nothing_left(swarm, nodes=(1,))
-
-
-def running_on(manager: str, node: str) -> str:
-    """The current states of the tasks the swarm runs on `node`."""
-    return docker(
-        manager, "node", "ps", node, "--filter", "desired-state=running", "--format", "{{.CurrentState}}"
-    )

@@ -14,7 +14,7 @@ import pytest
 from tfbisect.core.errors import BackendUnavailableError
 from tfbisect.core.limits import RESULT_MAX_BYTES
 from tfbisect.envs.backend_swarm import address_from, memory_bytes, shown_command
-from tfbisect.envs.swarm_task import BEGIN, END, WRAPPER, last_frame, strip_frame
+from tfbisect.envs.swarm_task import BEGIN, END, NETWORKED, WRAPPER, last_frame, strip_frame
 
 
 def frame(data: bytes) -> str:
@@ -50,15 +50,21 @@ def test_the_wrapper_runs_the_scenario_and_frames_its_result(tmp_path: Path) -> 
     scenario.write_text(
         "import sys\nopen(sys.argv[2], 'w').write('{\"ok\": true}')\nprint('probe x mismatch')\nsys.exit(1)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", WRAPPER.replace("/tmp/tfbisect-out", str(tmp_path / "out")), str(scenario)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1
+    wrapper = [
+        sys.executable,
+        "-c",
+        WRAPPER.replace("/tmp/tfbisect-out", str(tmp_path / "out")),
+        str(scenario),
+    ]
+    # In a network namespace of its own (loopback only), as a task on a node without a bridge.
+    done = subprocess.run(["unshare", "--net", *wrapper], capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stderr
     assert last_frame(done.stdout) == b'{"ok": true}'
     assert strip_frame(done.stdout).strip() == "probe x mismatch"
+    # With a network (this machine's): the scenario never runs, and the output says which.
+    networked = subprocess.run(wrapper, capture_output=True, text=True, check=False)
+    assert networked.returncode == 125 and networked.stdout.startswith(NETWORKED + " ")
+    assert last_frame(networked.stdout) is None and "probe x" not in networked.stdout
 
 
 def test_where_the_swarm_is_comes_from_options_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,11 @@ search   every single-change position over the real catalogue, for 1..8 workers:
 repeat   (--real) a real bisection run twice: the second must need 0 builds and 0 runs.
 docker   (--docker) two TF versions on one base: rebuild time of an unchanged image, layers
          shared, bytes fetched over unique wheel bytes (must be 1.0), container overhead.
+swarm    (--swarm) a 2-node local swarm (.ci/swarm-up 2): the flagship on the same image, on the
+         swarm against local Docker, once the image is on the nodes (target <= 1.3); and a
+         sweep of 4 cells: both nodes used, imbalance <= 1 cell.
+prefetch (--prefetch) a cold bisection (fresh caches) with --prefetch 2 against --prefetch 0,
+         same versions (target <= 0.7).
 cuda     (--cuda) CUDA images of three TF versions on one CUDA set (the cu11 set; TF 2.18/2.19's
          CUDA 12.5): disk bytes of the three over one such image, against the 1.5 target and
          against the floor that storing the NVIDIA image once allows (must be met).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -197,12 +203,175 @@ def cuda_sharing(cache: Path, reports: Path, versions: tuple[str, ...]) -> dict[
     }
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+LOCAL = ["-H", "unix:///var/run/docker.sock"]  # the main engine (DOCKER_HOST may name a manager)
+
+
+def tagged_images() -> set[str]:
+    out = subprocess.run(
+        ["docker", *LOCAL, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {ref for ref in out.split() if "tfbisect" in ref and not ref.startswith("tfbisect-base:")}
+
+
+def swarm_ratios(tmp: Path) -> dict[str, float]:
+    """The flagship on TF 2.21's image: median of 3 runs on the swarm over median of 3 local
+    Docker runs (the image already on the nodes), and a 4-cell sweep's cells per node."""
+    import statistics
+
+    state = tmp / "swarm"
+    up = subprocess.run(
+        [
+            str(ROOT / ".ci" / "swarm-up"),
+            "2",
+            "--state",
+            str(state),
+            "--subnet",
+            "10.231.93",
+            "--registry-port",
+            "5293",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before = tagged_images()
+    env = dict(os.environ, **dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line))
+    local = {k: v for k, v in env.items() if k != "DOCKER_HOST"}
+    base = [
+        sys.executable,
+        "-m",
+        "tfbisect",
+        "--reports",
+        str(tmp / "reports"),
+        "--cache",
+        str(tmp / "cache"),
+    ]
+    cell = ["--tf", "2.21.0", "--python", "3.11", "--force"]
+    try:
+        # Warm: the image built, pushed, and pulled by both nodes (two cells at once).
+        subprocess.run(
+            [
+                *base,
+                "sweep",
+                "--tf",
+                "2.21.0",
+                "--keras",
+                "default,legacy",
+                "--python",
+                "3.11",
+                "--backend",
+                "swarm",
+                "--jobs",
+                "2",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        timings: dict[str, list[float]] = {"docker": [], "swarm": []}
+        for _ in range(3):
+            for backend, environment in (("docker", local), ("swarm", env)):
+                start = time.monotonic()
+                subprocess.run(
+                    [*base, "run", *cell, "--backend", backend],
+                    env=environment,
+                    check=False,
+                    capture_output=True,
+                )
+                timings[backend].append(time.monotonic() - start)
+        reports = tmp / "reports4"
+        four = [
+            sys.executable,
+            "-m",
+            "tfbisect",
+            "--reports",
+            str(reports),
+            "--cache",
+            str(tmp / "cache"),
+            "sweep",
+        ]
+        four += [
+            "--tf",
+            "2.20.0,2.21.0",
+            "--keras",
+            "default,legacy",
+            "--python",
+            "3.11",
+            "--backend",
+            "swarm",
+        ]
+        subprocess.run(four, env=env, check=True, capture_output=True)
+        nodes = [
+            json.loads(p.read_text())["extra"].get("node") for p in (reports / "results").rglob("*.json")
+        ]
+    finally:
+        subprocess.run(
+            [str(ROOT / ".ci" / "swarm-down"), "--state", str(state)], capture_output=True, check=False
+        )
+        made = sorted(tagged_images() - before)  # the TF images, and their registry tags
+        if made:
+            subprocess.run(
+                ["docker", *LOCAL, "image", "rm", "--force", *made], capture_output=True, check=False
+            )
+    per_node = [nodes.count(n) for n in sorted(set(nodes))]
+    return {
+        "docker_s": statistics.median(timings["docker"]),
+        "swarm_s": statistics.median(timings["swarm"]),
+        "swarm_over_docker": statistics.median(timings["swarm"]) / statistics.median(timings["docker"]),
+        "nodes_used": len(per_node),
+        "imbalance": max(per_node) - min(per_node) if per_node else 99,
+    }
+
+
+def prefetch_ratio(tmp: Path) -> dict[str, float]:
+    """A cold bisection (fresh caches, venvs) with --prefetch 2 over the same one with 0."""
+    timings = {}
+    runs = {}
+    for prefetch in ("0", "2"):
+        folder = tmp / f"prefetch{prefetch}"
+        command = [
+            sys.executable,
+            "-m",
+            "tfbisect",
+            "--reports",
+            str(folder),
+            "--cache",
+            str(folder / "cache"),
+        ]
+        command += ["bisect", "--good", "2.2.0", "--bad", "2.5.0", "--probe", "gradient_eager_plain"]
+        command += ["--backend", "venv", "--prefetch", prefetch]
+        # Cold for both: tfbisect's caches and uv's own wheel cache fresh.
+        env = dict(os.environ, UV_CACHE_DIR=str(folder / "uv-cache"))
+        start = time.monotonic()
+        subprocess.run(command, check=False, capture_output=True, env=env)
+        timings[prefetch] = time.monotonic() - start
+        log = max((folder / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        runs[prefetch] = json.loads(log.read_text())["summary"]["runs"]
+    return {
+        "without_s": timings["0"],
+        "with_s": timings["2"],
+        "with_over_without": timings["2"] / timings["0"],
+        "runs_without": runs["0"],
+        "runs_with": runs["2"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
     parser.add_argument("--reports", type=Path, help="where the real runs keep results (default: a temp dir)")
     parser.add_argument(
         "--docker", action="store_true", help="also build two versions' images (needs an engine)"
+    )
+    parser.add_argument("--swarm", action="store_true", help="also measure a 2-node local swarm (root)")
+    parser.add_argument(
+        "--prefetch", action="store_true", help="also bisect cold twice, with and without prefetch"
     )
     parser.add_argument(
         "--cuda", action="store_true", help="also build three CUDA images on each of two CUDA sets (~15 GB)"
@@ -244,6 +413,25 @@ def main(argv: list[str] | None = None) -> int:
             or abs(r["fetched_over_unique"] - 1.0) > 1e-9
             or r["shared_layers"] < 2
         )
+    if args.swarm:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-swarm-") as tmp:
+            r = swarm_ratios(Path(tmp))
+        print("swarm (2 local nodes; TF 2.21.0's image already on them):")
+        print(
+            f"  a run: {r['swarm_s']:.1f}s on the swarm, {r['docker_s']:.1f}s with local Docker: "
+            f"ratio {r['swarm_over_docker']:.2f} (target <= 1.3)\n"
+            f"  a 4-cell sweep: {r['nodes_used']:.0f} nodes used, imbalance {r['imbalance']:.0f} cell(s) (promise: 2, <= 1)"
+        )
+        failed |= r["swarm_over_docker"] > 1.3 or r["nodes_used"] != 2 or r["imbalance"] > 1
+    if args.prefetch:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-prefetch-") as tmp:
+            r = prefetch_ratio(Path(tmp))
+        print("prefetch (a cold bisection of TF 2.2.0..2.5.0 in venvs, fresh caches each):")
+        print(
+            f"  without: {r['without_s']:.0f}s ({r['runs_without']:.0f} runs); with --prefetch 2: {r['with_s']:.0f}s "
+            f"({r['runs_with']:.0f} runs); ratio {r['with_over_without']:.2f} (target <= 0.7)"
+        )
+        failed |= r["with_over_without"] > 0.7
     if args.cuda:
         for title, versions in CUDA_TRIPLES.items():
             with tempfile.TemporaryDirectory(prefix="tfbisect-bench-cuda-") as tmp:

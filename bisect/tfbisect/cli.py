@@ -355,7 +355,12 @@ def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
         base_image=getattr(args, "base_image", None),
         swarm=swarm_address(args),
     )
-    return Runner(catalogue.load_snapshot(), settings, progress)
+    runner = Runner(catalogue.load_snapshot(), settings, progress)
+    if settings.swarm is not None:
+        swarm = runner.environment(Backend.SWARM)
+        assert isinstance(swarm, SwarmBackend)
+        swarm.check()  # a manager or registry that does not answer stops everything here
+    return runner
 
 
 def jobs_for(asked: int | None, runner: Runner, choice: environments.Choice, flavour: Flavour) -> int:

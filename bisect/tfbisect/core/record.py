@@ -158,14 +158,19 @@ def ran_on(document: dict[str, Any] | None) -> str:
         gpus = [{"name": d.get("name")} for d in devices if isinstance(d, dict) and d.get("type") == "GPU"]
     if not gpus:
         return "CPU (no GPU visible)"
+    listed = [gpu for gpu in gpus if isinstance(gpu, dict)] if isinstance(gpus, list) else []
     shown = []
-    for gpu in gpus if isinstance(gpus, list) else []:
-        if isinstance(gpu, dict):
-            capability = f"compute {gpu['compute_capability']}" if gpu.get("compute_capability") else ""
-            driver = f"driver {environment['nvidia_driver']}" if environment.get("nvidia_driver") else ""
-            details = ", ".join(d for d in (capability, driver) if d)
-            shown.append(f"{gpu.get('name', '?')}" + (f" ({details})" if details else ""))
-    return "GPU: " + "; ".join(shown)
+    for gpu in listed[:8]:  # what the scenario reports is bounded here: 8 GPUs, 300 characters
+        capability = (
+            f"compute {clip(str(gpu['compute_capability']), 20)}" if gpu.get("compute_capability") else ""
+        )
+        shown.append(clip(str(gpu.get("name", "?")), 80) + (f" ({capability})" if capability else ""))
+    more = f" and {len(listed) - 8} more" if len(listed) > 8 else ""
+    driver = (
+        f"; driver {clip(str(environment['nvidia_driver']), 40)}" if environment.get("nvidia_driver") else ""
+    )
+    text = "GPU: " + "; ".join(shown) + more + driver
+    return " ".join(clip(text, 300).split())  # one line, whatever the names hold
 
 
 def exception_from_log(log: str) -> Failure:

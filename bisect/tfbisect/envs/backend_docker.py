@@ -362,20 +362,22 @@ def read_cuda_check(text: str) -> dict[str, object]:
         return {"problems": [f"the image's loader check is {len(text)} bytes, over {CUDA_CHECK_LIMIT}"]}
     try:
         raw = json.loads(text, parse_constant=lambda name: None)
-    except ValueError as exc:
-        return {"problems": [f"the image's loader check is not JSON: {exc}"]}
+    except (ValueError, RecursionError) as exc:
+        return {"problems": [f"the image's loader check is not JSON: {str(exc)[:200]}"]}
     if not isinstance(raw, dict):
         return {"problems": ["the image's loader check is not a JSON object"]}
 
-    def short(value: object) -> object:
+    def short(value: object, depth: int = 0) -> object:
         if isinstance(value, str):
             return value[:300]
         if isinstance(value, bool | int | float) or value is None:
             return value
+        if depth >= 4:  # the document is three levels deep; deeper is not the check's
+            return None
         if isinstance(value, list):
-            return [short(v) for v in value[:64]]
+            return [short(v, depth + 1) for v in value[:64]]
         if isinstance(value, dict):
-            return {str(k)[:64]: short(v) for k, v in list(value.items())[:32]}
+            return {str(k)[:64]: short(v, depth + 1) for k, v in list(value.items())[:32]}
         return None
 
     keep = (

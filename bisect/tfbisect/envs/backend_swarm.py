@@ -16,17 +16,22 @@ The record names the node that ran the cell (its `tfbisect.node` label, else its
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shlex
 import signal
+import ssl
 import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import BackendUnavailableError, DockerError
@@ -36,7 +41,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Backend, EnvSpec, Flavour
 from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
-from tfbisect.envs.docker_engine import DEFAULT_HOST, Engine, connect
+from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
 from tfbisect.envs.environments import Ended, Launch
 from tfbisect.envs.locks import Lock, LockSpec
 
@@ -120,9 +125,43 @@ class SwarmBackend:
                 self._manager = engine
             return self._manager
 
+    def check(self) -> None:
+        """Before any work: the manager is one, and the registry answers (its /v2/ endpoint)."""
+        self.manager  # noqa: B018 -- raises with what to do when it is not
+        # Straight to the registry (never through a proxy), TLS first as Docker does, then plain.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        why = ""
+        for scheme in ("https", "http"):
+            url = f"{scheme}://{self.address.registry_push}/v2/"
+            try:
+                with opener.open(url, timeout=10) as answer:
+                    answer.read(1024)
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # a registry that wants a login still answers
+                    return
+                why += f"{url}: HTTP {exc.code}; "
+            except urllib.error.URLError as exc:
+                if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                    return  # it answers TLS with a certificate only Docker's trust store knows
+                why += f"{url}: {exc.reason}; "
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                why += f"{url}: {type(exc).__name__}: {exc}; "
+        raise BackendUnavailableError(
+            f"The registry {self.address.registry_push} does not answer ({why.rstrip('; ')}): "
+            "the nodes could not get the images.",
+            "start it (`.ci/swarm-up` starts one), or name the one the swarm uses with --registry HOST:PORT.",
+        )
+
     def capacity(self, flavour: Flavour = Flavour.CPU) -> int:
         """How many cells can run at once: the ready nodes that may take this flavour."""
-        nodes = self.manager.api.nodes()
+        try:
+            nodes = [n for n in self.manager.api.nodes() if isinstance(n, dict)]
+        except ENGINE_FAILURES as exc:
+            raise BackendUnavailableError(
+                f"The swarm manager at {self.address.manager} did not list its nodes: {exc}",
+                "check the manager (`docker node ls` there); the run is a skip, retried next time.",
+            ) from exc
         ready = [n for n in nodes if (n.get("Status") or {}).get("State") == "ready"]
         if flavour is Flavour.CUDA:
             ready = [n for n in ready if ((n.get("Spec") or {}).get("Labels") or {}).get(GPU_LABEL) == "true"]
@@ -208,26 +247,35 @@ class SwarmBackend:
             self.remove(service)
 
     def remove(self, service: str) -> None:
-        """The run's services (a retry has its own) and its config, whatever state they are in."""
-        with suppress(DockerError, BackendUnavailableError):
+        """The run's services (a retry has its own) and its config, whatever state they are in.
+        Never raises: the run's result is stored whatever the manager answers now."""
+        with suppress(DockerError, BackendUnavailableError, *ENGINE_FAILURES):
             api = self.manager.api
             for found in api.services(filters={"name": service}):  # type: ignore[no-untyped-call]
-                with suppress(Exception):
+                with suppress(*ENGINE_FAILURES, KeyError, TypeError):
                     api.remove_service(found["ID"])  # type: ignore[no-untyped-call]
             for found in api.configs(filters={"name": f"{service}-scenario"}):  # type: ignore[no-untyped-call]
-                with suppress(Exception):
+                with suppress(*ENGINE_FAILURES, KeyError, TypeError):
                     api.remove_config(found["ID"])  # type: ignore[no-untyped-call]
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The task's end, from what swarm_task.py wrote: the node, a task the swarm lost."""
+        task = json.loads(Path(launch.argv[-1]).read_text())
+        folder = Path(task["outdir"])
         if finished.timed_out:
+            states = read_json(folder / "progress.json").get("states") or []
+            if "running" not in states:  # never started: no node took it, or it was still pulling
+                seen = ", ".join(str(s) for s in states[-3:]) or "not even created"
+                return Ended(
+                    exit_code=None, unstarted=f"the swarm task never started within the timeout ({seen})"
+                )
             return Ended(exit_code=None)
-        task = json.loads(launch.argv[-1] and Path(launch.argv[-1]).read_text())
-        report_path = Path(task["outdir"]) / "ended.json"
-        try:
-            ended = json.loads(report_path.read_text())
-        except (OSError, ValueError):
-            ended = {}
+        ended = read_json(folder / "ended.json")
+        if "state" not in ended and not ended.get("unstarted"):
+            return Ended(
+                exit_code=finished.exit_code,
+                unstarted=f"the swarm run ended without saying how (exit {finished.exit_code}); see its log",
+            )
         if ended.get("node"):
             launch.extra["node"] = str(ended["node"])[:200]
         attempts = ended.get("attempts") or []
@@ -249,6 +297,26 @@ class SwarmBackend:
         return Ended(exit_code=code)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A file swarm_task.py wrote (from what it read of hostile output): {} when unreadable."""
+    try:
+        if path.stat().st_size > 1024 * 1024:
+            return {}
+        found = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def csv_field(text: str) -> str:
+    """A `--config`/`--mount` value as Docker's CSV parser reads it back: quoted once it holds a
+    comma or a quote (after the first, which separates source from target)."""
+    source, _, target = text.partition(",")
+    if "," in target or '"' in target:
+        target = '"' + target.replace('"', '""') + '"'
+    return f"{source},{target}"
+
+
 def memory_bytes(text: str) -> int:
     unit = text[-1].lower()
     return int(float(text[:-1]) * UNITS[unit]) if unit in UNITS else int(text)
@@ -262,9 +330,11 @@ def shown_command(task: dict[str, object]) -> str:
     create = [
         *("docker", *host, "service", "create", "--replicas", "1", "--restart-condition", "none"),
         *("--read-only", "--user", str(task["user"]), "--limit-memory", str(task["memory_bytes"])),
+        *("--limit-pids", str(task.get("pids", PIDS))),
+        *(f"--env={variable}" for variable in task.get("env", [])),  # type: ignore[attr-defined]
         *("--mount", "type=tmpfs,dst=/tmp", "--mount", "type=tmpfs,dst=/home/tfbisect"),
         *(f"--constraint={c}" for c in task["constraints"]),  # type: ignore[attr-defined]
-        *("--config", f"source=tfbisect-repro,target=/scenario/{scenario.name}"),
+        *("--config", csv_field(f"source=tfbisect-repro,target=/scenario/{scenario.name}")),
         str(task["image"]),
         *("python", f"/scenario/{scenario.name}", "--output", "/tmp/result.json"),
     ]

@@ -44,6 +44,7 @@ from tfbisect.core.progress import Progress
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # the SDK's and the CLI's default on Linux
 REQUEST_TIMEOUT = 300  # seconds one request may wait for the engine (removing a big image is slow)
 _FAILURES = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+ENGINE_FAILURES = _FAILURES  # what an engine call can raise (for the backends that call it directly)
 
 
 def shown(*args: str) -> list[str]:
@@ -491,7 +492,14 @@ def _reachable(host: str) -> None:
 def connect(progress: Progress, *, echo: bool = True, host: str | None = None) -> Engine:
     """An engine that answers, or a message that says what to do without one: the one DOCKER_HOST
     names (with its TLS settings), or `host` when given (a swarm manager, the local builder)."""
-    params = {"base_url": host} if host else docker.utils.kwargs_from_env()
+    if host is None:
+        params = docker.utils.kwargs_from_env()
+    elif host.startswith(
+        "tcp://"
+    ):  # with the TLS settings of the environment (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
+        params = docker.utils.kwargs_from_env(environment={**os.environ, "DOCKER_HOST": host})
+    else:
+        params = {"base_url": host}
     host = params.get("base_url") or DEFAULT_HOST
     try:
         _reachable(host)

@@ -6,10 +6,13 @@ the runs in `workflow.Runner`; this module only drives them and keeps the log.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +40,66 @@ Execute = Callable[[EnvSpec], RunResult]
 Prefetch = Callable[[EnvSpec], object]
 
 
+AHEAD_NICENESS = 10
+
+
+class Ahead:
+    """Environments prepared ahead, one at a time, on a daemon thread (a driver that stops never
+    waits for one).  `want` replaces what is queued; what is being prepared finishes."""
+
+    def __init__(self, work: Prefetch) -> None:
+        self.work = work
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.queue: list[tuple[int, EnvSpec]] = []
+        self.running: int | None = None
+        self.done: set[int] = set()
+        self.stopped = False
+        threading.Thread(target=self._loop, name="tfbisect-prefetch", daemon=True).start()
+
+    def want(self, items: list[tuple[int, EnvSpec]]) -> list[int]:
+        """Queue these (in order) instead of what was queued; the ones new to the queue."""
+        with self.lock:
+            before = {i for i, _ in self.queue}
+            self.queue = [(i, spec) for i, spec in items if i != self.running and i not in self.done]
+            fresh = [i for i, _ in self.queue if i not in before]
+        self.wake.set()
+        return fresh
+
+    def stop(self) -> bool:
+        """Nothing more starts; True when a preparation is still running."""
+        with self.lock:
+            self.stopped = True
+            self.queue.clear()
+            busy = self.running is not None
+        self.wake.set()
+        return busy
+
+    def _loop(self) -> None:
+        # Work ahead yields the CPU to the runs the search waits for: the processes this thread
+        # starts (installs) inherit its niceness.  Linux sets it per thread.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
+        while True:
+            self.wake.wait()
+            with self.lock:
+                if self.stopped:
+                    return
+                if not self.queue:
+                    self.wake.clear()
+                    continue
+                index, spec = self.queue.pop(0)
+                self.running = index
+            try:
+                self.work(spec)
+            except BaseException:
+                pass
+            finally:
+                with self.lock:
+                    self.running = None
+                    self.done.add(index)
+
+
 class Bisection:
     def __init__(
         self,
@@ -55,9 +118,7 @@ class Bisection:
         if prefetch is None and execute is None:
             prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
         # One environment prepared ahead at a time, next to the round's runs.
-        self.ahead = ThreadPoolExecutor(max_workers=1) if prefetch and request.prefetch > 0 else None
-        self.prefetch = prefetch
-        self.queued: dict[int, Future[object]] = {}
+        self.ahead = Ahead(prefetch) if prefetch and request.prefetch > 0 else None
         planned = plan(request, runner.catalogue, runner.environment)
         self.releases, self.specs = list(planned.releases), list(planned.specs)
         self.records: dict[int, RunRecord] = {}
@@ -73,32 +134,23 @@ class Bisection:
     def prepare_ahead(self, indices: Sequence[int]) -> None:
         """Prepare the environments the next round may need while this one runs (both outcomes of
         a midpoint, as mozregression does), at most --prefetch of them.  A queued one no longer
-        wanted is cancelled; one already building finishes and stays in the cache."""
-        if self.ahead is None or self.prefetch is None:
+        wanted is dropped; one already building finishes and stays in the cache."""
+        if self.ahead is None:
             return
         wanted = [i for i in indices if i not in self.records and self.specs[i] is not None]
         wanted = wanted[: self.request.prefetch]
-        for i, future in list(self.queued.items()):
-            if future.done() or (i not in wanted and future.cancel()):
-                del self.queued[i]
-        fresh = [i for i in wanted if i not in self.queued]
-        for i in fresh:
-            self.queued[i] = self.ahead.submit(self.prefetch, self.specs[i])  # type: ignore[arg-type]
+        fresh = self.ahead.want([(i, spec) for i in wanted if (spec := self.specs[i]) is not None])
         if fresh:
             names = ", ".join(self.releases[i].version for i in fresh)
             self.progress.say(f"   preparing ahead for the next round: {names}")
 
     def stop_ahead(self) -> None:
         """The search is over: nothing more is prepared ahead.  A preparation still running is
-        stopped (its processes and builds), since no run will need it."""
-        if self.ahead is None:
-            return
-        for future in self.queued.values():
-            future.cancel()
-        if any(future.running() for future in self.queued.values()):
+        stopped (its processes and builds), since no run will need it; its thread is a daemon,
+        so nothing waits for it."""
+        if self.ahead is not None and self.ahead.stop():
             kill_all()
             cancel_builds()
-        self.ahead.shutdown(wait=True, cancel_futures=True)
         self.ahead = None
 
     def run_round(self, indices: Sequence[int], ahead: Sequence[int] = ()) -> None:
@@ -113,7 +165,8 @@ class Bisection:
         self.progress.say(f"== round {self.round}: {names}")
         with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
             futures = {i: pool.submit(self.execute, self.specs[i]) for i in todo}  # type: ignore[arg-type]
-            self.prepare_ahead(ahead)
+            # The round's own runs that wait for a worker come first, then the next round's.
+            self.prepare_ahead([*todo[self.request.jobs :], *ahead])
             try:
                 for i, future in futures.items():
                     done = future.result()

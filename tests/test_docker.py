@@ -278,3 +278,41 @@ def test_wheel_cache_builds_sdists_and_fetches_each_wheel_once(tmp_path: Path) -
     again = Wheelhouse(tmp_path, Progress(quiet=True))
     assert again.ensure(wanted, "3.9", tmp_path / "fetch.log") == first
     assert again.fetched_bytes == 0  # bytes fetched / unique wheel bytes stays 1.0
+
+
+def test_a_file_is_read_from_an_image_without_running_it(tmp_path: Path) -> None:
+    """How the driver reads what an image's build left (the CUDA check): a regular file only,
+    bounded, from a container that is created and removed, never started.  The image is a tiny
+    root file system imported here: a file, a link to it, a folder and a big file."""
+    import io
+    import tarfile
+    import uuid
+
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.docker_engine import connect
+
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        for name, data in (("check.json", b'{"ok": true}'), ("big.bin", b"x" * 300_000)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link.json")
+        link.type, link.linkname = tarfile.SYMTYPE, "check.json"
+        tar.addfile(link)
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    image = f"tfbisect-test-readfile:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "import", str(rootfs), image], capture_output=True, check=True)
+    engine = connect(Progress(quiet=True), echo=False)
+    try:
+        before = docker("ps", "--all", "--quiet")
+        assert engine.read_file(image, "/check.json", 1024) == b'{"ok": true}'
+        assert engine.read_file(image, "/big.bin", 256 * 1024) is None, "over the limit: not read"
+        assert engine.read_file(image, "/link.json", 1024) is None, "a link is not followed"
+        assert engine.read_file(image, "/folder", 1024) is None, "a folder is no file"
+        assert engine.read_file(image, "/nonexistent", 1024) is None
+        assert docker("ps", "--all", "--quiet") == before, "every container it made is gone"
+    finally:
+        subprocess.run(["docker", "image", "rm", "--force", image], capture_output=True, check=False)

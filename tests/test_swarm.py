@@ -9,6 +9,7 @@ a result that came back from the wrong cell would show."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from conftest import cli, empty_locks
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 VERSIONS = ("2.20.0", "2.21.0")
+REGISTRY_PORT = 5291
 SCENARIO = '''"""A swarm test's cell: reproduced in the tf-keras variant, not in the default one."""
 import hashlib, json, os, socket, sys, time
 
@@ -67,7 +69,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             "2",
             *("--state", str(state), "--subnet", "10.231.91"),
             "--registry-port",
-            "5291",
+            str(REGISTRY_PORT),
         ],
         capture_output=True,
         text=True,
@@ -90,31 +92,36 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Locks, scenarios, reports and caches of the module's own; afterwards the images its builds
-    tagged (and their registry tags) are removed from the main engine."""
+    """Locks, scenarios, reports and caches of the module's own; afterwards the images it made
+    (built, debootstrapped, and their registry tags) are removed from the main engine, and only
+    those: what was there before stays."""
     root = tmp_path_factory.mktemp("swarmrun")
+    before = set(local_images())
     yield make_workspace(root)
     made: set[str] = set()
     for log in root.rglob("*.build.log"):
         made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
-    for log in root.rglob("*.push.log"):
-        made |= set(re.findall(r"^\+ docker push (\S+)$", log.read_text(errors="replace"), re.M))
-    pushed = subprocess.run(
-        ["docker", "-H", "unix:///var/run/docker.sock", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    made |= {
-        ref for ref in pushed if ref.split("/", 1)[-1] in {m.split("/", 1)[-1] for m in made} and "/" in ref
-    }
+    for debootstrapped in (root / "cache" / "bases" / "rootfs").glob("*.log"):
+        made.add(f"tfbisect-base:{debootstrapped.stem}")
+    made -= before
+    made |= {ref for ref in local_images() if ref.startswith(f"127.0.0.1:{REGISTRY_PORT}/")}  # pushed here
     if made:
-        subprocess.run(
-            ["docker", "-H", "unix:///var/run/docker.sock", "image", "rm", "--force", *sorted(made)],
-            capture_output=True,
-            check=False,
-        )
+        rm = ["docker", "-H", "unix:///var/run/docker.sock", "image", "rm", "--force", *sorted(made)]
+        subprocess.run(rm, capture_output=True, check=False)
     shutil.rmtree(root / "cache", ignore_errors=True)
+
+
+def local_images() -> list[str]:
+    """The main engine's tagged images (DOCKER_HOST may name a swarm manager here)."""
+    listing = [
+        "docker",
+        "-H",
+        "unix:///var/run/docker.sock",
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]
+    return subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
 
 
 def make_workspace(root: Path) -> Path:
@@ -122,7 +129,9 @@ def make_workspace(root: Path) -> Path:
     for version in VERSIONS:  # the tf-keras variant's lock (2.16+), empty as well
         text = (locks / f"tf{version}-py3.11-cuda.txt").read_text().replace("keras: default", "keras: legacy")
         (locks / f"tf{version}-py3.11-cuda-tfkeras.txt").write_text(text)
-    for name, sleep in (("swarm_probe", 0), ("swarm_slow", 25)):
+    # A cell of 4 s keeps a node busy while the other cell of its pair starts: the scheduler
+    # spreads them; a cell of 0 s may end before the next is placed, on either node.
+    for name, sleep in (("swarm_probe", 4), ("swarm_slow", 25)):
         (root / f"{name}.py").write_text(SCENARIO.format(sleep=sleep))
     return root
 
@@ -246,6 +255,14 @@ def test_sigterm_mid_sweep_removes_every_service_and_keeps_what_finished(
     while "Running" not in running_on(manager, "node1") + running_on(manager, "node2"):
         assert process.poll() is None and time.monotonic() < deadline, "no cell ever started"
         time.sleep(1)
+    # A running cell's service has the limits of a local run.
+    service = docker(manager, "service", "ls", "--format", "{{.Name}}").split()[0]
+    template = json.loads(docker(manager, "service", "inspect", service))[0]["Spec"]["TaskTemplate"]
+    container = template["ContainerSpec"]
+    assert container["ReadOnly"] is True and container["User"] == "10001:10001" and container["Init"] is True
+    assert {m["Target"] for m in container["Mounts"]} == {"/tmp", "/home/tfbisect"}
+    assert template["Resources"]["Limits"] == {"MemoryBytes": 8 * 1024**3, "Pids": 2048}
+    assert template["RestartPolicy"]["Condition"] == "none" and not template.get("Networks")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143, out[-2000:] + err[-2000:]

@@ -234,9 +234,12 @@ class DockerBackend:
         with self._connect_lock:
             known = self._checks.get(image.image_id)
         if known is None:
-            text = self.engine.run_output(image.tag, ["cat", CUDA_CHECK_PATH], timeout=120)
-            problem = f"the image has no readable {CUDA_CHECK_PATH}: remove it (docker rmi {image.tag}) to rebuild it"
-            known = read_cuda_check(text) if text else {"problems": [problem]}
+            found = self.engine.read_file(image.tag, CUDA_CHECK_PATH, CUDA_CHECK_LIMIT)
+            problem = (
+                f"the image has no readable {CUDA_CHECK_PATH} of at most {CUDA_CHECK_LIMIT} bytes: "
+                f"remove it (docker rmi {image.tag}) to rebuild it"
+            )
+            known = read_cuda_check(found.decode("utf-8", "replace")) if found else {"problems": [problem]}
             with self._connect_lock:
                 self._checks[image.image_id] = known
         return known

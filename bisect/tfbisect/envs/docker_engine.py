@@ -15,12 +15,17 @@ echoed as the `docker …` command line that does the same, so that users can pa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import io
+import json
 import os
 import shlex
 import shutil
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
@@ -400,6 +405,44 @@ class Engine:
         repository, _, tag = ref.partition(":")
         with self._calling(argv):
             self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
+
+    def read_file(self, image: str, path: str, limit: int) -> bytes | None:
+        """A regular file's bytes from an image, without running anything in it (`docker cp` from
+        a created, never started container); None when it is missing, not a regular file, over
+        `limit` bytes, or the engine fails."""
+        argv = shown("cp", f"{image}:{path}", "-")
+        self._echo(argv)
+        container = None
+        try:
+            container = self.api.create_container(image, command=["true"], network_disabled=True)
+            # The archive endpoint by hand, so that the response is closed on every path (the
+            # SDK's get_archive leaves it open when its stream is not read to the end).
+            api: Any = self.api
+            url = api._url("/containers/{0}/archive", container["Id"])
+            response = api._get(url, params={"path": path}, stream=True)
+            try:
+                api._raise_for_status(response)
+                header = response.headers.get("X-Docker-Container-Path-Stat", "")
+                stat = json.loads(base64.b64decode(header) or b"{}")
+                if not isinstance(stat, dict) or int(stat.get("size", 0)) > limit:
+                    return None
+                data = response.raw.read(limit + 64 * 1024 + 1)  # the tar's own headers and padding
+            finally:
+                response.close()
+            if len(data) > limit + 64 * 1024:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.next()
+                if member is None or not member.isreg() or member.size > limit:
+                    return None
+                found = tar.extractfile(member)
+                return found.read(limit + 1) if found is not None else None
+        except (*_FAILURES, tarfile.TarError, ValueError, binascii.Error):
+            return None
+        finally:
+            if container is not None:
+                with contextlib.suppress(*_FAILURES):
+                    self.api.remove_container(container, force=True)
 
     def run_output(self, image: str, command: Sequence[str], timeout: float = 300) -> str:
         """`docker run --rm --network none IMAGE COMMAND…`'s standard output; '' when the command

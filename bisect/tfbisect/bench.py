@@ -58,9 +58,21 @@ def search_ratios(size: int, jobs: int) -> dict[str, float]:
     }
 
 
+def tfbisect(reports: Path, cache: Path | None = None) -> list[str]:
+    """The command line of this tfbisect, with reports (and a cache) of the measurement's own."""
+    return [
+        sys.executable,
+        "-m",
+        "tfbisect",
+        "--reports",
+        str(reports),
+        *(["--cache", str(cache)] if cache else []),
+    ]
+
+
 def real_repeat(reports: Path) -> dict[str, float]:
     args = ["--good", "2.3.0", "--bad", "2.4.1", "--probe", "gradient_eager_plain", "--jobs", "2"]
-    command = [sys.executable, "-m", "tfbisect", "--reports", str(reports), "bisect", *args]
+    command = [*tfbisect(reports), "bisect", *args]
     timings = []
     for _ in range(2):
         start = time.monotonic()
@@ -243,15 +255,7 @@ def swarm_ratios(tmp: Path) -> dict[str, float]:
     before = tagged_images()
     env = dict(os.environ, **dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line))
     local = {k: v for k, v in env.items() if k != "DOCKER_HOST"}
-    base = [
-        sys.executable,
-        "-m",
-        "tfbisect",
-        "--reports",
-        str(tmp / "reports"),
-        "--cache",
-        str(tmp / "cache"),
-    ]
+    base = tfbisect(tmp / "reports", tmp / "cache")
     cell = ["--tf", "2.21.0", "--python", "3.11", "--force"]
     try:
         # Warm: the image built, pushed, and pulled by both nodes (two cells at once).
@@ -287,16 +291,8 @@ def swarm_ratios(tmp: Path) -> dict[str, float]:
                 timings[backend].append(time.monotonic() - start)
         reports = tmp / "reports4"
         four = [
-            sys.executable,
-            "-m",
-            "tfbisect",
-            "--reports",
-            str(reports),
-            "--cache",
-            str(tmp / "cache"),
+            *tfbisect(reports, tmp / "cache"),
             "sweep",
-        ]
-        four += [
             "--tf",
             "2.20.0,2.21.0",
             "--keras",
@@ -336,15 +332,15 @@ def prefetch_ratio(tmp: Path) -> dict[str, float]:
     for prefetch in ("0", "2"):
         folder = tmp / f"prefetch{prefetch}"
         command = [
-            sys.executable,
-            "-m",
-            "tfbisect",
-            "--reports",
-            str(folder),
-            "--cache",
-            str(folder / "cache"),
+            *tfbisect(folder, folder / "cache"),
+            "bisect",
+            "--good",
+            "2.2.0",
+            "--bad",
+            "2.5.0",
+            "--probe",
+            "gradient_eager_plain",
         ]
-        command += ["bisect", "--good", "2.2.0", "--bad", "2.5.0", "--probe", "gradient_eager_plain"]
         command += ["--backend", "venv", "--prefetch", prefetch]
         # Cold for both: tfbisect's caches and uv's own wheel cache fresh.
         env = dict(os.environ, UV_CACHE_DIR=str(folder / "uv-cache"))

@@ -409,9 +409,9 @@ def cmd_gpu_check(args: argparse.Namespace, progress: Progress) -> int:
         spec = runner.spec_for(version, python=args.python, flavour=Flavour.CUDA, backends=(Backend.DOCKER,))
         record = runner.run(spec, chosen).record
         line = show.gpu_check_line(record)
-        checked = findings.cuda_libraries(record)
-        good = checked is not None and "FAILED" not in checked
-        if not good or (args.require_gpu and not str(record.ran_on).startswith("GPU")):
+        if not findings.loader_check_passed(record) or (
+            args.require_gpu and not str(record.ran_on).startswith("GPU")
+        ):
             failed += 1
         emit(line)
     print(f"\ngpu-check: {len(versions) - failed} of {len(versions)} CUDA images passed", file=sys.stderr)

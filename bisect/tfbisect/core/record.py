@@ -153,8 +153,8 @@ def ran_on(document: dict[str, Any] | None) -> str:
         return "unknown (the scenario did not report its devices)"
     gpus = environment.get("gpus")
     if gpus is None:  # a scenario that lists devices only
-        listed = environment.get("devices")
-        devices: list[Any] = listed if isinstance(listed, list) else []
+        reported = environment.get("devices")
+        devices: list[Any] = reported if isinstance(reported, list) else []
         gpus = [{"name": d.get("name")} for d in devices if isinstance(d, dict) and d.get("type") == "GPU"]
     if not gpus:
         return "CPU (no GPU visible)"

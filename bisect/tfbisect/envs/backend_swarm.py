@@ -44,9 +44,8 @@ from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
 from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
 from tfbisect.envs.environments import Ended, Launch
 from tfbisect.envs.locks import Lock, LockSpec
+from tfbisect.envs.swarm_task import GPU_LABEL, count_eligible
 
-GPU_LABEL = "tfbisect.gpu"
-NODE_LABEL = "tfbisect.node"
 PIDS = 2048
 UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -99,7 +98,6 @@ class SwarmBackend:
     ) -> None:
         self.progress = progress
         self.address = address
-        self._builder = builder
         self._manager = manager
         self._lock = threading.Lock()
         self._pushed: set[str] = set()
@@ -156,16 +154,13 @@ class SwarmBackend:
     def capacity(self, flavour: Flavour = Flavour.CPU) -> int:
         """How many cells can run at once: the ready nodes that may take this flavour."""
         try:
-            nodes = [n for n in self.manager.api.nodes() if isinstance(n, dict)]
+            nodes = self.manager.api.nodes()
         except ENGINE_FAILURES as exc:
             raise BackendUnavailableError(
                 f"The swarm manager at {self.address.manager} did not list its nodes: {exc}",
                 "check the manager (`docker node ls` there); the run is a skip, retried next time.",
             ) from exc
-        ready = [n for n in nodes if (n.get("Status") or {}).get("State") == "ready"]
-        if flavour is Flavour.CUDA:
-            ready = [n for n in ready if ((n.get("Spec") or {}).get("Labels") or {}).get(GPU_LABEL) == "true"]
-        return len(ready)
+        return count_eligible(nodes, gpu_only=flavour is Flavour.CUDA)
 
     # -- the same places, locks and images as the Docker backend -----------------------
     def python_for(self, release: Release, pinned: str | None) -> str:

@@ -537,9 +537,8 @@ def connect(progress: Progress, *, echo: bool = True, host: str | None = None) -
     names (with its TLS settings), or `host` when given (a swarm manager, the local builder)."""
     if host is None:
         params = docker.utils.kwargs_from_env()
-    elif host.startswith(
-        "tcp://"
-    ):  # with the TLS settings of the environment (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)
+    elif host.startswith("tcp://"):
+        # With the TLS settings of the environment (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH).
         params = docker.utils.kwargs_from_env(environment={**os.environ, "DOCKER_HOST": host})
     else:
         params = {"base_url": host}

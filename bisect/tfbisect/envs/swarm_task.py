@@ -27,6 +27,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,6 +47,8 @@ from docker.types import (
 
 from tfbisect.core.limits import RESULT_MAX_BYTES
 
+GPU_LABEL = "tfbisect.gpu"  # a node that may run CUDA cells is labelled GPU_LABEL=true
+NODE_LABEL = "tfbisect.node"  # the name a record gives the node (else its hostname)
 BEGIN = "==tfbisect-result-v1=="
 END = "==tfbisect-result-end=="
 LOG_MAX_BYTES = 64 * 1024 * 1024  # what is read of a task's output at most
@@ -122,9 +125,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if client is not None:
-            for attempt in ended["attempts"]:
-                remove(client.remove_service, attempt.get("service", task["service"]))
-            remove(client.remove_service, task["service"])
+            for service in {task["service"], *(attempt["service"] for attempt in ended["attempts"])}:
+                remove(client.remove_service, service)
             if config_id is not None:
                 remove(client.remove_config, config_id)
         for attempt in ended["attempts"]:
@@ -179,12 +181,20 @@ def run_task(client: Any, task: dict[str, Any], config_id: str, ended: dict[str,
 
 def eligible_nodes(client: Any, task: dict[str, Any], avoid: list[str]) -> int:
     """Ready nodes the task may go to, the lost ones aside."""
-    gpu_only = any("tfbisect.gpu" in c for c in task["constraints"])
+    gpu_only = any(GPU_LABEL in c for c in task["constraints"])
+    return count_eligible(client.nodes(), gpu_only=gpu_only, avoid=avoid)
+
+
+def count_eligible(nodes: Any, *, gpu_only: bool, avoid: Collection[str] = ()) -> int:
+    """Of the manager's node list (`docker node ls`, as the API gives it): the ready nodes that
+    may take a cell, GPU nodes only for a CUDA one, the ones in `avoid` aside."""
     count = 0
-    for node in client.nodes():
+    for node in nodes if isinstance(nodes, list) else []:
+        if not isinstance(node, dict):
+            continue
         labels = (node.get("Spec") or {}).get("Labels") or {}
         ready = (node.get("Status") or {}).get("State") == "ready"
-        if ready and node.get("ID") not in avoid and (not gpu_only or labels.get("tfbisect.gpu") == "true"):
+        if ready and node.get("ID") not in avoid and (not gpu_only or labels.get(GPU_LABEL) == "true"):
             count += 1
     return count
 
@@ -296,7 +306,7 @@ def node_name(client: Any, node_id: str | None) -> str | None:
     except (docker.errors.DockerException, requests.exceptions.RequestException):
         return node_id[:12]
     labels = (node.get("Spec") or {}).get("Labels") or {}
-    return str(labels.get("tfbisect.node") or (node.get("Description") or {}).get("Hostname") or node_id[:12])
+    return str(labels.get(NODE_LABEL) or (node.get("Description") or {}).get("Hostname") or node_id[:12])
 
 
 def logs(client: Any, service: str) -> str:

@@ -245,6 +245,12 @@ def failure_finding_line(report: BisectReport) -> str | None:
     return f"failure finding: {found} ({(report.failure_finding or {}).get('failure', '')})"
 
 
+def loader_check_passed(record: RunRecord) -> bool:
+    """The cell's CUDA image carries TF's loader check, and it found no problem."""
+    check = record.extra.get("cuda_check")
+    return isinstance(check, dict) and not check.get("problems")
+
+
 def cuda_libraries(record: RunRecord) -> str | None:
     """What TF's own loader check found when the cell's CUDA image was built, in one line:
     "8 opened: libcudart.so.11.0 11.8.89, …; TF built for CUDA 11.8, cuDNN 8 (sm_35 … compute_80)".

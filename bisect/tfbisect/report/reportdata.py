@@ -383,7 +383,7 @@ def environment_rows(record: RunRecord) -> list[tuple[str, str]]:
     if "gpu_visible" in record.extra:
         rows.append(("gpu visible", str(record.extra["gpu_visible"])))
     if record.ran_on is not None:
-        rows.append(("ran on", str(record.extra.get("ran_on") or record.ran_on)))
+        rows.append(("ran on", record.ran_on))
     libraries = findings.cuda_libraries(record)
     if libraries is not None:
         rows.append(("CUDA libraries", libraries))

@@ -34,7 +34,7 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
             f"  devices        {devices}; CUDA {env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}"
         )
     if record.ran_on is not None:
-        lines.append(f"  ran on         {record.extra.get('ran_on') or record.ran_on}")
+        lines.append(f"  ran on         {record.ran_on}")
     libraries = findings.cuda_libraries(record)
     if libraries is not None:
         lines.append(f"  CUDA libraries {libraries}")
@@ -72,7 +72,7 @@ def gpu_check_line(record: RunRecord) -> str:
         reason = record.failure.message.splitlines()[0] if record.failure else record.outcome.value
         return f"{label}  no image: {reason}"
     libraries = findings.cuda_libraries(record) or "no loader check in the image"
-    if "FAILED" not in libraries:
+    if findings.loader_check_passed(record):
         libraries = libraries.split(": ", 1)[0]  # "8 opened by TF's loader"
     return f"{label}  {record.extra['image']}  {libraries}  ran on {record.ran_on}  {MARK[record.outcome]}"
 

@@ -13,11 +13,21 @@ Contract (see ``bisect/tfbisect/data/result.schema.json``):
   * imports only the standard library, numpy and TensorFlow; runs on TF 2.0-2.21 and
     Python 3.6-3.13, with Keras 2, Keras 3 and ``TF_USE_LEGACY_KERAS=1`` + tf-keras;
   * writes one JSON result document to ``--output``;
-  * exits 0 = not reproduced, 1 = reproduced, 125 = cannot be tested here (git bisect run).
+  * exits 0 = not reproduced, 1 = reproduced, 125 = cannot be tested here (git bisect run);
+  * ``--probe NAME`` (repeatable) runs only the named probes (see ``PROBES``); the verdict is
+    then computed over what ran: the gradient probes among them decide, and when none was
+    named, the named probes do (any mismatch = reproduced).  An unknown name exits 125 at
+    once, before TensorFlow is imported, with a skip document naming the probes there are;
+  * around each probe's own work (not the TensorFlow import, not the shared data) it opens
+    the tracing window of tfbisect's probe tracer: it calls the builtin
+    ``__tfbisect_trace__(True)`` before and ``__tfbisect_trace__(False)`` after (also when
+    the probe raises), when the builtin exists; run plainly it does not, and nothing happens.
 """
 # No `from __future__ import annotations`, f-string debugging or walrus: this file must run
 # unchanged on Python 3.6.
 import argparse
+import builtins
+import contextlib
 import hashlib
 import json
 import os
@@ -52,10 +62,33 @@ CURVE_RTOL = 2e-2
 # two losses, identical but for @tf.function.
 LOSS_CONFIGURATIONS = ("plain", "decorated")
 LOSS_NAMES = {"plain": "customloss1", "decorated": "customloss2 @tf.function"}
+GRADIENT_PROBES = tuple(
+    "gradient_{}_{}".format(mode, loss) for mode in ("eager", "graph") for loss in ("plain", "decorated")
+)
+# Every probe, in the order they run; `--probe` names a subset.
+PROBES = GRADIENT_PROBES + ("training_loop", "fit_report_labels", "fit_shape_robust")
+# The probe tracer (bisect/tfbisect/data/probe_tracer.py) installs this builtin; it is absent
+# in a plain run.
+TRACE_WINDOW = "__tfbisect_trace__"
 
 
 def _now():
     return time.perf_counter()
+
+
+@contextlib.contextmanager
+def probe_window():
+    """The probe tracer's window, open around one probe's own work: only what the probe itself
+    runs in TensorFlow is traced, not the import or the data shared by every probe."""
+    window = getattr(builtins, TRACE_WINDOW, None)
+    if window is None:
+        yield
+        return
+    window(True)
+    try:
+        yield
+    finally:
+        window(False)
 
 
 def file_sha256(path):
@@ -177,10 +210,11 @@ def nvidia_driver():
 
 
 class Scenario(object):
-    def __init__(self, tf, np, epochs):
+    def __init__(self, tf, np, epochs, selected=PROBES):
         self.tf = tf
         self.np = np
         self.epochs = epochs
+        self.selected = selected
         self.x, self.y = make_data(np)
         self.kernel, self.bias = initial_weights(np)
         self.sample_weights = np.asarray(CLASS_WEIGHTS, dtype="float32")[self.y.astype("int64")]
@@ -235,21 +269,26 @@ class Scenario(object):
         for mode in ("eager", "graph"):
             for loss_name in ("plain", "decorated"):
                 name = "gradient_{}_{}".format(mode, loss_name)
+                if name not in self.selected:
+                    continue
                 start = _now()
                 try:
-                    model = self.make_model()
-                    loss_fn = self.losses[loss_name]
+                    with probe_window():
+                        model = self.make_model()
+                        loss_fn = self.losses[loss_name]
 
-                    def step(xb, yb, model=model, loss_fn=loss_fn):
-                        with tf.GradientTape() as tape:
-                            loss = loss_fn(yb, model(xb))
-                        return loss, tape.gradient(loss, model.trainable_variables)
+                        def step(xb, yb, model=model, loss_fn=loss_fn):
+                            with tf.GradientTape() as tape:
+                                loss = loss_fn(yb, model(xb))
+                            return loss, tape.gradient(loss, model.trainable_variables)
 
-                    if mode == "graph":
-                        step = tf.function(step)
-                    loss, grads = step(x, y)
-                    kernel_cmp = compare(np, grads[0].numpy(), want_kernel)
-                    bias_cmp = compare(np, grads[1].numpy(), want_bias)
+                        if mode == "graph":
+                            step = tf.function(step)
+                        loss, grads = step(x, y)
+                        loss = float(loss.numpy())
+                        grads = [g.numpy() for g in grads]
+                    kernel_cmp = compare(np, grads[0], want_kernel)
+                    bias_cmp = compare(np, grads[1], want_bias)
                     worst = max(kernel_cmp["relative_error"], bias_cmp["relative_error"])
                     probes.append(
                         {
@@ -260,14 +299,14 @@ class Scenario(object):
                                 mode, loss_name, worst
                             ),
                             "metrics": {
-                                "loss": float(loss.numpy()),
+                                "loss": loss,
                                 "kernel": kernel_cmp,
                                 "bias": bias_cmp,
                                 "max_relative_error": worst,
                                 "max_abs_error": max(kernel_cmp["max_abs_error"], bias_cmp["max_abs_error"]),
                                 "tolerance": GRADIENT_RTOL,
                                 "reference_clipped_probabilities": clipped,
-                                "bias_gradient": [float(v) for v in grads[1].numpy()],
+                                "bias_gradient": [float(v) for v in grads[1]],
                                 "bias_gradient_exact": [float(v) for v in want_bias],
                             },
                             "duration_s": _now() - start,
@@ -283,41 +322,42 @@ class Scenario(object):
         start = _now()
         name = "training_loop"
         try:
-            dataset = tf.data.Dataset.from_tensor_slices((self.x, self.y, self.sample_weights)).batch(BATCH_SIZE)
-            reference_loss = tf.keras.losses.SparseCategoricalCrossentropy()
+            with probe_window():
+                dataset = tf.data.Dataset.from_tensor_slices((self.x, self.y, self.sample_weights)).batch(BATCH_SIZE)
+                reference_loss = tf.keras.losses.SparseCategoricalCrossentropy()
 
-            def train(loss_name):
-                model = self.make_model()
-                optimizer = self.optimizer()
+                def train(loss_name):
+                    model = self.make_model()
+                    optimizer = self.optimizer()
 
-                @tf.function
-                def train_step(xb, yb, wb):
-                    with tf.GradientTape() as tape:
-                        predictions = model(xb)
-                        if loss_name == "reference":
-                            loss = reference_loss(yb, predictions, sample_weight=wb)
-                        else:
-                            loss = self.losses[loss_name](yb, predictions)
-                    gradients = tape.gradient(loss, model.trainable_variables)
-                    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-                    return loss
+                    @tf.function
+                    def train_step(xb, yb, wb):
+                        with tf.GradientTape() as tape:
+                            predictions = model(xb)
+                            if loss_name == "reference":
+                                loss = reference_loss(yb, predictions, sample_weight=wb)
+                            else:
+                                loss = self.losses[loss_name](yb, predictions)
+                        gradients = tape.gradient(loss, model.trainable_variables)
+                        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+                        return loss
 
-                curve = []
-                for _ in range(self.epochs):
-                    total, batches = 0.0, 0
-                    for xb, yb, wb in dataset:
-                        total += float(train_step(xb, yb, wb).numpy())
-                        batches += 1
-                    curve.append(total / batches)
-                return curve
+                    curve = []
+                    for _ in range(self.epochs):
+                        total, batches = 0.0, 0
+                        for xb, yb, wb in dataset:
+                            total += float(train_step(xb, yb, wb).numpy())
+                            batches += 1
+                        curve.append(total / batches)
+                    return curve
 
-            curves = {}
-            errors = {}
-            for config_name in ("reference",) + LOSS_CONFIGURATIONS:
-                try:
-                    curves[config_name] = train(config_name)
-                except Exception as exc:  # one loss failing says nothing about the other
-                    errors[config_name] = exception_info(exc)
+                curves = {}
+                errors = {}
+                for config_name in ("reference",) + LOSS_CONFIGURATIONS:
+                    try:
+                        curves[config_name] = train(config_name)
+                    except Exception as exc:  # one loss failing says nothing about the other
+                        errors[config_name] = exception_info(exc)
         except Exception as exc:
             return error_probe(name, "training", exc, start)
         if errors:
@@ -343,28 +383,29 @@ class Scenario(object):
         curves = {}
         errors = {}
         configs = [("reference", None)] + [(key, losses[key]) for key in LOSS_CONFIGURATIONS]
-        for config_name, loss in configs:
-            try:
-                model = self.make_model()
-                if loss is None:
-                    model.compile(loss="sparse_categorical_crossentropy", optimizer=self.optimizer())
-                    history = model.fit(
-                        self.x,
-                        self.y,
-                        epochs=self.epochs,
-                        batch_size=BATCH_SIZE,
-                        verbose=0,
-                        shuffle=False,
-                        class_weight={i: w for i, w in enumerate(CLASS_WEIGHTS)},
-                    )
-                else:
-                    model.compile(loss=loss, optimizer=self.optimizer())
-                    history = model.fit(
-                        self.x, self.y, epochs=self.epochs, batch_size=BATCH_SIZE, verbose=0, shuffle=False
-                    )
-                curves[config_name] = [float(v) for v in history.history["loss"]]
-            except Exception as exc:
-                errors[config_name] = exception_info(exc)
+        with probe_window():
+            for config_name, loss in configs:
+                try:
+                    model = self.make_model()
+                    if loss is None:
+                        model.compile(loss="sparse_categorical_crossentropy", optimizer=self.optimizer())
+                        history = model.fit(
+                            self.x,
+                            self.y,
+                            epochs=self.epochs,
+                            batch_size=BATCH_SIZE,
+                            verbose=0,
+                            shuffle=False,
+                            class_weight={i: w for i, w in enumerate(CLASS_WEIGHTS)},
+                        )
+                    else:
+                        model.compile(loss=loss, optimizer=self.optimizer())
+                        history = model.fit(
+                            self.x, self.y, epochs=self.epochs, batch_size=BATCH_SIZE, verbose=0, shuffle=False
+                        )
+                    curves[config_name] = [float(v) for v in history.history["loss"]]
+                except Exception as exc:
+                    errors[config_name] = exception_info(exc)
         if "reference" not in curves or not (set(curves) - {"reference"}):
             first = errors.get("plain") or errors.get("reference") or next(iter(errors.values()))
             probe = {
@@ -494,7 +535,36 @@ def curve_probe(np, name, kind, curves, start, what, errors=None):
     }
 
 
-def verdict(probes):
+def verdict(probes, selected=PROBES):
+    """The scenario's answer: any gradient probe off the exact gradient.  When `--probe` named
+    no gradient probe, the probes named answer instead: any of them off its reference."""
+    if any(name in GRADIENT_PROBES for name in selected):
+        return gradient_verdict(probes)
+    measured = [p for p in probes if p["outcome"] in ("match", "mismatch")]
+    wrong = [p["name"] for p in measured if p["outcome"] == "mismatch"]
+    if not measured:
+        return {
+            "outcome": "skip",
+            "summary": "none of the probes asked for ({}) could run here, so the question cannot be answered".format(
+                ", ".join(p["name"] for p in probes) or "none"
+            ),
+            "disagreements": [],
+        }
+    if wrong:
+        text = "reproduced: off the class_weight reference curve in " + ", ".join(wrong)
+    else:
+        text = "not reproduced: {} match the class_weight reference curve".format(
+            ", ".join(p["name"] for p in measured)
+        )
+    return {
+        "outcome": "reproduced" if wrong else "not_reproduced",
+        "summary": text,
+        "disagreements": [],
+        "tolerance": {"gradient_relative": GRADIENT_RTOL, "curve_relative": CURVE_RTOL},
+    }
+
+
+def gradient_verdict(probes):
     gradients = [p for p in probes if p["kind"] == "gradient"]
     measured = [p for p in gradients if p["outcome"] in ("match", "mismatch")]
     wrong = [p for p in measured if p["outcome"] == "mismatch"]
@@ -521,6 +591,8 @@ def verdict(probes):
         )
     else:
         text = "not reproduced: all {} gradient configurations match the exact gradient".format(len(measured))
+        if len(measured) < len(GRADIENT_PROBES):  # --probe asked for some only
+            text = "not reproduced: {} match the exact gradient".format(", ".join(p["name"] for p in measured))
     others = [p["name"] for p in probes if p["kind"] != "gradient" and p["outcome"] == "mismatch"]
     if others:
         text += "; training curves off the reference in: " + ", ".join(others)
@@ -561,6 +633,12 @@ def main(argv=None):
         action="store_true",
         help="exit 0 for either verdict (for tox, where 'reproduced' is an answer, not a failure)",
     )
+    parser.add_argument(
+        "--probe",
+        action="append",
+        metavar="NAME",
+        help="run only this probe (repeatable; default: all of {})".format(", ".join(PROBES)),
+    )
     args = parser.parse_args(argv)
 
     started = _now()
@@ -577,6 +655,19 @@ def main(argv=None):
         "verdict": None,
         "timings": {},
     }
+    selected = PROBES
+    if args.probe:
+        unknown = [name for name in args.probe if name not in PROBES]
+        if unknown:
+            # Asked for something this scenario cannot run: no answer here, and no need for TF to say so.
+            summary = "no probe named {}; the probes are: {}".format(", ".join(unknown), ", ".join(PROBES))
+            document["verdict"] = {"outcome": "skip", "summary": summary, "disagreements": []}
+            document["timings"] = {"total_s": _now() - started}
+            write_json(args.output, document)
+            print(summary, file=sys.stderr)
+            return EXIT_SKIP
+        selected = tuple(name for name in PROBES if name in args.probe)  # in the order they run
+        document["scenario"]["parameters"]["probes"] = list(selected)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import numpy as np
@@ -595,15 +686,23 @@ def main(argv=None):
     document["timings"]["import_s"] = _now() - started
     document["environment"] = environment(tf, np)
 
-    scenario = Scenario(tf, np, args.epochs)
+    scenario = Scenario(tf, np, args.epochs, selected)
     probes = document["probes"]
     steps = [
-        scenario.gradient_probes,
-        scenario.training_loop_probe,
-        lambda: scenario.fit_probe("fit_report_labels", scenario.losses, "labels exactly as in the report"),
-        lambda: scenario.fit_probe("fit_shape_robust", scenario.robust_losses, "labels flattened before one_hot"),
+        (GRADIENT_PROBES, scenario.gradient_probes),
+        (("training_loop",), scenario.training_loop_probe),
+        (
+            ("fit_report_labels",),
+            lambda: scenario.fit_probe("fit_report_labels", scenario.losses, "labels exactly as in the report"),
+        ),
+        (
+            ("fit_shape_robust",),
+            lambda: scenario.fit_probe("fit_shape_robust", scenario.robust_losses, "labels flattened before one_hot"),
+        ),
     ]
-    for step in steps:
+    for names, step in steps:
+        if not any(name in selected for name in names):
+            continue
         produced = step()
         for probe in produced if isinstance(produced, list) else [produced]:
             probes.append(probe)
@@ -616,7 +715,7 @@ def main(argv=None):
                         )
                     )
                 sys.stdout.flush()
-    document["verdict"] = verdict(probes)
+    document["verdict"] = verdict(probes, selected)
     document["timings"]["total_s"] = _now() - started
     write_json(args.output, document)
     print("verdict: " + document["verdict"]["summary"])

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tfbisect.core import catalogue
+from tfbisect.core.catalogue import Dist, ReleaseKind
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
 
 from conftest import loopback
@@ -55,6 +56,13 @@ KERAS_PAGE = page(
     [
         ("tf_keras-2.16.0-py3-none-any.whl", "2024-03-09T02:00:00Z"),
         ("tf_keras-2.16.0.tar.gz", "2024-03-09T02:00:00Z"),
+    ],
+)
+NIGHTLY_PAGE = page(
+    "tf-nightly",
+    [
+        ("tf_nightly-2.17.0.dev20240301-cp312-cp312-manylinux_2_17_x86_64.whl", "2024-03-01T20:00:00Z"),
+        ("tf_nightly-2.17.0.dev20240302-cp312-cp312-macosx_12_0_arm64.whl", "2024-03-02T20:00:00Z"),
     ],
 )
 
@@ -130,12 +138,16 @@ class _Index(http.server.BaseHTTPRequestHandler):
         "tensorflow": TF_PAGE,
         "tensorflow-cpu": CPU_PAGE,
         "tf-keras": KERAS_PAGE,
+        "tf-nightly": NIGHTLY_PAGE,
     }
     seen_accept: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         type(self).seen_accept.append(self.headers.get("Accept", ""))
         project = self.path.strip("/").split("/")[-1]
+        if project not in self.pages:
+            self.send_error(404)
+            return
         body = json.dumps(self.pages[project]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
@@ -156,9 +168,218 @@ def test_fetch_speaks_pep_691(index: str) -> None:
     cat = catalogue.fetch(index)
     assert [r.version for r in cat.releases()] == ["2.2.0", "2.3.0", "2.16.1"]
     assert all("application/vnd.pypi.simple.v1+json" in accept for accept in _Index.seen_accept)
+    # the nightly without a linux wheel is kept as a dist, but is no build one can run
+    assert [r.version for r in cat.nightlies()] == ["2.17.0.dev20240301"]
+    assert [d.version for d in cat.dists if d.project == "tf-nightly"] == [
+        "2.17.0.dev20240301",
+        "2.17.0.dev20240302",
+    ]
+
+
+def test_fetch_does_without_nightlies_on_a_mirror_that_lacks_them(
+    index: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Index, "pages", {k: v for k, v in _Index.pages.items() if k != "tf-nightly"})
+    cat = catalogue.fetch(index)
+    assert [r.version for r in cat.releases()] == ["2.2.0", "2.3.0", "2.16.1"]
+    assert cat.nightlies() == [] and cat.nightly_window() is None
+
+
+def test_fetch_without_tensorflow_is_an_error(index: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_Index, "pages", {k: v for k, v in _Index.pages.items() if k != "tensorflow"})
+    with pytest.raises(CatalogueError, match="404") as info:
+        catalogue.fetch(index)
+    assert "--index-url" in info.value.todo
 
 
 def test_fetch_failure_points_at_the_snapshot() -> None:
     with pytest.raises(CatalogueError) as info:
         catalogue.fetch("http://127.0.0.1:9/simple", timeout=2)
     assert "snapshot" in info.value.todo
+
+
+# -- release candidates and nightlies ------------------------------------------------------------
+
+
+def dist(
+    project: str, version: str, uploaded: str, pythons: str = "3.11 3.12", *, yanked: bool = False
+) -> Dist:
+    return Dist(project, version, uploaded, tuple(pythons.split()), yanked)
+
+
+def builds() -> catalogue.Catalogue:
+    """The shape of the index around TF 2.21-2.23: releases, RCs, daily nightlies with gaps."""
+    dists = [
+        dist("tensorflow", "2.20.0", "2025-08-13T18:00:00Z"),
+        dist("tensorflow", "2.21.0rc0", "2026-01-20T18:00:00Z"),
+        dist("tensorflow", "2.21.0rc1", "2026-02-10T18:00:00Z"),
+        dist("tensorflow", "2.21.0", "2026-03-06T18:00:00Z"),
+        dist("tensorflow", "2.21.1rc0", "2026-05-01T18:00:00Z", yanked=True),
+        dist("tensorflow", "2.22.0rc0", "2026-09-20T18:00:00Z"),
+        dist("tensorflow", "2.22.0", "2026-10-01T18:00:00Z"),
+        dist("tensorflow-cpu", "2.21.0", "2026-03-06T19:00:00Z", "3.10 3.11 3.12 3.13"),
+        dist("tf-keras", "2.21.0", "2026-03-18T00:00:00Z", "any"),
+        dist("tf-keras", "2.22.0", "2026-10-02T00:00:00Z", "any"),
+        dist("tf-nightly", "2.21.0.dev20260202", "2026-02-02T16:27:26Z", "3.10 3.11 3.12 3.13"),
+        dist("tf-nightly", "2.22.0.dev20260204", "2026-02-04T16:00:00Z"),
+        dist("tf-nightly", "2.22.0.dev20260321", "2026-03-21T14:18:20Z", ""),  # no linux wheel
+        dist("tf-nightly", "2.22.0.dev20260913", "2026-09-14T01:00:00Z"),  # uploaded the day after
+        dist("tf-nightly", "2.22.0.dev20260914", "2026-09-14T22:00:00Z"),
+        dist("tf-nightly", "2.23.0.dev20261012", "2026-10-12T20:40:59Z", "3.11 3.12 3.13 3.14"),
+        dist("tf-nightly", "2.23.0.dev20261013", "2026-10-13T20:40:59Z", yanked=True),
+    ]
+    return catalogue.Catalogue(dists=tuple(dists), fetched_at="2026-11-01T00:00:00+00:00")
+
+
+def versions(releases: list[catalogue.Release]) -> list[str]:
+    return [r.version for r in releases]
+
+
+def test_releases_keep_nightlies_out_unless_asked() -> None:
+    cat = builds()
+    assert versions(cat.releases()) == ["2.20.0", "2.21.0", "2.22.0"]
+    assert versions(cat.releases(pre=True)) == [
+        "2.20.0",
+        "2.21.0rc0",
+        "2.21.0rc1",
+        "2.21.0",
+        "2.22.0rc0",
+        "2.22.0",
+    ]
+    assert cat.lines() == ["2.20", "2.21", "2.22"]  # no 2.23 line: it exists only as nightlies
+    assert {r.kind for r in cat.releases(pre=True)} == {ReleaseKind.RELEASE, ReleaseKind.RC}
+    assert versions(cat.releases(nightly=True)) == [
+        "2.20.0",
+        "2.21.0.dev20260202",
+        "2.21.0",
+        "2.22.0.dev20260204",
+        "2.22.0.dev20260913",
+        "2.22.0.dev20260914",
+        "2.22.0",
+        "2.23.0.dev20261012",
+    ]
+
+
+def test_a_nightly_is_a_release_of_tf_nightly() -> None:
+    nightly = builds().resolve("2.23.0.dev20261012")
+    assert nightly.kind is ReleaseKind.NIGHTLY and nightly.prerelease
+    assert nightly.cpu_project == "tf-nightly"
+    assert nightly.cpython3 == ["3.11", "3.12", "3.13", "3.14"]
+    assert nightly.line == "2.23" and nightly.date == "2026-10-12"
+    assert builds().tf_keras_for(nightly) is None  # tf-keras 2.23 would not be its Keras
+
+
+def test_resolve_nightlies() -> None:
+    cat = builds()
+    assert cat.resolve("2.22.0.dev20260204").kind is ReleaseKind.NIGHTLY  # exact: whatever `pre` says
+    assert cat.resolve("2.22.0.dev20260204", pre=True).version == "2.22.0.dev20260204"
+    assert cat.resolve("2.22.0dev20260204").version == "2.22.0.dev20260204"  # PEP 440 spellings
+    assert cat.resolve("nightly").version == "2.23.0.dev20261012"  # the yanked one after it does not count
+    assert cat.resolve("nightly:2026-09-14").version == "2.22.0.dev20260914"  # the newest that day
+    assert cat.resolve("nightly:2026-02-02").version == "2.21.0.dev20260202"
+    # lines and final versions never pick a nightly
+    assert cat.resolve("2.22").version == "2.22.0"
+    assert cat.resolve("2.21", pre=True).version == "2.21.0"
+    with pytest.raises(UnknownVersionError):
+        cat.resolve("2.23")
+
+
+def test_unknown_nightly_day_lists_the_nearest_days() -> None:
+    with pytest.raises(UnknownVersionError) as info:
+        builds().resolve("nightly:2026-03-21")
+    assert "2.22.0.dev20260321 has no linux x86_64 wheel" in info.value.what
+    assert "nightlies run from 2026-02-02 to 2026-10-12" in info.value.what
+    assert info.value.todo.startswith(
+        "pick a nearby day: nightly:2026-02-04 (2.22.0.dev20260204), nightly:2026-02-02 (2.21.0.dev20260202), "
+    )
+    with pytest.raises(UnknownVersionError) as info:
+        builds().resolve("nightly:2026-10-20")
+    assert "has no linux" not in info.value.what
+    assert info.value.todo.startswith("pick a nearby day: nightly:2026-10-12 (2.23.0.dev20261012)")
+
+
+@pytest.mark.parametrize(
+    "text", ["nightly:2026-02-30", "nightly:20260202", "nightly:", "nightly:2026-02-02 ", "nightlyx"]
+)
+def test_malformed_nightly_day_says_how_to_write_one(text: str) -> None:
+    with pytest.raises(UnknownVersionError) as info:
+        builds().resolve(text)
+    assert "nightly:YYYY-MM-DD" in info.value.todo
+
+
+def test_unknown_nightly_lists_nearest_nightlies() -> None:
+    cat = builds()
+    with pytest.raises(UnknownVersionError) as info:
+        cat.resolve("2.22.0.dev20260320")  # no linux wheel that week: the nearest days instead
+    assert "pick one of these, nearest first: 2.22.0.dev20260204, 2.21.0.dev20260202, 2.22.0.dev20260913" in (
+        info.value.todo
+    )
+    with pytest.raises(UnknownVersionError) as info:
+        cat.resolve("2.22.0.dev2026…")  # cut short: the newest that share its prefix
+    assert "nearest first: 2.22.0.dev20260914, 2.22.0.dev20260913, 2.22.0.dev20260204;" in info.value.todo
+    with pytest.raises(UnknownVersionError) as info:
+        cat.resolve("2.23.0.dev20261013")  # yanked
+    assert "nearest first: 2.23.0.dev20261012," in info.value.todo
+
+
+def test_nightly_without_nightlies_says_refresh() -> None:
+    with pytest.raises(UnknownVersionError) as info:
+        small().resolve("nightly")
+    assert "--refresh" in info.value.todo
+
+
+def test_between_lists_rcs_and_nightlies_in_pep440_order() -> None:
+    cat = builds()
+    assert versions(cat.between("2.20.0", "2.21.0")) == ["2.21.0.dev20260202", "2.21.0rc0", "2.21.0rc1"]
+    # the yanked 2.21.1rc0 and the nightly without a linux wheel are left out
+    assert versions(cat.between("2.21.0", "2.22.0")) == [
+        "2.22.0.dev20260204",
+        "2.22.0.dev20260913",
+        "2.22.0.dev20260914",
+        "2.22.0rc0",
+    ]
+    assert cat.between("2.22.0", "2.21.0") == cat.between("2.21.0", "2.22.0")
+    wide = cat.between("2.20.0", "2.22.0")
+    assert "2.21.0" not in versions(wide) and all(r.kind is not ReleaseKind.RELEASE for r in wide)
+    assert cat.between("2.21.0", "2.21.0") == []
+    assert cat.between("2.21.0rc0", "2.21.0") == [cat.resolve("2.21.0rc1")]  # strictly between
+    with pytest.raises(ValueError):
+        cat.between("2.21.0", "two")
+
+
+def test_window_and_oldest_rc() -> None:
+    assert builds().nightly_window() == ("2026-02-02", "2026-10-12")
+    oldest = builds().oldest_rc()
+    assert oldest is not None and oldest.version == "2.21.0rc0"
+    assert catalogue.Catalogue(dists=(), fetched_at="x").oldest_rc() is None
+    assert small().nightly_window() is None
+
+
+def test_snapshot_round_trip_keeps_nightlies(tmp_path: Path) -> None:
+    path = tmp_path / "cat.json"
+    catalogue.save_snapshot(builds(), path)
+    again = catalogue.load_snapshot(path)
+    assert again.releases(pre=True, nightly=True) == builds().releases(pre=True, nightly=True)
+
+
+def test_committed_snapshot_has_rcs_and_nightlies() -> None:
+    cat = catalogue.load_snapshot()
+    oldest = cat.oldest_rc()
+    assert oldest is not None and oldest.version == "2.6.0rc0"  # the index deleted TF 2.0-2.5's RCs
+    assert cat.between("2.3.4", "2.4.0") == []
+    window = cat.nightly_window()
+    assert window is not None and window[0] == "2026-02-02"
+    assert versions(cat.between("2.20.0", "2.21.0"))[:3] == [
+        "2.21.0.dev20260202",
+        "2.21.0.dev20260203",
+        "2.21.0rc0",
+    ]
+    assert all(r.cpu_project == "tf-nightly" for r in cat.nightlies())
+    assert "2.23" not in cat.lines()
+
+
+def test_unknown_nightly_without_nightlies_says_refresh() -> None:
+    with pytest.raises(UnknownVersionError) as info:
+        small().resolve("2.23.0.dev20261012")
+    assert "it has no nightlies" in info.value.what
+    assert info.value.todo.startswith("refresh the catalogue")

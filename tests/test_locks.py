@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import configparser
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,58 @@ def test_legacy_keras_before_2_16_is_refused() -> None:
 def test_cuda_flavour_uses_and_cuda_extra_from_2_14() -> None:
     requirements, _ = locks.top_level_requirements(locks.LockSpec("2.15.1", "3.11", Flavour.CUDA), CAT)
     assert requirements == ["tensorflow[and-cuda]==2.15.1"]
+
+
+def test_nightly_lock_pins_tf_nightly_as_of_its_day() -> None:
+    requirements, cutoff = locks.top_level_requirements(locks.LockSpec("2.23.0.dev20261012", "3.12"), CAT)
+    assert requirements == ["tf-nightly==2.23.0.dev20261012"]
+    # uploaded 2026-10-12T20:40:59Z: half a day of grace, not the two weeks of a release
+    assert cutoff == "2026-10-13T08:40:59Z"
+    requirements, _ = locks.top_level_requirements(
+        locks.LockSpec("2.23.0.dev20261012", "3.12", Flavour.CUDA), CAT
+    )
+    assert requirements == ["tf-nightly[and-cuda]==2.23.0.dev20261012"]
+
+
+def test_rc_lock_keeps_the_release_grace() -> None:
+    requirements, cutoff = locks.top_level_requirements(locks.LockSpec("2.13.0rc1", "3.11"), CAT)
+    assert requirements == ["tensorflow-cpu==2.13.0rc1"]
+    assert cutoff == "2023-06-13T17:45:07Z"  # uploaded 2023-05-30T17:45:07Z + 14 days
+
+
+def test_nightly_with_tf_keras_is_refused() -> None:
+    with pytest.raises(LockError, match="tf-keras-nightly") as info:
+        locks.top_level_requirements(
+            locks.LockSpec("2.23.0.dev20261012", "3.12", keras=KerasVariant.LEGACY), CAT
+        )
+    assert "drop the tf-keras variant" in info.value.todo
+
+
+@pytest.mark.parametrize(
+    ("version", "python", "strategy"),
+    [("2.23.0.dev20261012", "3.12", True), ("2.13.0rc1", "3.11", True), ("2.13.1", "3.11", False)],
+)
+def test_prerelease_strategy_only_for_prerelease_tf(
+    version: str, python: str, strategy: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv's pre-release strategy is pinned for RCs and nightlies (whose dependencies are
+    pre-releases); final-release locks keep the command their committed locks came from."""
+    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path))
+    seen: list[list[str]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(command)
+        return subprocess.CompletedProcess(
+            command, 0, stdout="six==1.17.0 \\\n    --hash=sha256:00\n", stderr=""
+        )
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    lock = locks.compile_lock(locks.LockSpec(version, python), CAT, None)
+    assert lock.path.parent == tmp_path
+    (command,) = seen
+    assert ("--prerelease" in command) is strategy
+    if strategy:
+        assert command[command.index("--prerelease") + 1] == "if-necessary-or-explicit"
 
 
 def test_preferred_python_is_newest_with_wheels() -> None:

@@ -79,3 +79,65 @@ def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
             browser.close()
     assert requests == [page_path.as_uri()], f"the page asked for more than itself: {requests}"
     assert problems == [], problems
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup")
+def test_narrowing_section_renders_inert_in_chromium(tmp_path: Path) -> None:
+    """ "Where it changed" with hostile text in every field: it renders, the diffs are coloured by
+    their classes, and nothing in it runs, loads or links outside GitHub."""
+    from playwright.sync_api import Dialog, sync_playwright
+
+    from test_narrow_report import hostile_narrowing
+    from test_report import bisect_report
+    from tfbisect.core.fsio import write_json_atomic
+
+    write_json_atomic(tmp_path / "bisect" / "b.json", bisect_report(narrowing=hostile_narrowing()).to_dict())
+    page_path = tmp_path / "report.html"
+    page_path.write_text(htmlreport.render(report_data(tmp_path)))
+    requests: list[str] = []
+    problems: list[str] = []
+    dialogs: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+
+            def dialog(opened: Dialog) -> None:  # an alert() that ran: noted, and closed so the page goes on
+                dialogs.append(opened.message)
+                opened.dismiss()
+
+            page.on("dialog", dialog)
+            page.goto(page_path.as_uri())
+            section = page.locator("#narrowing")
+            assert section.is_visible()
+            assert page.locator("script").count() == 0  # the excerpts' <script> stayed text
+            assert "<script>alert(1)</script>" in section.inner_text()
+            assert page.locator("#narrow-finding").inner_text().startswith("Narrowed: last good 2.4.0rc0")
+            suspects = section.locator("div.suspect")
+            assert suspects.count() == 2 and suspects.first.locator("h4").is_visible()
+            background = "e => getComputedStyle(e).backgroundColor"
+            added = section.locator("table.diff tr.d-add td.code").first.evaluate(background)
+            removed = section.locator("table.diff tr.d-del td.code").first.evaluate(background)
+            context = section.locator("table.diff tr.d-ctx td.code").first.evaluate(background)
+            assert len({added, removed, context}) == 3
+            keyword = section.locator("table.diff span.t-kw").first
+            assert keyword.inner_text() == "def" and keyword.evaluate("e => getComputedStyle(e).color") != (
+                section.locator("table.diff td.code").first.evaluate("e => getComputedStyle(e).color")
+            )
+            hrefs = section.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+            assert hrefs and all(h.startswith("https://github.com/") for h in hrefs), hrefs
+            # the hostile details-closer and the page's own folds: the bisection log's details still fold
+            assert page.locator("details").count() == page.locator("details > summary").count()
+            box = section.bounding_box()
+            assert box is not None and box["width"] <= 1200
+            assert section.evaluate("e => e.scrollWidth <= e.clientWidth")  # long words and lines wrap
+            shot = tmp_path / "narrowing.png"
+            section.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+    assert requests == [page_path.as_uri()], f"the page asked for more than itself: {requests}"
+    assert problems == [] and dialogs == [], (problems, dialogs)

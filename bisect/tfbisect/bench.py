@@ -11,6 +11,10 @@ swarm    (--swarm) a 2-node local swarm (.ci/swarm-up 2): the flagship on the sa
          sweep of 4 cells: both nodes used, imbalance <= 1 cell.
 prefetch (--prefetch) a cold bisection (fresh caches) with --prefetch 2 against --prefetch 0,
          same versions (target <= 0.7).
+narrow   the narrowing's search over k candidate RCs or nightlies between two judged releases, every
+         single change point, k = 1..64: runs / (ceil(log2 k) + 1) must be <= 1; and (--narrow) a
+         real narrowing of the flagship (TF 2.3.4..2.4.0): the traced run of the failing probe over
+         the untraced run of it alone (target <= 3) and the diff of the two versions (< 60 s).
 cuda     (--cuda) CUDA images of three TF versions on one CUDA set (the cu11 set; TF 2.18/2.19's
          CUDA 12.5): disk bytes of the three over one such image, against the 1.5 target and
          against the floor that storing the NVIDIA image once allows (must be met).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -85,6 +90,55 @@ def real_repeat(reports: Path) -> dict[str, float]:
         "repeat_runs": second["runs"],
         "repeat_reused": second["reused"],
         "repeat_time_over_first": timings[1] / timings[0],
+    }
+
+
+def narrow_search_ratio(candidates: int) -> dict[str, float]:
+    """Both ends known (the bisection judged them), a change at every position among the k
+    candidates between: the runs the narrowing's search needs over its promise."""
+    worst = 0
+    size = candidates + 2
+    for change in range(1, size):
+        state = BisectState(size, 1)
+        state.record(0, Class.OLD)
+        state.record(size - 1, Class.NEW)
+        runs, todo = 0, state.next_round()
+        while todo:
+            runs += len(todo)
+            for i in todo:
+                state.record(i, Class.OLD if i < change else Class.NEW)
+            todo = state.next_round()
+        assert state.result().change.first_new == change
+        worst = max(worst, runs)
+    bound = math.ceil(math.log2(candidates)) + 1 if candidates > 1 else 1
+    return {"candidates": candidates, "worst_runs": worst, "runs_over_bound": worst / bound}
+
+
+def real_narrowing(reports: Path) -> dict[str, float]:
+    """The flagship's change point narrowed for real: what tracing and the diff cost."""
+    command = [
+        *tfbisect(reports),
+        "bisect",
+        "--good",
+        "2.3.4",
+        "--bad",
+        "2.4.0",
+        "--probe",
+        "gradient_eager_plain",
+    ]
+    subprocess.run([*command, "--backend", "venv"], check=True, capture_output=True)
+    log = max((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    trace = json.loads(log.read_text())["narrowing"]["trace"]
+    if trace.get("error"):
+        raise SystemExit(f"the traced runs failed: {trace['error']}")
+    seconds = trace["seconds"]
+    return {
+        "failing_new_s": seconds["failing_new"],
+        "failing_old_s": seconds["failing_old"],
+        "untraced_s": trace["untraced_seconds"],
+        "traced_over_untraced": max(seconds["failing_new"], seconds["failing_old"])
+        / trace["untraced_seconds"],
+        "diff_s": trace["diff_seconds"],
     }
 
 
@@ -370,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         "--prefetch", action="store_true", help="also bisect cold twice, with and without prefetch"
     )
     parser.add_argument(
+        "--narrow", action="store_true", help="also narrow the flagship's change point for real (minutes)"
+    )
+    parser.add_argument(
         "--cuda", action="store_true", help="also build three CUDA images on each of two CUDA sets (~15 GB)"
     )
     args = parser.parse_args(argv)
@@ -384,6 +441,21 @@ def main(argv: list[str] | None = None) -> int:
             f"  {r['rounds_over_bound']:>12.2f}  {r['mean_runs_over_sweep']:>10.3f}"
         )
         failed |= (r["runs_over_bound"] > 1.0 if jobs == 1 else False) or r["rounds_over_bound"] > 1.0
+    worst_narrow = max(narrow_search_ratio(k)["runs_over_bound"] for k in range(1, 65))
+    print(
+        f"narrowing over k = 1..64 candidates, every change point: worst runs / (ceil(log2 k) + 1) = {worst_narrow:.2f}"
+    )
+    failed |= worst_narrow > 1.0
+    if args.narrow:
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-narrow-") as tmp:
+            r = real_narrowing(Path(tmp))
+        print("narrowing the flagship (TF 2.3.4..2.4.0, venvs): traced runs of gradient_eager_plain alone")
+        print(
+            f"  traced: {r['failing_old_s']:.1f}s (2.3.4), {r['failing_new_s']:.1f}s (2.4.0); untraced: {r['untraced_s']:.1f}s; "
+            f"ratio {r['traced_over_untraced']:.2f} (target <= 3)\n"
+            f"  sources read, diffed and ranked in {r['diff_s']:.1f}s (target < 60s)"
+        )
+        failed |= r["traced_over_untraced"] > 3 or r["diff_s"] >= 60
     if args.real:
         with tempfile.TemporaryDirectory(prefix="tfbisect-bench-") as tmp:
             reports = args.reports or Path(tmp)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tfbisect import __version__, options, toxini
 from tfbisect.core import catalogue, cudasets, interrupt, process, scenario, store
-from tfbisect.core.errors import ExitCode, TfbisectError, UsageError
+from tfbisect.core.errors import ExitCode, NarrowError, TfbisectError, UsageError
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
@@ -25,7 +25,8 @@ from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
 from tfbisect.report import findings, github, htmlreport, matrixpng, mdsummary, reportdata, show
 from tfbisect.runs import givenenv
 from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
-from tfbisect.search import bisection, bisectlog, sweep
+from tfbisect.search import bisection, bisectlog, narrowing, sweep
+from tfbisect.search.narrowlog import NarrowStatus
 
 # `tfbisect run` speaks git bisect run's language, so it can drive `git bisect run` itself.
 RUN_EXIT = {outcome: ExitCode[outcome.name] for outcome in Outcome}
@@ -148,6 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
     bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
     bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
     bisect.add_argument("--report", action="store_true", help="then write the HTML report, summary and PNG")
+    add_narrow_options(bisect)
+    bisect.add_argument(
+        "--narrow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after a change point between two releases, narrow it with the RCs and nightlies in between, "
+        "list the dependency changes and trace the failing probe (default: on; --no-narrow stops at the releases)",
+    )
+
+    narrow_cmd = sub.add_parser(
+        "narrow",
+        help="narrow an existing bisection below its releases: RCs, nightlies, dependency changes, suspect code",
+    )
+    narrow_cmd.add_argument("logfile", nargs="?", type=Path, help="the bisection's log (default: newest)")
+    narrow_cmd.add_argument("--force", action="store_true", help="run again even where results are stored")
+    narrow_cmd.add_argument(
+        "--timeout", type=options.timeout, default=DEFAULT_TIMEOUT, help="seconds per run (as for bisect)"
+    )
+    narrow_cmd.add_argument(
+        "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
+    )
+    narrow_cmd.add_argument("--registry", metavar="HOST:PORT", help="swarm: the registry images go to")
+    narrow_cmd.add_argument(
+        "--registry-pull", metavar="HOST:PORT", help="swarm: the registry as nodes reach it"
+    )
+    narrow_cmd.add_argument("--base-image", metavar="IMAGE", help="docker: the base image the bisection used")
+    narrow_cmd.add_argument(
+        "--report", action="store_true", help="then write the HTML report, summary and PNG"
+    )
+    add_narrow_options(narrow_cmd)
 
     report = sub.add_parser(
         "report", help="HTML report, GitHub summary and matrix PNG from the stored results"
@@ -203,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--force", action="store_true")
     return parser
+
+
+def add_narrow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="narrow without the traced runs (no suspect code: builds and dependency changes only)",
+    )
 
 
 def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
@@ -271,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lock": cmd_lock,
         "tox-ini": cmd_tox_ini,
         "bisect": cmd_bisect,
+        "narrow": cmd_narrow,
         "sweep": cmd_sweep,
         "report": cmd_report,
         "gpu-check": cmd_gpu_check,
@@ -541,6 +582,8 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             print(f"tfbisect: the sequence so far: tfbisect bisect log {log_path}", file=sys.stderr)
             raise
         emit(show.bisect_text(report, log_path))
+        if args.narrow and narrowing.applicable(report) is None:
+            run_narrowing(report, request, runner, progress, log_path, trace=args.trace)
         print("files written:")
         print(f"  {log_path}  (the bisection log)")
         for path in result_paths(report, runner, chosen):
@@ -550,6 +593,66 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     if args.report:
         write_reports(args.reports, chosen, args.reports)
     return status
+
+
+def run_narrowing(
+    report: bisectlog.BisectReport,
+    request: bisection.BisectRequest,
+    runner: Runner,
+    progress: Progress,
+    log_path: Path,
+    *,
+    trace: bool,
+) -> None:
+    try:
+        narrowing.narrow(report, request, runner, progress, log_path, narrowing.NarrowOptions(trace=trace))
+    except KeyboardInterrupt:
+        print(
+            f"tfbisect: the narrowing so far is in {log_path}; resume with: tfbisect narrow {log_path}",
+            file=sys.stderr,
+        )
+        raise
+    emit(show.narrowing_text(report, log_path))
+
+
+def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
+    log_path = args.logfile or newest(args.reports / "bisect")
+    try:
+        report = bisectlog.load_report(log_path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NarrowError(
+            f"Cannot read the bisection log {log_path}: {exc}.",
+            "pass a log written by `tfbisect bisect` (they are under REPORTS/bisect/).",
+        ) from exc
+    why = narrowing.applicable(report)
+    if why is not None:
+        raise NarrowError(
+            f"The bisection in {log_path} cannot be narrowed: {why}.",
+            "narrow a bisection that found last good and first bad releases (`tfbisect bisect log` shows it).",
+        )
+    name = str(report.request.get("scenario", ""))
+    chosen = scenario.find(name)
+    if chosen.sha256 != report.request.get("scenario_sha256"):
+        raise NarrowError(
+            f"The scenario {name!r} ({chosen.path}) changed since this bisection ran, so its stored results "
+            "do not answer for it.",
+            "bisect again with the current scenario (stored results of unchanged versions are reused).",
+        )
+    try:
+        request = bisection.BisectRequest.from_record(report.request, chosen)
+    except (ValueError, TypeError) as exc:
+        raise NarrowError(
+            f"The bisection log {log_path} holds a request this tfbisect cannot read: {exc}.",
+            "bisect again with this version of tfbisect.",
+        ) from exc
+    args.keep_containers = False
+    runner = make_runner(args, progress)
+    run_narrowing(report, request, runner, progress, log_path, trace=args.trace)
+    print("files written:")
+    print(f"  {log_path}  (the bisection log, with the narrowing)")
+    if args.report:
+        write_reports(args.reports, chosen, args.reports, bisect=log_path)
+    return 0 if report.narrowing and report.narrowing.status is not NarrowStatus.INTERRUPTED else 1
 
 
 def result_paths(report: bisectlog.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:

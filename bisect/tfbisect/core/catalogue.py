@@ -1,12 +1,17 @@
-"""The catalogue of TensorFlow releases: when each shipped and which CPython wheels it has.
+"""The catalogue of TensorFlow builds: when each shipped and which CPython wheels it has.
 
-Read from the package index's JSON simple API (PEP 691) with upload times (PEP 700), and
-kept as a committed snapshot (`data/catalogue.json`) so that everything works offline.
+Releases and their release candidates come from `tensorflow` (and `tensorflow-cpu`), the
+daily builds of master from `tf-nightly`; a narrowing bisects the candidates and nightlies
+that lie between two releases.  Read from the package index's JSON simple API (PEP 691) with
+upload times (PEP 700), and kept as a committed snapshot (`data/catalogue.json`) so that
+everything works offline.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import enum
 import json
 import re
 import urllib.error
@@ -21,12 +26,20 @@ from packaging.version import Version
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
 from tfbisect.core.fsio import now_iso, write_text_atomic
 from tfbisect.core.packagedata import data_file
-from tfbisect.core.versions import minor_line, parse, python_sort_key
+from tfbisect.core.versions import is_nightly, minor_line, parse, python_sort_key
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 # The distributions a TF run can install; tf-keras is the Keras 2 that TF 2.16+ can use
-# with TF_USE_LEGACY_KERAS=1.
-PROJECTS = ("tensorflow", "tensorflow-cpu", "tf-keras")
+# with TF_USE_LEGACY_KERAS=1; tf-nightly is master built daily (there is no tf-nightly-cpu
+# any more: its one wheel per Python serves CPU and GPU).
+NIGHTLY_PROJECT = "tf-nightly"
+PROJECTS = ("tensorflow", "tensorflow-cpu", "tf-keras", NIGHTLY_PROJECT)
+# Mirrors of the index often carry releases only: without these pages the catalogue still
+# works (there are just no nightlies to narrow with), so a 404 there is not an error.
+OPTIONAL_PROJECTS = frozenset({NIGHTLY_PROJECT})
+# How many alternatives an unknown version's message lists.
+NEAREST = 6
+_NIGHTLY_DAY = re.compile(r"nightly:(?P<day>[0-9]{4}-[0-9]{2}-[0-9]{2})", re.ASCII)
 # Only linux x86_64 wheels count: that is what the venvs here and the images run.
 _WHEEL = re.compile(
     r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$"
@@ -52,15 +65,23 @@ class Dist:
         return self.uploaded[:10]
 
 
+class ReleaseKind(enum.StrEnum):
+    RELEASE = "release"  # a final release of `tensorflow` (post releases included)
+    RC = "rc"  # any other pre-release of `tensorflow`: release candidates (alphas and betas too)
+    NIGHTLY = "nightly"  # a PEP 440 dev release of tf-nightly: one build of master a day
+
+
 @dataclass(frozen=True)
 class Release:
-    """A TensorFlow release: the union of what `tensorflow` and `tensorflow-cpu` offer."""
+    """A TensorFlow build one can install: a release or RC (the union of what `tensorflow`
+    and `tensorflow-cpu` offer) or a nightly (`tf-nightly`)."""
 
     version: str
     uploaded: str
     pythons: tuple[str, ...]
-    cpu_project: str  # `tensorflow-cpu` where it exists for this version, else `tensorflow`
-    prerelease: bool
+    cpu_project: str  # `tensorflow-cpu` where it exists for this version, else `tensorflow`; `tf-nightly`
+    prerelease: bool  # true for RCs and nightlies
+    kind: ReleaseKind
 
     @property
     def date(self) -> str:
@@ -89,9 +110,13 @@ class Catalogue:
     def dist(self, project: str, version: str) -> Dist | None:
         return self._by_key.get((project, version))
 
-    def releases(self, *, pre: bool = False) -> list[Release]:
-        """TF releases with at least one linux x86_64 wheel, oldest first, 2.0 onwards."""
-        out = []
+    def releases(self, *, pre: bool = False, nightly: bool = False) -> list[Release]:
+        """TF releases with at least one linux x86_64 wheel, oldest first (PEP 440), 2.0 onwards;
+        with `pre` their release candidates too, with `nightly` the tf-nightly builds too.
+
+        Nightlies only come when asked by name: lines, tox envs, sweeps and bisections over
+        releases are about what TF shipped, and a year of daily builds would drown them."""
+        out = self.nightlies() if nightly else []
         for dist in self.dists:
             if dist.project != "tensorflow" or dist.yanked or not dist.pythons:
                 continue
@@ -107,9 +132,55 @@ class Catalogue:
                     pythons=tuple(sorted(pythons, key=python_sort_key)),
                     cpu_project="tensorflow-cpu" if cpu and cpu.pythons and not cpu.yanked else "tensorflow",
                     prerelease=dist.prerelease,
+                    kind=ReleaseKind.RC if dist.prerelease else ReleaseKind.RELEASE,
                 )
             )
         return sorted(out, key=lambda r: Version(r.version))
+
+    def nightlies(self) -> list[Release]:
+        """The tf-nightly builds with a linux x86_64 wheel, oldest first."""
+        out = [
+            Release(
+                version=dist.version,
+                uploaded=dist.uploaded,
+                pythons=dist.pythons,
+                cpu_project=NIGHTLY_PROJECT,
+                prerelease=True,
+                kind=ReleaseKind.NIGHTLY,
+            )
+            for dist in self.dists
+            if dist.project == NIGHTLY_PROJECT
+            and not dist.yanked
+            and is_nightly(dist.version)
+            and any(p.startswith("3.") for p in dist.pythons)
+        ]
+        return sorted(out, key=lambda r: Version(r.version))
+
+    def between(self, low: str, high: str) -> list[Release]:
+        """Every RC and nightly strictly between two versions in PEP 440 order, oldest first:
+        what a narrowing can bisect once a bisection ended at releases `low` and `high`.
+
+        Final releases between them are left out (the bisection judged those already); so are
+        builds without a linux x86_64 CPython wheel and yanked ones.  The ends may come in
+        either order; a string that is no PEP 440 version raises InvalidVersion (a ValueError)."""
+        lo, hi = sorted((Version(low), Version(high)))
+        return [
+            r
+            for r in self.releases(pre=True, nightly=True)
+            if r.kind is not ReleaseKind.RELEASE and r.cpython3 and lo < Version(r.version) < hi
+        ]
+
+    def nightly_window(self) -> tuple[str, str] | None:
+        """The upload dates (YYYY-MM-DD) of the oldest and newest nightly one can run; None
+        without nightlies.  The index keeps only the last months of tf-nightly."""
+        dates = sorted(r.date for r in self.nightlies())
+        return (dates[0], dates[-1]) if dates else None
+
+    def oldest_rc(self) -> Release | None:
+        """The oldest release candidate in the catalogue: the index deleted older ones (it has
+        none of TF 2.0-2.5), so a narrowing must tell 'no RCs published' from 'no RCs kept'."""
+        rcs = [r for r in self.releases(pre=True) if r.kind is ReleaseKind.RC]
+        return rcs[0] if rcs else None
 
     def lines(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -118,11 +189,29 @@ class Catalogue:
         return list(seen)
 
     def resolve(self, text: str, *, pre: bool = False) -> Release:
-        """`2.10` -> newest 2.10.x; `2.10.0` -> exactly that.  Unknown: say which exist, nearest first."""
+        """`2.10` -> newest 2.10.x; `2.10.0` -> exactly that.  Unknown: say which exist, nearest first.
+
+        Nightlies: an exact version (`2.23.0.dev20261012`) whatever `pre` says, `nightly` -> the
+        newest, `nightly:2026-10-12` -> the newest uploaded that day (UTC).  A line never
+        resolves to a nightly."""
+        if text.startswith("nightly"):
+            return self._resolve_nightly(text)
         releases = self.releases(pre=True)
         exact = [r for r in releases if r.version == text]
         if exact:
             return exact[0]
+        if is_nightly(text) or "dev" in text.lower():
+            parsed = parse(text)  # `2.23.0dev20261012` is the same version, spelled loosely
+            for nightly in self.nightlies():
+                if parsed is not None and Version(nightly.version) == parsed:
+                    return nightly
+            nearest = [r.version for r in self.nearest_nightlies(text)]
+            raise UnknownVersionError(
+                f"tf-nightly {text!r} is not in the catalogue with a linux x86_64 wheel "
+                f"(snapshot of {self.fetched_at[:10]}{self._window_note()}).",
+                (f"pick one of these, nearest first: {', '.join(nearest)}; or " if nearest else "")
+                + "refresh the catalogue with `tfbisect versions --refresh`.",
+            )
         in_line = [r for r in releases if r.line == text and (pre or not r.prerelease)]
         if in_line:
             return in_line[-1]
@@ -133,7 +222,63 @@ class Catalogue:
             + "; or refresh the catalogue with `tfbisect versions --refresh`.",
         )
 
-    def nearest(self, text: str, releases: Sequence[Release], count: int = 6) -> list[str]:
+    def _resolve_nightly(self, text: str) -> Release:
+        nightlies = self.nightlies()
+        if not nightlies:
+            raise UnknownVersionError(
+                f"The catalogue (snapshot of {self.fetched_at[:10]}) has no tf-nightly build with a linux x86_64 wheel.",
+                "refresh it with `tfbisect versions --refresh --save` (the index keeps the last months of nightlies).",
+            )
+        if text == "nightly":
+            return nightlies[-1]
+        match = _NIGHTLY_DAY.fullmatch(text)
+        day = _date(match["day"]) if match else None
+        if day is None:
+            raise UnknownVersionError(
+                f"{text[:40]!r} is no nightly this understands.",
+                "write `nightly` (the newest), `nightly:YYYY-MM-DD` (the newest uploaded that day, UTC) "
+                "or an exact version such as " + nightlies[-1].version + ".",
+            )
+        that_day = [r for r in nightlies if r.date == day.isoformat()]
+        if that_day:
+            return that_day[-1]
+        nearest = sorted(nightlies, key=lambda r: (abs((_date(r.date) or day) - day), r.date))[:NEAREST]
+        # None of that day's builds is runnable; say so when the index has one, so that the user
+        # does not think the build is missing.
+        unrunnable = [
+            d.version for d in self.dists if d.project == NIGHTLY_PROJECT and d.date == day.isoformat()
+        ]
+        why = f" (its build {', '.join(unrunnable)} has no linux x86_64 wheel)" if unrunnable else ""
+        raise UnknownVersionError(
+            f"No tf-nightly with a linux x86_64 wheel was uploaded on {day.isoformat()}{why}"
+            f"{self._window_note()}.",
+            "pick a nearby day: "
+            + ", ".join(f"nightly:{r.date} ({r.version})" for r in nearest)
+            + "; or refresh the catalogue with `tfbisect versions --refresh`.",
+        )
+
+    def _window_note(self) -> str:
+        window = self.nightly_window()
+        return f"; its nightlies run from {window[0]} to {window[1]}" if window else "; it has no nightlies"
+
+    def nearest_nightlies(self, text: str, count: int = NEAREST) -> list[Release]:
+        """The nightlies nearest a version that is not in the catalogue: by the day its dev
+        number names when it names one (`.dev20261011`), else the newest that share its prefix."""
+        nightlies = self.nightlies()
+        prefix = re.match(r"[0-9a-z.]*", text.lower())
+        shared = [r for r in nightlies if prefix and prefix.group() and r.version.startswith(prefix.group())]
+        parsed = parse(text)
+        day = _date(str(parsed.dev)) if parsed is not None and parsed.dev is not None else None
+        if day is None:
+            return list(reversed(shared or nightlies))[:count]
+
+        def distance(release: Release) -> tuple[dt.timedelta, str]:
+            built = _nightly_day(release) or day
+            return abs(built - day), release.version
+
+        return sorted(nightlies, key=distance)[:count]
+
+    def nearest(self, text: str, releases: Sequence[Release], count: int = NEAREST) -> list[str]:
         parsed = parse(text)
         names = [r.version for r in releases if not r.prerelease]
         if parsed is None:
@@ -149,6 +294,8 @@ class Catalogue:
 
     def tf_keras_for(self, release: Release) -> Dist | None:
         """The tf-keras matching a TF 2.16+ release (same minor line), newest patch."""
+        if release.kind is ReleaseKind.NIGHTLY:
+            return None  # a nightly's Keras 2 would be tf-keras-nightly, which is not catalogued
         candidates = [
             d
             for d in self.dists
@@ -192,6 +339,22 @@ class Catalogue:
             fetched_at=data["fetched_at"],
             index_url=data.get("index_url", DEFAULT_INDEX),
         )
+
+
+def _date(text: str) -> dt.date | None:
+    """`2026-10-12` or `20261012` as a date; None for anything else (user input, dev numbers)."""
+    if not re.fullmatch(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}", text, re.ASCII):
+        return None
+    try:
+        return dt.date.fromisoformat(text if "-" in text else f"{text[:4]}-{text[4:6]}-{text[6:]}")
+    except ValueError:
+        return None
+
+
+def _nightly_day(release: Release) -> dt.date | None:
+    """The day a nightly's dev number names (`.dev20261012`), else the day it was uploaded."""
+    dev = Version(release.version).dev
+    return (_date(str(dev)) if dev is not None else None) or _date(release.date)
 
 
 def dists_from_simple_json(project: str, document: Mapping[str, Any]) -> list[Dist]:
@@ -265,6 +428,15 @@ def fetch(
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 kind = response.headers.get("Content-Type", "")
                 body = response.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the error response open
+            if exc.code == 404 and project in OPTIONAL_PROJECTS:
+                continue
+            raise CatalogueError(
+                f"Could not read {url}: {exc}.",
+                "check that --index-url is a PEP 691 simple index that has TensorFlow, or work offline from "
+                "the committed snapshot (omit --refresh).",
+            ) from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise CatalogueError(
                 f"Could not read {url}: {exc}.",

@@ -28,6 +28,8 @@ class ExitCode(enum.IntEnum):
     BACKEND_UNAVAILABLE = 10
     POST = 11
     DOCKER = 12
+    TRACE = 13
+    NARROW = 14
     # Stopped by a signal: 128 + its number, as shells report it.
     SIGHUP = 128 + signal.SIGHUP
     SIGINT = 128 + signal.SIGINT
@@ -96,3 +98,15 @@ class DockerError(TfbisectError):
     """The Docker engine refused or failed a call."""
 
     exit_code = ExitCode.DOCKER
+
+
+class TraceError(TfbisectError):
+    """A traced run of one probe (the narrowing's step 4) could not run or wrote no usable trace."""
+
+    exit_code = ExitCode.TRACE
+
+
+class NarrowError(TfbisectError):
+    """A bisection log cannot be narrowed (no single change point, unreadable, another scenario)."""
+
+    exit_code = ExitCode.NARROW

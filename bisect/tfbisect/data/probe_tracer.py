@@ -3,7 +3,8 @@
 This is the measuring half of "the changed code the probe ran": tfbisect copies this file into
 an environment (a venv or an image, Python 3.7 to 3.13) and runs it there as
 
-    python probe_tracer.py --packages tensorflow,keras,tf_keras --output trace.json -- SCRIPT [ARGS...]
+    python probe_tracer.py --packages tensorflow,keras,tf_keras [--window-only] --output trace.json \
+        -- SCRIPT [ARGS...]
 
 so it imports the standard library only and uses no syntax newer than Python 3.7 (the postponed
 annotations below keep the modern annotations from ever being evaluated there).
@@ -17,14 +18,29 @@ function returns no local tracer for frames outside the folders).
 The traced script may narrow what counts to the probe itself: it may call the builtin
 `__tfbisect_trace__(True)` / `__tfbisect_trace__(False)` to open and close the window.  Once it
 has called it, only lines run while the window was open count; if it never does, the whole run
-counts.  The script runs as `__main__`; its exit status becomes this script's, and the document is
+counts.  With `--window-only` nothing is traced at all until the script first opens the window,
+and nothing while it is closed, so importing TensorFlow and building the data cost nothing; a
+script that never opens it gets an empty trace.  Frames already running when the window first
+opens are not traced (the probe's own frame, which is not package code anyway); the calls they
+make are, and so are threads: all of them with `sys.monitoring`, those started while the window
+is open with `sys.settrace`.
+
+The script runs as `__main__`; its exit status becomes this script's, and the document is
 written (atomically) whatever the script did, raising included:
 
     {"schema": 1, "python": "3.x.y", "exit_code": int,
      "packages": {name: {"root": folder, "version": distribution version or null}},
      "files": {"keras/src/losses.py": {"lines": [sorted line numbers],
                                        "functions": [[qualified name, first line], ...]}},
-     "files_left_out": int}
+     "files_left_out": int,
+     "imported": {distribution name (PEP 503 form): version},
+     "imported_known": bool,
+     "window": {"only": bool, "opened": int}}
+
+`imported` names the installed distributions whose modules were imported when the script ended
+(what the probe's answer may depend on besides the traced packages); `imported_known` is false
+where it cannot be told (Python 3.7 has no `importlib.metadata`) and `imported` is then empty.
+`window.opened` counts how often the script opened the window.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import runpy
 import sys
 import tempfile
@@ -47,6 +64,8 @@ SCHEMA = 1
 WINDOW_BUILTIN = "__tfbisect_trace__"
 MAX_FILES = 20000  # a trace of a real TF step has a few hundred; the cap bounds a hostile script
 WRITE_FAILED = 125  # the exit status when the document itself could not be written
+MAX_IMPORTED = 2000  # a TF environment has ~50 distributions; the cap bounds a strange one
+MAX_NAME = 100  # distribution names and versions are clipped to this many characters
 
 
 class Roots:
@@ -87,10 +106,13 @@ class Roots:
 class Recorder:
     """The lines counted so far, per code object, and the state of the window."""
 
-    def __init__(self) -> None:
+    def __init__(self, window_only: bool = False) -> None:
         self.lines: dict[Any, set[int]] = {}
-        self.counting = True  # until the script first uses the window, everything counts
+        self.window_only = window_only
+        # Until the script first uses the window everything counts, unless only the window does.
+        self.counting = not window_only
         self.window_used = False
+        self.opened = 0
         self.on_window: list[Any] = []  # called after each change of the window
 
     def add(self, code: Any, line: int) -> None:
@@ -104,6 +126,8 @@ class Recorder:
             self.window_used = True
             self.lines.clear()  # what ran before the script first narrowed the window is not the probe
         self.counting = bool(open_)
+        if self.counting:
+            self.opened += 1
         for hook in self.on_window:
             hook()
 
@@ -137,10 +161,16 @@ def distribution_version(name: str) -> str | None:
         return None
 
     candidates: list[str] = []
-    finder = getattr(metadata, "packages_distributions", None)  # 3.10+
-    if finder is not None:
-        with contextlib.suppress(Exception):  # a broken distribution's metadata must not lose the trace
-            candidates.extend(finder().get(name, []))
+    with contextlib.suppress(Exception):  # 3.10+; one malformed RECORD anywhere makes it raise
+        candidates.extend(metadata.packages_distributions().get(name, []))
+    if not candidates:
+        # What packages_distributions does, one distribution at a time: the package `tensorflow`
+        # comes from the distribution `tensorflow-cpu`, which no guess from its name finds.
+        with contextlib.suppress(Exception):
+            for dist in metadata.distributions():
+                with contextlib.suppress(Exception):  # a broken distribution costs its own answer only
+                    if name in module_names(dist)[0]:
+                        candidates.append(str(dist.metadata["Name"]))
     candidates.extend([name, name.replace("_", "-")])
     for candidate in candidates:
         try:
@@ -150,77 +180,106 @@ def distribution_version(name: str) -> str | None:
     return None
 
 
-def start_monitoring(roots: Roots, recorder: Recorder) -> Any:
-    """Line events for code under the roots only, with `sys.monitoring` (3.12+); returns the stop."""
-    if sys.version_info < (3, 12):
-        raise RuntimeError("sys.monitoring is Python 3.12+")
-    monitoring = sys.monitoring
-    events = monitoring.events
-    disable = monitoring.DISABLE
-    tool = None
-    for candidate in (3, 4, monitoring.COVERAGE_ID, monitoring.PROFILER_ID, 5, 0):
-        try:
-            monitoring.use_tool_id(candidate, "tfbisect probe tracer")
-        except ValueError:  # taken, e.g. by coverage.py measuring the tests themselves
-            continue
-        tool = candidate
-        break
-    if tool is None:
-        raise RuntimeError("every sys.monitoring tool id is in use")
-    watched: set[Any] = set()
+class Monitoring:
+    """Line events for code under the roots only, with `sys.monitoring` (3.12+).
 
-    def on_start(code: Any, offset: int) -> Any:
-        if code not in watched:
-            if roots.key(code.co_filename) is None:
-                return disable  # this code object never reports again (until a window change)
-            watched.add(code)
-            monitoring.set_local_events(tool, code, events.LINE)
-        return disable
+    `resume` turns the events on, `pause` off (nothing is reported, not even a code object's
+    start), `stop` hands the tool id back."""
 
-    def on_line(code: Any, line: int) -> Any:
-        if recorder.counting:
-            recorder.add(code, line)
-        # Counted (or not wanted now): the line stays quiet until the window changes.
-        return disable
+    def __init__(self, roots: Roots, recorder: Recorder) -> None:
+        if sys.version_info < (3, 12):
+            raise RuntimeError("sys.monitoring is Python 3.12+")
+        monitoring = sys.monitoring
+        self.monitoring = monitoring
+        self.events = monitoring.events
+        disable = monitoring.DISABLE
+        tool = None
+        for candidate in (3, 4, monitoring.COVERAGE_ID, monitoring.PROFILER_ID, 5, 0):
+            try:
+                monitoring.use_tool_id(candidate, "tfbisect probe tracer")
+            except ValueError:  # taken, e.g. by coverage.py measuring the tests themselves
+                continue
+            tool = candidate
+            break
+        if tool is None:
+            raise RuntimeError("every sys.monitoring tool id is in use")
+        self.tool = tool
+        self.watched: set[Any] = set()
+        events = self.events
 
-    monitoring.register_callback(tool, events.PY_START, on_start)
-    monitoring.register_callback(tool, events.LINE, on_line)
-    monitoring.set_events(tool, events.PY_START)
-    # A window change must see lines again that were disabled after being counted (or skipped).
-    recorder.on_window.append(monitoring.restart_events)
+        def on_start(code: Any, offset: int) -> Any:
+            if code not in self.watched:
+                if roots.key(code.co_filename) is None:
+                    return disable  # this code object never reports again (until a window change)
+                self.watched.add(code)
+                monitoring.set_local_events(tool, code, events.LINE)
+            return disable
 
-    def stop() -> None:
-        monitoring.set_events(tool, 0)
-        for code in watched:
-            monitoring.set_local_events(tool, code, 0)
-        monitoring.register_callback(tool, events.PY_START, None)
-        monitoring.register_callback(tool, events.LINE, None)
-        monitoring.free_tool_id(tool)
+        def on_line(code: Any, line: int) -> Any:
+            if recorder.counting:
+                recorder.add(code, line)
+            # Counted (or not wanted now): the line stays quiet until the window changes.
+            return disable
 
-    return stop
+        monitoring.register_callback(tool, events.PY_START, on_start)
+        monitoring.register_callback(tool, events.LINE, on_line)
+
+    def resume(self) -> None:
+        self.monitoring.set_events(self.tool, self.events.PY_START)
+        for code in list(self.watched):  # a copy: another thread may be adding to it
+            self.monitoring.set_local_events(self.tool, code, self.events.LINE)
+        self.restart()
+
+    def restart(self) -> None:
+        # A window change must see lines again that were disabled after being counted (or skipped).
+        self.monitoring.restart_events()
+
+    def pause(self) -> None:
+        self.monitoring.set_events(self.tool, 0)
+        for code in list(self.watched):
+            self.monitoring.set_local_events(self.tool, code, 0)
+
+    def stop(self) -> None:
+        self.pause()
+        self.monitoring.register_callback(self.tool, self.events.PY_START, None)
+        self.monitoring.register_callback(self.tool, self.events.LINE, None)
+        self.monitoring.free_tool_id(self.tool)
 
 
-def start_settrace(roots: Roots, recorder: Recorder) -> Any:
-    """Line events for code under the roots only, with `sys.settrace` (before 3.12); returns the stop."""
+class Settrace:
+    """Line events for code under the roots only, with `sys.settrace` (before 3.12).
 
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and recorder.counting:
-            recorder.add(frame.f_code, frame.f_lineno)
-        return local
+    `resume` sets the trace function for this thread and for threads started from now on;
+    `pause` removes it from this thread and from threads started from now on."""
 
-    def global_(frame: Any, event: str, arg: Any) -> Any:
-        if roots.key(frame.f_code.co_filename) is None:
-            return None  # no local tracing in this frame: it costs one call per call, not per line
-        return local
+    def __init__(self, roots: Roots, recorder: Recorder) -> None:
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line" and recorder.counting:
+                recorder.add(frame.f_code, frame.f_lineno)
+            return local
 
-    threading.settrace(global_)
-    sys.settrace(global_)
+        def global_(frame: Any, event: str, arg: Any) -> Any:
+            if recorder.window_only and not recorder.counting:
+                return None  # a thread started in the window, running on after it closed
+            if roots.key(frame.f_code.co_filename) is None:
+                return None  # no local tracing in this frame: it costs one call per call, not per line
+            return local
 
-    def stop() -> None:
+        self.global_ = global_
+
+    def resume(self) -> None:
+        threading.settrace(self.global_)
+        sys.settrace(self.global_)
+
+    def restart(self) -> None:
+        pass  # every line of a traced frame reports, counted or not: nothing to turn back on
+
+    def pause(self) -> None:
         sys.settrace(None)
         threading.settrace(None)
 
-    return stop
+    def stop(self) -> None:
+        self.pause()
 
 
 def exit_code_of(code: Any) -> int:
@@ -251,8 +310,79 @@ def run_script(script: str, args: list[str]) -> int:
     return 0
 
 
+def canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares names (and as locks write them)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def module_names(dist: Any) -> tuple[set[str], bool]:
+    """The modules a distribution installs, as `sys.modules` would name them, and whether they
+    come from its RECORD (exact: one and two levels, so that a namespace package like `google`
+    tells protobuf's `google.protobuf` from google-auth's `google.auth`) or top_level.txt."""
+    names: set[str] = set()
+    record = dist.read_text("RECORD")
+    for row in (record or "").splitlines():
+        path = row.rsplit(",", 2)[0].strip('"')  # path,hash,size; only the path may hold a comma
+        parts = path.split("/")
+        first = parts[0]
+        if (
+            not first
+            or first in ("..", "__pycache__")
+            or first.endswith((".dist-info", ".egg-info", ".data"))
+        ):
+            continue
+        if len(parts) == 1:
+            if first.endswith((".py", ".so", ".pyd")):
+                names.add(first.split(".", 1)[0])  # a top-level module: mod.py, mod.cpython-38-….so
+            continue
+        names.add(first)
+        if len(parts) >= 3:
+            names.add(first + "." + parts[1])
+        elif parts[1].endswith(".py"):
+            names.add(first + "." + parts[1][:-3])
+    if names:
+        return names, True
+    top_level = dist.read_text("top_level.txt") or ""
+    return {line.strip().replace("/", ".") for line in top_level.splitlines() if line.strip()}, False
+
+
+def imported_distributions(modules: dict[str, Any]) -> tuple[dict[str, str], bool]:
+    """The installed distributions with a module in `modules`: {name: version}, and whether
+    that could be told at all (not on 3.7, which has no importlib.metadata)."""
+    try:
+        import importlib.metadata as metadata
+    except ImportError:
+        return {}, False
+    try:
+        distributions = list(metadata.distributions())
+    except Exception:  # an unreadable site-packages must not lose the trace
+        return {}, False
+    found: dict[str, str] = {}
+    for dist in distributions:
+        if len(found) >= MAX_IMPORTED:
+            break
+        try:
+            name = canonical(str(dist.metadata["Name"] or ""))[:MAX_NAME]
+            if not name or name in found:
+                continue  # the first on the path is the one imported, as for the import system
+            names, exact = module_names(dist)
+            for module in names:
+                loaded = modules.get(module)
+                # A namespace package has no file: its own name says nothing about this distribution.
+                if loaded is not None and (not exact or getattr(loaded, "__file__", None) is not None):
+                    found[name] = str(dist.version)[:MAX_NAME]
+                    break
+        except Exception:  # one broken distribution's metadata costs its entry only
+            continue
+    return dict(sorted(found.items())), True
+
+
 def document(
-    roots: Roots, recorder: Recorder, packages: dict[str, dict[str, Any]], exit_code: int
+    roots: Roots,
+    recorder: Recorder,
+    packages: dict[str, dict[str, Any]],
+    exit_code: int,
+    imported: tuple[dict[str, str], bool],
 ) -> dict[str, Any]:
     files: dict[str, dict[str, set[Any]]] = {}
     for code, lines in recorder.lines.items():
@@ -281,6 +411,9 @@ def document(
             for name in kept
         },
         "files_left_out": len(names) - len(kept),
+        "imported": imported[0],
+        "imported_known": imported[1],
+        "window": {"only": recorder.window_only, "opened": recorder.opened},
     }
 
 
@@ -302,11 +435,17 @@ def write_atomically(path: Path, content: dict[str, Any]) -> None:
 def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, str, list[str]]:
     parser = argparse.ArgumentParser(
         prog="probe_tracer.py",
-        usage="%(prog)s --packages NAME[,NAME...] --output FILE -- SCRIPT [ARGS...]",
+        usage="%(prog)s --packages NAME[,NAME...] [--window-only] --output FILE -- SCRIPT [ARGS...]",
         description="Run SCRIPT with line tracing limited to the named installed packages.",
     )
     parser.add_argument("--packages", required=True, help="comma-separated top-level package names")
     parser.add_argument("--output", required=True, help="where the JSON document goes")
+    parser.add_argument(
+        "--window-only",
+        action="store_true",
+        help="trace nothing until the script opens the window (__tfbisect_trace__(True)) and "
+        "nothing while it is closed",
+    )
     if "--" not in argv:
         parser.error("the script to run follows `--`")
     split = argv.index("--")
@@ -325,20 +464,27 @@ def main(argv: list[str] | None = None) -> int:
     found = package_roots(names)
     packages = {name: {"root": root, "version": distribution_version(name)} for name, root in found.items()}
     roots = Roots(found)
-    recorder = Recorder()
+    recorder = Recorder(window_only=options.window_only)
     setattr(builtins, WINDOW_BUILTIN, recorder.window)
     # Everything this file needs is imported and resolved before tracing starts.
-    stop = (
-        start_monitoring(roots, recorder) if sys.version_info >= (3, 12) else start_settrace(roots, recorder)
-    )
+    tracer = Monitoring(roots, recorder) if sys.version_info >= (3, 12) else Settrace(roots, recorder)
+    if options.window_only:
+        # The window itself turns the tracing on and off.
+        recorder.on_window.append(lambda: tracer.resume() if recorder.counting else tracer.pause())
+    else:
+        recorder.on_window.append(tracer.restart)
+        tracer.resume()
     try:
         exit_code = run_script(script, args)
     finally:
-        stop()
+        tracer.stop()
         sys.stdout.flush()
         sys.stderr.flush()
+    imported: tuple[dict[str, str], bool] = ({}, False)
+    with contextlib.suppress(Exception):  # what was imported is a side note: it never loses the trace
+        imported = imported_distributions(dict(sys.modules))
     try:
-        write_atomically(output, document(roots, recorder, packages, exit_code))
+        write_atomically(output, document(roots, recorder, packages, exit_code, imported))
     except (OSError, TypeError, ValueError) as exc:
         print(f"probe_tracer: cannot write {output}: {exc}", file=sys.stderr)
         return WRITE_FAILED

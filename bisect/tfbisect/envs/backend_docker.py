@@ -43,7 +43,7 @@ from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
 from tfbisect.envs.docker_engine import BuildRequest, Engine, connect, environment_names
-from tfbisect.envs.environments import Ended, Launch
+from tfbisect.envs.environments import TRACE_NAME, Ended, Launch, Traced
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, serve
 
@@ -71,6 +71,7 @@ MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
 BUILD_TIMEOUT = 3600.0
 LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
 DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
+TRACER_PATH = "/opt/tfbisect-trace/probe_tracer.py"  # where a traced run mounts the tracer (read-only)
 
 
 @dataclass(frozen=True)
@@ -246,10 +247,22 @@ class DockerBackend:
 
     # -- runs --------------------------------------------------------------------------
     @contextmanager
-    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
-        """The `docker run` argv for one run, inside a uniquely named container that is always removed."""
+    def launch(
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+    ) -> Iterator[Launch]:
+        """The `docker run` argv for one run, inside a uniquely named container that is always removed.
+
+        A traced run mounts the tracer read-only and runs the scenario under it; the trace is
+        written next to the result, in /out."""
         image = prepared
         assert isinstance(image, Image)
+        scenario_path = f"/scenario/{scenario.path.name}"
+        probes = traced.scenario_arguments() if traced is not None else []
+        run = [scenario_path, "--output", "/out/result.json", *probes]
+        mounts = ["--volume", f"{scenario.path}:{scenario_path}:ro"]
+        if traced is not None and traced.tracer is not None:
+            mounts += ["--volume", f"{traced.tracer}:{TRACER_PATH}:ro"]
+            run = [TRACER_PATH, *traced.tracer_arguments(f"/out/{TRACE_NAME}"), *run]
         # The unprivileged user in the container writes the result into a folder open to it; that
         # folder sits in the run's own 0700 folder, so no other local user can reach or forge it.
         results = outdir / "out"
@@ -274,15 +287,12 @@ class DockerBackend:
                 *LIMITS,
                 *(["--gpus", "all"] if gpu else []),
                 *environment_names(spec.env_vars()),
-                "--volume",
-                f"{scenario.path}:/scenario/{scenario.path.name}:ro",
+                *mounts,
                 "--volume",
                 f"{results}:/out",
                 image.tag,
                 "python",
-                f"/scenario/{scenario.path.name}",
-                "--output",
-                "/out/result.json",
+                *run,
             )
             if spec.flavour is Flavour.CUDA and not gpu:
                 self.progress.say(
@@ -311,7 +321,13 @@ class DockerBackend:
                 extra=extra,
                 shown=reproducible(argv, name, results),
                 results=results,
+                trace=results / TRACE_NAME if traced is not None and traced.tracer is not None else None,
             )
+
+    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+        """The wheels the image installed, from the wheel cache (nothing is fetched: its build did)."""
+        wanted = [pin for pin in pins(lock.path.read_text(encoding="utf-8")) if not pin.is_nvidia]
+        return self.wheels.cached(wanted, spec.python)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The container's end in the venv backend's terms: OOM kills named, 128+N as -N."""

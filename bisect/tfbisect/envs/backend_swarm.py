@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tfbisect.core.catalogue import Release
-from tfbisect.core.errors import BackendUnavailableError, DockerError
+from tfbisect.core.errors import BackendUnavailableError, DockerError, TraceError
 from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
@@ -42,7 +42,7 @@ from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Backend, EnvSpec, Flavour
 from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
 from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
-from tfbisect.envs.environments import Ended, Launch
+from tfbisect.envs.environments import Ended, Launch, Traced
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.swarm_task import GPU_LABEL, count_eligible
 
@@ -197,8 +197,16 @@ class SwarmBackend:
 
     # -- runs --------------------------------------------------------------------------
     @contextmanager
-    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
+    def launch(
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+    ) -> Iterator[Launch]:
         assert isinstance(prepared, SwarmImage)
+        if traced is not None:
+            raise TraceError(
+                f"{spec.label}: runs of single probes (traced or not) do not go to a swarm.",
+                "run them on the local engine (the Docker backend, with the same images): the "
+                "narrowing does so for a swarm's bisection.",
+            )
         service = f"tfbisect-{spec.key.replace('.', '_')}-{uuid.uuid4().hex[:8]}"
         task = {
             "manager": self.address.manager,
@@ -252,6 +260,10 @@ class SwarmBackend:
             for found in api.configs(filters={"name": f"{service}-scenario"}):  # type: ignore[no-untyped-call]
                 with suppress(*ENGINE_FAILURES, KeyError, TypeError):
                     api.remove_config(found["ID"])  # type: ignore[no-untyped-call]
+
+    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+        """The wheels the image was built from here (the local engine builds every swarm image)."""
+        return self.local.source_places(spec, prepared, lock)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The task's end, from what swarm_task.py wrote: the node, a task the swarm lost."""

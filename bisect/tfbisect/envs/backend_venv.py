@@ -23,7 +23,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Backend, EnvSpec, Flavour, has_and_cuda
 from tfbisect.envs import interpreters
-from tfbisect.envs.environments import Ended, Launch
+from tfbisect.envs.environments import TRACE_NAME, Ended, Launch, Traced
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec, uv_binary
 
@@ -63,18 +63,35 @@ class VenvBackend:
         return self.ensure(spec, lock, interpreter, log_dir)
 
     @contextmanager
-    def launch(self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path) -> Iterator[Launch]:
+    def launch(
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+    ) -> Iterator[Launch]:
         assert isinstance(prepared, Path)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
         # The scenario gets neither the driver's Python setup nor its GitHub token.
         for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", *TOKEN_VARIABLES):
             env.pop(leak, None)
-        argv = self.command(prepared, scenario, outdir / "result.json")
-        shown = [*(f"{k}={v}" for k, v in spec.env_vars().items()), *argv[:2], "--output", "result.json"]
-        yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown))
+        probes = traced.scenario_arguments() if traced is not None else []
+        argv = [*self.command(prepared, scenario, outdir / "result.json"), *probes]
+        variables = [f"{k}={v}" for k, v in spec.env_vars().items()]
+        shown = [*variables, *argv[:2], "--output", "result.json", *probes]
+        if traced is None or traced.tracer is None:
+            yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown))
+            return
+        # The tracer runs the scenario as `__main__` in the same interpreter: its options go between.
+        trace = outdir / TRACE_NAME
+        python, tracer = argv[0], str(traced.tracer)
+        argv = [python, tracer, *traced.tracer_arguments(str(trace)), *argv[1:]]
+        shown[len(variables) : len(variables) + 1] = [python, tracer, *traced.tracer_arguments(TRACE_NAME)]
+        yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown), trace=trace)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         return Ended(exit_code=finished.exit_code)
+
+    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+        """The venv's own site-packages: what it installed, as it ran."""
+        assert isinstance(prepared, Path)
+        return sorted((prepared.parent.parent / "lib").glob("python*/site-packages"))
 
     def env_dir(self, lock: Lock) -> Path:
         return self.cache_dir / "venvs" / f"{lock.path.stem}-{lock.sha256[:12]}"

@@ -5,7 +5,9 @@ The runner (workflow.py) talks to `Environments` only, never to a particular bac
 - `python_for` places a release (which Python, or `NoInterpreterError` saying why not),
 - `lock_spec` names the lock the environment installs,
 - `prepare` builds or reuses the environment (a venv, an image) with progress and a log,
-- `launch` yields the command of one run (a context manager: what it makes, it removes),
+- `launch` yields the command of one run (a context manager: what it makes, it removes); with
+  `traced` it runs only some probes, under the probe tracer when one is named (the narrowing's
+  measuring runs, `Runner.trace`; the Swarm backend refuses them),
 - `ended` reads how the run ended in the backend's own terms (a container's OOM kill, its
   init's 128+N) into one `Ended`.
 The venv backend (backend_venv.py) and the Docker backend (backend_docker.py) implement it; a
@@ -31,6 +33,27 @@ from tfbisect.core.spec import Backend, EnvSpec
 from tfbisect.envs import docker_engine
 from tfbisect.envs.locks import Lock, LockSpec
 
+TRACE_NAME = "trace.json"  # the tracer's document, next to the result document
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A run of some probes alone, under the probe tracer (data/probe_tracer.py) or, with no
+    tracer, untraced: the yardstick of what tracing costs."""
+
+    tracer: Path | None  # the tracer script on this machine; None: the probes run untraced
+    packages: tuple[str, ...]  # the installed packages whose lines count ("tensorflow", "keras", …)
+    probes: tuple[str, ...]  # the scenario's `--probe` names
+    window_only: bool = True  # trace only inside the scenario's window (the probe's own work)
+
+    def tracer_arguments(self, output: str) -> list[str]:
+        """The tracer's own options, up to and including the `--` before the scenario."""
+        window = ["--window-only"] if self.window_only else []
+        return ["--packages", ",".join(self.packages), *window, "--output", output, "--"]
+
+    def scenario_arguments(self) -> list[str]:
+        return [argument for probe in self.probes for argument in ("--probe", probe)]
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -41,6 +64,7 @@ class Launch:
     extra: dict[str, object]
     shown: str  # the command as a user can paste it (stored in the record)
     results: Path | None = None  # where the result document lands, if not the run's own folder
+    trace: Path | None = None  # where the tracer's document lands (traced runs only)
 
 
 @dataclass(frozen=True)
@@ -60,10 +84,15 @@ class Environments(Protocol):
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> object: ...
 
     def launch(
-        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path
+        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
     ) -> AbstractContextManager[Launch]: ...
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended: ...
+
+    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+        """Where the environment's installed Python can be read without running anything: a
+        site-packages folder, or the wheels it was installed from (the narrowing diffs them)."""
+        ...
 
 
 @dataclass(frozen=True)

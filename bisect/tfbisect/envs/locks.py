@@ -3,7 +3,8 @@
 Old releases do not install with today's dependencies (numpy 2 breaks TF 2.7-2.11 and
 2.14.0, protobuf 4 breaks 2.0-2.5), and pip alone picks those.  So every environment
 (venv, tox, Docker) installs from a lock that uv resolved with `--exclude-newer` set to
-the newest pinned package's upload time plus a grace period.
+the newest pinned package's upload time plus a grace period.  A tf-nightly build is locked
+the same way with a short grace, so that it gets the keras-nightly of its day.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect.core.catalogue import Catalogue, Release
+from tfbisect.core.catalogue import Catalogue, Release, ReleaseKind
 from tfbisect.core.cudasets import CudaSet, cuda_plan
 from tfbisect.core.errors import LockError
 from tfbisect.core.fsio import write_text_atomic
@@ -27,6 +28,18 @@ from tfbisect.core.versions import python_sort_key
 # Point releases of TF's dependencies in the first two weeks after a TF release are the
 # fixes that release was tested against; later ones (numpy 2, protobuf 4) broke old TF.
 GRACE = dt.timedelta(days=14)
+# A nightly is one day of master: 14 days would pull the keras-nightly (tb-nightly, for older
+# ones) of two weeks of later nightlies, which its own CI never saw.  Half a day covers the rest of its own upload
+# (all wheels of one nightly land within ~15 minutes, measured over 179 of them) and the
+# companion nightlies built that night, i.e. roughly what a user installing it that day got.
+NIGHTLY_GRACE = dt.timedelta(hours=12)
+# How uv treats pre-releases when TF itself is one (RCs, nightlies).  Its default strategy is
+# the right one: a pre-release where a requirement names one (the 2.13.0rc1 lock takes keras
+# 2.13.1rc0 and tensorflow-estimator 2.13.0rc0) or where a package has nothing else (keras-nightly).  It is passed explicitly so that a
+# UV_PRERELEASE in the environment cannot change it: `allow` takes every pre-release going
+# (for tf-nightly[and-cuda] a placeholder cudnn sdist that downloads from pypi.nvidia.com at
+# build time), `disallow` cannot lock a nightly at all.  Final-release locks keep the plain command.
+PRERELEASE_STRATEGY = "if-necessary-or-explicit"
 # The wheels the venvs and images here can run.
 PLATFORM = "x86_64-manylinux_2_28"
 HEADER = "# tfbisect lock"
@@ -65,11 +78,14 @@ def locks_dir() -> Path:
 def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[str], str]:
     """The pinned requirements of a lock and the `--exclude-newer` time they resolve at."""
     release = catalogue.resolve(spec.tf_version, pre=True)
+    nightly = release.kind is ReleaseKind.NIGHTLY
     uploads = [release.uploaded]
     if spec.flavour is Flavour.CPU:
         requirements = [f"{release.cpu_project}=={release.version}"]
     elif has_and_cuda(release.version):
-        requirements = [f"tensorflow[and-cuda]=={release.version}"]
+        # tf-nightly has the same `and-cuda` extra (one wheel serves CPU and GPU)
+        project = release.cpu_project if nightly else "tensorflow"
+        requirements = [f"{project}[and-cuda]=={release.version}"]
     else:
         # Before 2.14 the CUDA lock is TF's GPU-capable wheel alone: its NVIDIA libraries are a
         # shared set with a lock of its own (`set_lock`), or come with the base image.
@@ -80,6 +96,11 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
                 "use --base cpu for this version.",
             )
         requirements = [f"{plan.project}=={release.version}"]
+    if spec.keras is KerasVariant.LEGACY and nightly:
+        raise LockError(
+            f"TF {release.version} is a nightly: its Keras 2 would be tf-keras-nightly, which tfbisect does not lock.",
+            "drop the tf-keras variant for nightlies, or bisect the tf-keras releases instead.",
+        )
     if spec.keras is KerasVariant.LEGACY:
         tf_keras = catalogue.tf_keras_for(release)
         if not legacy_keras_applies(release.version) or tf_keras is None:
@@ -90,7 +111,8 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
         requirements.append(f"tf-keras=={tf_keras.version}")
         uploads.append(tf_keras.uploaded)
     newest = max(dt.datetime.fromisoformat(u.replace("Z", "+00:00")) for u in uploads)
-    cutoff = (newest + GRACE).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    grace = NIGHTLY_GRACE if nightly else GRACE
+    cutoff = (newest + grace).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return requirements, cutoff
 
 
@@ -160,7 +182,10 @@ def compile_lock(
         f"# keras: {spec.keras.value}",
     ]
     python = str(interpreter) if interpreter else None
-    write_lock(lock_path(spec), requirements, cutoff, header, spec.python, python, index_url)
+    prerelease = catalogue.resolve(spec.tf_version, pre=True).prerelease
+    write_lock(
+        lock_path(spec), requirements, cutoff, header, spec.python, python, index_url, prerelease=prerelease
+    )
     return parse(spec, lock_path(spec))
 
 
@@ -187,8 +212,11 @@ def write_lock(
     python_version: str,
     interpreter: str | None,
     index_url: str | None,
+    *,
+    prerelease: bool = False,
 ) -> None:
-    """Resolve `requirements` with uv as of `cutoff` and write the hashed lock atomically."""
+    """Resolve `requirements` with uv as of `cutoff` and write the hashed lock atomically;
+    `prerelease`: TF itself is a pre-release (see PRERELEASE_STRATEGY)."""
     command = [
         uv_binary(),
         "pip",
@@ -207,6 +235,8 @@ def write_lock(
     command += ["--python", interpreter] if interpreter else ["--python-version", python_version]
     if index_url:
         command += ["--index-url", index_url]
+    if prerelease:
+        command += ["--prerelease", PRERELEASE_STRATEGY]
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
     done = subprocess.run(
         command, input="\n".join(requirements) + "\n", capture_output=True, text=True, env=env, check=False

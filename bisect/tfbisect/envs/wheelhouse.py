@@ -80,6 +80,13 @@ class Wheelhouse:
         path = self.folder(python) / "index.json"
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
+    def cached(self, wanted: list[Pin], python: str) -> list[Path]:
+        """The wheel files of these pins that the cache holds now (none is fetched)."""
+        folder = self.folder(python)
+        index = self._index(python)
+        found = [folder / index[p.key] for p in wanted if p.key in index]
+        return [path for path in found if path.is_file()]
+
     def ensure(self, wanted: list[Pin], python: str, log_path: Path) -> list[Path]:
         """The wheel files for these pins, fetching only what is missing."""
         folder = self.folder(python)

@@ -1,4 +1,5 @@
-"""What a bisection found, in the words every view uses (terminal, HTML, Markdown, PNG, JSON).
+"""What a bisection (and its narrowing below the releases) found, in the words every view uses
+(terminal, HTML, Markdown, PNG, JSON).
 
 Rules that hold in each of them: the finding comes first; a first new version that is not
 resolved is "one of A, B, C", never one version; a run that failed is a failure, never good,
@@ -8,12 +9,31 @@ verdict, or where a failure begins), with the bisection's own names for its two 
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
 from tfbisect.core.record import RunRecord
+from tfbisect.report import narrowdata
 from tfbisect.report.style import KIND_LOOK, Kind, Look
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.judge import BAD_STATES, state_of
+from tfbisect.search.narrowlog import (
+    Build,
+    BuildKind,
+    DependencyChange,
+    Narrowing,
+    NarrowStatus,
+    TraceSummary,
+)
+from tfbisect.search.state import Class
+from tfbisect.search.steps import Step
+
+
+def capital(text: str) -> str:
+    """The text as a sentence starts: its first letter upper case (the words here start lower case
+    so that they can stand after a colon as well)."""
+    return text[:1].upper() + text[1:]
 
 
 def probe_of(report: BisectReport) -> str | None:
@@ -272,3 +292,226 @@ def cuda_libraries(record: RunRecord) -> str | None:
     if problems:
         return f"check FAILED: {'; '.join(problems)}; {built}"
     return f"{len(libraries)} opened by TF's loader: {opened or 'none'}; {built}"
+
+
+# ---- The narrowing: below the releases -----------------------------------------------------------
+
+BUILD_KIND_WORDS = {
+    BuildKind.RELEASE: "release",
+    BuildKind.RC: "release candidate",
+    BuildKind.NIGHTLY: "nightly",
+}
+
+
+def build_text(build: Build) -> str:
+    """ "2.13.0rc1 (release candidate, uploaded 2023-05-10, ref v2.13.0-rc1)": a build as people read it."""
+    facts = [BUILD_KIND_WORDS.get(build.kind, str(build.kind))]
+    if build.uploaded:
+        facts.append(f"uploaded {build.uploaded[:10]}")
+    if build.ref:
+        facts.append(f"ref {build.ref}")
+    if build.git_version and build.git_version != build.ref:
+        facts.append(f"git {build.git_version}")
+    return f"{build.version} ({', '.join(facts)})"
+
+
+def narrowed_ends(narrowing: Narrowing) -> tuple[str, str]:
+    """The narrowest range found: the narrowed builds, or the releases where none is finer."""
+    old, new = narrowing.release_range
+    return (
+        narrowing.last_old.version if narrowing.last_old else old,
+        narrowing.first_new.version if narrowing.first_new else new,
+    )
+
+
+def _first_new_of(narrowing: Narrowing) -> str:
+    first = narrowed_ends(narrowing)[1]
+    return one_of([*narrowing.unresolved, first] if narrowing.unresolved else [], first)
+
+
+def narrow_changes(report: BisectReport, narrowing: Narrowing) -> list[tuple[str, str]]:
+    """The flips among the judged builds, in version order: (last of one side, first of the other)."""
+    judged = [s for s in narrowdata.ordered_steps(narrowing) if s.cls in (Class.OLD, Class.NEW)]
+    return [(a.version, b.version) for a, b in itertools.pairwise(judged) if a.cls != b.cls]
+
+
+def narrowing_finding(report: BisectReport) -> str:
+    """The narrowing's answer in one line ("" without a narrowing): the narrowed range first."""
+    n = report.narrowing
+    if n is None:
+        return ""
+    old, new = n.release_range
+    last, first = narrowed_ends(n)
+    t_old, t_new = report.term_old, report.term_new
+    if n.status is NarrowStatus.NARROWED:
+        return f"narrowed: last {t_old} {last}, first {t_new} {_first_new_of(n)}"
+    if n.status is NarrowStatus.NOTHING_FINER:
+        return f"nothing finer than the releases: last {t_old} {old}, first {t_new} {new} (no build between them to run)"
+    if n.status is NarrowStatus.UNRESOLVED:
+        narrower = (last, first) != (old, new)
+        return f"not resolved below the releases: last {t_old} {last}, first {t_new} {_first_new_of(n)}" + (
+            "" if narrower else " (the builds between could not be judged)"
+        )
+    if n.status is NarrowStatus.NON_MONOTONIC:
+        flips = ", ".join(f"{a} -> {b}" for a, b in narrow_changes(report, n)) or "see the steps"
+        return f"not narrowed: the builds between {old} and {new} change back and forth ({flips})"
+    return f"narrowing interrupted between {old} and {new}" + (
+        f" (so far: last {t_old} {last}, first {t_new} {first})" if (last, first) != (old, new) else ""
+    )
+
+
+def narrowing_explain(report: BisectReport, log: Path | None = None) -> str:
+    """What the narrowing's answer means and what to do next (`log`: the bisection log's path)."""
+    n = report.narrowing
+    if n is None:
+        return ""
+    again = f"tfbisect narrow {log}" if log else "tfbisect narrow LOG"
+    if n.status is NarrowStatus.NARROWED:
+        return (
+            "the change came in between these two builds: the compare link lists the commits between "
+            "them, and the suspects below are the changed Python code the failing probe ran."
+        )
+    if n.status is NarrowStatus.NOTHING_FINER:
+        return (
+            "the index publishes nothing between the two releases that runs here (the notes say what it "
+            "lacks); the release range is the answer, and the dependency changes and suspects are between "
+            "the two releases."
+        )
+    if n.status is NarrowStatus.UNRESOLVED:
+        return (
+            "some builds between could not be judged (skipped, or failed another way; see the steps), so "
+            "the first new build is one of several; the dependency changes and suspects are between the "
+            "ends shown."
+        )
+    if n.status is NarrowStatus.NON_MONOTONIC:
+        return (
+            "the builds between the releases do not change once: the behaviour flips back and forth (or a "
+            "run is flaky), so the release range stands. Rerun the builds that flip, or sweep them with "
+            "`tfbisect sweep --pre`, to see which."
+        )
+    return f"every finished run is stored; run `{again}` again to resume (stored runs are reused)."
+
+
+def narrow_step_look(report: BisectReport, step: Step) -> Look:
+    """A narrowing's step under the bisection's terms: its class decides (it was judged against the
+    two releases), its state only where it has no class."""
+    if step.cls in (Class.OLD, Class.NEW):
+        old = step.cls is Class.OLD
+        state = report.old_state if old else report.new_state
+        look = judged_state(report, state) if state else KIND_LOOK[Kind.GOOD if old else Kind.BAD]
+        return look.named(report.term_old if old else report.term_new)
+    if step.cls is Class.SKIP:
+        return KIND_LOOK[Kind.SKIP]
+    if step.cls is Class.OTHER:
+        return KIND_LOOK[Kind.FAILURE].named("other")
+    return judged_state(report, step.state)
+
+
+def dependency_text(change: DependencyChange) -> str:
+    """ "numpy 1.24.3 → 1.25.0", "keras-nightly not installed → 2.13.0.dev…": one package's change."""
+    old = change.old or "not installed"
+    new = change.new or "not installed"
+    return f"{change.name} {old} → {new}" + (" (imported by the failing probe)" if change.imported else "")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def trace_cost_text(trace: TraceSummary) -> str:
+    """What the traced runs cost: each traced run's time, and the untraced run's for comparison."""
+    names = {
+        "failing_old": f"{trace.probe} on {trace.old}",
+        "failing_new": f"{trace.probe} on {trace.new}",
+        "passing_old": f"{trace.passing_probe} on {trace.old}",
+        "passing_new": f"{trace.passing_probe} on {trace.new}",
+    }
+    runs = [(names.get(key, key), seconds) for key, seconds in trace.seconds.items() if seconds >= 0]
+    if not runs:
+        return "no traced run finished"
+    text = "traced runs: " + ", ".join(f"{name} {_seconds(seconds)}" for name, seconds in runs)
+    mean = sum(seconds for _, seconds in runs) / len(runs)
+    if trace.untraced_seconds:
+        ratio = mean / trace.untraced_seconds
+        return (
+            text + f"; {_seconds(mean)} per traced run against {_seconds(trace.untraced_seconds)} untraced "
+            f"({ratio:.1f} times as long)"
+        )
+    return text + f"; {_seconds(mean)} per traced run"
+
+
+def trace_probes_text(trace: TraceSummary) -> str:
+    """Which probes were traced where, and which packages."""
+    passing = (
+        f", the passing probe {trace.passing_probe} beside it"
+        if trace.passing_probe
+        else ", no passing probe beside it (every changed line the failing probe ran ranks alike)"
+    )
+    packages = ", ".join(trace.packages) or "nothing"
+    return f"traced the failing probe {trace.probe} on {trace.old} and {trace.new}{passing}; packages traced: {packages}"
+
+
+def trace_failed_text(trace: TraceSummary, log: Path | None = None) -> str:
+    """Tracing failed: what that leaves, and what to do about it (the error says what failed, and
+    usually what to do)."""
+    again = f"tfbisect narrow {log}" if log else "tfbisect narrow LOG"
+    return (
+        f"tracing failed, so no suspect code is named: {trace.error}. The narrowed range and the "
+        f"dependency changes stand; once the cause is dealt with, run `{again}` again (stored runs "
+        "are reused)."
+    )
+
+
+LIMITS = (
+    "Python tracing sees only Python: a change in compiled code (kernels, C++ gradients, XLA) or in a "
+    "package that was not traced leaves no suspect here."
+)
+
+
+def limits_text(report: BisectReport) -> str:
+    """What tracing cannot see, and, when nothing the probe ran changed, where the change likely is."""
+    n = report.narrowing
+    found = narrowdata.suspects_of(n) if n is not None else None
+    if found is None or found.executed_python_changed:
+        return LIMITS
+    traced = (
+        ", ".join(n.trace.packages)
+        if n is not None and n.trace and n.trace.packages
+        else "the traced packages"
+    )
+    return (
+        f"No Python code that the failing probe ran changed between the two builds (documentation aside; "
+        f"traced: {traced}): the change is likely in compiled code (kernels, C++ gradients, XLA) or in "
+        "a package that was not traced. " + LIMITS
+    )
+
+
+def suspects_heading(found: narrowdata.SuspectsView, shown: int) -> str:
+    """ "top 5 of 31 suspects (12 files traced, 4 changed, 9 hunks)"."""
+    if not found.suspects:
+        head = "no suspects"
+    elif shown < found.total:
+        head = f"top {shown} of {found.total} suspects"
+    else:
+        head = f"{found.total} suspect" + ("s" if found.total != 1 else "")
+    text = (
+        f"{head} ({found.files_traced} files traced, {found.files_changed} of them changed, "
+        f"{found.hunks} hunks)"
+    )
+    if found.missing_sources:
+        text += f"; {len(found.missing_sources)} traced files are in neither build's wheels"
+    return text
+
+
+def suspect_facts(suspect: narrowdata.SuspectView) -> str:
+    """Why a hunk is suspect: its score and what ran, in a line."""
+    why = "the passing probe ran it too" if suspect.passed else "only the failing probe ran it"
+    facts = [f"score {suspect.score:.2f} ({why})", f"{suspect.changed_executed} changed lines ran"]
+    if suspect.only_in:
+        version = "old" if suspect.only_in == "old" else "new"
+        facts.append(f"the function ran in the {version} version only")
+    if suspect.caller:
+        facts.append(f"called from {suspect.caller}")
+    if suspect.documentation_only:
+        facts.append("documentation only")
+    return "; ".join(facts)

@@ -6,7 +6,7 @@ import jinja2
 
 from tfbisect.core.record import RunRecord
 from tfbisect.core.textsafe import printable
-from tfbisect.report import findings, style
+from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.charts import Chart, chart
 from tfbisect.report.reportdata import (
     OUTCOME_WORDS,
@@ -28,7 +28,7 @@ def charts_of(record: RunRecord) -> list[Chart]:
 
 
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("tfbisect", "templates"),
         autoescape=True,  # every string from scenarios, logs and environments is escaped
         # … and shown without control characters: `cat report.html` must not drive a terminal.
@@ -37,6 +37,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["capital"] = findings.capital  # prose that starts lower case, shown as a sentence
+    return env
 
 
 def render(data: ReportData) -> str:
@@ -55,4 +57,21 @@ def render(data: ReportData) -> str:
         failure_finding_text=findings.failure_finding_text,
         step_look=findings.judged_state,
         regress_of=findings.regress_of,
+        link=narrowdata.safe_link,  # an href from a log only when it points at GitHub
+        # The narrowing (the "Where it changed" section)
+        narrowing_finding=findings.narrowing_finding,
+        narrowing_explain=findings.narrowing_explain,
+        narrowed_ends=findings.narrowed_ends,
+        kind_words=findings.BUILD_KIND_WORDS,
+        narrow_look=findings.narrow_step_look,
+        narrow_steps=narrowdata.ordered_steps,
+        narrow_notes=narrowdata.notes_of,
+        narrow_dependencies=narrowdata.dependencies_of,
+        narrow_suspects=narrowdata.suspects_of,
+        trace_probes_text=findings.trace_probes_text,
+        trace_cost_text=findings.trace_cost_text,
+        trace_failed_text=findings.trace_failed_text,
+        limits_text=findings.limits_text,
+        suspects_heading=findings.suspects_heading,
+        suspect_facts=findings.suspect_facts,
     )

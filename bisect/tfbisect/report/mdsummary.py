@@ -6,12 +6,18 @@ import itertools
 from collections.abc import Sequence
 
 from tfbisect.core.textsafe import printable
-from tfbisect.report import findings, style
+from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
 from tfbisect.search.bisectlog import BisectReport, Status
+from tfbisect.search.narrowlog import DependencyChange
 
 # GitHub refuses comment bodies over 65,536 characters; stay clear of it.
 LIMIT = 60_000
+# How the "Suspect changes" block shrinks to fit LIMIT, before anything else is left out:
+# (suspects shown, diff lines of each), the last entry leaving the suspects to the HTML report.
+SUSPECT_LEVELS = ((10, 40), (5, 40), (5, 20), (3, 12), (1, 8), (0, 0))
+NOTES_SHOWN, NOTE_CHARS = 10, 300
+DEPENDENCIES_SHOWN, NAME_CHARS = 30, 100
 ICON = style.ICON  # word -> mark, from the one table of looks
 
 
@@ -33,27 +39,49 @@ def escape(text: str) -> str:
     )
 
 
+def _longest_run(text: str) -> int:
+    return max((len(list(g)) for k, g in itertools.groupby(text) if k == "`"), default=0)
+
+
 def code(text: str) -> str:
-    """An inline code span whatever backticks the text holds."""
-    longest = max((len(list(g)) for k, g in itertools.groupby(text) if k == "`"), default=0)
-    fence = "`" * (longest + 1)
+    """An inline code span whatever backticks (or control characters) the text holds."""
+    text = printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
+    fence = "`" * (_longest_run(text) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text.replace(chr(10), ' ')}{pad}{fence}"
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def fenced(lines: Sequence[str], info: str = "") -> list[str]:
+    """A fenced code block that no line inside can close: its fence is longer than any run of
+    backticks in the lines (and at least three)."""
+    shown = [printable(line.replace("\r", " ").replace("\n", " ")) for line in lines]
+    fence = "`" * max(3, 1 + max((_longest_run(line) for line in shown), default=0))
+    return [fence + info, *shown, fence]
 
 
 def render(data: ReportData, limit: int = LIMIT) -> str:
-    for group, details in ((False, 50), (True, 50), (True, 10), (True, 0)):
-        body = _render(data, group_rows=group, max_details=details)
+    b = data.bisect
+    levels = SUSPECT_LEVELS if b is not None and b.narrowing is not None else SUSPECT_LEVELS[-1:]
+    shrinking = levels[:-1] or levels
+    # The suspects shrink first (the table only groups equal rows meanwhile, losing nothing); then
+    # the lists in the details are cut; the suspects' diffs go last of all.
+    attempts = [(group, 50, level) for group in (False, True) for level in shrinking]
+    attempts += [(True, 10, shrinking[-1]), (True, 0, shrinking[-1]), (True, 0, levels[-1])]
+    for group, details, (suspects, excerpt) in dict.fromkeys(attempts):
+        body = _render(data, group_rows=group, max_details=details, suspects=suspects, excerpt=excerpt)
         if len(body) <= limit:
             return body
     return body[: limit - 80] + "\n\n… (cut to fit GitHub's comment limit; see the HTML report)\n"
 
 
-def _render(data: ReportData, *, group_rows: bool, max_details: int) -> str:
+def _render(
+    data: ReportData, *, group_rows: bool, max_details: int, suspects: int = 10, excerpt: int = 40
+) -> str:
     lines = [f"### tfbisect {escape(data.scenario)}: {escape(data.headline())}", ""]
     b = data.bisect
     if b is not None:
         lines += _bisection(b)
+        lines += _suspect_changes(b, suspects, excerpt)
     tally = data.tally()
     if tally:
         lines += [escape(tally) + ".", ""]
@@ -127,7 +155,91 @@ def _bisection(b: BisectReport) -> list[str]:
     if found_failure and findings.regress_of(b) == "state":
         failure = str((b.failure_finding or {}).get("failure", ""))
         lines.append(f"**Failure finding:** {escape(found_failure)} ({code(failure)})")
+    if b.narrowing is not None:
+        compare = narrowdata.safe_link(b.narrowing.compare_url)
+        link = f" · [compare]({compare})" if compare else ""
+        lines.append(f"**Below the releases:** {escape(findings.narrowing_finding(b))}{link}")
     return [*lines, ""]
+
+
+def _suspect_changes(b: BisectReport, most: int, excerpt: int) -> list[str]:
+    """The narrowing in a folded block: the narrowed range, the builds tried, the dependency changes
+    and the `most` top suspects with `excerpt` lines of their diffs (fewer of both as space runs out)."""
+    n = b.narrowing
+    if n is None:
+        return []
+    lines = ["<details><summary>Suspect changes</summary>", ""]
+    ends = [
+        f"**{label}:** TF {escape(findings.build_text(build))}"
+        for label, build in ((f"Last {b.term_old}", n.last_old), (f"First {b.term_new}", n.first_new))
+        if build is not None
+    ]
+    compare = narrowdata.safe_link(n.compare_url)
+    if compare:
+        ends.append(f"[compare]({compare})")
+    if ends:
+        lines += [" · ".join(ends), ""]
+    lines += [
+        f"Releases: last {escape(b.term_old)} TF {escape(n.release_range[0])}, first {escape(b.term_new)} "
+        f"TF {escape(n.release_range[1])}. {escape(findings.capital(findings.narrowing_explain(b)))}",
+        "",
+    ]
+    if n.unresolved:
+        lines += [f"The change may also be at: {escape(', '.join(n.unresolved[:20]))}.", ""]
+    tried = [
+        f"{escape(s.version)} {findings.narrow_step_look(b, s).icon} {escape(findings.narrow_step_look(b, s).word)}"
+        for s in narrowdata.ordered_steps(n)
+    ]
+    if tried:
+        lines += [f"Builds tried: {', '.join(tried[:40])}" + (" …" if len(tried) > 40 else ""), ""]
+    notes = [escape(narrowdata.clip(note, NOTE_CHARS)) for note in narrowdata.notes_of(n)]
+    lines += _listed("Notes:", notes, NOTES_SHOWN)
+    changes = [_dependency(c) for c in narrowdata.dependencies_of(n)]
+    lines += _listed(
+        "Dependency changes (those the failing probe imported first):",
+        changes,
+        DEPENDENCIES_SHOWN if most else 10,
+    )
+    if n.trace is not None:
+        lines += [escape(findings.capital(findings.trace_probes_text(n.trace))) + ".", ""]
+        if n.trace.error:
+            lines += [f"**{escape(findings.capital(findings.trace_failed_text(n.trace)))}**", ""]
+    found = narrowdata.suspects_of(n)
+    if found is not None:
+        shown = found.suspects[:most]
+        heading = findings.suspects_heading(found, len(shown))
+        more = "; the HTML report has them with their diffs" if len(shown) < len(found.suspects) else ""
+        lines += [
+            f"{escape(heading[:1].upper() + heading[1:])}{more}:" if shown else escape(heading) + more,
+            "",
+        ]
+        for suspect in shown:
+            lines += _suspect(suspect, excerpt)
+    if n.trace is not None or found is not None:
+        lines += [f"_{escape(findings.limits_text(b))}_", ""]
+    return [*lines, "</details>", ""]
+
+
+def _dependency(change: DependencyChange) -> str:
+    name = code(narrowdata.clip(change.name, NAME_CHARS))
+    old = code(narrowdata.clip(change.old, NAME_CHARS)) if change.old else "not installed"
+    new = code(narrowdata.clip(change.new, NAME_CHARS)) if change.new else "not installed"
+    return f"{name} {old} → {new}" + (" (**imported**)" if change.imported else "")
+
+
+def _suspect(suspect: narrowdata.SuspectView, excerpt: int) -> list[str]:
+    links = [
+        f"[{side} lines]({link})"
+        for side, link in (("old", suspect.old_link), ("new", suspect.new_link))
+        if link is not None
+    ]
+    head = (
+        f"**{suspect.rank}.** {code(suspect.file)}:{code(suspect.function)} · "
+        f"{escape(findings.suspect_facts(suspect))}"
+    )
+    lines = [" · ".join([head, *links]), ""]
+    diff = [line.text for line in narrowdata.window(suspect.diff, excerpt)]
+    return [*lines, *fenced(diff, "diff"), ""] if diff else lines
 
 
 def _listed(title: str, items: list[str], most: int) -> list[str]:

@@ -393,9 +393,10 @@ def environment_rows(record: RunRecord) -> list[tuple[str, str]]:
     return rows
 
 
-def bisect_summary(report: BisectReport, log: Path | None) -> dict[str, Any]:
-    """A bisection for machines: what was asked and found; an unresolved first new is "one of …"."""
-    return {
+def bisect_summary(report: BisectReport, log: Path | None, *, narrowing: bool = False) -> dict[str, Any]:
+    """A bisection for machines: what was asked and found; an unresolved first new is "one of …".
+    With `narrowing`, the narrowing below the releases as its log keeps it (the chosen bisection's)."""
+    found = {
         "log": str(log) if log else None,
         "question": findings.question(report),
         "probe": findings.probe_of(report),
@@ -408,7 +409,11 @@ def bisect_summary(report: BisectReport, log: Path | None) -> dict[str, Any]:
         "end_failures": dict(report.end_failures),
         "failure_finding": findings.failure_finding_text(report),
         "failure": (report.failure_finding or {}).get("failure"),
+        "narrowing_finding": findings.narrowing_finding(report) or None,
     }
+    if narrowing:
+        found["narrowing"] = report.narrowing.to_dict() if report.narrowing is not None else None
+    return found
 
 
 def dump(data: ReportData) -> str:
@@ -420,7 +425,7 @@ def dump(data: ReportData) -> str:
             "scenario": data.scenario,
             "headline": data.headline(),
             "judged_by": findings.question(b) if b is not None else "the scenario's verdict",
-            "bisection": bisect_summary(b, data.bisect_log) if b is not None else None,
+            "bisection": bisect_summary(b, data.bisect_log, narrowing=True) if b is not None else None,
             "other_bisections": [bisect_summary(o, log) for log, o in others],
             "cells": [
                 {

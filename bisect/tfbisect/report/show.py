@@ -1,4 +1,6 @@
-"""Human-readable views of stored results and the catalogue."""
+"""Human-readable views for the terminal: stored results, the catalogue, bisections and their
+narrowings below the releases.  The command line prints them through `printable`; a narrowing's
+fields are also kept to one line each here, so that no text from a log can forge a line."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import cuda_plan
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
+from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
-from tfbisect.report import findings, style
+from tfbisect.report import findings, narrowdata, style
 from tfbisect.search.bisectlog import BisectReport, Status, Step
+from tfbisect.search.narrowlog import NarrowStatus
 from tfbisect.search.sweep import Cell
 
 MARK = style.MARK  # outcome -> "✗ reproduced" ...
@@ -142,6 +146,12 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     if found_failure:
         lines.append(f"  {found_failure}")
     lines.append(findings.explain(report))
+    if report.narrowing is not None:
+        # The narrowing's answer in short; `narrowing_text` (and `bisect log`) has all of it.
+        lines.append(f"below the releases: {_one_line(findings.narrowing_finding(report))}")
+        compare = narrowdata.safe_link(report.narrowing.compare_url)
+        if compare and report.narrowing.status is NarrowStatus.NARROWED:
+            lines.append(f"  compare:    {compare}")
     lines.append(
         f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
         f"a sweep of the range needs {len(report.versions)}"
@@ -169,6 +179,19 @@ def bisect_log_text(report: BisectReport) -> str:
     if found_failure:
         lines.append(f"# {found_failure}")
     lines.append(f"# {findings.explain(report)}")
+    n = report.narrowing
+    if n is not None:
+        lines.append(
+            f"# narrowing between {_one_line(n.release_range[0])} and {_one_line(n.release_range[1])}"
+        )
+        for step in narrowdata.ordered_steps(n):
+            reused = " (stored)" if step.reused else ""
+            term = findings.narrow_step_look(report, step).word
+            lines.append(
+                f"narrow    {_one_line(step.version, 24):<10} {term:<8} {step.outcome:<15} "
+                f"{_one_line(_step_state(step))}{reused}  [{step.seconds:.0f}s]"
+            )
+        lines.append(narrowing_text(report, steps=False))
     return "\n".join(lines)
 
 
@@ -215,3 +238,88 @@ def _sweep_cell(cell: Cell | None, probe: str | None) -> str:
         found = record.probe(probe)
         text += f" ({probe}: {found['outcome'] if found else 'absent'})"
     return text
+
+
+# ---- The narrowing ---------------------------------------------------------------------------
+
+SUSPECTS_SHOWN = 5  # the terminal shows the first few; the HTML report shows every kept one
+EXCERPT_SHOWN = 8  # lines of each suspect's diff, its header included
+LINE_SHOWN = 160  # characters of any line taken from the data
+
+
+def _one_line(value: object, limit: int = LINE_SHOWN) -> str:
+    """Text from the log (index, wheels, scenario output) on one line of the terminal: no control
+    characters (a newline could forge a line of this output), no line a screen cannot hold."""
+    return printable(narrowdata.clip(str(value), limit), newlines=False)
+
+
+def narrowing_text(report: BisectReport, log_path: Path | None = None, *, steps: bool = True) -> str:
+    """The narrowing below the releases, for the terminal: the narrowed range, the builds tried,
+    the notes, the dependency changes, the traced runs and the top suspects, then what tracing
+    cannot see.  `log_path` names the log in what-to-do advice; `steps=False` leaves the builds
+    tried out (`bisect log` lists them as log rows)."""
+    n = report.narrowing
+    if n is None:
+        return "no narrowing below the releases in this log"
+    t_old, t_new = report.term_old, report.term_new
+    old, new = n.release_range
+    width = max(12, len(t_old) + 7, len(t_new) + 8)
+    lines = [
+        f"below the releases (last {t_old} {_one_line(old)}, first {t_new} {_one_line(new)}): {n.status.value}",
+        _one_line(findings.narrowing_finding(report), 1000),
+    ]
+    for label, build in ((f"last {t_old}:", n.last_old), (f"first {t_new}:", n.first_new)):
+        if build is not None:
+            lines.append(f"  {label:<{width}}{_one_line(findings.build_text(build), 400)}")
+    if n.unresolved:
+        listed = ", ".join(_one_line(c, 60) for c in n.unresolved[:20])
+        lines.append(f"  {'unresolved:':<{width}}the change may also be at {listed}")
+    compare = narrowdata.safe_link(n.compare_url)
+    if compare:
+        lines.append(f"  {'compare:':<{width}}{compare}")
+    lines.append("  " + findings.narrowing_explain(report, log_path))
+    if steps and n.steps:
+        between = sum(1 for step in n.steps if step.version in n.candidates)
+        lines.append(
+            f"builds tried: {between} of the {len(n.candidates)} between the releases on the index "
+            f"({n.runs} new runs, {len(n.steps) - n.runs} stored):"
+        )
+        for step in narrowdata.ordered_steps(n):
+            look = findings.narrow_step_look(report, step)
+            when = "stored" if step.reused else f"{step.seconds:.0f}s"
+            lines.append(
+                f"  {_one_line(step.version, 40):<20} {look.icon} {look.word:<8} {_one_line(_step_state(step))}  [{when}]"
+            )
+    notes = narrowdata.notes_of(n)
+    if notes:
+        lines.append("notes:")
+        lines.extend(f"  - {_one_line(note, 400)}" for note in notes)
+    changes = narrowdata.dependencies_of(n)
+    if changes:
+        lines.append(f"dependency changes ({len(changes)}; those the failing probe imported first):")
+        lines.extend(
+            f"  {'*' if c.imported else ' '} {_one_line(findings.dependency_text(c))}" for c in changes[:40]
+        )
+        if len(changes) > 40:
+            lines.append(f"    … and {len(changes) - 40} more (see the log or the HTML report)")
+    if n.trace is not None:
+        lines.append(_one_line(findings.trace_probes_text(n.trace), 600))
+        lines.append("  " + _one_line(findings.trace_cost_text(n.trace), 600))
+        if n.trace.error:
+            lines.append(_one_line(findings.trace_failed_text(n.trace, log_path), 2000))
+    found = narrowdata.suspects_of(n)
+    if found is not None:
+        shown = found.suspects[:SUSPECTS_SHOWN]
+        lines.append(findings.suspects_heading(found, len(shown)) + (":" if shown else ""))
+        for suspect in shown:
+            lines.append(f"  {suspect.rank}. {_one_line(suspect.where, 200)}")
+            lines.append(f"     {_one_line(findings.suspect_facts(suspect), 600)}")
+            lines.extend(
+                f"     | {_one_line(line.text)}" for line in narrowdata.window(suspect.diff, EXCERPT_SHOWN)
+            )
+            for side, link in (("old", suspect.old_link), ("new", suspect.new_link)):
+                if link:
+                    lines.append(f"     {side}: {link}")
+    if n.trace is not None or found is not None:
+        lines.append(findings.limits_text(report))
+    return "\n".join(lines)

@@ -1,17 +1,25 @@
-"""The steps of a run, each small enough to test alone: resolve, lock, reuse, install, run, store."""
+"""The steps of a run, each small enough to test alone: resolve, lock, reuse, install, run, store.
+
+`Runner.trace` is the narrowing's measuring run beside them: some probes alone, in an environment
+prepared (or reused) exactly as for `run`, under the probe tracer, read back and never stored.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shlex
 import shutil
+import stat
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
@@ -24,9 +32,11 @@ from tfbisect.core.errors import (
     LockError,
     NoInterpreterError,
     TfbisectError,
+    TraceError,
 )
 from tfbisect.core.fsio import file_lock, now_iso, stamp
 from tfbisect.core.outcome import Outcome
+from tfbisect.core.packagedata import data_file
 from tfbisect.core.process import run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord, classify, ran_on
@@ -38,10 +48,23 @@ from tfbisect.envs import interpreters, locks
 from tfbisect.envs.backend_docker import DockerBackend
 from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
 from tfbisect.envs.backend_venv import VenvBackend
-from tfbisect.envs.environments import Environments, place
+from tfbisect.envs.environments import Environments, Traced, place
 from tfbisect.envs.interpreters import Interpreter
 
 DEFAULT_TIMEOUT = 900.0
+TRACER = "probe_tracer.py"  # package data: the tracer a traced run runs the scenario under
+# A trace of one TF probe is a few hundred files' line numbers (well under a MB); the cap bounds
+# what a hostile environment can make the driver read.
+TRACE_MAX_BYTES = 64 * 1024 * 1024
+PROBE_NAME = re.compile(r"[a-z0-9_]{1,100}")  # as the result schema names probes; part of a log's name
+# Infrastructure, not behaviour: an environment that cannot be prepared answers nothing.
+_PREPARE_FAILURES = (
+    EnvironmentBuildError,
+    LockError,
+    NoInterpreterError,
+    DockerError,
+    BackendUnavailableError,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,19 @@ class RunResult:
     reused: bool
     seconds: float  # the wall time of this call: ~0 for a reused record
     log: Path | None = None
+
+
+@dataclass(frozen=True)
+class TraceRun:
+    """What `Runner.trace` did: some probes run alone, traced (or not: the tracer's yardstick)."""
+
+    spec: EnvSpec
+    probes: tuple[str, ...]
+    document: dict[str, Any]  # the tracer's document, parsed, not checked further ({} when untraced)
+    result: dict[str, Any] | None  # the scenario's result document, parsed, unchecked; None without one
+    seconds: float  # the wall time of the (traced) process
+    exit_code: int | None  # the scenario's, through the tracer; None when it timed out
+    log: Path
 
 
 class Runner:
@@ -174,13 +210,7 @@ class Runner:
             started = now_iso()
             try:
                 lock, prepared = self._prepare(spec, self.log_dir(scenario))
-            except (
-                EnvironmentBuildError,
-                LockError,
-                NoInterpreterError,
-                DockerError,
-                BackendUnavailableError,
-            ) as exc:
+            except _PREPARE_FAILURES as exc:
                 record = self.infrastructure_skip(spec, scenario, started, exc)
                 return RunResult(record, reused=False, seconds=time.monotonic() - start)
             record = self.execute(spec, scenario, prepared, lock, started)
@@ -196,6 +226,96 @@ class Runner:
             lock = self.lock_for(spec)
             return lock, self.environment(spec.backend).prepare(spec, lock, log_dir)
 
+    def source_places(self, spec: EnvSpec, scenario: Scenario) -> list[Path]:
+        """Where the spec's environment's installed Python sources can be read (its site-packages,
+        or the wheels it was built from); the environment is prepared (reused) first."""
+        try:
+            lock, prepared = self._prepare(spec, self.log_dir(scenario))
+        except _PREPARE_FAILURES as exc:
+            raise TraceError(
+                f"{spec.label}: the environment's sources cannot be read: {exc.what}", exc.todo
+            ) from exc
+        return self.environment(spec.backend).source_places(spec, prepared, lock)
+
+    def trace(
+        self,
+        spec: EnvSpec,
+        scenario: Scenario,
+        probes: Sequence[str],
+        packages: Sequence[str],
+        *,
+        window_only: bool = True,
+        traced: bool = True,
+    ) -> TraceRun:
+        """Run the probes alone (`--probe`) in the spec's environment, prepared or reused as for
+        `run`, under the probe tracer limited to `packages`; with `traced=False` without it, as
+        the yardstick of what tracing costs.  Same timeout as `run`; nothing is stored.
+
+        Raises TraceError when the environment cannot be prepared or the run cannot start, and
+        when a traced run leaves no trace document (a timeout, a crash of the tracer itself)."""
+        interrupt.check()
+        names = tuple(probes)
+        if not names or not all(PROBE_NAME.fullmatch(name) for name in names):
+            raise TraceError(
+                f"Cannot run the probes {', '.join(map(repr, names)) or '(none)'} alone: a probe is "
+                "named by lower-case letters, digits and underscores.",
+                "name the probes as the scenario's result document does (e.g. gradient_eager_plain).",
+            )
+        if traced and spec.python == "3.6":
+            raise TraceError(
+                f"{spec.label}: the probe tracer needs Python 3.7 or newer.",
+                "bisect (or narrow) with a newer Python for these releases (--python 3.7).",
+            )
+        try:
+            _, prepared = self._prepare(spec, self.log_dir(scenario))
+        except _PREPARE_FAILURES as exc:
+            raise TraceError(
+                f"{spec.label}: the environment for running {', '.join(names)} alone could not be "
+                f"prepared: {exc.what}",
+                exc.todo,
+            ) from exc
+        request = Traced(
+            Path(str(data_file(TRACER))) if traced else None, tuple(packages), names, window_only
+        )
+        environments = self.environment(spec.backend)
+        what = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120]}"
+        log_path = self.log_dir(scenario) / f"{spec.key}.{what}.{stamp()}-{os.getpid()}.log"
+        with (
+            tempfile.TemporaryDirectory(prefix="tfbisect-trace-", ignore_cleanup_errors=True) as tmp,
+            environments.launch(spec, scenario, prepared, Path(tmp), request) as launch,
+        ):
+            self.progress.say(
+                f"[{spec.label}] running {', '.join(names)} alone{' under the tracer' if traced else ''} "
+                f"(timeout {self.settings.timeout:g}s)"
+            )
+            finished = run_logged(
+                launch.argv,
+                log_path=log_path,
+                timeout=self.settings.timeout,
+                env=launch.env,
+                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
+            )
+            raw, unreadable = read_result(launch.results or Path(tmp))
+            document, problem = read_json_object(launch.trace) if launch.trace else ({}, "")
+            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        if ended.unstarted is not None:
+            raise TraceError(
+                ended.unstarted, f"see {log_path}; run again (the image is rebuilt if it went missing)."
+            )
+        if document is None:
+            ending = "timed out" if finished.timed_out else f"exited {ended.exit_code}"
+            last = (finished.log_tail.strip().splitlines() or ["(no output)"])[-1]
+            raise TraceError(
+                f"{spec.label}: the traced run of {', '.join(names)} {ending} and {problem}; its last "
+                f"output: {last[:300]}",
+                f"see its log at {log_path}.",
+            )
+        result = parse_json_object(raw)[0] if raw is not None else None
+        self.progress.say(
+            f"[{spec.label}] {', '.join(names)} alone: exit {ended.exit_code} in {finished.seconds:.1f}s"
+        )
+        return TraceRun(spec, names, document, result, finished.seconds, ended.exit_code, log_path)
+
     def prefetch(self, spec: EnvSpec, scenario: Scenario) -> bool:
         """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
         failure here is no finding, and the run itself retries and records it.  Nothing when the
@@ -209,7 +329,7 @@ class Runner:
             return False
         try:
             self._prepare(spec, self.log_dir(scenario))
-        except (EnvironmentBuildError, LockError, NoInterpreterError, DockerError, BackendUnavailableError):
+        except _PREPARE_FAILURES:
             return False
         return True
 
@@ -354,6 +474,34 @@ class Runner:
 
 def _is_probe_line(line: str) -> bool:
     return line.startswith(("probe ", "verdict:"))
+
+
+def read_json_object(path: Path, limit: int = TRACE_MAX_BYTES) -> tuple[dict[str, Any] | None, str]:
+    """A JSON object a run left (hostile input), or None and why not: only a regular file, never
+    through a link, never past the cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None, "wrote no trace"
+    except OSError as exc:  # a link (ELOOP), a FIFO with no writer …
+        return None, f"left a trace that cannot be opened safely ({exc.strerror})"
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "left a trace that is not a regular file"
+        raw = stream.read(limit + 1)
+    if len(raw) > limit:
+        return None, f"left a trace larger than the {limit // (1024 * 1024)} MiB cap"
+    return parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    try:
+        found = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
+        return None, f"left a trace that is not JSON ({str(exc)[:200]})"
+    if not isinstance(found, dict):
+        return None, "left a trace that is not a JSON object"
+    return found, ""
 
 
 def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:

@@ -22,12 +22,12 @@ from tfbisect.core.process import kill_all
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
-from tfbisect.core.versions import git_tag
+from tfbisect.core.versions import commit_of, git_tag, is_nightly
 from tfbisect.envs.docker_engine import cancel_all as cancel_builds
 from tfbisect.runs.workflow import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest
-from tfbisect.search.bisectplan import plan
+from tfbisect.search.bisectplan import Plan, plan
 from tfbisect.search.judge import Judgement, State, failure_terms, failure_text, state_of, terms_for
 from tfbisect.search.state import BisectState, ChangePoint, Class
 
@@ -109,7 +109,12 @@ class Bisection:
         log_path: Path,
         execute: Execute | None = None,
         prefetch: Prefetch | None = None,
+        planned: Plan | None = None,
+        save: Callable[[BisectReport], None] | None = None,
     ) -> None:
+        """`planned`: the versions to search and their environments (default: the releases
+        between the request's ends); `save`: where the log goes after every round (default:
+        `log_path`; a narrowing keeps its search inside the bisection's own log)."""
         self.request = request
         self.runner = runner
         self.progress = progress
@@ -119,7 +124,8 @@ class Bisection:
             prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
         # One environment prepared ahead at a time, next to the round's runs.
         self.ahead = Ahead(prefetch) if prefetch and request.prefetch > 0 else None
-        planned = plan(request, runner.catalogue, runner.environment)
+        planned = planned or plan(request, runner.catalogue, runner.environment)
+        self._save = save
         self.releases, self.specs = list(planned.releases), list(planned.specs)
         self.records: dict[int, RunRecord] = {}
         self.round = 0
@@ -405,7 +411,10 @@ class Bisection:
         for version, index in ((last_old, change.last_old + low), (first_new, change.first_new + low)):
             record = self.records.get(index)
             self.report.git_versions[version] = record.git_version if record else None
-        self.report.compare_url = COMPARE.format(old=git_tag(last_old), new=git_tag(first_new))
+        self.report.compare_url = compare_url(
+            ref_of(last_old, self.report.git_versions[last_old]),
+            ref_of(first_new, self.report.git_versions[first_new]),
+        )
         self.label_steps(terms)
         if not result.monotonic:
             self.report.status = Status.NON_MONOTONIC
@@ -431,7 +440,20 @@ class Bisection:
         return state.result().change
 
     def save(self) -> None:
-        write_json_atomic(self.log_path, self.report.to_dict())
+        if self._save is not None:
+            self._save(self.report)
+        else:
+            write_json_atomic(self.log_path, self.report.to_dict())
+
+
+def ref_of(version: str, git_version: str | None) -> str | None:
+    """Where a build lives in tensorflow/tensorflow: a release's (or RC's) tag; a nightly has no
+    tag, so the commit its `tf.version.GIT_VERSION` names (None when the run did not report one)."""
+    return commit_of(git_version) if is_nightly(version) else git_tag(version)
+
+
+def compare_url(old_ref: str | None, new_ref: str | None) -> str | None:
+    return COMPARE.format(old=old_ref, new=new_ref) if old_ref and new_ref else None
 
 
 def log_name(request: BisectRequest) -> str:

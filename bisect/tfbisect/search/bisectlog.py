@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfbisect.core.outcome import Outcome
-from tfbisect.search.state import Class
+from tfbisect.search.narrowlog import Narrowing
+from tfbisect.search.steps import Step as Step
+from tfbisect.search.steps import StepOutcome as StepOutcome
 
 # 1: the first landing (request values flattened with str(), steps' fields as plain strings);
 # 2: typed request values, steps' outcome and class as enums, this field.
@@ -27,37 +28,6 @@ class Status(enum.StrEnum):
     UNDECIDABLE = "undecidable"  # an end could not be tested at all
     END_FAILS = "end_fails"  # an end fails (crash, error, timeout): the question cannot be judged there
     INTERRUPTED = "interrupted"
-
-
-class StepOutcome(enum.StrEnum):
-    """A step's run outcome (as `Outcome`), or `unavailable`: nothing could run here."""
-
-    REPRODUCED = Outcome.REPRODUCED.value
-    NOT_REPRODUCED = Outcome.NOT_REPRODUCED.value
-    SKIP = Outcome.SKIP.value
-    ERROR = Outcome.ERROR.value
-    TIMEOUT = Outcome.TIMEOUT.value
-    UNAVAILABLE = "unavailable"
-
-
-@dataclass(frozen=True)
-class Step:
-    round: int  # 0: a stored result taken as evidence before this bisection ran anything
-    version: str
-    outcome: StepOutcome
-    state: str | None  # judge.State name: "reproduced", "match", "error: <signature>" …; None: skip
-    cls: Class  # old, new, skip or other under the bisection's terms ("" before the ends are known)
-    reused: bool
-    seconds: float
-    summary: str  # the run's verdict or its real failure, clipped
-    key: str = ""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Step:
-        data = dict(data)
-        data["outcome"] = StepOutcome(data["outcome"])
-        data["cls"] = Class(data["cls"]) if data.get("cls") else Class.UNJUDGED
-        return cls(**data)
 
 
 @dataclass
@@ -91,6 +61,8 @@ class BisectReport:
     failure_finding: dict[str, Any] | None = None
     # The two versions the answer rests on (the range's ends, or the nearest testable ones).
     ends: list[str] = field(default_factory=list)
+    # Below the releases: RCs, nightlies, dependency changes and suspect code (narrowlog.py).
+    narrowing: Narrowing | None = None
 
     @property
     def first_new_text(self) -> str:
@@ -115,7 +87,8 @@ class BisectReport:
         data = asdict(self)
         data["log_version"] = LOG_VERSION
         data["status"] = self.status.value
-        data["steps"] = [{**asdict(s), "outcome": s.outcome.value, "cls": s.cls.value} for s in self.steps]
+        data["steps"] = [s.to_dict() for s in self.steps]
+        data["narrowing"] = self.narrowing.to_dict() if self.narrowing else None
         data["summary"] = {"runs": self.runs, "reused": self.reused, "rounds": self.rounds}
         return data
 
@@ -129,6 +102,7 @@ class BisectReport:
         data["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
         data["status"] = Status(data["status"])
         data["changes"] = [tuple(c) for c in data.get("changes", [])]
+        data["narrowing"] = Narrowing.from_dict(data["narrowing"]) if data.get("narrowing") else None
         if version == 1:  # requests were flattened with str(): "True", "1", "None"
             data["request"] = {k: _typed(v) for k, v in dict(data.get("request") or {}).items()}
         return cls(**data)

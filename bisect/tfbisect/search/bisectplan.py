@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from packaging.version import Version
@@ -50,6 +50,20 @@ class BisectRequest:
                 kept[key] = value.value if isinstance(value, enum.Enum) else value
         return kept | {"scenario": self.scenario.name, "scenario_sha256": self.scenario.sha256}
 
+    @classmethod
+    def from_record(cls, data: dict[str, Any], scenario: Scenario) -> BisectRequest:
+        """The request a log kept (`to_record`), for the scenario it names.  Raises ValueError
+        when the log's request has a field or value this version does not know."""
+        kept = {k: v for k, v in data.items() if k not in ("scenario", "scenario_sha256")}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kept) - known)
+        if unknown:
+            raise ValueError(f"unknown request fields {', '.join(unknown)}")
+        for name, kind in (("flavour", Flavour), ("keras", KerasVariant), ("backend", Backend)):
+            if name in kept:
+                kept[name] = kind(kept[name])
+        return cls(scenario=scenario, **kept)
+
     def command(self) -> str:
         """The command line that repeats (or resumes) this bisection, from any directory."""
         return shlex.join(self.to_argv())
@@ -86,6 +100,22 @@ class BisectRequest:
         return parts
 
 
+def place_release(
+    request: BisectRequest, release: Release, environment: Callable[[Backend], Environments]
+) -> EnvSpec | None:
+    """The environment a release runs in for this request: the first of the request's backends
+    that fits it (venvs after containers with `--backend auto`), or None: nothing here can run it."""
+    kinds = [request.backend] + ([Backend.VENV] if request.venv_fallback else [])
+    try:
+        python, environments = place(release, request.python, [environment(k) for k in kinds])
+    except NoInterpreterError:
+        return None
+    keras = request.keras
+    if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
+        keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
+    return EnvSpec(release.version, python, request.flavour, keras, environments.kind)
+
+
 @dataclass(frozen=True)
 class Plan:
     releases: tuple[Release, ...]  # oldest first, both ends included
@@ -97,17 +127,9 @@ def plan(
 ) -> Plan:
     """The releases between the request's ends (default: the oldest and newest that run here),
     each placed on the first backend of the request that fits it."""
-    kinds = [request.backend] + ([Backend.VENV] if request.venv_fallback else [])
 
     def spec_for(release: Release) -> EnvSpec | None:
-        try:
-            python, environments = place(release, request.python, [environment(k) for k in kinds])
-        except NoInterpreterError:
-            return None
-        keras = request.keras
-        if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
-            keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
-        return EnvSpec(release.version, python, request.flavour, keras, environments.kind)
+        return place_release(request, release, environment)
 
     releases = catalogue.releases(pre=request.pre)
     if request.keras is KerasVariant.LEGACY and not (request.good or request.bad):

@@ -96,6 +96,36 @@ def read_sources(wheels: Iterable[Path], only: Collection[str] | None = None) ->
     return sources
 
 
+def read_installed(folder: Path, only: Collection[str]) -> dict[str, str]:
+    """The `only` files of an installed tree (a site-packages folder), by installed path: regular
+    files that resolve inside the folder (no link leads out), at most `MEMBER_MAX_BYTES` each."""
+    sources: dict[str, str] = {}
+    root = folder.resolve()
+    for path in only:
+        if member_path(path) != path:
+            continue
+        try:
+            file = (folder / path).resolve()
+            if not file.is_relative_to(root) or not file.is_file() or file.stat().st_size > MEMBER_MAX_BYTES:
+                continue
+            data = file.read_bytes()[: MEMBER_MAX_BYTES + 1]
+        except OSError:
+            continue
+        sources[path] = decode_source(data)
+    return sources
+
+
+def read_places(places: Iterable[Path], only: Collection[str]) -> dict[str, str]:
+    """One environment's sources of `only` from where it keeps them: folders or wheel files."""
+    sources: dict[str, str] = {}
+    for place in places:
+        if place.is_dir():
+            sources.update(read_installed(place, only))
+        elif place.suffix == ".whl":
+            sources.update(read_wheel_sources(place, only))
+    return sources
+
+
 def source_lines(text: str) -> list[str]:
     """The lines as Python numbers them: only \\n, \\r\\n and \\r end a line (`str.splitlines`
     also splits at form feeds and other characters, and the numbers would drift)."""
@@ -519,7 +549,10 @@ class Suspect:
     function: str  # where the changed lines that ran are ("Model.fit", "<module>")
     score: float  # Ochiai: failed / sqrt(total_failed * (failed + passed))
     failed: int  # 1: the failing probe ran the changed lines
-    passed: int  # 1: the passing probe ran them too
+    # 1: the passing probe ran every changed line that the failing one ran.  A hunk is scored by
+    # its most suspicious line: a branch that only the failing probe takes, inside a hunk whose
+    # condition both probes evaluate, still scores 1.
+    passed: int
     executed_old: tuple[int, ...]  # changed lines of the old version that ran in the old environment
     executed_new: tuple[int, ...]  # changed lines of the new version that ran in the new environment
     documentation_only: bool  # the change is to docstrings, comments or blank lines only
@@ -535,9 +568,22 @@ class Suspect:
     def changed_executed(self) -> int:
         return len(self.executed_old) + len(self.executed_new)
 
-    def rank_key(self) -> tuple[bool, float, int, str, int]:
+    @property
+    def generated(self) -> bool:
+        """A file the build generates (op wrappers `gen_*.py`, the API tree): its changes follow
+        op registrations in C++, so they rank after the hand-written code that ran."""
+        return bool(_GENERATED.match(self.file))
+
+    def rank_key(self) -> tuple[bool, bool, float, int, str, int]:
         first = (self.new_lines or self.old_lines or (0, 0))[0]
-        return (self.documentation_only, -self.score, -self.changed_executed, self.file, first)
+        return (
+            self.documentation_only,
+            self.generated,
+            -self.score,
+            -self.changed_executed,
+            self.file,
+            first,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -549,6 +595,7 @@ class Suspect:
             "executed_old": list(self.executed_old),
             "executed_new": list(self.executed_new),
             "documentation_only": self.documentation_only,
+            "generated": self.generated,
             "old_lines": list(self.old_lines) if self.old_lines else None,
             "new_lines": list(self.new_lines) if self.new_lines else None,
             "excerpt": self.excerpt,
@@ -599,6 +646,7 @@ def find_suspects(
     new_sources: Mapping[str, str],
     failing: ProbeTraces,
     passing: ProbeTraces | None = None,
+    tf_refs: tuple[str | None, str | None] = (None, None),
 ) -> Suspects:
     """The hunks between the two versions whose changed lines the failing probe ran, best first.
 
@@ -613,7 +661,7 @@ def find_suspects(
     for diff in diffs:
         ran = _Ran.of(diff.path, old, new, failing, passing)
         for hunk in diff.hunks:
-            suspect = _suspect(diff.path, hunk, old, new, failing, ran)
+            suspect = _suspect(diff.path, hunk, old, new, failing, ran, tf_refs)
             if suspect is not None:
                 found.append(suspect)
     found.sort(key=Suspect.rank_key)
@@ -658,12 +706,21 @@ def _changed_that_ran(
 
 
 def _suspect(
-    path: str, hunk: Hunk, old: _Version, new: _Version, failing: ProbeTraces, ran: _Ran
+    path: str,
+    hunk: Hunk,
+    old: _Version,
+    new: _Version,
+    failing: ProbeTraces,
+    ran: _Ran,
+    tf_refs: tuple[str | None, str | None] = (None, None),
 ) -> Suspect | None:
     executed_old, executed_new = _changed_that_ran(hunk, ran.failing_old, ran.failing_new)
     if not executed_old and not executed_new:
         return None
-    passed = int(any(_changed_that_ran(hunk, ran.passing_old, ran.passing_new)))
+    passed = int(
+        all(line in ran.passing_old for line in executed_old)
+        and all(line in ran.passing_new for line in executed_new)
+    )
     before, after = old.source(path), new.source(path)
     function = after.function(executed_new[0]) if executed_new else before.function(executed_old[0])
     only_in = _only_in(path, function, old, new, failing)
@@ -690,9 +747,17 @@ def _suspect(
         excerpt=excerpt(hunk, set(executed_old), set(executed_new)),
         only_in=only_in,
         caller=caller,
-        old_link=github_link(path, old_version, *old_lines) if old_version and old_lines else None,
-        new_link=github_link(path, new_version, *new_lines) if new_version and new_lines else None,
+        old_link=_link(path, old_version, old_lines, tf_refs[0]),
+        new_link=_link(path, new_version, new_lines, tf_refs[1]),
     )
+
+
+def _link(path: str, version: str | None, lines: tuple[int, int] | None, tf_ref: str | None) -> str | None:
+    """A link to the lines at the version's tag; a TensorFlow file of a nightly at its commit."""
+    if version is None or lines is None:
+        return None
+    ref = tf_ref if path.startswith(("tensorflow/", "tensorflow_core/")) else None
+    return github_link(path, version, *lines, ref=ref)
 
 
 def _documentation_only(path: str, hunk: Hunk, old: _Version, new: _Version) -> bool:

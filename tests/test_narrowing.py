@@ -1,0 +1,262 @@
+"""The narrowing below releases, driven by scripted outcomes over hand-made catalogues: which builds
+it runs, what it says when the index has nothing in between, the dependency changes, the probes
+it would trace, and the log it keeps.  (The real runs are in test_real_narrow.py.)"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from tfbisect.core import catalogue
+from tfbisect.core.catalogue import Catalogue, Dist
+from tfbisect.core.errors import NarrowError
+from tfbisect.core.outcome import Outcome
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.scenario import find
+from tfbisect.core.spec import EnvSpec
+from tfbisect.envs.interpreters import Interpreter
+from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.search.bisectlog import BisectReport, Status, load_report
+from tfbisect.search.bisectplan import BisectRequest
+from tfbisect.search.narrowing import (
+    Narrower,
+    NarrowOptions,
+    applicable,
+    choose_probes,
+    dependency_changes,
+)
+from tfbisect.search.narrowlog import BuildKind, NarrowStatus
+
+from conftest import cli
+
+HAVE = {p: Interpreter(p, Path(f"/nonexistent/python{p}"), p + ".0") for p in ("3.8", "3.10", "3.11", "3.12")}
+SCENARIO = find("gradient_mismatch")
+PYTHONS = ("3.10", "3.11")
+
+
+def dist(project: str, version: str, day: str) -> Dist:
+    return Dist(project, version, f"{day}T12:00:00Z", PYTHONS)
+
+
+# 2.12.1, then master's nightlies of 2.13, the 2.13 branch's RCs, 2.13.0; the nightlies of 2.14 after.
+MADE = Catalogue(
+    dists=(
+        dist("tensorflow", "2.12.1", "2023-06-01"),
+        dist("tf-nightly", "2.13.0.dev20230601", "2023-06-01"),
+        dist("tf-nightly", "2.13.0.dev20230602", "2023-06-02"),
+        dist("tf-nightly", "2.13.0.dev20230603", "2023-06-03"),
+        dist("tensorflow", "2.13.0rc0", "2023-06-05"),
+        dist("tensorflow", "2.13.0rc1", "2023-06-10"),
+        dist("tensorflow", "2.13.0rc2", "2023-06-20"),
+        dist("tensorflow", "2.13.0", "2023-07-01"),
+        dist("tf-nightly", "2.14.0.dev20230702", "2023-07-02"),
+    ),
+    fetched_at="2023-07-03T00:00:00Z",
+)
+
+
+def record(spec: EnvSpec, bad: bool) -> RunRecord:
+    commit = f"{abs(hash(spec.tf_version)) % 16**12:012x}"
+    return RunRecord(
+        spec=spec,
+        scenario=SCENARIO.name,
+        scenario_sha256=SCENARIO.sha256,
+        outcome=Outcome.REPRODUCED if bad else Outcome.NOT_REPRODUCED,
+        exit_code=None,
+        document={
+            "environment": {"git_version": f"v1.12.1-{len(spec.tf_version)}-g{commit}"},
+            "probes": [
+                {
+                    "name": "gradient_eager_plain",
+                    "kind": "gradient",
+                    "outcome": "mismatch" if bad else "match",
+                },
+                {"name": "gradient_eager_decorated", "kind": "gradient", "outcome": "match"},
+            ],
+        },
+        failure=None,
+        log_tail="",
+        command="",
+        started_at="",
+        duration_s=1.0,
+    )
+
+
+def narrow(
+    tmp_path: Path, made: Catalogue, last_old: str, first_new: str, bad_from: str
+) -> tuple[BisectReport, list[str]]:
+    # No lock is resolved here (that needs the index): the dependency changes become a note.
+    settings = Settings(tmp_path, tmp_path / "cache", lock_missing=False)
+    runner = Runner(made, settings, Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain", pre=True)
+    report = BisectReport(
+        request=request.to_record(),
+        command="tfbisect bisect",
+        versions=[last_old, first_new],
+        status=Status.FOUND,
+        last_old=last_old,
+        first_new=first_new,
+    )
+    calls: list[str] = []
+
+    def execute(spec: EnvSpec) -> RunResult:
+        calls.append(spec.tf_version)
+        return RunResult(
+            record(spec, Version(spec.tf_version) >= Version(bad_from)), reused=False, seconds=1.0
+        )
+
+    log = tmp_path / "log.json"
+    Narrower(report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), execute).run()
+    return load_report(log), calls
+
+
+def test_release_candidates_and_nightlies_between_two_releases_are_bisected(tmp_path: Path) -> None:
+    report, calls = narrow(tmp_path, MADE, "2.12.1", "2.13.0", bad_from="2.13.0rc1")
+    found = report.narrowing
+    assert found is not None and found.status is NarrowStatus.NARROWED
+    assert found.candidates == [
+        "2.13.0.dev20230601",
+        "2.13.0.dev20230602",
+        "2.13.0.dev20230603",
+        "2.13.0rc0",
+        "2.13.0rc1",
+        "2.13.0rc2",
+    ]
+    assert found.last_old is not None and found.first_new is not None
+    assert (found.last_old.version, found.first_new.version) == ("2.13.0rc0", "2.13.0rc1")
+    assert (found.last_old.kind, found.first_new.kind) == (BuildKind.RC, BuildKind.RC)
+    assert found.compare_url == "https://github.com/tensorflow/tensorflow/compare/v2.13.0-rc0...v2.13.0-rc1"
+    inner = [c for c in calls if c not in ("2.12.1", "2.13.0")]
+    assert len(inner) <= math.ceil(math.log2(len(found.candidates))) + 1
+    assert set(inner) >= {"2.13.0rc0", "2.13.0rc1"}
+    assert [s.version for s in found.steps if s.version in inner] == inner  # every run is in the log
+
+
+def test_a_change_between_nightlies_links_their_commits(tmp_path: Path) -> None:
+    report, _ = narrow(tmp_path, MADE, "2.12.1", "2.13.0", bad_from="2.13.0.dev20230602")
+    found = report.narrowing
+    assert found is not None and found.first_new is not None and found.last_old is not None
+    assert (found.last_old.version, found.first_new.version) == ("2.13.0.dev20230601", "2.13.0.dev20230602")
+    assert found.first_new.kind is BuildKind.NIGHTLY
+    old_ref, new_ref = found.last_old.ref, found.first_new.ref
+    assert old_ref and new_ref and len(new_ref) == 12 and old_ref != new_ref
+    assert found.compare_url == f"https://github.com/tensorflow/tensorflow/compare/{old_ref}...{new_ref}"
+    assert any("dependency changes are not listed" in note for note in found.notes)  # no lock here
+
+
+def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> None:
+    """The flagship's range on the real catalogue: 2.4.0's RCs were deleted from the index, and
+    its nightlies start in 2026."""
+    real = catalogue.load_snapshot()
+    report, calls = narrow(tmp_path, real, "2.3.4", "2.4.0", bad_from="2.4.0")
+    found = report.narrowing
+    assert found is not None and found.status is NarrowStatus.NOTHING_FINER
+    assert found.candidates == [] and sorted(calls) == ["2.3.4", "2.4.0"]
+    notes = " | ".join(found.notes)
+    assert "no release candidates of 2.4.0" in notes and "2.6.0rc0" in notes
+    window = real.nightly_window()
+    assert window is not None and f"nightlies on the index start at {window[0]}" in notes
+    assert found.compare_url == "https://github.com/tensorflow/tensorflow/compare/v2.3.4...v2.4.0"
+    # From the committed locks of both: TF 2.4 moved to numpy 1.19 and added flatbuffers.
+    changed = {c.name: (c.old, c.new) for c in found.dependencies}
+    assert changed["numpy"][0] != changed["numpy"][1] and changed["flatbuffers"][0] is None
+    assert "tensorflow-cpu" not in changed
+
+
+def test_only_a_single_change_point_of_behaviour_is_narrowed(tmp_path: Path) -> None:
+    runner = Runner(MADE, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO)
+    for status in (Status.NO_CHANGE, Status.AMBIGUOUS, Status.NON_MONOTONIC, Status.END_FAILS):
+        report = BisectReport(request=request.to_record(), command="", versions=[], status=status)
+        assert applicable(report) is not None
+        with pytest.raises(NarrowError, match="cannot be narrowed"):
+            Narrower(report, request, runner, Progress(quiet=True), tmp_path / "x.json")
+    failing = BisectReport(
+        request=request.to_record(), command="", versions=[], status=Status.FOUND, last_old="a", first_new="b"
+    )
+    failing.regress = "error"
+    assert "failure began" in (applicable(failing) or "")
+
+
+LOCK_OLD = """# tfbisect lock
+tensorflow-cpu==2.3.4 \\
+    --hash=sha256:{h}
+numpy==1.18.5 \\
+    --hash=sha256:{h}
+protobuf==3.20.0
+gast==0.3.3
+six==1.15.0
+""".format(h="a" * 64)
+LOCK_NEW = """# tfbisect lock
+tensorflow-cpu==2.4.0
+numpy==1.19.5
+protobuf==3.20.0
+gast==0.3.3
+flatbuffers==1.12
+Six==1.15.0
+"""
+
+
+def test_dependency_changes_come_from_the_two_locks_with_the_imported_ones_first() -> None:
+    changes = dependency_changes(LOCK_OLD, LOCK_NEW, imported=["numpy", "protobuf", "Flatbuffers"])
+    assert [(c.name, c.old, c.new, c.imported) for c in changes] == [
+        ("flatbuffers", None, "1.12", True),
+        ("numpy", "1.18.5", "1.19.5", True),
+    ]
+    changes = dependency_changes(LOCK_OLD, LOCK_NEW)
+    assert [c.name for c in changes] == ["flatbuffers", "numpy"] and not any(c.imported for c in changes)
+    assert all(c.name not in ("tensorflow-cpu", "six", "protobuf") for c in changes)
+
+
+def test_the_traced_probes_are_the_changed_one_and_its_nearest_passing_sibling() -> None:
+    spec = EnvSpec("2.4.0", "3.8")
+    old, new = record(spec, bad=False), record(spec, bad=True)
+    assert choose_probes(None, old, new) == ("gradient_eager_plain", "gradient_eager_decorated")
+    assert choose_probes("gradient_eager_plain", old, new) == (
+        "gradient_eager_plain",
+        "gradient_eager_decorated",
+    )
+    same = record(spec, bad=False)
+    assert choose_probes(None, old, same) == (None, None)
+
+
+def test_the_log_keeps_the_narrowing_and_reads_it_back(tmp_path: Path) -> None:
+    report, _ = narrow(tmp_path, MADE, "2.12.1", "2.13.0", bad_from="2.13.0rc1")
+    again = BisectReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.narrowing == report.narrowing
+    assert again.to_dict() == report.to_dict()
+
+
+def test_a_request_read_back_from_the_log_is_the_same_request() -> None:
+    request = BisectRequest(scenario=SCENARIO, good="2.3.0", bad="2.4.1", probe="p", jobs=2, pre=True)
+    assert BisectRequest.from_record(request.to_record(), SCENARIO) == request
+    with pytest.raises(ValueError, match="unknown request fields"):
+        BisectRequest.from_record({**request.to_record(), "bogus": 1}, SCENARIO)
+
+
+def test_narrow_refuses_logs_it_cannot_narrow_with_a_two_part_message(tmp_path: Path) -> None:
+    (tmp_path / "bisect").mkdir()
+    bad = tmp_path / "bisect" / "broken.json"
+    bad.write_text("{not json")
+    done = cli(tmp_path, "narrow", str(bad))
+    assert (
+        done.returncode == 14
+        and "Cannot read the bisection log" in done.stderr
+        and "What to do" in done.stderr
+    )
+    log = tmp_path / "bisect" / "nochange.json"
+    request = BisectRequest(scenario=SCENARIO)
+    log.write_text(
+        json.dumps(
+            BisectReport(
+                request=request.to_record(), command="", versions=[], status=Status.NO_CHANGE
+            ).to_dict()
+        )
+    )
+    done = cli(tmp_path, "narrow", str(log))
+    assert done.returncode == 14 and "not with one change point" in done.stderr

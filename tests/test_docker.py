@@ -316,3 +316,35 @@ def test_a_file_is_read_from_an_image_without_running_it(tmp_path: Path) -> None
         assert docker("ps", "--all", "--quiet") == before, "every container it made is gone"
     finally:
         subprocess.run(["docker", "image", "rm", "--force", image], capture_output=True, check=False)
+
+
+def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(workspace: Path) -> None:
+    """The narrowing's traced run on the Docker backend: the tracer mounted read-only, the trace
+    written by the container's unprivileged user, and the installed sources read back from the
+    wheels the image was built from (no download, nothing run)."""
+    from tfbisect.core import catalogue
+    from tfbisect.core.progress import Progress
+    from tfbisect.core.scenario import find
+    from tfbisect.core.spec import Backend
+    from tfbisect.runs.workflow import Runner, Settings
+    from tfbisect.search.narrowing import TRACED_PACKAGES
+    from tfbisect.search.suspects import Trace, read_places
+
+    containers = docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").split()
+    runner = Runner(
+        catalogue.load_snapshot(), Settings(workspace / "reports", workspace / "cache"), Progress(quiet=True)
+    )
+    scenario = find("gradient_mismatch")
+    spec = runner.spec_for("2.21.0", python="3.11", backends=(Backend.DOCKER,))
+    done = runner.trace(spec, scenario, ["gradient_eager_plain"], TRACED_PACKAGES)
+    trace = Trace.from_dict(done.document)
+    assert trace.python.startswith("3.11") and trace.versions["tensorflow"] == "2.21.0"
+    assert any(path.startswith("keras/src/losses/") for path in trace.lines), sorted(trace.lines)[:20]
+    assert done.result is not None and [p["name"] for p in done.result["probes"]] == ["gradient_eager_plain"]
+    places = runner.source_places(spec, scenario)
+    assert places and all(
+        place.suffix == ".whl" and place.is_relative_to(workspace / "cache") for place in places
+    )
+    sources = read_places(places, set(trace.lines))
+    assert set(trace.lines) == set(sources)  # every file that ran is in the wheels, byte for byte readable
+    assert docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").split() == containers

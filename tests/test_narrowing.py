@@ -20,7 +20,7 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import find
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.interpreters import Interpreter
-from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
 from tfbisect.search.narrowing import (
@@ -87,14 +87,9 @@ def record(spec: EnvSpec, bad: bool) -> RunRecord:
     )
 
 
-def narrow(
-    tmp_path: Path, made: Catalogue, last_old: str, first_new: str, bad_from: str
-) -> tuple[BisectReport, list[str]]:
-    # No lock is resolved here (that needs the index): the dependency changes become a note.
-    settings = Settings(tmp_path, tmp_path / "cache", lock_missing=False)
-    runner = Runner(made, settings, Progress(quiet=True), have=HAVE)
-    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain", pre=True)
-    report = BisectReport(
+def found_report(request: BisectRequest, last_old: str, first_new: str) -> BisectReport:
+    """A bisection log that found one change point between two releases."""
+    return BisectReport(
         request=request.to_record(),
         command="tfbisect bisect",
         versions=[last_old, first_new],
@@ -102,6 +97,16 @@ def narrow(
         last_old=last_old,
         first_new=first_new,
     )
+
+
+def narrow(
+    tmp_path: Path, made: Catalogue, last_old: str, first_new: str, bad_from: str
+) -> tuple[BisectReport, list[str]]:
+    # No lock is resolved here (that needs the index): the dependency changes become a note.
+    settings = Settings(tmp_path, tmp_path / "cache", lock_missing=False)
+    runner = Runner(made, settings, Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain", pre=True)
+    report = found_report(request, last_old, first_new)
     calls: list[str] = []
 
     def execute(spec: EnvSpec) -> RunResult:
@@ -260,3 +265,80 @@ def test_narrow_refuses_logs_it_cannot_narrow_with_a_two_part_message(tmp_path: 
     )
     done = cli(tmp_path, "narrow", str(log))
     assert done.returncode == 14 and "not with one change point" in done.stderr
+
+
+def test_a_damaged_narrowing_never_costs_the_bisection(tmp_path: Path) -> None:
+    report, _ = narrow(tmp_path, MADE, "2.12.1", "2.13.0", bad_from="2.13.0rc1")
+    data = report.to_dict()
+    data["narrowing"] = {"release_range": ["only one"]}
+    again = BisectReport.from_dict(data)
+    assert again.narrowing is None and again.last_old == "2.12.1" and again.first_new == "2.13.0"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("jobs", "2"), ("prefetch", -1), ("pre", "yes"), ("good", 5), ("regress", "maybe"), ("timeout", "soon")],
+)
+def test_a_hand_edited_request_is_refused_not_run(field: str, value: object) -> None:
+    request = BisectRequest(scenario=SCENARIO, good="2.3.0")
+    with pytest.raises(ValueError, match=f"request's {field}"):
+        BisectRequest.from_record({**request.to_record(), field: value}, SCENARIO)
+    old_text = BisectRequest.from_record({**request.to_record(), "timeout": "1800.0"}, SCENARIO)
+    assert old_text.timeout == 1800.0 and old_text.command().endswith("--timeout 1800")
+
+
+def test_a_non_monotonic_range_of_builds_is_not_pinned_to_one_pair(tmp_path: Path) -> None:
+    runner = Runner(
+        MADE, Settings(tmp_path, tmp_path / "cache", lock_missing=False), Progress(quiet=True), have=HAVE
+    )
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain", pre=True, confirm=True)
+    report = found_report(request, "2.12.1", "2.13.0")
+    bad = {"2.13.0.dev20230602", "2.13.0rc0", "2.13.0rc2", "2.13.0"}
+
+    def execute(spec: EnvSpec) -> RunResult:
+        return RunResult(record(spec, spec.tf_version in bad), reused=False, seconds=1.0)
+
+    found = Narrower(
+        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
+    ).run()
+    assert found.status is NarrowStatus.NON_MONOTONIC
+    assert found.last_old is not None and (
+        found.last_old.version,
+        found.first_new.version if found.first_new else None,
+    ) == ("2.12.1", "2.13.0")
+    assert found.trace is None and any("flip back and forth" in note for note in found.notes)
+
+
+def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scenario that never opens the tracing window (or a probe that did not run) leaves an empty
+    trace: that must not read as "no Python that ran changed"."""
+    real = catalogue.load_snapshot()
+    runner = Runner(real, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain")
+    report = found_report(request, "2.3.4", "2.4.0")
+
+    def empty(spec: EnvSpec, *args: object, **kwargs: object) -> TraceRun:
+        document = {
+            "schema": 1,
+            "python": "3.8.20",
+            "exit_code": 0,
+            "packages": {},
+            "files": {},
+            "window": {"opened": 0},
+        }
+        result = {"probes": [{"name": "gradient_eager_plain"}]}
+        return TraceRun(spec, ("gradient_eager_plain",), document, result, 1.0, 0, tmp_path / "trace.log")
+
+    monkeypatch.setattr(runner, "trace", empty)
+
+    def execute(spec: EnvSpec) -> RunResult:
+        return RunResult(record(spec, spec.tf_version == "2.4.0"), reused=False, seconds=1.0)
+
+    found = Narrower(
+        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
+    ).run()
+    assert found.trace is not None and found.trace.error is not None
+    assert "traced nothing" in found.trace.error and "opened 0 times" in found.trace.error
+    assert found.suspects is None and found.dependencies  # what finished before stays

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tfbisect.search.bisectlog import Status, load_report
+from tfbisect.search.narrowlog import NarrowStatus
 
 from conftest import cli
 
@@ -35,8 +36,9 @@ def test_finds_where_the_eager_plain_gradient_went_wrong(tmp_path: Path) -> None
     assert (report.git_versions["2.4.0"] or "").startswith("v2.4.0")
     assert report.runs <= 5  # ceil(log2 7) + 2
     assert "first bad:  2.4.0" in done.stdout and "== round 1: 2.3.0, 2.4.1" in done.stderr
+    narrowed_below_the_releases(tmp_path, log, done.stdout)
 
-    again = bisect(tmp_path, *args)
+    again = bisect(tmp_path, *args, "--no-narrow")
     assert again.returncode == 0
     logs = sorted((tmp_path / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
     repeat = load_report(logs[-1])
@@ -51,3 +53,44 @@ def test_finds_where_the_eager_plain_gradient_went_wrong(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert "2.4.0      bad" in log_text and "2.3.4      good" in log_text
+
+
+def narrowed_below_the_releases(reports: Path, log: Path, out: str) -> None:
+    """The narrowing that follows: 2.4.0's RCs are gone from the index and nightlies start in 2026,
+    so the releases stay the range; the traced probes name the change that TF 2.4 made to Keras's
+    categorical_crossentropy (use the softmax's cached logits) among the top suspects."""
+    report = load_report(log)
+    found = report.narrowing
+    assert found is not None and found.status is NarrowStatus.NOTHING_FINER
+    notes = " | ".join(found.notes)
+    assert "no release candidates of 2.4.0" in notes and "nightlies on the index start at" in notes
+    assert {"numpy", "flatbuffers"} <= {change.name for change in found.dependencies}
+    trace = found.trace
+    assert trace is not None and trace.error is None, trace
+    assert (trace.probe, trace.passing_probe) == ("gradient_eager_plain", "gradient_eager_decorated")
+    assert trace.untraced_seconds and max(trace.seconds.values()) < 3 * trace.untraced_seconds + 10
+    assert found.suspects is not None
+    top = found.suspects["suspects"][:5]
+    culprit = [
+        s
+        for s in top
+        if (s["file"], s["function"]) == ("tensorflow/python/keras/backend.py", "categorical_crossentropy")
+    ]
+    assert culprit and "_keras_logits" in culprit[0]["excerpt"], [(s["file"], s["function"]) for s in top]
+    assert culprit[0]["new_link"].startswith(
+        "https://github.com/tensorflow/tensorflow/blob/v2.4.0/tensorflow/python/keras/backend.py#L"
+    )
+    assert "keras/backend.py" in out and (log.with_suffix(".traces") / "failing-new-2.4.0.json").is_file()
+
+    # Everywhere the answer goes: the report's section and the summary's details block.
+    written = cli(reports, "report", "--bisect", str(log))
+    assert written.returncode == 0, written.stderr
+    html = (reports / "report.html").read_text()
+    assert "Where it changed" in html and "_keras_logits" in html
+    summary = (reports / "summary.md").read_text()
+    assert "<summary>Suspect changes</summary>" in summary and "_keras_logits" in summary
+
+    # `tfbisect narrow LOG` again, without tracing: everything it needs is stored.
+    again = cli(reports, "narrow", str(log), "--no-trace")
+    assert again.returncode == 0, again.stderr
+    assert "installing" not in again.stderr and "no release candidates of 2.4.0" in again.stdout

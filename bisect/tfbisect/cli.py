@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     narrow_cmd.add_argument("logfile", nargs="?", type=Path, help="the bisection's log (default: newest)")
     narrow_cmd.add_argument("--force", action="store_true", help="run again even where results are stored")
     narrow_cmd.add_argument(
-        "--timeout", type=options.timeout, default=DEFAULT_TIMEOUT, help="seconds per run (as for bisect)"
+        "--timeout", type=options.timeout, default=None, help="seconds per run (default: the bisection's)"
+    )
+    narrow_cmd.add_argument(
+        "--scenario", help="the scenario's name or path (default: as the bisection was given it)"
     )
     narrow_cmd.add_argument(
         "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
@@ -583,7 +586,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             raise
         emit(show.bisect_text(report, log_path))
         if args.narrow and narrowing.applicable(report) is None:
-            run_narrowing(report, request, runner, progress, log_path, trace=args.trace)
+            status = max(status, run_narrowing(report, request, runner, progress, log_path, trace=args.trace))
         print("files written:")
         print(f"  {log_path}  (the bisection log)")
         for path in result_paths(report, runner, chosen):
@@ -603,16 +606,29 @@ def run_narrowing(
     log_path: Path,
     *,
     trace: bool,
-) -> None:
+) -> int:
+    """Narrow and print; the exit status: 0, 1 when the builds between were not decisive, 13
+    (TRACE) when the traced runs failed.  A narrowing that cannot go on says why and keeps the
+    bisection's answer (and everything it finished) in the log."""
     try:
-        narrowing.narrow(report, request, runner, progress, log_path, narrowing.NarrowOptions(trace=trace))
+        found = narrowing.narrow(
+            report, request, runner, progress, log_path, narrowing.NarrowOptions(trace=trace)
+        )
     except KeyboardInterrupt:
         print(
-            f"tfbisect: the narrowing so far is in {log_path}; resume with: tfbisect narrow {log_path}",
+            f"tfbisect: the narrowing so far is in {log_path}; to finish only the narrowing (stored "
+            f"runs and traces are reused): tfbisect narrow {shlex.quote(str(log_path.resolve()))}",
             file=sys.stderr,
         )
         raise
+    except TfbisectError as exc:
+        print(f"tfbisect: the narrowing stopped: {printable(str(exc))}", file=sys.stderr)
+        emit(show.narrowing_text(report, log_path))
+        return exc.exit_code
     emit(show.narrowing_text(report, log_path))
+    if found.trace is not None and found.trace.error:
+        return int(ExitCode.TRACE)
+    return 0 if found.status in (NarrowStatus.NARROWED, NarrowStatus.NOTHING_FINER) else 1
 
 
 def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
@@ -630,7 +646,9 @@ def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
             f"The bisection in {log_path} cannot be narrowed: {why}.",
             "narrow a bisection that found last good and first bad releases (`tfbisect bisect log` shows it).",
         )
-    name = str(report.request.get("scenario", ""))
+    if not isinstance(report.request, dict):
+        raise NarrowError(f"The bisection log {log_path} holds no request.", "bisect again.")
+    name = str(args.scenario or report.request.get("scenario_argument") or report.request.get("scenario", ""))
     chosen = scenario.find(name)
     if chosen.sha256 != report.request.get("scenario_sha256"):
         raise NarrowError(
@@ -645,14 +663,19 @@ def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
             f"The bisection log {log_path} holds a request this tfbisect cannot read: {exc}.",
             "bisect again with this version of tfbisect.",
         ) from exc
-    args.keep_containers = False
+    # The bisection's own settings: its backend (a swarm's address options need it) and timeout.
+    args.keep_containers, args.backend = False, request.backend.value
+    if args.timeout is None:
+        args.timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
     runner = make_runner(args, progress)
-    run_narrowing(report, request, runner, progress, log_path, trace=args.trace)
+    status = run_narrowing(report, request, runner, progress, log_path, trace=args.trace)
     print("files written:")
     print(f"  {log_path}  (the bisection log, with the narrowing)")
+    if log_path.with_suffix(".traces").is_dir():
+        print(f"  {log_path.with_suffix('.traces')}/  (the traces the suspects were ranked from)")
     if args.report:
         write_reports(args.reports, chosen, args.reports, bisect=log_path)
-    return 0 if report.narrowing and report.narrowing.status is not NarrowStatus.INTERRUPTED else 1
+    return status
 
 
 def result_paths(report: bisectlog.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:

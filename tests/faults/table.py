@@ -1052,6 +1052,7 @@ def store_bisect(ctx: Ctx) -> str:
         TF_OLD,
         "--bad",
         TF_NEW,
+        "--no-narrow",
         "--backend",
         "venv",
         "--python",
@@ -1209,7 +1210,8 @@ def interrupted_search(ctx: Ctx, sub: str) -> str:
     env = ctx.env({"FAULT_HANG_FLAG": str(hang), "FAULT_STARTED": str(flag), "FAULT_COUNTER": str(counter)})
     common = ["--backend", "venv", "--python", PY, "--scenario", str(scenario(stem)), "--timeout", "120"]
     if sub == "bisect":
-        args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, *common]
+        # The empty venvs stand for two releases only: nothing to narrow below them.
+        args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, "--no-narrow", *common]
     else:
         args = ["sweep", "--tf", f"{TF_OLD},{TF_NEW}", "--jobs", "1", *common]
     running = ctx.start(*args, env=env)

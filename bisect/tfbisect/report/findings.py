@@ -482,7 +482,7 @@ def limits_text(report: BisectReport) -> str:
     return (
         f"No Python code that the failing probe ran changed between the two builds (documentation aside; "
         f"traced: {traced}): the change is likely in compiled code (kernels, C++ gradients, XLA) or in "
-        "a package that was not traced. " + LIMITS
+        "a package that was not traced (Python tracing sees only Python)."
     )
 
 

@@ -257,7 +257,7 @@ class Runner:
         names = tuple(probes)
         if not names or not all(PROBE_NAME.fullmatch(name) for name in names):
             raise TraceError(
-                f"Cannot run the probes {', '.join(map(repr, names)) or '(none)'} alone: a probe is "
+                f"Cannot run the probes {', '.join(repr(n[:60]) for n in names[:5]) or '(none)'} alone: a probe is "
                 "named by lower-case letters, digits and underscores.",
                 "name the probes as the scenario's result document does (e.g. gradient_eager_plain).",
             )

@@ -16,8 +16,9 @@ from tfbisect.search.steps import Step as Step
 from tfbisect.search.steps import StepOutcome as StepOutcome
 
 # 1: the first landing (request values flattened with str(), steps' fields as plain strings);
-# 2: typed request values, steps' outcome and class as enums, this field.
-LOG_VERSION = 2
+# 2: typed request values, steps' outcome and class as enums, this field;
+# 3: the narrowing below the releases.
+LOG_VERSION = 3
 
 
 class Status(enum.StrEnum):
@@ -102,7 +103,10 @@ class BisectReport:
         data["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
         data["status"] = Status(data["status"])
         data["changes"] = [tuple(c) for c in data.get("changes", [])]
-        data["narrowing"] = Narrowing.from_dict(data["narrowing"]) if data.get("narrowing") else None
+        try:
+            data["narrowing"] = Narrowing.from_dict(data["narrowing"]) if data.get("narrowing") else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            data["narrowing"] = None  # a damaged narrowing never costs the bisection: `narrow` redoes it
         if version == 1:  # requests were flattened with str(): "True", "1", "None"
             data["request"] = {k: _typed(v) for k, v in dict(data.get("request") or {}).items()}
         return cls(**data)

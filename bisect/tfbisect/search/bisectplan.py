@@ -4,6 +4,7 @@ release fits, which needs no engine: nothing runs and nothing is contacted befor
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import shlex
 from collections.abc import Callable
@@ -48,13 +49,20 @@ class BisectRequest:
         for key, value in asdict(self).items():
             if key != "scenario":
                 kept[key] = value.value if isinstance(value, enum.Enum) else value
-        return kept | {"scenario": self.scenario.name, "scenario_sha256": self.scenario.sha256}
+        return kept | {
+            "scenario": self.scenario.name,
+            "scenario_sha256": self.scenario.sha256,
+            # How to find it again (`tfbisect narrow LOG`): its name, or its path when given by one.
+            "scenario_argument": scenario_argument(self.scenario),
+        }
 
     @classmethod
     def from_record(cls, data: dict[str, Any], scenario: Scenario) -> BisectRequest:
         """The request a log kept (`to_record`), for the scenario it names.  Raises ValueError
         when the log's request has a field or value this version does not know."""
-        kept = {k: v for k, v in data.items() if k not in ("scenario", "scenario_sha256")}
+        kept = {
+            k: v for k, v in data.items() if k not in ("scenario", "scenario_sha256", "scenario_argument")
+        }
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kept) - known)
         if unknown:
@@ -62,6 +70,17 @@ class BisectRequest:
         for name, kind in (("flavour", Flavour), ("keras", KerasVariant), ("backend", Backend)):
             if name in kept:
                 kept[name] = kind(kept[name])
+        for name in ("good", "bad", "probe", "python", "term_old", "term_new"):
+            _check(kept, name, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 200))
+        for name in ("jobs", "prefetch"):
+            _check(kept, name, lambda v: type(v) is int and 0 <= v <= 256)
+        for name in ("pre", "confirm", "venv_fallback"):
+            _check(kept, name, lambda v: type(v) is bool)
+        if isinstance(kept.get("timeout"), str):  # version 1 logs kept it as text
+            with contextlib.suppress(ValueError):
+                kept["timeout"] = float(kept["timeout"])
+        _check(kept, "timeout", lambda v: v is None or (type(v) in (int, float) and 0 < v < 10**7))
+        _check(kept, "regress", lambda v: v in ("state", "error"))
         return cls(scenario=scenario, **kept)
 
     def command(self) -> str:
@@ -114,6 +133,11 @@ def place_release(
     if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
         keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
     return EnvSpec(release.version, python, request.flavour, keras, environments.kind)
+
+
+def _check(kept: dict[str, Any], name: str, ok: Callable[[Any], bool]) -> None:
+    if name in kept and not ok(kept[name]):
+        raise ValueError(f"the request's {name} is {str(kept[name])[:60]!r}")
 
 
 @dataclass(frozen=True)

@@ -15,22 +15,25 @@ interrupted narrowing loses nothing and `tfbisect narrow LOG` resumes it from st
 
 from __future__ import annotations
 
+import json
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tfbisect.core.catalogue import Catalogue, Release
-from tfbisect.core.errors import LockError, NarrowError, TfbisectError
+from tfbisect.core.errors import LockError, NarrowError, TfbisectError, UnknownVersionError
 from tfbisect.core.fsio import now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
-from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.core.spec import Backend, EnvSpec, KerasVariant
 from tfbisect.envs.wheelhouse import pins
 from tfbisect.runs.workflow import Runner
 from tfbisect.search.bisection import Bisection, Execute, compare_url, ref_of
@@ -201,9 +204,22 @@ class Narrower:
             low, high = self.bisect_builds()
             self.save()
             old, new = self.records.get(low.version), self.records.get(high.version)
-            if old is not None and new is not None:
+            if self.narrowing.status is NarrowStatus.NON_MONOTONIC:
+                self.narrowing.notes.append(
+                    "the builds in between flip back and forth, so no pair was compared or traced"
+                )
+            elif old is None or new is None:
+                self.narrowing.notes.append(
+                    f"{low.version if old is None else high.version} cannot run here, so nothing was compared or traced"
+                )
+            else:
                 self.compare(low, high, old, new)
         except KeyboardInterrupt:
+            self.narrowing.status = NarrowStatus.INTERRUPTED
+            self.save()
+            raise
+        except Exception as exc:  # whatever stops it, what finished stays in the log
+            self.narrowing.notes.append(f"the narrowing stopped: {type(exc).__name__}: {str(exc)[:300]}")
             self.narrowing.status = NarrowStatus.INTERRUPTED
             self.save()
             raise
@@ -215,8 +231,16 @@ class Narrower:
     def bisect_builds(self) -> tuple[Release, Release]:
         catalogue = self.runner.catalogue
         last_old, first_new = self.narrowing.release_range
-        low, high = catalogue.resolve(last_old, pre=True), catalogue.resolve(first_new, pre=True)
+        try:
+            low, high = catalogue.resolve(last_old, pre=True), catalogue.resolve(first_new, pre=True)
+        except UnknownVersionError as exc:
+            raise NarrowError(
+                f"The bisection names TF {last_old} and {first_new}; the catalogue snapshot lacks one: {exc.what}",
+                "refresh it with `tfbisect versions --refresh --save`, then narrow again.",
+            ) from exc
         between = catalogue.between(last_old, first_new)
+        if self.request.keras is KerasVariant.LEGACY:  # tf-keras has no nightly builds to pair with
+            between = [r for r in between if kind_of(r) is not BuildKind.NIGHTLY]
         self.narrowing.candidates = [r.version for r in between]
         self.narrowing.notes = notes_for(catalogue, low, high, between)
         builds = [low, *between, high]
@@ -248,7 +272,7 @@ class Narrower:
             if spec is not None:
                 self.specs[release.version] = spec
         self.narrowing.status = _STATUS.get(found.status, NarrowStatus.UNRESOLVED)
-        if found.last_old and found.first_new:
+        if found.status in (Status.FOUND, Status.AMBIGUOUS) and found.last_old and found.first_new:
             self.narrowing.unresolved = [c for c in found.candidates if c != found.first_new]
             by_version = {r.version: r for r in builds}
             low, high = by_version[found.last_old], by_version[found.first_new]
@@ -282,12 +306,6 @@ class Narrower:
             )
         self.narrowing.last_old, self.narrowing.first_new = builds
         self.narrowing.compare_url = compare_url(builds[0].ref, builds[1].ref)
-
-    def keep_trace(self, name: str, document: dict[str, object]) -> None:
-        """Each trace is kept beside the log (`LOG.traces/`): what the suspects were ranked from."""
-        folder = self.log_path.with_suffix(".traces")
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / f"{safe_component(name)}.json", document)
 
     # -- 2. and 3. what else changed, and the code that ran --------------------------------
     def compare(self, low: Release, high: Release, old: RunRecord, new: RunRecord) -> None:
@@ -331,59 +349,109 @@ class Narrower:
             replace(s, backend=Backend.DOCKER) if s.backend is Backend.SWARM else s
             for s in (old_spec, new_spec)
         )
-        packages = list(self.options.packages)
-        seconds: dict[str, float] = {}
         self.narrowing.trace = summary
-        runs = {}
-        plan = [("failing", summary.probe)] + (
-            [("passing", summary.passing_probe)] if summary.passing_probe else []
+        failing = ProbeTraces(
+            self.traced("failing", summary.probe, "old", old_spec),
+            self.traced("failing", summary.probe, "new", new_spec),
         )
-        for role, probe in plan:
-            for side, spec in (("old", old_spec), ("new", new_spec)):
-                self.progress.say(f"[{spec.label}] tracing probe {probe} alone")
-                done = self.runner.trace(spec, self.request.scenario, [probe], packages)
-                runs[role, side] = done
-                self.keep_trace(f"{role}-{side}-{spec.tf_version}", done.document)
-                seconds[f"{role}_{side}"] = round(done.seconds, 2)
-                self.narrowing.trace = replace(summary, seconds=dict(seconds))
-                self.save()
-        untraced = self.runner.trace(new_spec, self.request.scenario, [summary.probe], packages, traced=False)
-        self.narrowing.trace = replace(summary, seconds=seconds, untraced_seconds=round(untraced.seconds, 2))
-        imported: set[str] = set()
-        for done in runs.values():
-            found = done.document.get("imported") if done.document else None
-            if isinstance(found, dict):
-                imported.update(str(name) for name in found)
-        self.narrowing.dependencies = dependency_changes(old_lock, new_lock, imported)
-        try:
-            failing = ProbeTraces(
-                Trace.from_dict(runs["failing", "old"].document),
-                Trace.from_dict(runs["failing", "new"].document),
-            )
-            passing = (
-                ProbeTraces(
-                    Trace.from_dict(runs["passing", "old"].document),
-                    Trace.from_dict(runs["passing", "new"].document),
+        passing = None
+        if summary.passing_probe is not None:
+            try:
+                passing = ProbeTraces(
+                    self.traced("passing", summary.passing_probe, "old", old_spec),
+                    self.traced("passing", summary.passing_probe, "new", new_spec),
                 )
-                if ("passing", "old") in runs
-                else None
-            )
+            except TfbisectError as exc:  # the failing probe's traces still rank, less sharply
+                self.narrowing.notes.append(
+                    f"the passing probe {summary.passing_probe} could not be traced ({exc.what}); "
+                    "the suspects are ranked without it"
+                )
+                self.narrowing.trace = replace(self.trace_summary(), passing_probe=None)
+        imported = set(failing.old.imported) | set(failing.new.imported)
+        self.narrowing.dependencies = dependency_changes(old_lock, new_lock, imported)
+        self.suspects(failing, passing, old_spec, new_spec)
+        try:  # the yardstick of what tracing costs: last, so that its failure loses nothing
+            untraced = self.runner.trace(new_spec, self.request.scenario, [summary.probe], [], traced=False)
+            self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
+        except TfbisectError as exc:
+            self.narrowing.notes.append(f"the untraced run of {summary.probe} failed: {exc.what}")
+        self.save()
+
+    def trace_summary(self) -> TraceSummary:
+        assert self.narrowing.trace is not None
+        return self.narrowing.trace
+
+    def traced(self, role: str, probe: str, side: str, spec: EnvSpec) -> Trace:
+        """One probe traced alone in one environment; a trace kept beside the log from an earlier
+        (interrupted) narrowing of the same build is reused.  A run that traced nothing, or not
+        the probe, is an error: no trace must read as "no Python changed"."""
+        folder = self.log_path.with_suffix(".traces")
+        kept = folder / f"{safe_component(f'{role}-{side}-{spec.tf_version}')}.json"
+        document, seconds = self.reused_trace(kept)
+        if document is None:
+            self.progress.say(f"[{spec.label}] tracing probe {probe} alone")
+            done = self.runner.trace(spec, self.request.scenario, [probe], list(self.options.packages))
+            ran = {p.get("name") for p in (done.result or {}).get("probes", []) if isinstance(p, dict)}
+            window = done.document.get("window")
+            opened = window.get("opened", 0) if isinstance(window, dict) else 0
+            if not done.document.get("files") or not opened or probe not in ran:
+                raise NarrowError(
+                    f"The traced run of {probe} on {spec.label} traced nothing (exit {done.exit_code}; the "
+                    f"tracing window was opened {opened} times; the probe {'ran' if probe in ran else 'did not run'}).",
+                    f"check that the scenario runs `--probe {probe}` alone and opens the tracing window "
+                    f"(README: Writing a scenario); the run's log: {done.log}",
+                )
+            document, seconds = {**done.document, "seconds": round(done.seconds, 2)}, round(done.seconds, 2)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(kept, document)
+        try:
+            trace = Trace.from_dict(document)
         except ValueError as exc:
             raise NarrowError(
-                f"A traced run wrote an unusable trace: {exc}.",
-                "see the traced runs' logs under reports/logs.",
+                f"The traced run of {probe} on {spec.label} wrote an unusable trace: {exc}.",
+                f"see the run's log under {self.runner.log_dir(self.request.scenario)}.",
             ) from exc
+        summary = self.trace_summary()
+        self.narrowing.trace = replace(summary, seconds={**summary.seconds, f"{role}_{side}": seconds})
+        self.save()
+        return trace
+
+    @staticmethod
+    def reused_trace(path: Path) -> tuple[dict[str, Any] | None, float]:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError):
+            return None, 0.0
+        if not isinstance(document, dict) or not isinstance(document.get("seconds"), int | float):
+            return None, 0.0
+        return document, float(document["seconds"])
+
+    def suspects(
+        self, failing: ProbeTraces, passing: ProbeTraces | None, old_spec: EnvSpec, new_spec: EnvSpec
+    ) -> None:
         last_old, first_new = self.narrowing.last_old, self.narrowing.first_new
         started = time.monotonic()
-        traced = set(failing.old.lines) | set(failing.new.lines)
+        packages = set(self.options.packages)
+        traced = {
+            p for p in set(failing.old.lines) | set(failing.new.lines) if p.split("/", 1)[0] in packages
+        }
         try:
             old_sources = read_places(self.runner.source_places(old_spec, self.request.scenario), traced)
             new_sources = read_places(self.runner.source_places(new_spec, self.request.scenario), traced)
-        except (OSError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
             raise NarrowError(
                 f"The installed sources could not be read: {exc}.",
                 "remove the environment from the cache (a venv under CACHE/venvs, or the wheel cache) and narrow again.",
             ) from exc
+        # A file that ran must be readable where it ran: else every line of it would read as added.
+        lost = [p for p in failing.old.lines if p in traced and p not in old_sources]
+        lost += [p for p in failing.new.lines if p in traced and p not in new_sources]
+        if lost:
+            raise NarrowError(
+                f"The installed sources of {len(lost)} traced files could not be read (e.g. {lost[0]}): "
+                "the environment's wheels left the cache, or its files are links out of it.",
+                "remove the environment (CACHE/venvs, or the wheel cache) and narrow again.",
+            )
         found = find_suspects(
             old_sources,
             new_sources,
@@ -391,12 +459,13 @@ class Narrower:
             passing,
             tf_refs=(last_old.ref if last_old else None, first_new.ref if first_new else None),
         )
-        diff_seconds = round(time.monotonic() - started, 2)
         kept = found.to_dict()
         kept["suspects_total"] = len(kept["suspects"])
         kept["suspects"] = kept["suspects"][:SUSPECTS_KEPT]
         self.narrowing.suspects = kept
-        self.narrowing.trace = replace(self.narrowing.trace or summary, diff_seconds=diff_seconds)
+        self.narrowing.trace = replace(
+            self.trace_summary(), diff_seconds=round(time.monotonic() - started, 2)
+        )
         self.save()
 
 

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfbisect.search.steps import Step
+from tfbisect.search.steps import Step, StepOutcome
 
 # The suspects a log keeps: the report shows the first few, a maintainer reads the rest in the log.
 SUSPECTS_KEPT = 25
@@ -144,7 +144,9 @@ class Narrowing:
 
     @property
     def runs(self) -> int:
-        return sum(1 for step in self.steps if not step.reused)
+        return sum(
+            1 for step in self.steps if not step.reused and step.outcome is not StepOutcome.UNAVAILABLE
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

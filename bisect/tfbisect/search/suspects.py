@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 MEMBER_MAX_BYTES = 2 * 1024 * 1024  # larger .py members are generated tables, not code to read
+SOURCES_MAX_BYTES = 512 * 1024 * 1024  # one environment's traced files (a TF step reads ~20 MB)
 CONTEXT_LINES = 3  # as `diff -u`
 EXCERPT_MAX_LINES = 40
 EXCERPT_LINE_MAX_CHARS = 200
@@ -101,15 +102,20 @@ def read_installed(folder: Path, only: Collection[str]) -> dict[str, str]:
     files that resolve inside the folder (no link leads out), at most `MEMBER_MAX_BYTES` each."""
     sources: dict[str, str] = {}
     root = folder.resolve()
-    for path in only:
+    total = 0
+    for path in sorted(only):
         if member_path(path) != path:
             continue
         try:
             file = (folder / path).resolve()
-            if not file.is_relative_to(root) or not file.is_file() or file.stat().st_size > MEMBER_MAX_BYTES:
+            if not file.is_relative_to(root) or not file.is_file():
                 continue
-            data = file.read_bytes()[: MEMBER_MAX_BYTES + 1]
+            with open(file, "rb") as stream:
+                data = stream.read(MEMBER_MAX_BYTES + 1)
         except OSError:
+            continue
+        total += len(data)
+        if len(data) > MEMBER_MAX_BYTES or total > SOURCES_MAX_BYTES:
             continue
         sources[path] = decode_source(data)
     return sources
@@ -230,6 +236,7 @@ class Trace:
     exit_code: int
     versions: Mapping[str, str | None]  # package -> installed distribution version
     lines: Mapping[str, frozenset[int]]  # installed path -> lines that ran
+    imported: frozenset[str] = frozenset()  # distributions the process had imported at its end
 
     @classmethod
     def from_dict(cls, data: object) -> Trace:
@@ -247,6 +254,7 @@ class Trace:
             exit_code=exit_code,
             versions=_trace_versions(data.get("packages")),
             lines=_trace_lines(data.get("files")),
+            imported=_trace_imported(data.get("imported")),
         )
 
     def version_of(self, path: str) -> str | None:
@@ -263,6 +271,15 @@ def _trace_versions(packages: object) -> dict[str, str | None]:
             raise ValueError(f"a probe trace's package {name!r} is malformed")
         versions[name] = version[:100] if version is not None else None
     return versions
+
+
+def _trace_imported(imported: object) -> frozenset[str]:
+    """The imported distributions' names (absent from older traces and on Python 3.7)."""
+    if imported is None:
+        return frozenset()
+    if not isinstance(imported, dict) or len(imported) > 5000:
+        raise ValueError("a probe trace's `imported` is not a mapping of distributions")
+    return frozenset(name[:100] for name in imported if isinstance(name, str))
 
 
 def _trace_lines(files: object) -> dict[str, frozenset[int]]:

@@ -37,7 +37,7 @@ def release_key(version):
 
 
 def changed(version):
-    nightly = re.search(r"\.dev(\d{8})", version)
+    nightly = re.search(r"[.-]?dev(\d{8})", version)  # tf.__version__ says 2.23.0-dev20261017
     if nightly:
         return nightly.group(1) >= NIGHTLY_FROM
     return release_key(version) >= release_key(RELEASE_FROM)

@@ -342,3 +342,34 @@ def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
     assert found.trace is not None and found.trace.error is not None
     assert "traced nothing" in found.trace.error and "opened 0 times" in found.trace.error
     assert found.suspects is None and found.dependencies  # what finished before stays
+
+
+def test_versions_lists_the_nightlies_on_request(tmp_path: Path) -> None:
+    window = catalogue.load_snapshot().nightly_window()
+    assert window is not None
+    plain = cli(tmp_path, "versions")
+    with_nightlies = cli(tmp_path, "versions", "--nightly")
+    assert plain.returncode == with_nightlies.returncode == 0
+    newest = catalogue.load_snapshot().nightlies()[-1].version
+    assert newest not in plain.stdout and newest in with_nightlies.stdout
+    assert f"nightlies on the index: {window[0]} .. {window[1]}" in with_nightlies.stdout
+
+
+def test_an_interrupted_renarrowing_keeps_the_finished_answer(tmp_path: Path) -> None:
+    report, _ = narrow(tmp_path, MADE, "2.12.1", "2.13.0", bad_from="2.13.0rc1")
+    finished = report.narrowing
+    assert finished is not None and finished.finished_at
+    runner = Runner(
+        MADE, Settings(tmp_path, tmp_path / "cache", lock_missing=False), Progress(quiet=True), have=HAVE
+    )
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain", pre=True)
+
+    def stopped(spec: EnvSpec) -> RunResult:
+        raise KeyboardInterrupt
+
+    log = tmp_path / "log.json"
+    with pytest.raises(KeyboardInterrupt):
+        Narrower(
+            report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), stopped
+        ).run()
+    assert load_report(log).narrowing == finished

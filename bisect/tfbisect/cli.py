@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     versions.add_argument("--pre", action="store_true", help="include release candidates")
     versions.add_argument(
+        "--nightly", action="store_true", help="include the tf-nightly builds on the index (by date)"
+    )
+    versions.add_argument(
         "--refresh", action="store_true", help="read the package index instead of the snapshot"
     )
     versions.add_argument(
@@ -382,7 +385,10 @@ def cmd_versions(args: argparse.Namespace, progress: Progress) -> int:
     else:
         cat = catalogue.load_snapshot()
     have = set(interpreters.available())
-    print(show.versions_table(cat.releases(pre=args.pre), have))
+    print(show.versions_table(cat.releases(pre=args.pre, nightly=args.nightly), have))
+    window = cat.nightly_window()
+    if args.nightly and window is not None:
+        print(f"\nnightlies on the index: {window[0]} .. {window[1]} (older ones are gone)")
     print(
         f"\ncatalogue of {cat.fetched_at[:10]}; Pythons here: {' '.join(sorted(have, key=python_sort_key)) or 'none'}"
     )

@@ -190,6 +190,8 @@ class Narrower:
         self.report, self.request, self.runner = report, request, runner
         self.progress, self.log_path, self.options = progress, log_path, options
         self.narrowing = Narrowing(release_range=(report.last_old, report.first_new), started_at=now_iso())
+        # A finished narrowing of this log stays the log's answer if this one is interrupted.
+        self.previous = report.narrowing if report.narrowing and report.narrowing.finished_at else None
         self.scripted = execute  # None: real runs, with environments prepared ahead
         self.execute: Execute = execute or (lambda spec: runner.run(spec, request.scenario))
         self.records: dict[str, RunRecord] = {}
@@ -216,6 +218,8 @@ class Narrower:
                 self.compare(low, high, old, new)
         except KeyboardInterrupt:
             self.narrowing.status = NarrowStatus.INTERRUPTED
+            if self.previous is not None:
+                self.narrowing = self.previous
             self.save()
             raise
         except Exception as exc:  # whatever stops it, what finished stays in the log

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from test_report import bisect_report, page_text, parse, report_data
+from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.spec import EnvSpec
@@ -20,7 +21,6 @@ from tfbisect.report import findings, htmlreport, mdsummary, narrowdata, reportd
 from tfbisect.search.bisectlog import BisectReport
 from tfbisect.search.narrowlog import (
     Build,
-    BuildKind,
     DependencyChange,
     Narrowing,
     NarrowStatus,
@@ -112,8 +112,8 @@ def narrowing(**changes: Any) -> Narrowing:
             step("2.3.4", Class.OLD, reused=True),
             step("2.4.0rc0", Class.OLD),
         ],
-        last_old=Build("2.4.0rc0", BuildKind.RC, "2020-10-05T20:00:00Z", "v2.4.0-rc0-1-gabc", "v2.4.0-rc0"),
-        first_new=Build("2.4.0rc1", BuildKind.RC, "2020-10-14T20:00:00Z", "v2.4.0-rc1", "v2.4.0-rc1"),
+        last_old=Build("2.4.0rc0", ReleaseKind.RC, "2020-10-05T20:00:00Z", "v2.4.0-rc0-1-gabc", "v2.4.0-rc0"),
+        first_new=Build("2.4.0rc1", ReleaseKind.RC, "2020-10-14T20:00:00Z", "v2.4.0-rc1", "v2.4.0-rc1"),
         compare_url=COMPARE,
         notes=["nightlies on the index start at 2026-02-02"],
         dependencies=[
@@ -244,7 +244,7 @@ STATUSES: dict[NarrowStatus, tuple[dict[str, Any], str, str]] = {
                 step("2.4.0rc1", Class.SKIP, None),
                 step("2.4.0rc2", Class.NEW),
             ],
-            first_new=Build("2.4.0rc2", BuildKind.RC, "2020-10-20T00:00:00Z", None, "v2.4.0-rc2"),
+            first_new=Build("2.4.0rc2", ReleaseKind.RC, "2020-10-20T00:00:00Z", None, "v2.4.0-rc2"),
             unresolved=["2.4.0rc1"],
         ),
         "not resolved below the releases: last good 2.4.0rc0, first bad one of 2.4.0rc1, 2.4.0rc2",
@@ -355,7 +355,7 @@ def hostile_narrowing() -> Narrowing:
     # as an edited log could hold it: lines longer than suspects.py ever writes
     raw = suspects_dict(evil, suspect())
     raw["suspects"][0]["excerpt"] += "\n+" + long_line + "\n+`````` " + HOSTILE
-    build = Build(f"2.4.0rc1{HOSTILE}", BuildKind.RC, HOSTILE, HOSTILE, HOSTILE)
+    build = Build(f"2.4.0rc1{HOSTILE}", ReleaseKind.RC, HOSTILE, HOSTILE, HOSTILE)
     return narrowing(
         first_new=build,
         notes=[HOSTILE, "y" * 5000],

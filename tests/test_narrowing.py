@@ -12,7 +12,7 @@ import pytest
 from packaging.version import Version
 
 from tfbisect.core import catalogue
-from tfbisect.core.catalogue import Catalogue, Dist
+from tfbisect.core.catalogue import Catalogue, Dist, ReleaseKind
 from tfbisect.core.errors import NarrowError
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
@@ -30,7 +30,7 @@ from tfbisect.search.narrowing import (
     choose_probes,
     dependency_changes,
 )
-from tfbisect.search.narrowlog import BuildKind, NarrowStatus
+from tfbisect.search.narrowlog import NarrowStatus
 
 from conftest import cli
 
@@ -134,7 +134,7 @@ def test_release_candidates_and_nightlies_between_two_releases_are_bisected(tmp_
     ]
     assert found.last_old is not None and found.first_new is not None
     assert (found.last_old.version, found.first_new.version) == ("2.13.0rc0", "2.13.0rc1")
-    assert (found.last_old.kind, found.first_new.kind) == (BuildKind.RC, BuildKind.RC)
+    assert (found.last_old.kind, found.first_new.kind) == (ReleaseKind.RC, ReleaseKind.RC)
     assert found.compare_url == "https://github.com/tensorflow/tensorflow/compare/v2.13.0-rc0...v2.13.0-rc1"
     inner = [c for c in calls if c not in ("2.12.1", "2.13.0")]
     assert len(inner) <= math.ceil(math.log2(len(found.candidates))) + 1
@@ -147,7 +147,7 @@ def test_a_change_between_nightlies_links_their_commits(tmp_path: Path) -> None:
     found = report.narrowing
     assert found is not None and found.first_new is not None and found.last_old is not None
     assert (found.last_old.version, found.first_new.version) == ("2.13.0.dev20230601", "2.13.0.dev20230602")
-    assert found.first_new.kind is BuildKind.NIGHTLY
+    assert found.first_new.kind is ReleaseKind.NIGHTLY
     old_ref, new_ref = found.last_old.ref, found.first_new.ref
     assert old_ref and new_ref and len(new_ref) == 12 and old_ref != new_ref
     assert found.compare_url == f"https://github.com/tensorflow/tensorflow/compare/{old_ref}...{new_ref}"

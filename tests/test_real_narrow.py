@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tfbisect.core import catalogue
+from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.search.bisectlog import Status, load_report
-from tfbisect.search.narrowlog import BuildKind, NarrowStatus
+from tfbisect.search.narrowlog import NarrowStatus
 
 from conftest import cli
 
@@ -32,7 +33,7 @@ def test_a_change_in_the_first_release_candidate_is_found_below_the_releases(tmp
     found = report.narrowing
     assert found is not None and found.status is NarrowStatus.NARROWED, err
     assert found.candidates == ["2.16.0rc0"] and found.runs == 1
-    assert found.first_new is not None and found.first_new.kind is BuildKind.RC
+    assert found.first_new is not None and found.first_new.kind is ReleaseKind.RC
     assert (found.first_new.version, found.first_new.ref) == ("2.16.0rc0", "v2.16.0-rc0")
     assert found.compare_url == "https://github.com/tensorflow/tensorflow/compare/v2.15.1...v2.16.0-rc0"
     names = {change.name for change in found.dependencies}

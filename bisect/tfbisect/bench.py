@@ -37,19 +37,25 @@ from tfbisect.envs.backend_docker import DockerBackend
 from tfbisect.search.state import BisectState, Class, max_rounds, max_runs
 
 
+def searched(state: BisectState, todo: list[int], change: int) -> tuple[int, int]:
+    """The search driven to its end from `todo`, the change at index `change`: (runs, rounds)."""
+    runs = rounds = 0
+    while todo:
+        rounds += 1
+        runs += len(todo)
+        for i in todo:
+            state.record(i, Class.OLD if i < change else Class.NEW)
+        todo = state.next_round()
+    assert state.result().change.first_new == change
+    return runs, rounds
+
+
 def search_ratios(size: int, jobs: int) -> dict[str, float]:
     worst_runs = worst_rounds = 0
     total_runs = 0
     for change in range(1, size):
         state = BisectState(size, jobs)
-        todo, runs, rounds = state.first_round(), 0, 0
-        while todo:
-            rounds += 1
-            runs += len(todo)
-            for i in todo:
-                state.record(i, Class.OLD if i < change else Class.NEW)
-            todo = state.next_round()
-        assert state.result().change.first_new == change
+        runs, rounds = searched(state, state.first_round(), change)
         worst_runs, worst_rounds = max(worst_runs, runs), max(worst_rounds, rounds)
         total_runs += runs
     return {
@@ -113,13 +119,7 @@ def narrow_search_ratio(candidates: int) -> dict[str, float]:
         state = BisectState(size, 1)
         state.record(0, Class.OLD)
         state.record(size - 1, Class.NEW)
-        runs, todo = 0, state.next_round()
-        while todo:
-            runs += len(todo)
-            for i in todo:
-                state.record(i, Class.OLD if i < change else Class.NEW)
-            todo = state.next_round()
-        assert state.result().change.first_new == change
+        runs, _ = searched(state, state.next_round(), change)
         worst = max(worst, runs)
     bound = math.ceil(math.log2(candidates)) + 1 if candidates > 1 else 1
     return {"candidates": candidates, "worst_runs": worst, "runs_over_bound": worst / bound}

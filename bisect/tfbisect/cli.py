@@ -617,9 +617,9 @@ def run_narrowing(
     (TRACE) when the traced runs failed.  A narrowing that cannot go on says why and keeps the
     bisection's answer (and everything it finished) in the log."""
     try:
-        found = narrowing.narrow(
+        found = narrowing.Narrower(
             report, request, runner, progress, log_path, narrowing.NarrowOptions(trace=trace)
-        )
+        ).run()
     except KeyboardInterrupt:
         print(
             f"tfbisect: the narrowing so far is in {log_path}; to finish only the narrowing (stored "
@@ -646,12 +646,7 @@ def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
             f"Cannot read the bisection log {log_path}: {exc}.",
             "pass a log written by `tfbisect bisect` (they are under REPORTS/bisect/).",
         ) from exc
-    why = narrowing.applicable(report)
-    if why is not None:
-        raise NarrowError(
-            f"The bisection in {log_path} cannot be narrowed: {why}.",
-            "narrow a bisection that found last good and first bad releases (`tfbisect bisect log` shows it).",
-        )
+    narrowing.refuse_unless_applicable(report, log_path)  # before any runner is made
     if not isinstance(report.request, dict):
         raise NarrowError(f"The bisection log {log_path} holds no request.", "bisect again.")
     name = str(args.scenario or report.request.get("scenario_argument") or report.request.get("scenario", ""))

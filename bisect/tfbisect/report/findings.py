@@ -13,6 +13,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.record import RunRecord
 from tfbisect.report import narrowdata
 from tfbisect.report.style import KIND_LOOK, Kind, Look
@@ -20,7 +21,6 @@ from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.judge import BAD_STATES, state_of
 from tfbisect.search.narrowlog import (
     Build,
-    BuildKind,
     DependencyChange,
     Narrowing,
     NarrowStatus,
@@ -297,9 +297,9 @@ def cuda_libraries(record: RunRecord) -> str | None:
 # ---- The narrowing: below the releases -----------------------------------------------------------
 
 BUILD_KIND_WORDS = {
-    BuildKind.RELEASE: "release",
-    BuildKind.RC: "release candidate",
-    BuildKind.NIGHTLY: "nightly",
+    ReleaseKind.RELEASE: "release",
+    ReleaseKind.RC: "release candidate",
+    ReleaseKind.NIGHTLY: "nightly",
 }
 
 

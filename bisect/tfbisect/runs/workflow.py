@@ -37,7 +37,7 @@ from tfbisect.core.errors import (
 from tfbisect.core.fsio import file_lock, now_iso, stamp
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.packagedata import data_file
-from tfbisect.core.process import run_logged
+from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord, classify, ran_on
 from tfbisect.core.resultfile import read_result
@@ -48,7 +48,7 @@ from tfbisect.envs import interpreters, locks
 from tfbisect.envs.backend_docker import DockerBackend
 from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
 from tfbisect.envs.backend_venv import VenvBackend
-from tfbisect.envs.environments import Environments, Traced, place
+from tfbisect.envs.environments import Ended, Environments, Launch, Traced, place
 from tfbisect.envs.interpreters import Interpreter
 
 DEFAULT_TIMEOUT = 900.0
@@ -277,27 +277,18 @@ class Runner:
         request = Traced(
             Path(str(data_file(TRACER))) if traced else None, tuple(packages), names, window_only
         )
-        environments = self.environment(spec.backend)
         what = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120]}"
         log_path = self.log_dir(scenario) / f"{spec.key}.{what}.{stamp()}-{os.getpid()}.log"
-        with (
-            tempfile.TemporaryDirectory(prefix="tfbisect-trace-", ignore_cleanup_errors=True) as tmp,
-            environments.launch(spec, scenario, prepared, Path(tmp), request) as launch,
-        ):
-            self.progress.say(
-                f"[{spec.label}] running {', '.join(names)} alone{' under the tracer' if traced else ''} "
-                f"(timeout {self.settings.timeout:g}s)"
-            )
-            finished = run_logged(
-                launch.argv,
-                log_path=log_path,
-                timeout=self.settings.timeout,
-                env=launch.env,
-                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
-            )
-            raw, unreadable = read_result(launch.results or Path(tmp))
-            document, problem = read_json_object(launch.trace) if launch.trace else ({}, "")
-            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        done = self._launched(
+            spec,
+            scenario,
+            prepared,
+            log_path,
+            f"running {', '.join(names)} alone{' under the tracer' if traced else ''}",
+            request,
+        )
+        finished, raw, ended = done.finished, done.raw, done.ended
+        document, problem = done.trace
         if ended.unstarted is not None:
             raise TraceError(
                 ended.unstarted, f"see {log_path}; run again (the image is rebuilt if it went missing)."
@@ -315,6 +306,36 @@ class Runner:
             f"[{spec.label}] {', '.join(names)} alone: exit {ended.exit_code} in {finished.seconds:.1f}s"
         )
         return TraceRun(spec, names, document, result, finished.seconds, ended.exit_code, log_path)
+
+    def _launched(
+        self,
+        spec: EnvSpec,
+        scenario: Scenario,
+        prepared: object,
+        log_path: Path,
+        doing: str,
+        traced: Traced | None = None,
+    ) -> _Launched:
+        """Launch a run in a prepared environment and wait for it (the settings' timeout), probe
+        lines shown as they come; its result (and trace) are read before its folder is removed."""
+        environments = self.environment(spec.backend)
+        with (
+            # A container's user may leave files the driver cannot remove unless it is root.
+            tempfile.TemporaryDirectory(prefix="tfbisect-run-", ignore_cleanup_errors=True) as tmp,
+            environments.launch(spec, scenario, prepared, Path(tmp), traced) as launch,
+        ):
+            self.progress.say(f"[{spec.label}] {doing} (timeout {self.settings.timeout:g}s)")
+            finished = run_logged(
+                launch.argv,
+                log_path=log_path,
+                timeout=self.settings.timeout,
+                env=launch.env,
+                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
+            )
+            raw, unreadable = read_result(launch.results or Path(tmp))
+            trace = read_json_object(launch.trace) if launch.trace else ({}, "")
+            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        return _Launched(launch, finished, raw, unreadable, ended, trace)
 
     def prefetch(self, spec: EnvSpec, scenario: Scenario) -> bool:
         """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
@@ -403,24 +424,16 @@ class Runner:
         self, spec: EnvSpec, scenario: Scenario, prepared: object, lock: locks.Lock, started: str
     ) -> RunRecord:
         """Launch one run in a prepared environment, classify how it ended, store the record."""
-        environments = self.environment(spec.backend)
         # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
         log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
-        with (
-            # A container's user may leave files the driver cannot remove unless it is root.
-            tempfile.TemporaryDirectory(prefix="tfbisect-run-", ignore_cleanup_errors=True) as tmp,
-            environments.launch(spec, scenario, prepared, Path(tmp)) as launch,
-        ):
-            self.progress.say(f"[{spec.label}] running {scenario.name} (timeout {self.settings.timeout:g}s)")
-            finished = run_logged(
-                launch.argv,
-                log_path=log_path,
-                timeout=self.settings.timeout,
-                env=launch.env,
-                on_line=lambda line: self.progress.line(spec.label, line) if _is_probe_line(line) else None,
-            )
-            raw, unreadable = read_result(launch.results or Path(tmp))
-            ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+        done = self._launched(spec, scenario, prepared, log_path, f"running {scenario.name}")
+        launch, finished, raw, unreadable, ended = (
+            done.launch,
+            done.finished,
+            done.raw,
+            done.unreadable,
+            done.ended,
+        )
         if ended.unstarted is not None:
             return self.infrastructure_skip(
                 spec,
@@ -470,6 +483,18 @@ class Runner:
         where = f" on {extra['ran_on']}" if "ran_on" in extra else ""
         self.progress.say(f"[{spec.label}] {outcome.value} in {finished.seconds:.1f}s{where} → {path}")
         return record
+
+
+@dataclass(frozen=True)
+class _Launched:
+    """One launched process, waited for, with what it left read before its folder went."""
+
+    launch: Launch
+    finished: Finished
+    raw: bytes | None  # the result document's bytes
+    unreadable: Failure | None  # why a result document there could not be read
+    ended: Ended
+    trace: tuple[dict[str, Any] | None, str]  # the trace document (or None and why); ({}, "") untraced
 
 
 def _is_probe_line(line: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tfbisect.core.catalogue import Catalogue, Release
+from tfbisect.core.catalogue import Catalogue, Release, ReleaseKind
 from tfbisect.core.errors import LockError, NarrowError, TfbisectError, UnknownVersionError
 from tfbisect.core.fsio import now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
@@ -42,7 +42,6 @@ from tfbisect.search.bisectplan import BisectRequest, Plan, place_release
 from tfbisect.search.narrowlog import (
     SUSPECTS_KEPT,
     Build,
-    BuildKind,
     DependencyChange,
     Narrowing,
     NarrowStatus,
@@ -82,8 +81,13 @@ def applicable(report: BisectReport) -> str | None:
     return None
 
 
-def kind_of(release: Release) -> BuildKind:
-    return BuildKind(release.kind.value)
+def refuse_unless_applicable(report: BisectReport, log_path: Path) -> None:
+    why = applicable(report)
+    if why is not None:
+        raise NarrowError(
+            f"The bisection in {log_path} cannot be narrowed: {why}.",
+            "narrow a bisection that found last good and first bad releases (`tfbisect bisect log` shows it).",
+        )
 
 
 def notes_for(
@@ -92,7 +96,7 @@ def notes_for(
     """What the index lacks between two releases, in words a user can check."""
     notes = []
     new = Version(first_new.version)
-    if not any(kind_of(r) is BuildKind.RC for r in between) and not new.is_prerelease and new.micro == 0:
+    if not any(r.kind is ReleaseKind.RC for r in between) and not new.is_prerelease and new.micro == 0:
         oldest = catalogue.oldest_rc()
         if oldest is not None and Version(oldest.version) > new:
             notes.append(
@@ -101,7 +105,7 @@ def notes_for(
             )
         else:
             notes.append(f"the index has no release candidates of {first_new.version}")
-    if not any(kind_of(r) is BuildKind.NIGHTLY for r in between):
+    if not any(r.kind is ReleaseKind.NIGHTLY for r in between):
         window = catalogue.nightly_window()
         if window is None:
             notes.append("the index has no tf-nightly builds")
@@ -180,12 +184,7 @@ class Narrower:
         execute: Execute | None = None,
     ) -> None:
         """`execute` runs one build's scenario (default: the runner's stored-or-run; tests script it)."""
-        why = applicable(report)
-        if why is not None:
-            raise NarrowError(
-                f"The bisection in {log_path} cannot be narrowed: {why}.",
-                "narrow a bisection that found last good and first bad releases (`tfbisect bisect log` shows it).",
-            )
+        refuse_unless_applicable(report, log_path)
         assert report.last_old is not None and report.first_new is not None
         self.report, self.request, self.runner = report, request, runner
         self.progress, self.log_path, self.options = progress, log_path, options
@@ -244,7 +243,7 @@ class Narrower:
             ) from exc
         between = catalogue.between(last_old, first_new)
         if self.request.keras is KerasVariant.LEGACY:  # tf-keras has no nightly builds to pair with
-            between = [r for r in between if kind_of(r) is not BuildKind.NIGHTLY]
+            between = [r for r in between if r.kind is not ReleaseKind.NIGHTLY]
         self.narrowing.candidates = [r.version for r in between]
         self.narrowing.notes = notes_for(catalogue, low, high, between)
         builds = [low, *between, high]
@@ -256,7 +255,7 @@ class Narrower:
                 self.end_record(release, spec)
             self.set_range(low, high)
             return low, high
-        kinds = sorted({kind_of(r).value for r in between})
+        kinds = sorted({r.kind.value for r in between})
         self.progress.say(
             f"narrowing {last_old} .. {first_new}: {len(between)} builds in between ({', '.join(kinds)})"
         )
@@ -302,7 +301,7 @@ class Narrower:
             builds.append(
                 Build(
                     version=release.version,
-                    kind=kind_of(release),
+                    kind=release.kind,
                     uploaded=release.uploaded,
                     git_version=git_version,
                     ref=ref_of(release.version, git_version),
@@ -471,14 +470,3 @@ class Narrower:
             self.trace_summary(), diff_seconds=round(time.monotonic() - started, 2)
         )
         self.save()
-
-
-def narrow(
-    report: BisectReport,
-    request: BisectRequest,
-    runner: Runner,
-    progress: Progress,
-    log_path: Path,
-    options: NarrowOptions = NarrowOptions(),
-) -> Narrowing:
-    return Narrower(report, request, runner, progress, log_path, options).run()

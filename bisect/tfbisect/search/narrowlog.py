@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.search.steps import Step, StepOutcome
 
 # The suspects a log keeps: the report shows the first few, a maintainer reads the rest in the log.
@@ -27,18 +28,12 @@ class NarrowStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"
 
 
-class BuildKind(enum.StrEnum):
-    RELEASE = "release"
-    RC = "rc"
-    NIGHTLY = "nightly"
-
-
 @dataclass(frozen=True)
 class Build:
     """One end of the narrowed range: a published build and where it lives in git."""
 
     version: str  # as on the index: "2.4.0", "2.21.0rc1", "2.23.0.dev20261012"
-    kind: BuildKind
+    kind: ReleaseKind
     uploaded: str  # ISO 8601 upload time of its first file
     git_version: str | None  # tf.version.GIT_VERSION as the run reported it
     ref: str | None  # what GitHub links point at: a tag ("v2.4.0-rc1") or a commit (nightlies)
@@ -56,7 +51,7 @@ class Build:
     def from_dict(cls, data: dict[str, Any]) -> Build:
         return cls(
             version=str(data["version"]),
-            kind=BuildKind(data["kind"]),
+            kind=ReleaseKind(data["kind"]),
             uploaded=str(data.get("uploaded") or ""),
             git_version=data.get("git_version"),
             ref=data.get("ref"),

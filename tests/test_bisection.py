@@ -14,7 +14,7 @@ from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord
 from tfbisect.core.scenario import find
-from tfbisect.core.spec import Backend, EnvSpec, KerasVariant
+from tfbisect.core.spec import EnvSpec, KerasVariant
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.report import findings
 from tfbisect.report.show import bisect_log_text, bisect_text
@@ -353,7 +353,7 @@ def test_auto_runs_what_no_base_fits_in_venvs_without_contacting_an_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # placing needs no engine
-    seen: dict[str, Backend] = {}
+    seen: dict[str, str] = {}
 
     def script(version: str) -> tuple[Outcome, Failure | None, str | None]:
         return regression_at("2.6.0")(version)
@@ -366,12 +366,12 @@ def test_auto_runs_what_no_base_fits_in_venvs_without_contacting_an_engine(
         return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
 
     request = BisectRequest(
-        scenario=SCENARIO, good="2.4.0", bad="2.7.0", backend=Backend.DOCKER, venv_fallback=True
+        scenario=SCENARIO, good="2.4.0", bad="2.7.0", backend="docker", venv_fallback=True
     )
     report = Bisection(request, runner, Progress(quiet=True), tmp_path / "auto.json", execute).run()
     assert report.status is Status.FOUND and report.first_new == "2.6.0"
     # TF 2.4 has wheels up to Python 3.8, which no Debian base offers: a venv; 2.5+ run on 3.9 in containers.
-    assert seen["2.4.0"] is Backend.VENV and seen["2.7.0"] is Backend.DOCKER
+    assert seen["2.4.0"] == "venv" and seen["2.7.0"] == "docker"
     assert "--backend auto" in report.command
 
 

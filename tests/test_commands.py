@@ -11,7 +11,7 @@ import pytest
 
 from tfbisect.cli import build_parser
 from tfbisect.core.scenario import find
-from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.runs.workflow import reproduce_command
 from tfbisect.search.bisection import BisectRequest
 
@@ -33,7 +33,7 @@ REQUESTS = [
         probe="gradient_eager_plain",
         flavour=Flavour.CUDA,
         keras=KerasVariant.LEGACY,
-        backend=Backend.DOCKER,
+        backend="docker",
         venv_fallback=True,
         python="3.11",
         jobs=3,
@@ -44,14 +44,14 @@ REQUESTS = [
         timeout=120.5,
         regress="error",
     ),
-    BisectRequest(scenario=find("gradient_mismatch"), backend=Backend.VENV, timeout=60),
+    BisectRequest(scenario=find("gradient_mismatch"), backend="venv", timeout=60),
 ]
 
 
 @pytest.mark.parametrize("request_", REQUESTS)
 def test_a_bisect_command_parses_back_to_the_same_request(request_: BisectRequest) -> None:
     args = parsed(request_.command())
-    backend = "auto" if request_.venv_fallback else request_.backend.value
+    backend = "auto" if request_.venv_fallback else request_.backend
     got = vars(args)
     assert find(got["scenario"]).path == request_.scenario.path
     assert (got["good"], got["bad"], got["probe"], got["python"]) == (

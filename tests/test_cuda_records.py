@@ -14,7 +14,7 @@ from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord, ran_on
 from tfbisect.core.schema import problems
-from tfbisect.core.spec import Backend, EnvSpec, Flavour
+from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.report import findings, show
 from tfbisect.report.reportdata import environment_rows
@@ -37,7 +37,7 @@ CHECK = {
 
 
 def cuda_record(document: dict[str, Any] | None, **extra: object) -> RunRecord:
-    spec = EnvSpec("2.12.1", "3.11", Flavour.CUDA, backend=Backend.DOCKER)
+    spec = EnvSpec("2.12.1", "3.11", Flavour.CUDA, backend="docker")
     return RunRecord(
         spec=spec,
         scenario="gradient_mismatch",
@@ -80,7 +80,7 @@ def test_where_a_cuda_cell_ran_is_said_from_what_tf_saw(tf22_document: dict[str,
     assert ran_on(listed) == "GPU: /physical_device:GPU:0"
     assert ran_on(None).startswith("unknown")
     assert cuda_record(on_cpu).ran_on == "CPU (no GPU visible)"
-    cpu_cell = EnvSpec("2.12.1", "3.11", Flavour.CPU, backend=Backend.DOCKER)
+    cpu_cell = EnvSpec("2.12.1", "3.11", Flavour.CPU, backend="docker")
     assert RunRecord.from_dict({**cuda_record(on_cpu).to_dict(), "spec": cpu_cell.to_dict()}).ran_on is None
 
 

@@ -325,7 +325,6 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     from tfbisect.core import catalogue
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
-    from tfbisect.core.spec import Backend
     from tfbisect.runs.workflow import Runner, Settings
     from tfbisect.search.narrowing import TRACED_PACKAGES
     from tfbisect.search.suspects import Trace, read_places
@@ -335,7 +334,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
         catalogue.load_snapshot(), Settings(workspace / "reports", workspace / "cache"), Progress(quiet=True)
     )
     scenario = find("gradient_mismatch")
-    spec = runner.spec_for("2.21.0", python="3.11", backends=(Backend.DOCKER,))
+    spec = runner.spec_for("2.21.0", python="3.11", backends=("docker",))
     done = runner.trace(spec, scenario, ["gradient_eager_plain"], TRACED_PACKAGES)
     trace = Trace.from_dict(done.document)
     assert trace.python.startswith("3.11") and trace.versions["tensorflow"] == "2.21.0"

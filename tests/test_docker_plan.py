@@ -17,7 +17,7 @@ from tfbisect.core.cudasets import CU11
 from tfbisect.core.errors import LockError
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
-from tfbisect.core.spec import Backend, EnvSpec, Flavour
+from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs import locks
 from tfbisect.envs.backend_docker import (
     DOCKERFILE,
@@ -39,7 +39,7 @@ EMPTY_LOCK_BYTES = b"# tfbisect lock\n# requirements: none\n# exclude-newer: 202
 
 
 def spec(version: str = "2.21.0", flavour: Flavour = Flavour.CPU, python: str = "3.11") -> EnvSpec:
-    return EnvSpec(version, python, flavour, backend=Backend.DOCKER)
+    return EnvSpec(version, python, flavour, backend="docker")
 
 
 def empty_lock(version: str = "2.21.0") -> Lock:

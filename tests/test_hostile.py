@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario, find
-from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import locks
 from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.envs.environments import Environments
@@ -330,7 +331,7 @@ def test_one_cell_runs_once_when_two_ask_for_it_at_once(
         def lock_for(self, spec: EnvSpec) -> locks.Lock:
             return LOCK
 
-        def _make(self, kind: Backend) -> Environments:
+        def _make(self, name: str) -> Environments[Any]:
             made = VenvBackend(self.settings.cache_dir, self.progress, self.have)
             made.prepare = lambda *args: python  # type: ignore[method-assign]
             return made

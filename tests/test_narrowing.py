@@ -20,7 +20,8 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import find
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.interpreters import Interpreter
-from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
+from tfbisect.runs.tracing import TraceRun
+from tfbisect.runs.workflow import Runner, RunResult, Settings
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
 from tfbisect.search.narrowing import (

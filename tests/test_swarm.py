@@ -199,7 +199,7 @@ def test_a_sweep_on_the_swarm_uses_both_nodes_and_agrees_with_local_docker(
     for cell, record in on_swarm.items():
         legacy = cell.endswith("tfkeras") or record.spec.keras.value == "legacy"
         assert record.outcome is (Outcome.REPRODUCED if legacy else Outcome.NOT_REPRODUCED), cell
-        assert record.spec.backend.value == "swarm" and record.extra["node"] in ("node1", "node2")
+        assert record.spec.backend == "swarm" and record.extra["node"] in ("node1", "node2")
         assert str(record.extra["image_pulled_as"]).startswith(swarm["TFBISECT_REGISTRY_PULL"] + "/tfbisect:")
         assert f"probe variant {'legacy' if legacy else 'default'} on " in record.log_tail
     per_node = Counter(str(r.extra["node"]) for r in on_swarm.values())

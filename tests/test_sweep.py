@@ -11,7 +11,7 @@ from tfbisect.core import catalogue
 from tfbisect.core.errors import UsageError
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import find
-from tfbisect.core.spec import Backend, Flavour, KerasVariant
+from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.report import show
 from tfbisect.runs.workflow import Runner, Settings
@@ -52,7 +52,7 @@ def test_sweep_reuses_stored_results_and_marks_what_does_not_apply(tmp_path: Pat
         releases,
         [Flavour.CPU],
         [KerasVariant.DEFAULT, KerasVariant.LEGACY],
-        (Backend.VENV,),
+        ("venv",),
         2,
     )
     assert [(c.keras, c.record is not None) for c in cells] == [

@@ -26,7 +26,7 @@ from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import classify
 from tfbisect.core.scenario import Scenario, find
-from tfbisect.core.spec import Backend, EnvSpec
+from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import interpreters
 from tfbisect.envs.backend_docker import TRACER_PATH, DockerBackend, Image
 from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, SwarmImage
@@ -420,7 +420,7 @@ IMAGE = Image(
 def test_docker_launch_mounts_the_tracer_read_only(tmp_path: Path) -> None:
     backend = DockerBackend(tmp_path, Progress(quiet=True), engine=cast(Engine, FakeEngine()))
     scenario = find("gradient_mismatch")
-    spec = EnvSpec("2.4.0", "3.8", backend=Backend.DOCKER)
+    spec = EnvSpec("2.4.0", "3.8", backend="docker")
     (tmp_path / "traced").mkdir()
     with backend.launch(spec, scenario, IMAGE, tmp_path / "traced", REQUEST) as launch:
         argv = launch.argv
@@ -461,7 +461,7 @@ def test_docker_launch_mounts_the_tracer_read_only(tmp_path: Path) -> None:
 def test_swarm_refuses_single_probe_runs(tmp_path: Path) -> None:
     address = SwarmAddress("unix:///nonexistent/manager.sock", "localhost:5000", "localhost:5000")
     backend = SwarmBackend(tmp_path, Progress(quiet=True), address)
-    spec = EnvSpec("2.4.0", "3.8", backend=Backend.SWARM)
+    spec = EnvSpec("2.4.0", "3.8", backend="swarm")
     with (
         pytest.raises(TraceError, match="do not go to a swarm") as info,
         backend.launch(spec, find("gradient_mismatch"), SwarmImage(IMAGE, "registry/x"), tmp_path, REQUEST),
@@ -610,7 +610,7 @@ def test_tf_2_4_probe_traced_alone(tmp_path: Path) -> None:
     assert plain.result["probes"][0]["outcome"] == "mismatch"
 
     # Probes that are not gradients decide the verdict when no gradient probe was asked for.
-    python = runner.environment(Backend.VENV).prepare(spec, runner.lock_for(spec), tmp_path)
+    python = runner.environment("venv").prepare(spec, runner.lock_for(spec), tmp_path)
     output = tmp_path / "training.json"
     command = [
         str(python),

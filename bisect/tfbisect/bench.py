@@ -157,14 +157,14 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     from tfbisect.core.outcome import Outcome
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
-    from tfbisect.core.spec import Backend, Flavour
+    from tfbisect.core.spec import Flavour
     from tfbisect.envs.wheelhouse import pins
     from tfbisect.runs.workflow import Runner, Settings
 
     # force: the container's overhead is measured on a real run, never a stored result
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))
     scenario = find("gradient_mismatch")
-    backend = runner.environment(Backend.DOCKER)
+    backend = runner.environment(DockerBackend.name)
     assert isinstance(backend, DockerBackend)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
     before = set(backend.engine.capture(*listing, quiet=True).split())
@@ -172,7 +172,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     used: dict[str, int] = {}
     overheads = []
     for version in ("2.20.0", "2.21.0"):
-        spec = runner.spec_for(version, python="3.11", flavour=Flavour.CPU, backends=(Backend.DOCKER,))
+        spec = runner.spec_for(version, python="3.11", flavour=Flavour.CPU, backends=(DockerBackend.name,))
         lock = runner.lock_for(spec)
         image = backend.ensure_image(spec, lock, reports / "logs")
         inspected = backend.engine.image_inspect(image.tag) or {}
@@ -240,11 +240,11 @@ def cuda_sharing(cache: Path, reports: Path, versions: tuple[str, ...]) -> dict[
     """Disk bytes of three CUDA images against one: the union of their layers' bytes (a layer
     two images share is stored once) over the bytes of one image."""
     from tfbisect.core.progress import Progress
-    from tfbisect.core.spec import Backend, Flavour
+    from tfbisect.core.spec import Flavour
     from tfbisect.runs.workflow import Runner, Settings
 
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache), Progress(quiet=True))
-    backend = runner.environment(Backend.DOCKER)
+    backend = runner.environment(DockerBackend.name)
     assert isinstance(backend, DockerBackend)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
     before = set(backend.engine.capture(*listing, quiet=True).split())
@@ -253,7 +253,9 @@ def cuda_sharing(cache: Path, reports: Path, versions: tuple[str, ...]) -> dict[
     own_nvidia: list[int] = []
     try:
         for version in versions:
-            spec = runner.spec_for(version, python="3.11", flavour=Flavour.CUDA, backends=(Backend.DOCKER,))
+            spec = runner.spec_for(
+                version, python="3.11", flavour=Flavour.CUDA, backends=(DockerBackend.name,)
+            )
             image = backend.ensure_image(spec, runner.lock_for(spec), reports / "logs")
             images.append(layer_sizes(backend, image.tag))
             below = layer_sizes(backend, str(image.nvidia))

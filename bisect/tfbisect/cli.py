@@ -17,17 +17,18 @@ from tfbisect.core.errors import ExitCode, NarrowError, TfbisectError, UsageErro
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
-from tfbisect.core.spec import Backend, Flavour, KerasVariant
+from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
-from tfbisect.envs import environments, interpreters, locks
-from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, address_from
+from tfbisect.envs import interpreters, locks, registry
 from tfbisect.report import findings, github, htmlreport, matrixpng, mdsummary, reportdata, show
 from tfbisect.runs import givenenv
 from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
 from tfbisect.search import bisection, bisectlog, narrowing, sweep
 from tfbisect.search.narrowlog import NarrowStatus
 
+# gpu-check builds CUDA images and runs them: on the Docker backend, whatever --backend says.
+GPU_CHECK_BACKEND = "docker"
 # `tfbisect run` speaks git bisect run's language, so it can drive `git bisect run` itself.
 RUN_EXIT = {outcome: ExitCode[outcome.name] for outcome in Outcome}
 
@@ -254,7 +255,7 @@ def add_narrow_options(parser: argparse.ArgumentParser) -> None:
 def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
     parser.add_argument(
         "--backend",
-        choices=[*(b.value for b in Backend), "auto"],
+        choices=[*registry.names(), registry.AUTO],
         default="auto" if multi else "venv",
         help="venv (local virtual environments), docker (images from ./Dockerfile), swarm (those images as "
         "services on a Docker Swarm), or auto: containers when a Docker engine answers (venvs for versions "
@@ -396,43 +397,29 @@ def cmd_versions(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def make_runner(args: argparse.Namespace, progress: Progress) -> Runner:
+    """The runner, its backends configured from the parsed options; a named backend is checked
+    here (an engine, a swarm manager and its registry that do not answer stop everything)."""
     settings = Settings(
         reports_dir=args.reports,
         cache_dir=args.cache or default_cache_dir(),
         timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
         force=getattr(args, "force", False),
-        keep_containers=getattr(args, "keep_containers", False),
-        base_image=getattr(args, "base_image", None),
-        swarm=swarm_address(args),
+        options=args,
     )
     runner = Runner(catalogue.load_snapshot(), settings, progress)
-    if settings.swarm is not None:
-        swarm = runner.environment(Backend.SWARM)
-        assert isinstance(swarm, SwarmBackend)
-        swarm.check()  # a manager or registry that does not answer stops everything here
+    asked = getattr(args, "backend", None)
+    if asked is not None and asked != registry.AUTO:
+        registry.check(asked, args, progress)
     return runner
 
 
-def jobs_for(asked: int | None, runner: Runner, choice: environments.Choice, flavour: Flavour) -> int:
-    """--jobs, or by default 1; on a swarm, as many as it has ready nodes for the flavour (n-section
-    with N = the cluster's capacity)."""
+def jobs_for(asked: int | None, runner: Runner, choice: registry.Choice, flavour: Flavour) -> int:
+    """--jobs, or by default 1; on a backend with a capacity (a swarm: its ready nodes for the
+    flavour), that many (n-section with N = the cluster's capacity)."""
     if asked is not None:
         return asked
-    backend = runner.environment(choice.primary)
-    if isinstance(backend, SwarmBackend):
-        capacity = backend.capacity(flavour)
-        runner.progress.say(
-            f"the swarm has {capacity} ready node(s) for {flavour.value} cells: --jobs {capacity or 1}"
-        )
-        return max(1, min(capacity, options.MAX_JOBS))
-    return 1
-
-
-def swarm_address(args: argparse.Namespace) -> SwarmAddress | None:
-    """Where the swarm is, for --backend swarm (checked before any work starts)."""
-    if getattr(args, "backend", None) != Backend.SWARM.value:
-        return None
-    return address_from(args.docker_host, args.registry, args.registry_pull)
+    capacity = registry.capacity(runner.environment(choice.primary), flavour)
+    return 1 if capacity is None else max(1, min(capacity, options.MAX_JOBS))
 
 
 def axis(text: str, kind: type[Flavour] | type[KerasVariant], flag: str) -> list[Any]:
@@ -456,7 +443,9 @@ def cmd_gpu_check(args: argparse.Namespace, progress: Progress) -> int:
     versions = args.tf or cudasets.one_per_set([r.version for r in runner.catalogue.releases()])
     failed = 0
     for version in versions:
-        spec = runner.spec_for(version, python=args.python, flavour=Flavour.CUDA, backends=(Backend.DOCKER,))
+        spec = runner.spec_for(
+            version, python=args.python, flavour=Flavour.CUDA, backends=(GPU_CHECK_BACKEND,)
+        )
         record = runner.run(spec, chosen).record
         line = show.gpu_check_line(record)
         if not findings.loader_check_passed(record) or (
@@ -499,7 +488,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
             python=args.python,
             flavour=Flavour(args.base),
             keras=KerasVariant(args.keras),
-            backends=environments.choose(args.backend, progress).order,
+            backends=registry.choose(args.backend, progress, args).order,
             pre=args.pre,
         )
         record = runner.run(spec, chosen).record
@@ -561,7 +550,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
     chosen = scenario.find(args.scenario)
     flavours = axis(args.base, Flavour, "--base")
     variants = axis(args.keras, KerasVariant, "--keras")
-    choice = environments.choose(args.backend, progress)
+    choice = registry.choose(args.backend, progress, args)
     progress.say(f"bisecting {chosen.name} in {choice.describe()}")
     status = 0
     for flavour, keras in itertools.product(flavours, variants):
@@ -665,7 +654,7 @@ def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
             "bisect again with this version of tfbisect.",
         ) from exc
     # The bisection's own settings: its backend (a swarm's address options need it) and timeout.
-    args.keep_containers, args.backend = False, request.backend.value
+    args.keep_containers, args.backend = False, request.backend
     if args.timeout is None:
         args.timeout = request.timeout if request.timeout is not None else DEFAULT_TIMEOUT
     runner = make_runner(args, progress)
@@ -700,7 +689,7 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     runner = make_runner(args, progress)
     chosen = scenario.find(args.scenario)
     releases = sweep.parse_range(args.tf, runner.catalogue, all_patches=args.all_patches, pre=args.pre)
-    choice = environments.choose(args.backend, progress)
+    choice = registry.choose(args.backend, progress, args)
     cells = sweep.run_sweep(
         runner,
         chosen,

@@ -1,4 +1,8 @@
-"""What one run is: the environment axes (version, Python, flavour, Keras variant, backend)."""
+"""What one run is: the environment axes (version, Python, flavour, Keras variant, backend), and
+the lock an environment of it installs.
+
+A backend is named by the string it is registered under (envs/registry.py); nothing here knows
+which backends exist."""
 
 from __future__ import annotations
 
@@ -32,10 +36,23 @@ class KerasVariant(enum.StrEnum):
     LEGACY = "legacy"  # TF 2.16+: TF_USE_LEGACY_KERAS=1 with the matching tf-keras
 
 
-class Backend(enum.StrEnum):
-    VENV = "venv"
-    DOCKER = "docker"
-    SWARM = "swarm"  # the Docker backend's images as one-shot services on a Docker Swarm
+# The backend a spec names when none is said (a stored record from before backends had names).
+DEFAULT_BACKEND = "venv"
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    """Which lock file an environment installs: a release on a Python, its flavour and Keras."""
+
+    tf_version: str
+    python: str
+    flavour: Flavour = Flavour.CPU
+    keras: KerasVariant = KerasVariant.DEFAULT
+
+    @property
+    def filename(self) -> str:
+        legacy = "-tfkeras" if self.keras is KerasVariant.LEGACY else ""
+        return f"tf{self.tf_version}-py{self.python}-{self.flavour.value}{legacy}.txt"
 
 
 @dataclass(frozen=True)
@@ -46,15 +63,15 @@ class EnvSpec:
     python: str
     flavour: Flavour = Flavour.CPU
     keras: KerasVariant = KerasVariant.DEFAULT
-    backend: Backend = Backend.VENV
-    base: str = ""  # docker base image tag; empty for venvs
+    backend: str = DEFAULT_BACKEND  # the registered name of the backend it runs on (envs/registry.py)
+    base: str = ""  # kept for stored records that name one (none is made now); part of their key
 
     @property
     def key(self) -> str:
         parts = [f"tf{self.tf_version}", f"py{self.python}", self.flavour.value]
         if self.keras is KerasVariant.LEGACY:
             parts.append("tfkeras")
-        parts.append(self.backend.value)
+        parts.append(str(self.backend))
         if self.base:
             parts.append(self.base.replace("/", "_").replace(":", "_"))
         return "-".join(parts)
@@ -62,7 +79,12 @@ class EnvSpec:
     @property
     def label(self) -> str:
         extra = " tf-keras" if self.keras is KerasVariant.LEGACY else ""
-        return f"TF {self.tf_version} · py{self.python} · {self.flavour.value}{extra} · {self.backend.value}"
+        return f"TF {self.tf_version} · py{self.python} · {self.flavour.value}{extra} · {self.backend}"
+
+    def lock_spec(self, flavour: Flavour | None = None) -> LockSpec:
+        """The lock of this environment; `flavour` when a backend installs another flavour's lock
+        (the Docker backend installs TF 2.14+'s `and-cuda` lock for CPU images too)."""
+        return LockSpec(self.tf_version, self.python, flavour or self.flavour, self.keras)
 
     def env_vars(self) -> dict[str, str]:
         return {"TF_USE_LEGACY_KERAS": "1"} if self.keras is KerasVariant.LEGACY else {}
@@ -73,7 +95,7 @@ class EnvSpec:
             "python": self.python,
             "flavour": self.flavour.value,
             "keras": self.keras.value,
-            "backend": self.backend.value,
+            "backend": str(self.backend),
             "base": self.base,
         }
 
@@ -84,6 +106,13 @@ class EnvSpec:
             python=data["python"],
             flavour=Flavour(data.get("flavour", "cpu")),
             keras=KerasVariant(data.get("keras", "default")),
-            backend=Backend(data.get("backend", "venv")),
+            backend=_backend_name(data.get("backend", DEFAULT_BACKEND)),
             base=data.get("base", ""),
         )
+
+
+def _backend_name(value: object) -> str:
+    """A stored record's backend name, refused when it could not name one (a key part)."""
+    if not isinstance(value, str) or not value or not value.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"the backend {str(value)[:60]!r} is no backend name")
+    return value

@@ -38,12 +38,21 @@ from tfbisect.core.packagedata import data_file
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec, Flavour, has_and_cuda
+from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
-from tfbisect.envs.docker_engine import BuildRequest, Engine, connect, environment_names
-from tfbisect.envs.environments import TRACE_NAME, Ended, Launch, Traced
+from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
+from tfbisect.envs.environments import (
+    TRACE_NAME,
+    Context,
+    Ended,
+    Launch,
+    Options,
+    Registration,
+    Traced,
+    option,
+)
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, serve
 
@@ -90,7 +99,7 @@ class DockerBackend:
     The engine is connected on first use, under a lock (rounds run in threads): placing
     releases (`python_for`) needs no engine, so a bisection contacts none before its first run."""
 
-    kind = Backend.DOCKER
+    name = "docker"
 
     def __init__(
         self,
@@ -161,7 +170,7 @@ class DockerBackend:
         their flavour (a CUDA image needs TF's GPU-capable wheel, not `tensorflow-cpu`)."""
         refuse_cuda(spec, user_base=bool(self.user_base))
         flavour = Flavour.CUDA if has_and_cuda(spec.tf_version) else spec.flavour
-        return LockSpec(spec.tf_version, spec.python, flavour, spec.keras)
+        return spec.lock_spec(flavour)
 
     # -- images ------------------------------------------------------------------------
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
@@ -248,14 +257,13 @@ class DockerBackend:
     # -- runs --------------------------------------------------------------------------
     @contextmanager
     def launch(
-        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+        self, spec: EnvSpec, scenario: Scenario, prepared: Image, outdir: Path, traced: Traced | None = None
     ) -> Iterator[Launch]:
         """The `docker run` argv for one run, inside a uniquely named container that is always removed.
 
         A traced run mounts the tracer read-only and runs the scenario under it; the trace is
         written next to the result, in /out."""
         image = prepared
-        assert isinstance(image, Image)
         scenario_path = f"/scenario/{scenario.path.name}"
         probes = traced.scenario_arguments() if traced is not None else []
         run = [scenario_path, "--output", "/out/result.json", *probes]
@@ -324,7 +332,7 @@ class DockerBackend:
                 trace=results / TRACE_NAME if traced is not None and traced.tracer is not None else None,
             )
 
-    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+    def source_places(self, spec: EnvSpec, prepared: Image, lock: Lock) -> list[Path]:
         """The wheels the image installed, from the wheel cache (nothing is fetched: its build did)."""
         wanted = [pin for pin in pins(lock.path.read_text(encoding="utf-8")) if not pin.is_nvidia]
         return self.wheels.cached(wanted, spec.python)
@@ -579,3 +587,43 @@ def reproducible(argv: list[str], name: str, outdir: Path) -> str:
     at = argv.index("--name")
     pasted = ["docker", *argv[1:at], "--rm", *argv[at + 2 :]]
     return shlex.join(pasted).replace(str(outdir), "$PWD/out").replace(name, "tfbisect-repro")
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    keep_containers: bool = False  # leave containers behind for debugging
+    base_image: str | None = None  # a user-named base image
+
+
+def _configure(options: Options) -> DockerConfig:
+    base = option(options, "base_image")
+    return DockerConfig(bool(option(options, "keep_containers")), str(base) if base else None)
+
+
+def _make(config: DockerConfig, context: Context) -> DockerBackend:
+    return DockerBackend(
+        context.cache_dir, context.progress, keep=config.keep_containers, user_base=config.base_image
+    )
+
+
+def _check(config: DockerConfig, progress: Progress) -> None:
+    connect(progress)  # an explicit --backend docker with no engine is a clear error, before any work
+
+
+def describe(fallback: bool) -> str:
+    return "containers (Docker backend; images from ./Dockerfile)" + (
+        ", and local venvs for versions no base image fits" if fallback else ""
+    )
+
+
+REGISTRATION = Registration(
+    name=DockerBackend.name,
+    configure=_configure,
+    make=_make,
+    describe=describe,
+    check=_check,
+    auto_rank=0,
+    unavailable="no Docker engine",
+    short="containers",
+    cancel=cancel_all,
+)

@@ -39,10 +39,10 @@ from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec, Flavour
+from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
 from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
-from tfbisect.envs.environments import Ended, Launch, Traced
+from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.swarm_task import GPU_LABEL, count_eligible
 
@@ -81,10 +81,53 @@ def address_from(manager: str | None, registry: str | None, registry_pull: str |
     return SwarmAddress(manager, push, pull)
 
 
+def manager_engine(address: SwarmAddress, progress: Progress) -> Engine:
+    """The engine at the manager's address, refused unless it manages an active swarm."""
+    engine = connect(progress, host=address.manager)
+    swarm = engine.info().get("Swarm")
+    state = swarm.get("LocalNodeState") if isinstance(swarm, dict) else None
+    manager = isinstance(swarm, dict) and bool(swarm.get("ControlAvailable"))
+    if state != "active" or not manager:
+        raise BackendUnavailableError(
+            f"The engine at {address.manager} is not a swarm manager (swarm state: {state}).",
+            "point --docker-host at a manager node (`docker node ls` works there), "
+            "or make a local swarm with `.ci/swarm-up 2`.",
+        )
+    return engine
+
+
+def check_registry(address: SwarmAddress) -> None:
+    """The registry answers (its /v2/ endpoint), or what to do: the nodes pull the images from it."""
+    # Straight to the registry (never through a proxy), TLS first as Docker does, then plain.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    why = ""
+    for scheme in ("https", "http"):
+        url = f"{scheme}://{address.registry_push}/v2/"
+        try:
+            with opener.open(url, timeout=10) as answer:
+                answer.read(1024)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # a registry that wants a login still answers
+                return
+            why += f"{url}: HTTP {exc.code}; "
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                return  # it answers TLS with a certificate only Docker's trust store knows
+            why += f"{url}: {exc.reason}; "
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            why += f"{url}: {type(exc).__name__}: {exc}; "
+    raise BackendUnavailableError(
+        f"The registry {address.registry_push} does not answer ({why.rstrip('; ')}): "
+        "the nodes could not get the images.",
+        "start it (`.ci/swarm-up` starts one), or name the one the swarm uses with --registry HOST:PORT.",
+    )
+
+
 class SwarmBackend:
     """`Environments` on a Docker Swarm (see environments.py)."""
 
-    kind = Backend.SWARM
+    name = "swarm"
 
     def __init__(
         self,
@@ -110,46 +153,13 @@ class SwarmBackend:
         """The swarm's manager, checked on first use: an engine that is a manager of an active swarm."""
         with self._lock:
             if self._manager is None:
-                engine = connect(self.progress, host=self.address.manager)
-                swarm = engine.info().get("Swarm")
-                state = swarm.get("LocalNodeState") if isinstance(swarm, dict) else None
-                manager = isinstance(swarm, dict) and bool(swarm.get("ControlAvailable"))
-                if state != "active" or not manager:
-                    raise BackendUnavailableError(
-                        f"The engine at {self.address.manager} is not a swarm manager (swarm state: {state}).",
-                        "point --docker-host at a manager node (`docker node ls` works there), "
-                        "or make a local swarm with `.ci/swarm-up 2`.",
-                    )
-                self._manager = engine
+                self._manager = manager_engine(self.address, self.progress)
             return self._manager
 
     def check(self) -> None:
         """Before any work: the manager is one, and the registry answers (its /v2/ endpoint)."""
         self.manager  # noqa: B018 -- raises with what to do when it is not
-        # Straight to the registry (never through a proxy), TLS first as Docker does, then plain.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        why = ""
-        for scheme in ("https", "http"):
-            url = f"{scheme}://{self.address.registry_push}/v2/"
-            try:
-                with opener.open(url, timeout=10) as answer:
-                    answer.read(1024)
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code == 401:  # a registry that wants a login still answers
-                    return
-                why += f"{url}: HTTP {exc.code}; "
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, ssl.SSLCertVerificationError):
-                    return  # it answers TLS with a certificate only Docker's trust store knows
-                why += f"{url}: {exc.reason}; "
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                why += f"{url}: {type(exc).__name__}: {exc}; "
-        raise BackendUnavailableError(
-            f"The registry {self.address.registry_push} does not answer ({why.rstrip('; ')}): "
-            "the nodes could not get the images.",
-            "start it (`.ci/swarm-up` starts one), or name the one the swarm uses with --registry HOST:PORT.",
-        )
+        check_registry(self.address)
 
     def capacity(self, flavour: Flavour = Flavour.CPU) -> int:
         """How many cells can run at once: the ready nodes that may take this flavour."""
@@ -198,9 +208,13 @@ class SwarmBackend:
     # -- runs --------------------------------------------------------------------------
     @contextmanager
     def launch(
-        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+        self,
+        spec: EnvSpec,
+        scenario: Scenario,
+        prepared: SwarmImage,
+        outdir: Path,
+        traced: Traced | None = None,
     ) -> Iterator[Launch]:
-        assert isinstance(prepared, SwarmImage)
         if traced is not None:
             raise TraceError(
                 f"{spec.label}: runs of single probes (traced or not) do not go to a swarm.",
@@ -261,9 +275,9 @@ class SwarmBackend:
                 with suppress(*ENGINE_FAILURES, KeyError, TypeError):
                     api.remove_config(found["ID"])  # type: ignore[no-untyped-call]
 
-    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+    def source_places(self, spec: EnvSpec, prepared: SwarmImage, lock: Lock) -> list[Path]:
         """The wheels the image was built from here (the local engine builds every swarm image)."""
-        return self.local.source_places(spec, prepared, lock)
+        return self.local.source_places(spec, prepared.image, lock)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The task's end, from what swarm_task.py wrote: the node, a task the swarm lost."""
@@ -347,3 +361,50 @@ def shown_command(task: dict[str, object]) -> str:
     ]
     config = ["docker", *host, "config", "create", "tfbisect-repro", str(scenario)]
     return shlex.join(config) + " && " + shlex.join(create)
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    address: SwarmAddress
+    base_image: str | None = None  # a user-named base image, as for the Docker backend
+
+
+def _configure(options: Options) -> SwarmConfig:
+    def text(name: str) -> str | None:
+        value = option(options, name)
+        return str(value) if value else None
+
+    address = address_from(text("docker_host"), text("registry"), text("registry_pull"))
+    return SwarmConfig(address, text("base_image"))
+
+
+def _make(config: SwarmConfig, context: Context) -> SwarmBackend:
+    return SwarmBackend(context.cache_dir, context.progress, config.address, user_base=config.base_image)
+
+
+def _check(config: SwarmConfig, progress: Progress) -> None:
+    """The local engine that builds the images, the manager and the registry, before any work."""
+    connect(progress, host=os.environ.get("TFBISECT_BUILD_HOST", DEFAULT_HOST))
+    manager_engine(config.address, progress)
+    check_registry(config.address)
+
+
+def _capacity(backend: SwarmBackend, flavour: Flavour) -> int:
+    capacity = backend.capacity(flavour)
+    backend.progress.say(
+        f"the swarm has {capacity} ready node(s) for {flavour.value} cells: --jobs {capacity or 1}"
+    )
+    return capacity
+
+
+REGISTRATION = Registration(
+    name=SwarmBackend.name,
+    configure=_configure,
+    make=_make,
+    describe=lambda fallback: (
+        "services on a Docker Swarm (Swarm backend; images from ./Dockerfile, built here, pushed)"
+    ),
+    check=_check,
+    capacity=_capacity,
+    traced_by=DockerBackend.name,  # its images were built on the local engine, which runs them
+)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect.core.catalogue import Release
@@ -21,9 +22,9 @@ from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec, Flavour, has_and_cuda
+from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.envs import interpreters
-from tfbisect.envs.environments import TRACE_NAME, Ended, Launch, Traced
+from tfbisect.envs.environments import TRACE_NAME, Context, Ended, Launch, Options, Registration, Traced
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec, uv_binary
 
@@ -33,9 +34,9 @@ READY = ".tfbisect-ready"
 class VenvBackend:
     """`Environments` as local virtual environments, one per lock (see environments.py)."""
 
-    kind = Backend.VENV
+    name = "venv"
 
-    def __init__(self, cache_dir: Path, progress: Progress, have: dict[str, Interpreter]) -> None:
+    def __init__(self, cache_dir: Path, progress: Progress, have: Mapping[str, Interpreter]) -> None:
         self.cache_dir = cache_dir
         self.progress = progress
         self.have = have
@@ -51,7 +52,7 @@ class VenvBackend:
                 "which tfbisect installs only into Docker images (one shared NVIDIA layer).",
                 "use --backend docker for CUDA before TF 2.14, or --base cpu.",
             )
-        return LockSpec(spec.tf_version, spec.python, spec.flavour, spec.keras)
+        return spec.lock_spec()
 
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Path:
         interpreter = self.have.get(spec.python)
@@ -64,9 +65,8 @@ class VenvBackend:
 
     @contextmanager
     def launch(
-        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+        self, spec: EnvSpec, scenario: Scenario, prepared: Path, outdir: Path, traced: Traced | None = None
     ) -> Iterator[Launch]:
-        assert isinstance(prepared, Path)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1", **spec.env_vars())
         # The scenario gets neither the driver's Python setup nor its GitHub token.
         for leak in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", *TOKEN_VARIABLES):
@@ -88,9 +88,8 @@ class VenvBackend:
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         return Ended(exit_code=finished.exit_code)
 
-    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+    def source_places(self, spec: EnvSpec, prepared: Path, lock: Lock) -> list[Path]:
         """The venv's own site-packages: what it installed, as it ran."""
-        assert isinstance(prepared, Path)
         return sorted((prepared.parent.parent / "lib").glob("python*/site-packages"))
 
     def env_dir(self, lock: Lock) -> Path:
@@ -145,3 +144,27 @@ class VenvBackend:
 
     def command(self, python: Path, scenario: Scenario, output: Path) -> list[str]:
         return [str(python), str(scenario.path), "--output", str(output)]
+
+
+@dataclass(frozen=True)
+class VenvConfig:
+    """The venv backend takes no options: its venvs live in the runner's cache."""
+
+
+def _configure(options: Options) -> VenvConfig:
+    return VenvConfig()
+
+
+def _make(config: VenvConfig, context: Context) -> VenvBackend:
+    return VenvBackend(context.cache_dir, context.progress, context.have)
+
+
+REGISTRATION = Registration(
+    name=VenvBackend.name,
+    configure=_configure,
+    make=_make,
+    describe=lambda fallback: "local venvs (venv backend; --backend docker runs them in containers)",
+    auto_rank=1,
+    unavailable="no interpreter",
+    short="local venvs",
+)

@@ -1,7 +1,7 @@
 """Environment backends behind one interface: where a TF version can run, how its environment is
 prepared, and how one run is launched in it and read back.
 
-The runner (workflow.py) talks to `Environments` only, never to a particular backend:
+The runner (runs/) talks to `Environments` only, never to a particular backend:
 - `python_for` places a release (which Python, or `NoInterpreterError` saying why not),
 - `lock_spec` names the lock the environment installs,
 - `prepare` builds or reuses the environment (a venv, an image) with progress and a log,
@@ -10,30 +10,35 @@ The runner (workflow.py) talks to `Environments` only, never to a particular bac
   measuring runs, `Runner.trace`; the Swarm backend refuses them),
 - `ended` reads how the run ended in the backend's own terms (a container's OOM kill, its
   init's 128+N) into one `Ended`.
-The venv backend (backend_venv.py) and the Docker backend (backend_docker.py) implement it; a
-third backend is a new module with a class like theirs and one line in `Runner.environment`.
-"Auto" (containers where an engine answers, venvs for what no base fits) is `choose` + `place`.
+Each backend_*.py implements it and says what else there is to know about it in one
+`Registration` (its config from the parsed options, a description, a check, its capacity, where
+its traced runs go); registry.py lists them.  A new backend is a new module with a class like
+theirs and one line in registry.py.  `place` puts a release on the first backend that fits.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import MappingProxyType
+from typing import Any, Generic, Protocol, TypeVar
 
 from tfbisect.core.catalogue import Release
-from tfbisect.core.errors import NoInterpreterError, TfbisectError
+from tfbisect.core.errors import NoInterpreterError
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec
-from tfbisect.envs import docker_engine
+from tfbisect.core.spec import EnvSpec, Flavour
+from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec
 
 TRACE_NAME = "trace.json"  # the tracer's document, next to the result document
+Prepared = TypeVar("Prepared")  # what a backend's `prepare` makes and its `launch` runs in
+Config = TypeVar("Config")
+Backend = TypeVar("Backend")
 
 
 @dataclass(frozen=True)
@@ -74,75 +79,88 @@ class Ended:
     unstarted: str | None = None  # the environment could not start the run at all (not the scenario's doing)
 
 
-class Environments(Protocol):
-    kind: Backend
+class Environments(Protocol[Prepared]):
+    """One backend: where a release runs, its lock, its prepared environment (`Prepared`: a venv's
+    python, an image) and one run in it."""
+
+    name: str  # the name it is registered under (registry.py); a spec's `backend`
 
     def python_for(self, release: Release, pinned: str | None) -> str: ...
 
     def lock_spec(self, spec: EnvSpec) -> LockSpec: ...
 
-    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> object: ...
+    def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Prepared: ...
 
     def launch(
-        self, spec: EnvSpec, scenario: Scenario, prepared: object, outdir: Path, traced: Traced | None = None
+        self,
+        spec: EnvSpec,
+        scenario: Scenario,
+        prepared: Prepared,
+        outdir: Path,
+        traced: Traced | None = None,
     ) -> AbstractContextManager[Launch]: ...
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended: ...
 
-    def source_places(self, spec: EnvSpec, prepared: object, lock: Lock) -> list[Path]:
+    def source_places(self, spec: EnvSpec, prepared: Prepared, lock: Lock) -> list[Path]:
         """Where the environment's installed Python can be read without running anything: a
         site-packages folder, or the wheels it was installed from (the narrowing diffs them)."""
         ...
 
 
+# What a backend's config is built from: the parsed command line (an argparse.Namespace) or a
+# mapping of option values (`{"keep_containers": True}`); a missing option is its default.
+Options = argparse.Namespace | Mapping[str, object]
+NO_OPTIONS: Mapping[str, object] = MappingProxyType({})
+
+
+def option(options: Options, name: str) -> object:
+    """One option's value, None when it was not given (or that command has no such option)."""
+    if isinstance(options, argparse.Namespace):
+        return getattr(options, name, None)
+    return options.get(name)
+
+
 @dataclass(frozen=True)
-class Choice:
-    """What `--backend` resolved to: the backends to try, in order, and how to say so."""
+class Context:
+    """What every backend is made with, whatever its config: the runner's cache, progress and the
+    interpreters found on this machine."""
 
-    order: tuple[Backend, ...]
-
-    @property
-    def primary(self) -> Backend:
-        return self.order[0]
-
-    @property
-    def fallback(self) -> bool:
-        return len(self.order) > 1
-
-    def describe(self) -> str:
-        if self.primary is Backend.SWARM:
-            return "services on a Docker Swarm (Swarm backend; images from ./Dockerfile, built here, pushed)"
-        if self.primary is Backend.DOCKER:
-            return "containers (Docker backend; images from ./Dockerfile)" + (
-                ", and local venvs for versions no base image fits" if self.fallback else ""
-            )
-        return "local venvs (venv backend; --backend docker runs them in containers)"
+    cache_dir: Path
+    progress: Progress
+    have: Mapping[str, Interpreter]
 
 
-def choose(asked: str, progress: Progress) -> Choice:
-    """`auto`: containers when an engine answers, with venvs for what no base fits; else venvs.
+def _nothing_to_check(config: object, progress: Progress) -> None:
+    return None
 
-    An explicit `docker` with no engine is a clear error here, before any work starts."""
-    if asked == Backend.DOCKER.value:
-        docker_engine.connect(progress)
-    if asked == Backend.SWARM.value:
-        # The local engine builds the images; the manager is checked when the backend is made.
-        docker_engine.connect(
-            progress, host=os.environ.get("TFBISECT_BUILD_HOST", docker_engine.DEFAULT_HOST)
-        )
-    if asked != "auto":
-        return Choice((Backend(asked),))
-    try:
-        docker_engine.connect(progress)
-    except TfbisectError as exc:
-        progress.say(f"no Docker engine ({exc.what.splitlines()[0]}): running in local venvs")
-        return Choice((Backend.VENV,))
-    return Choice((Backend.DOCKER, Backend.VENV))
+
+@dataclass(frozen=True)
+class Registration(Generic[Config, Backend]):
+    """One backend kind, as registry.py knows it: everything outside envs/ asks this, never the
+    backend's module."""
+
+    name: str  # `--backend NAME`, a spec's `backend`, a stored record's key part
+    configure: Callable[[Options], Config]  # its own frozen config, from the parsed options
+    make: Callable[[Config, Context], Backend]
+    describe: Callable[[bool], str]  # one line for "bisecting … in …"; True: venvs follow it (auto)
+    # Whether it can work here, before any work starts (an engine answers, a swarm manager and its
+    # registry do); raises a TfbisectError saying what to do.
+    check: Callable[[Config, Progress], None] = _nothing_to_check
+    # How many runs it takes at once (the --jobs default); None: one at a time.
+    capacity: Callable[[Backend, Flavour], int] | None = None
+    # The backend its traced and proof runs go to (a swarm's run on the local engine); None: itself.
+    traced_by: str | None = None
+    auto_rank: int | None = None  # its place in `--backend auto`'s order; None: never chosen by auto
+    unavailable: str = ""  # what auto says when its check fails ("no Docker engine")
+    short: str = ""  # what auto says it runs in instead ("local venvs")
+    selectable: bool = True  # offered by --backend (the given environment is chosen by --interpreter)
+    cancel: Callable[[], None] | None = None  # stops its builds in progress (a search is over)
 
 
 def place(
-    release: Release, pinned: str | None, candidates: Sequence[Environments]
-) -> tuple[str, Environments]:
+    release: Release, pinned: str | None, candidates: Sequence[Environments[Any]]
+) -> tuple[str, Environments[Any]]:
     """The first backend (in order) that can run the release, with its Python; or every reason why not."""
     reasons: list[NoInterpreterError] = []
     for environments in candidates:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -78,7 +78,7 @@ def listing(versions: Iterable[str]) -> str:
 
 def choose(
     wanted: Sequence[str],
-    have: dict[str, Interpreter],
+    have: Mapping[str, Interpreter],
     pinned: str | None = None,
     release: str | None = None,
 ) -> Interpreter:

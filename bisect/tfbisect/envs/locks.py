@@ -23,6 +23,7 @@ from tfbisect.core.errors import LockError
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.spec import Flavour, KerasVariant, has_and_cuda, legacy_keras_applies
+from tfbisect.core.spec import LockSpec as LockSpec  # where it was before EnvSpec.lock_spec() named it
 from tfbisect.core.versions import python_sort_key
 
 # Point releases of TF's dependencies in the first two weeks after a TF release are the
@@ -43,19 +44,6 @@ PRERELEASE_STRATEGY = "if-necessary-or-explicit"
 # The wheels the venvs and images here can run.
 PLATFORM = "x86_64-manylinux_2_28"
 HEADER = "# tfbisect lock"
-
-
-@dataclass(frozen=True)
-class LockSpec:
-    tf_version: str
-    python: str
-    flavour: Flavour = Flavour.CPU
-    keras: KerasVariant = KerasVariant.DEFAULT
-
-    @property
-    def filename(self) -> str:
-        legacy = "-tfkeras" if self.keras is KerasVariant.LEGACY else ""
-        return f"tf{self.tf_version}-py{self.python}-{self.flavour.value}{legacy}.txt"
 
 
 @dataclass(frozen=True)

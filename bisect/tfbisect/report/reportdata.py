@@ -33,7 +33,7 @@ def column_of(spec: EnvSpec) -> str:
 
 def backend_of(spec: EnvSpec) -> str:
     """Where a run ran, as a label inside its cell: venv, or docker (with its own base image if any)."""
-    return spec.backend.value + (f" {spec.base}" if spec.base else "")
+    return spec.backend + (f" {spec.base}" if spec.base else "")
 
 
 @dataclass(frozen=True)

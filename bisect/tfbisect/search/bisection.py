@@ -23,7 +23,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.versions import commit_of, git_tag, is_nightly
-from tfbisect.envs.docker_engine import cancel_all as cancel_builds
+from tfbisect.envs.registry import cancel_all as cancel_builds
 from tfbisect.runs.workflow import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest

@@ -16,7 +16,8 @@ from packaging.version import Version
 from tfbisect.core.catalogue import Catalogue, Release
 from tfbisect.core.errors import NoInterpreterError, UsageError
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
+from tfbisect.core.spec import DEFAULT_BACKEND, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
+from tfbisect.envs import registry
 from tfbisect.envs.environments import Environments, place
 from tfbisect.runs.workflow import scenario_argument
 
@@ -29,8 +30,9 @@ class BisectRequest:
     probe: str | None = None
     flavour: Flavour = Flavour.CPU
     keras: KerasVariant = KerasVariant.DEFAULT
-    backend: Backend = Backend.VENV
-    # With --backend auto and an engine: versions no base image fits (Python <= 3.8) run in venvs.
+    backend: str = DEFAULT_BACKEND  # a registered backend's name (envs/registry.py)
+    # With --backend auto and an engine: versions no base image fits (Python <= 3.8) run in venvs
+    # (the backends `--backend auto` ranks after this one).
     venv_fallback: bool = False
     python: str | None = None
     jobs: int = 1
@@ -67,9 +69,11 @@ class BisectRequest:
         unknown = sorted(set(kept) - known)
         if unknown:
             raise ValueError(f"unknown request fields {', '.join(unknown)}")
-        for name, kind in (("flavour", Flavour), ("keras", KerasVariant), ("backend", Backend)):
+        for name, kind in (("flavour", Flavour), ("keras", KerasVariant)):
             if name in kept:
                 kept[name] = kind(kept[name])
+        if "backend" in kept and kept["backend"] not in registry.names():
+            raise ValueError(f"the request's backend {str(kept['backend'])[:60]!r} is not one here")
         for name in ("good", "bad", "probe", "python", "term_old", "term_new"):
             _check(kept, name, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 200))
         for name in ("jobs", "prefetch"):
@@ -99,10 +103,11 @@ class BisectRequest:
         if self.keras is not KerasVariant.DEFAULT:
             parts += ["--keras", self.keras.value]
         # Always explicit: the default (auto) would pick containers once an engine answers.
-        parts += ["--backend", "auto" if self.venv_fallback else self.backend.value]
+        parts += ["--backend", registry.AUTO if self.venv_fallback else self.backend]
         if self.python:
             parts += ["--python", self.python]
-        if self.jobs != 1 or self.backend is Backend.SWARM:  # a swarm's default is its capacity then
+        # A backend with a capacity of its own (a swarm) defaults to it: the jobs are always said then.
+        if self.jobs != 1 or registry.registration(self.backend).capacity is not None:
             parts += ["--jobs", str(self.jobs)]
         for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
             if on:
@@ -120,19 +125,19 @@ class BisectRequest:
 
 
 def place_release(
-    request: BisectRequest, release: Release, environment: Callable[[Backend], Environments]
+    request: BisectRequest, release: Release, environment: Callable[[str], Environments[Any]]
 ) -> EnvSpec | None:
     """The environment a release runs in for this request: the first of the request's backends
     that fits it (venvs after containers with `--backend auto`), or None: nothing here can run it."""
-    kinds = [request.backend] + ([Backend.VENV] if request.venv_fallback else [])
+    names = [request.backend, *(registry.ranked_after(request.backend) if request.venv_fallback else ())]
     try:
-        python, environments = place(release, request.python, [environment(k) for k in kinds])
+        python, environments = place(release, request.python, [environment(n) for n in names])
     except NoInterpreterError:
         return None
     keras = request.keras
     if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
         keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
-    return EnvSpec(release.version, python, request.flavour, keras, environments.kind)
+    return EnvSpec(release.version, python, request.flavour, keras, environments.name)
 
 
 def _check(kept: dict[str, Any], name: str, ok: Callable[[Any], bool]) -> None:
@@ -147,7 +152,7 @@ class Plan:
 
 
 def plan(
-    request: BisectRequest, catalogue: Catalogue, environment: Callable[[Backend], Environments]
+    request: BisectRequest, catalogue: Catalogue, environment: Callable[[str], Environments[Any]]
 ) -> Plan:
     """The releases between the request's ends (default: the oldest and newest that run here),
     each placed on the first backend of the request that fits it."""

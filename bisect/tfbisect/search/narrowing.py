@@ -33,7 +33,8 @@ from tfbisect.core.fsio import now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
-from tfbisect.core.spec import Backend, EnvSpec, KerasVariant
+from tfbisect.core.spec import EnvSpec, KerasVariant
+from tfbisect.envs import registry
 from tfbisect.envs.wheelhouse import pins
 from tfbisect.runs.workflow import Runner
 from tfbisect.search.bisection import Bisection, Execute, compare_url, ref_of
@@ -347,11 +348,8 @@ class Narrower:
     def trace(
         self, summary: TraceSummary, old_spec: EnvSpec, new_spec: EnvSpec, old_lock: str, new_lock: str
     ) -> None:
-        # Traced runs happen here: a swarm's images were built on this engine.
-        old_spec, new_spec = (
-            replace(s, backend=Backend.DOCKER) if s.backend is Backend.SWARM else s
-            for s in (old_spec, new_spec)
-        )
+        # Traced runs go where the backend sends them (a swarm's to this engine, which built its images).
+        old_spec, new_spec = registry.traced_spec(old_spec), registry.traced_spec(new_spec)
         self.narrowing.trace = summary
         failing = ProbeTraces(
             self.traced("failing", summary.probe, "old", old_spec),

@@ -13,7 +13,7 @@ from tfbisect.core.catalogue import Catalogue, Release
 from tfbisect.core.errors import TfbisectError, UsageError
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import Backend, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.runs.workflow import Runner
 
 
@@ -63,7 +63,7 @@ def run_sweep(
     releases: Sequence[Release],
     flavours: Sequence[Flavour],
     variants: Sequence[KerasVariant],
-    backends: Sequence[Backend],
+    backends: Sequence[str],  # registered backend names, in the order tried
     jobs: int,
     python: str | None = None,
 ) -> list[Cell]:

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from tfbisect.core.scenario import Scenario, scenarios_dir
 from tfbisect.core.spec import DEFAULT_BACKEND, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.core.store import ResultStore
 from tfbisect.envs import interpreters, locks, registry
-from tfbisect.envs.environments import NO_OPTIONS, Context, Environments, Options, place
+from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.runs.launching import Cell, Waiting, launch_and_wait, record_of, skip_record
 from tfbisect.runs.tracing import Tracer, TraceRun
@@ -64,7 +64,7 @@ class Settings:
     lock_missing: bool = True  # resolve a lock on the fly when none is committed
     # The parsed options each backend builds its own config from (registry.configure): the
     # Docker backend's --keep-containers and --base-image, a swarm's address, …
-    options: Options = NO_OPTIONS
+    options: Options = field(default_factory=dict)
 
     @property
     def logs_dir(self) -> Path:
@@ -111,12 +111,16 @@ class Runner:
         self.progress = progress
         self.store = ResultStore(settings.reports_dir / "results", warn=progress.say)
         self.have = have if have is not None else interpreters.available()
-        self.context = Context(settings.cache_dir, progress, self.have)
         self.waiting = Waiting(settings.timeout, progress)
         self.tracer = Tracer(self)
         self._environments: dict[str, Environments[Any]] = {}
         self._environments_lock = threading.Lock()
         self._preparing: dict[str, threading.Lock] = {}  # one build of an environment at a time
+
+    @property
+    def context(self) -> Context:
+        """What every backend is made with (the interpreters as found when it is made)."""
+        return Context(self.settings.cache_dir, self.progress, self.have)
 
     def environment(self, name: str) -> Environments[Any]:
         """The backend of that name, made on first use (bisect rounds call this from several threads)."""

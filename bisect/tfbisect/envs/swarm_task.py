@@ -45,6 +45,7 @@ from docker.types import (
     TaskTemplate,
 )
 
+from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.limits import RESULT_MAX_BYTES
 
 GPU_LABEL = "tfbisect.gpu"  # a node that may run CUDA cells is labelled GPU_LABEL=true
@@ -200,10 +201,10 @@ def count_eligible(nodes: Any, *, gpu_only: bool, avoid: Collection[str] = ()) -
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomically: the backend may read it while the task still runs (after a timeout)."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
+    """Atomically: the backend may read it while the task still runs (after a timeout).  This
+    process runs on the driver's machine with the driver's Python (`sys.executable -m`), so it
+    writes through fsio like the driver does."""
+    write_text_atomic(path, json.dumps(data))
 
 
 def remove(call: Any, what: str) -> None:

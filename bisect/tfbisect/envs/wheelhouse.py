@@ -24,7 +24,7 @@ from packaging.version import Version
 
 from tfbisect.core import loopback
 from tfbisect.core.errors import EnvironmentBuildError
-from tfbisect.core.fsio import file_lock
+from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
 from tfbisect.envs.interpreters import find as find_python
 
@@ -151,9 +151,7 @@ class Wheelhouse:
                     shutil.move(str(wheel), folder / wheel.name)
                     index[pin.key] = wheel.name
                     break
-        tmp_index = folder / "index.json.tmp"
-        tmp_index.write_text(json.dumps(index, indent=1, sort_keys=True))
-        tmp_index.replace(folder / "index.json")
+        write_text_atomic(folder / "index.json", json.dumps(index, indent=1, sort_keys=True))
 
 
 def _same(wheel_key: str, pin_key: str) -> bool:

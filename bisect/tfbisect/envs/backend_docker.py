@@ -80,6 +80,12 @@ MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
 BUILD_TIMEOUT = 3600.0
 LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
 DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
+# Every container runs locked down: no network, an unprivileged user, a read-only root, limits.
+# `--init`: signals and orphans inside behave as on the host; deaths by signal are 128+N.
+RUN_OPTIONS = [
+    *("--init", "--network", "none", "--user", USER, "--read-only"),
+    *("--tmpfs", "/tmp", "--tmpfs", "/home/tfbisect", *LIMITS),
+]
 TRACER_PATH = "/opt/tfbisect-trace/probe_tracer.py"  # where a traced run mounts the tracer (read-only)
 
 
@@ -282,17 +288,7 @@ class DockerBackend:
                 "run",
                 "--name",
                 name,
-                "--init",  # signals and orphans inside behave as on the host; deaths by signal are 128+N
-                "--network",
-                "none",
-                "--user",
-                USER,
-                "--read-only",
-                "--tmpfs",
-                "/tmp",
-                "--tmpfs",
-                "/home/tfbisect",
-                *LIMITS,
+                *RUN_OPTIONS,
                 *(["--gpus", "all"] if gpu else []),
                 *environment_names(spec.env_vars()),
                 *mounts,

@@ -28,7 +28,8 @@ from tfbisect.envs.backend_docker import (
     read_cuda_check,
 )
 from tfbisect.envs.bases import Base
-from tfbisect.envs.docker_engine import BuildRequest, Engine, _build_text
+from tfbisect.envs.docker_builds import _build_text
+from tfbisect.envs.docker_engine import BuildRequest, Engine
 from tfbisect.envs.locks import Lock, LockSpec
 
 DOCKERFILE_BYTES = b"FROM ${BASE} AS base\n"

@@ -30,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfbisect.core import catalogue
 from tfbisect.envs.backend_docker import DockerBackend
@@ -304,6 +306,25 @@ def swarm_ratios(tmp: Path) -> dict[str, float]:
     import statistics
 
     state = tmp / "swarm"
+    env = swarm_up(state)
+    before = tagged_images()
+    try:
+        timings = swarm_timings(tmp, env)
+        nodes = swarm_sweep_nodes(tmp, env)
+    finally:
+        swarm_down(state, before)
+    per_node = [nodes.count(n) for n in sorted(set(nodes))]
+    return {
+        "docker_s": statistics.median(timings["docker"]),
+        "swarm_s": statistics.median(timings["swarm"]),
+        "swarm_over_docker": statistics.median(timings["swarm"]) / statistics.median(timings["docker"]),
+        "nodes_used": len(per_node),
+        "imbalance": max(per_node) - min(per_node) if per_node else 99,
+    }
+
+
+def swarm_up(state: Path) -> dict[str, str]:
+    """A 2-node local swarm (`.ci/swarm-up 2`); the environment that names it (DOCKER_HOST …)."""
     up = subprocess.run(
         [
             str(ROOT / ".ci" / "swarm-up"),
@@ -319,77 +340,76 @@ def swarm_ratios(tmp: Path) -> dict[str, float]:
         text=True,
         check=True,
     )
-    before = tagged_images()
-    env = dict(os.environ, **dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line))
+    return dict(os.environ, **dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line))
+
+
+def swarm_down(state: Path, before: set[str]) -> None:
+    """The swarm gone, and the images it made here (the TF images, and their registry tags)."""
+    subprocess.run(
+        [str(ROOT / ".ci" / "swarm-down"), "--state", str(state)], capture_output=True, check=False
+    )
+    made = sorted(tagged_images() - before)
+    if made:
+        subprocess.run(["docker", *LOCAL, "image", "rm", "--force", *made], capture_output=True, check=False)
+
+
+def swarm_timings(tmp: Path, env: dict[str, str]) -> dict[str, list[float]]:
+    """Seconds of 3 runs of one cell on each backend, once the image is on both nodes."""
     local = {k: v for k, v in env.items() if k != "DOCKER_HOST"}
     base = tfbisect(tmp / "reports", tmp / "cache")
     cell = ["--tf", "2.21.0", "--python", "3.11", "--force"]
-    try:
-        # Warm: the image built, pushed, and pulled by both nodes (two cells at once).
-        subprocess.run(
-            [
-                *base,
-                "sweep",
-                "--tf",
-                "2.21.0",
-                "--keras",
-                "default,legacy",
-                "--python",
-                "3.11",
-                "--backend",
-                "swarm",
-                "--jobs",
-                "2",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        timings: dict[str, list[float]] = {"docker": [], "swarm": []}
-        for _ in range(3):
-            for backend, environment in (("docker", local), ("swarm", env)):
-                start = time.monotonic()
-                subprocess.run(
-                    [*base, "run", *cell, "--backend", backend],
-                    env=environment,
-                    check=False,
-                    capture_output=True,
-                )
-                timings[backend].append(time.monotonic() - start)
-        reports = tmp / "reports4"
-        four = [
-            *tfbisect(reports, tmp / "cache"),
+    # Warm: the image built, pushed, and pulled by both nodes (two cells at once).
+    subprocess.run(
+        [
+            *base,
             "sweep",
             "--tf",
-            "2.20.0,2.21.0",
+            "2.21.0",
             "--keras",
             "default,legacy",
             "--python",
             "3.11",
             "--backend",
             "swarm",
-        ]
-        subprocess.run(four, env=env, check=True, capture_output=True)
-        nodes = [
-            json.loads(p.read_text())["extra"].get("node") for p in (reports / "results").rglob("*.json")
-        ]
-    finally:
-        subprocess.run(
-            [str(ROOT / ".ci" / "swarm-down"), "--state", str(state)], capture_output=True, check=False
-        )
-        made = sorted(tagged_images() - before)  # the TF images, and their registry tags
-        if made:
+            "--jobs",
+            "2",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    timings: dict[str, list[float]] = {"docker": [], "swarm": []}
+    for _ in range(3):
+        for backend, environment in (("docker", local), ("swarm", env)):
+            start = time.monotonic()
             subprocess.run(
-                ["docker", *LOCAL, "image", "rm", "--force", *made], capture_output=True, check=False
+                [*base, "run", *cell, "--backend", backend],
+                env=environment,
+                check=False,
+                capture_output=True,
             )
-    per_node = [nodes.count(n) for n in sorted(set(nodes))]
-    return {
-        "docker_s": statistics.median(timings["docker"]),
-        "swarm_s": statistics.median(timings["swarm"]),
-        "swarm_over_docker": statistics.median(timings["swarm"]) / statistics.median(timings["docker"]),
-        "nodes_used": len(per_node),
-        "imbalance": max(per_node) - min(per_node) if per_node else 99,
-    }
+            timings[backend].append(time.monotonic() - start)
+    return timings
+
+
+def swarm_sweep_nodes(tmp: Path, env: dict[str, str]) -> list[Any]:
+    """The node each cell of a 4-cell swarm sweep ran on, as its record says (unchecked: a
+    record without a node still breaks `swarm_ratios`, issue 22's bench item)."""
+    reports = tmp / "reports4"
+    four = [
+        *tfbisect(reports, tmp / "cache"),
+        "sweep",
+        "--tf",
+        "2.20.0,2.21.0",
+        "--keras",
+        "default,legacy",
+        "--python",
+        "3.11",
+        "--backend",
+        "swarm",
+    ]
+    subprocess.run(four, env=env, check=True, capture_output=True)
+    return [json.loads(p.read_text())["extra"].get("node") for p in (reports / "results").rglob("*.json")]
 
 
 def prefetch_ratio(tmp: Path) -> dict[str, float]:
@@ -425,7 +445,7 @@ def prefetch_ratio(tmp: Path) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
     parser.add_argument("--reports", type=Path, help="where the real runs keep results (default: a temp dir)")
@@ -442,7 +462,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cuda", action="store_true", help="also build three CUDA images on each of two CUDA sets (~15 GB)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    failed = search_promises()
+    # Each measurement prints what it found and says whether a promise is broken, in this order.
+    optional: list[tuple[bool, Callable[[], bool]]] = [
+        (args.narrow, narrow_promise),
+        (args.real, lambda: repeat_promise(args.reports)),
+        (args.docker, docker_promise),
+        (args.swarm, swarm_promise),
+        (args.prefetch, prefetch_promise),
+        (args.cuda, cuda_promise),
+    ]
+    for wanted, measure in optional:
+        if wanted:
+            failed |= measure()
+    print("FAILED: a promise is broken" if failed else "all promises hold")
+    return 1 if failed else 0
+
+
+def search_promises() -> bool:
+    """The search's and the narrowing's bounds over the catalogue; True when one is broken."""
     size = len(catalogue.load_snapshot().releases())
     failed = False
     print(f"search over the catalogue's {size} releases, every single change point:")
@@ -458,77 +501,86 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"narrowing over k = 1..64 candidates, every change point: worst runs / (ceil(log2 k) + 1) = {worst_narrow:.2f}"
     )
-    failed |= worst_narrow > 1.0
-    if args.narrow:
-        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-narrow-") as tmp:
-            r = real_narrowing(Path(tmp))
-        print("narrowing the flagship (TF 2.3.4..2.4.0, venvs): traced runs of gradient_eager_plain alone")
+    return failed or worst_narrow > 1.0
+
+
+def narrow_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-narrow-") as tmp:
+        r = real_narrowing(Path(tmp))
+    print("narrowing the flagship (TF 2.3.4..2.4.0, venvs): traced runs of gradient_eager_plain alone")
+    print(
+        f"  traced: {r['failing_old_s']:.1f}s (2.3.4), {r['failing_new_s']:.1f}s (2.4.0); untraced: {r['untraced_s']:.1f}s; "
+        f"ratio {r['traced_over_untraced']:.2f} (target <= 3)\n"
+        f"  sources read, diffed and ranked in {r['diff_s']:.1f}s (target < 60s)"
+    )
+    return r["traced_over_untraced"] > 3 or r["diff_s"] >= 60
+
+
+def repeat_promise(reports: Path | None) -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-") as tmp:
+        r = real_repeat(reports or Path(tmp))
+    print("repeat of a finished bisection (TF 2.3.0..2.4.1, real venvs):")
+    print(
+        f"  first: {r['first_runs']:.0f} runs; repeat: {r['repeat_runs']:.0f} runs, "
+        f"{r['repeat_reused']:.0f} reused; repeat time / first time = {r['repeat_time_over_first']:.3f}"
+    )
+    return r["repeat_runs"] != 0
+
+
+def docker_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-") as tmp:
+        r = docker_ratios(Path(tmp) / "cache", Path(tmp) / "reports")
+    print("docker images (TF 2.20.0 and 2.21.0 on one Python 3.11 base, fresh wheel cache):")
+    print(
+        f"  rebuild of an unchanged image: {r['rebuild_unchanged_s']:.2f}s (promise: < 5s, no layer rebuilt)\n"
+        f"  layers shared by the two versions: {r['shared_layers']:.0f} of {r['layers']:.0f}\n"
+        f"  bytes fetched / bytes of unique wheels: {r['fetched_over_unique']:.3f} (promise: 1.0)\n"
+        f"  container overhead / scenario time: {r['container_overhead']:.3f}"
+    )
+    return (
+        r["rebuild_unchanged_s"] >= 5 or abs(r["fetched_over_unique"] - 1.0) > 1e-9 or r["shared_layers"] < 2
+    )
+
+
+def swarm_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-swarm-") as tmp:
+        r = swarm_ratios(Path(tmp))
+    print("swarm (2 local nodes; TF 2.21.0's image already on them):")
+    print(
+        f"  a run: {r['swarm_s']:.1f}s on the swarm, {r['docker_s']:.1f}s with local Docker: "
+        f"ratio {r['swarm_over_docker']:.2f} (target <= 1.3)\n"
+        f"  a 4-cell sweep: {r['nodes_used']:.0f} nodes used, imbalance {r['imbalance']:.0f} cell(s) (promise: 2, <= 1)"
+    )
+    return r["swarm_over_docker"] > 1.3 or r["nodes_used"] != 2 or r["imbalance"] > 1
+
+
+def prefetch_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-prefetch-") as tmp:
+        r = prefetch_ratio(Path(tmp))
+    print("prefetch (a cold bisection of TF 2.2.0..2.5.0 in venvs, fresh caches each):")
+    print(
+        f"  without: {r['without_s']:.0f}s ({r['runs_without']:.0f} runs); with --prefetch 2: {r['with_s']:.0f}s "
+        f"({r['runs_with']:.0f} runs); ratio {r['with_over_without']:.2f} (target <= 0.7)"
+    )
+    return r["with_over_without"] > 0.7
+
+
+def cuda_promise() -> bool:
+    failed = False
+    for title, versions in CUDA_TRIPLES.items():
+        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-cuda-") as tmp:
+            r = cuda_sharing(Path(tmp) / "cache", Path(tmp) / "reports", versions)
+        print(f"CUDA images on one NVIDIA image, Python 3.11: {title}")
         print(
-            f"  traced: {r['failing_old_s']:.1f}s (2.3.4), {r['failing_new_s']:.1f}s (2.4.0); untraced: {r['untraced_s']:.1f}s; "
-            f"ratio {r['traced_over_untraced']:.2f} (target <= 3)\n"
-            f"  sources read, diffed and ranked in {r['diff_s']:.1f}s (target < 60s)"
+            f"  one image: {r['image_bytes'] / 1e9:.2f} GB, of which its NVIDIA image {r['nvidia_bytes'] / 1e9:.2f} GB\n"
+            f"  disk of the three / disk of one: {r['three_over_one']:.2f} "
+            f"(target <= 1.5: {'met' if r['three_over_one'] <= 1.5 else 'not met'}; "
+            f"with the NVIDIA image stored once: {r['shared_once_over_one']:.2f}; "
+            f"unshared: {r['unshared_three_over_one']:.2f})"
         )
-        failed |= r["traced_over_untraced"] > 3 or r["diff_s"] >= 60
-    if args.real:
-        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-") as tmp:
-            reports = args.reports or Path(tmp)
-            r = real_repeat(reports)
-        print("repeat of a finished bisection (TF 2.3.0..2.4.1, real venvs):")
-        print(
-            f"  first: {r['first_runs']:.0f} runs; repeat: {r['repeat_runs']:.0f} runs, "
-            f"{r['repeat_reused']:.0f} reused; repeat time / first time = {r['repeat_time_over_first']:.3f}"
-        )
-        failed |= r["repeat_runs"] != 0
-    if args.docker:
-        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-") as tmp:
-            r = docker_ratios(Path(tmp) / "cache", Path(tmp) / "reports")
-        print("docker images (TF 2.20.0 and 2.21.0 on one Python 3.11 base, fresh wheel cache):")
-        print(
-            f"  rebuild of an unchanged image: {r['rebuild_unchanged_s']:.2f}s (promise: < 5s, no layer rebuilt)\n"
-            f"  layers shared by the two versions: {r['shared_layers']:.0f} of {r['layers']:.0f}\n"
-            f"  bytes fetched / bytes of unique wheels: {r['fetched_over_unique']:.3f} (promise: 1.0)\n"
-            f"  container overhead / scenario time: {r['container_overhead']:.3f}"
-        )
-        failed |= (
-            r["rebuild_unchanged_s"] >= 5
-            or abs(r["fetched_over_unique"] - 1.0) > 1e-9
-            or r["shared_layers"] < 2
-        )
-    if args.swarm:
-        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-swarm-") as tmp:
-            r = swarm_ratios(Path(tmp))
-        print("swarm (2 local nodes; TF 2.21.0's image already on them):")
-        print(
-            f"  a run: {r['swarm_s']:.1f}s on the swarm, {r['docker_s']:.1f}s with local Docker: "
-            f"ratio {r['swarm_over_docker']:.2f} (target <= 1.3)\n"
-            f"  a 4-cell sweep: {r['nodes_used']:.0f} nodes used, imbalance {r['imbalance']:.0f} cell(s) (promise: 2, <= 1)"
-        )
-        failed |= r["swarm_over_docker"] > 1.3 or r["nodes_used"] != 2 or r["imbalance"] > 1
-    if args.prefetch:
-        with tempfile.TemporaryDirectory(prefix="tfbisect-bench-prefetch-") as tmp:
-            r = prefetch_ratio(Path(tmp))
-        print("prefetch (a cold bisection of TF 2.2.0..2.5.0 in venvs, fresh caches each):")
-        print(
-            f"  without: {r['without_s']:.0f}s ({r['runs_without']:.0f} runs); with --prefetch 2: {r['with_s']:.0f}s "
-            f"({r['runs_with']:.0f} runs); ratio {r['with_over_without']:.2f} (target <= 0.7)"
-        )
-        failed |= r["with_over_without"] > 0.7
-    if args.cuda:
-        for title, versions in CUDA_TRIPLES.items():
-            with tempfile.TemporaryDirectory(prefix="tfbisect-bench-cuda-") as tmp:
-                r = cuda_sharing(Path(tmp) / "cache", Path(tmp) / "reports", versions)
-            print(f"CUDA images on one NVIDIA image, Python 3.11: {title}")
-            print(
-                f"  one image: {r['image_bytes'] / 1e9:.2f} GB, of which its NVIDIA image {r['nvidia_bytes'] / 1e9:.2f} GB\n"
-                f"  disk of the three / disk of one: {r['three_over_one']:.2f} "
-                f"(target <= 1.5: {'met' if r['three_over_one'] <= 1.5 else 'not met'}; "
-                f"with the NVIDIA image stored once: {r['shared_once_over_one']:.2f}; "
-                f"unshared: {r['unshared_three_over_one']:.2f})"
-            )
-            # The promise: the NVIDIA layers are stored once (TF's own size sets the floor).
-            failed |= r["three_over_one"] > r["shared_once_over_one"] + 0.01
-    print("FAILED: a promise is broken" if failed else "all promises hold")
-    return 1 if failed else 0
+        # The promise: the NVIDIA layers are stored once (TF's own size sets the floor).
+        failed |= r["three_over_one"] > r["shared_once_over_one"] + 0.01
+    return failed
 
 
 if __name__ == "__main__":

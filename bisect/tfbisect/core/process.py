@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import select
 import signal
@@ -54,6 +55,9 @@ class Finished:
     log_tail: str
     seconds: float
     leftovers: int = 0  # processes the child left running, killed when it ended
+    # Why the log file could not be written (a full or read-only disk, an I/O error); its output
+    # was still read to the end, and `log_tail` still holds its tail.  None: the log is whole.
+    log_error: str | None = None
 
 
 def kill_all() -> None:
@@ -201,11 +205,16 @@ class _Tree:
 
 
 class _Output:
-    """The child's merged output: a bounded log file, a bounded tail, and complete lines."""
+    """The child's merged output: a bounded log file, a bounded tail, and complete lines.
+
+    A log file that cannot be written (ENOSPC, EROFS, EIO) is closed and given up, never the
+    output: it is still read to the end (a child must not block on a full pipe) and its tail
+    still kept, and `log_error` says why the log is not whole."""
 
     def __init__(self, log: BinaryIO, on_line: Callable[[str], None] | None) -> None:
         self.log = log
         self.on_line = on_line
+        self.log_error: str | None = None
         self.written = 0
         self.cut = 0
         self.tail_buffer = bytearray()
@@ -232,8 +241,7 @@ class _Output:
     def _to_log(self, chunk: bytes) -> None:
         head_room = LOG_FILE_HEAD_BYTES - self.written
         if head_room > 0:
-            self.log.write(chunk[:head_room])
-            self.log.flush()
+            self.write(chunk[:head_room])
             self.written += min(len(chunk), head_room)
             chunk = chunk[head_room:]
         if chunk:
@@ -256,16 +264,32 @@ class _Output:
         if self.on_line is not None:
             self.on_line(line.decode("utf-8", "replace"))
 
+    def write(self, data: bytes) -> None:
+        """Bytes to the log file as they are (and flushed, so that a log can be followed)."""
+        if self.log_error is not None:
+            return
+        try:
+            self.log.write(data)
+            self.log.flush()
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            self.log_error = (
+                f"cannot write the log {getattr(self.log, 'name', '?')}: {exc.strerror or exc} ({code})"
+            )
+            # Closed now (what its buffer still holds is lost with the disk's room), so that
+            # closing it again at the end neither fails nor writes.
+            with contextlib.suppress(OSError):
+                self.log.close()
+
     def close(self) -> str:
         if self.partial or self.partial_cut:
             self._end_line()
         if self.cut:
-            self.log.write(
+            self.write(
                 f"\n[tfbisect: {self.cut} bytes of output cut here; the log keeps its first "
                 f"{LOG_FILE_HEAD_BYTES} and last {LOG_FILE_TAIL_BYTES} bytes]\n".encode()
             )
-        self.log.write(bytes(self.tail_buffer))
-        self.log.flush()
+        self.write(bytes(self.tail_buffer))
         return b"\n".join(self.lines).decode("utf-8", "replace")
 
 
@@ -280,80 +304,33 @@ def run_logged(
 ) -> Finished:
     """Run `command`, teeing its merged output to `log_path`; kill its whole tree when it ends.
 
-    Returns within `timeout` plus a few seconds whatever the child does.  A stop signal kills
-    the tree and raises `interrupt.Interrupted`: a killed run is never reported as finished.
+    Returns within `timeout` plus a few seconds whatever the child does (or the log's disk: a
+    log that cannot be written is given up, and `Finished.log_error` says why).  A stop signal
+    kills the tree and raises `interrupt.Interrupted`: a killed run is never reported as finished.
     """
     interrupt.check()
     _become_subreaper()
     start = time.monotonic()
-    deadline = start + timeout
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = dict(env if env is not None else os.environ)
     child_env[MARKER_VARIABLE] = uuid.uuid4().hex
     with open(log_path, "wb") as log:
-        log.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
         output = _Output(log, on_line)
-        # A stop signal between the start of the child and its registration would leave it
-        # running unseen: the signals wait (blocked) until the kill is armed.
-        blocked = interrupt.hold()
-        try:
-            # Started and registered under the lock that scans read the leaders under: another
-            # run's scan never sees this child unregistered and takes it for an escaped process.
-            with _ACTIVE_LOCK:
-                process = subprocess.Popen(
-                    list(command),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=child_env,
-                    cwd=cwd,
-                    start_new_session=True,  # its own session and process group
-                )
-                tree = _Tree(process, child_env[MARKER_VARIABLE])
-                _ACTIVE[process.pid] = tree
-        except BaseException:
-            interrupt.release(blocked)
-            raise
+        output.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
+        process, tree, blocked = _start(command, child_env, cwd)
         assert process.stdout is not None
-        reader_done = threading.Event()
-        stop_reading = threading.Event()
-        reader = threading.Thread(
-            target=_pump, args=(process.stdout.fileno(), output, stop_reading, reader_done), daemon=True
-        )
-        reader.start()
-        timed_out = False
-        leftovers = 0
+        pump = _Pump(process.stdout.fileno(), output)
         try:
-            interrupt.release(blocked)  # a signal that came meanwhile is handled here, with the kill armed
-            while process.poll() is None and not interrupt.stopping():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                tree.scan()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=min(_WATCH_INTERVAL, remaining))
-            tree.scan()
-            leftovers = tree.kill_everything()
-            process.wait()
-            if interrupt.stopping():
-                raise interrupt.current()
-        except BaseException:
-            tree.kill_everything()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-            raise
+            timed_out, leftovers = _watch(process, tree, start + timeout, blocked)
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(process.pid, None)
             # Everything of the tree is dead, so the pipe is closed unless something we could
             # not see holds it: wait a little, never for ever.
-            reader_done.wait(timeout=PIPE_GRACE_SECONDS)
-            stop_reading.set()
-            reader.join(timeout=PIPE_GRACE_SECONDS)
-            if not reader.is_alive():
+            drained = pump.finish()
+            if drained:
                 process.stdout.close()
-            tail = output.close() if not reader.is_alive() else ""
+            tail = output.close() if drained else ""
     code = None if timed_out else process.returncode
     return Finished(
         exit_code=code,
@@ -361,7 +338,85 @@ def run_logged(
         log_tail=tail,
         seconds=time.monotonic() - start,
         leftovers=leftovers,
+        log_error=output.log_error,
     )
+
+
+def _start(
+    command: Sequence[str], child_env: dict[str, str], cwd: Path | None
+) -> tuple[subprocess.Popen[bytes], _Tree, set[int]]:
+    """The child started in a session of its own and registered as a tree to kill; with the
+    stop signals still held (`interrupt.hold`'s token), for `_watch` to release."""
+    # A stop signal between the start of the child and its registration would leave it
+    # running unseen: the signals wait (blocked) until the kill is armed.
+    blocked = interrupt.hold()
+    try:
+        # Started and registered under the lock that scans read the leaders under: another
+        # run's scan never sees this child unregistered and takes it for an escaped process.
+        with _ACTIVE_LOCK:
+            process = subprocess.Popen(
+                list(command),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,  # its own session and process group
+            )
+            tree = _Tree(process, child_env[MARKER_VARIABLE])
+            _ACTIVE[process.pid] = tree
+    except BaseException:
+        interrupt.release(blocked)
+        raise
+    return process, tree, blocked
+
+
+def _watch(
+    process: subprocess.Popen[bytes], tree: _Tree, deadline: float, blocked: set[int]
+) -> tuple[bool, int]:
+    """Watch the tree until the child ends, the deadline passes or a stop signal comes, then
+    kill what is left of it: (timed out, how many processes it left running)."""
+    timed_out = False
+    try:
+        interrupt.release(blocked)  # a signal that came meanwhile is handled here, with the kill armed
+        while process.poll() is None and not interrupt.stopping():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            tree.scan()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=min(_WATCH_INTERVAL, remaining))
+        tree.scan()
+        leftovers = tree.kill_everything()
+        process.wait()
+        if interrupt.stopping():
+            raise interrupt.current()
+    except BaseException:
+        tree.kill_everything()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        raise
+    return timed_out, leftovers
+
+
+class _Pump:
+    """The child's output read into `output` on a thread of its own, which a pipe that an
+    unseen process still holds never keeps alive for long."""
+
+    def __init__(self, fd: int, output: _Output) -> None:
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=_pump, args=(fd, output, self.stop, self.done), daemon=True)
+        self.thread.start()
+
+    def finish(self) -> bool:
+        """Wait a little for the end of the output, then stop reading; True when the reader
+        has ended (its output may be closed), False when it still hangs on the pipe."""
+        self.done.wait(timeout=PIPE_GRACE_SECONDS)
+        self.stop.set()
+        self.thread.join(timeout=PIPE_GRACE_SECONDS)
+        return not self.thread.is_alive()
 
 
 def _pump(fd: int, output: _Output, stop: threading.Event, done: threading.Event) -> None:

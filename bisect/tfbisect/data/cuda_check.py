@@ -54,39 +54,7 @@ def main():
         "gpus": [],
         "driver": driver_version(),
     }
-    symbol = find_loader(tf)
-    problems = []
-    if symbol is None:
-        problems.append("this TensorFlow has no DsoLoader::TryDlopenCUDALibraries to ask")
-    else:
-        name, function = symbol
-        report["loader"] = name
-        status, log = captured_stderr(lambda: call_status(function))
-        report["status_ok"] = status in (0, 1)  # tsl::Status: null state; absl::Status: inlined OK
-        paths = mapped_libraries()
-        owners = wheel_owners()
-        for soname in OPENED.findall(log):
-            path = next((p for p in paths if os.path.basename(p) == soname), None)
-            owner = owners.get(os.path.realpath(path)) if path else None
-            report["libraries"].append(
-                {
-                    "soname": soname,
-                    "path": path,
-                    "wheel": owner[0].replace("_", "-").lower() if owner else None,
-                    "version": owner[1] if owner else None,
-                }
-            )
-        for soname, error in FAILED.findall(log):
-            report["failed"].append({"soname": soname, "error": (error or "").strip()[:300]})
-        if report["failed"]:
-            problems.append(
-                "TF could not open "
-                + ", ".join(f["soname"] + " (" + (f["error"] or "?") + ")" for f in report["failed"])
-            )
-        elif not report["status_ok"]:
-            problems.append("TF's loader check failed without naming a library:\n" + log[-2000:])
-        if not report["libraries"] and not report["failed"]:
-            problems.append("TF's loader logged no library at all:\n" + log[-2000:])
+    problems = ask_loader(tf, report)
     report["gpus"] = gpus(tf)
     cuda = str(report["build_info"].get("cuda_version") or "")
     if not report["build_info"].get("is_cuda_build"):
@@ -97,6 +65,61 @@ def main():
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as out:
         json.dump(report, out, indent=1, sort_keys=True)
+    say_what_opened(tf, report, cuda)
+    if problems:
+        print("TF loader check FAILED: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+def ask_loader(tf, report):
+    """Call TF's own loader check and put what it did in `report` (loader, status_ok, libraries,
+    failed); the problems it shows."""
+    symbol = find_loader(tf)
+    if symbol is None:
+        return ["this TensorFlow has no DsoLoader::TryDlopenCUDALibraries to ask"]
+    name, function = symbol
+    report["loader"] = name
+    status, log = captured_stderr(lambda: call_status(function))
+    report["status_ok"] = status in (0, 1)  # tsl::Status: null state; absl::Status: inlined OK
+    report["libraries"] = opened_libraries(log)
+    for soname, error in FAILED.findall(log):
+        report["failed"].append({"soname": soname, "error": (error or "").strip()[:300]})
+    problems = []
+    if report["failed"]:
+        problems.append(
+            "TF could not open "
+            + ", ".join(f["soname"] + " (" + (f["error"] or "?") + ")" for f in report["failed"])
+        )
+    elif not report["status_ok"]:
+        problems.append("TF's loader check failed without naming a library:\n" + log[-2000:])
+    if not report["libraries"] and not report["failed"]:
+        problems.append("TF's loader logged no library at all:\n" + log[-2000:])
+    return problems
+
+
+def opened_libraries(log):
+    """The libraries TF's log says it opened: the file mapped for each, and the wheel that file
+    came from."""
+    paths = mapped_libraries()
+    owners = wheel_owners()
+    found = []
+    for soname in OPENED.findall(log):
+        path = next((p for p in paths if os.path.basename(p) == soname), None)
+        owner = owners.get(os.path.realpath(path)) if path else None
+        found.append(
+            {
+                "soname": soname,
+                "path": path,
+                "wheel": owner[0].replace("_", "-").lower() if owner else None,
+                "version": owner[1] if owner else None,
+            }
+        )
+    return found
+
+
+def say_what_opened(tf, report, cuda):
+    """One line for the build's log: TF's CUDA, what it opened, the GPUs it saw."""
     opened = ", ".join(
         lib["soname"] + (" " + lib["version"] if lib["version"] else "") for lib in report["libraries"]
     )
@@ -111,10 +134,6 @@ def main():
             ", ".join(g["name"] for g in report["gpus"]) or "none (no GPU or driver while building)",
         )
     )
-    if problems:
-        print("TF loader check FAILED: " + "; ".join(problems), file=sys.stderr)
-        return 1
-    return 0
 
 
 def build_info(tf):

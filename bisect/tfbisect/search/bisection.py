@@ -1,165 +1,63 @@
 """The bisect command's workflow: pick versions, run rounds, judge them, and write what was found.
 
 The search state lives in `search.BisectState`, the meaning of old and new in `judge`,
-the runs in `workflow.Runner`; this module only drives them and keeps the log.
+the runs in `workflow.Runner` (a round's side by side in `rounds`, the next round's environments
+prepared ahead in `prefetch`); this module only drives them and keeps the log.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from tfbisect.core.fsio import now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
-from tfbisect.core.process import kill_all
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.versions import commit_of, git_tag, is_nightly
-from tfbisect.envs.registry import cancel_all as cancel_builds
 from tfbisect.runs.workflow import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest
 from tfbisect.search.bisectplan import Plan, plan
 from tfbisect.search.judge import Judgement, State, failure_terms, failure_text, state_of, terms_for
+from tfbisect.search.prefetch import Prefetch, Prefetcher
+from tfbisect.search.rounds import Execute as Execute
+from tfbisect.search.rounds import RoundExecutor
 from tfbisect.search.state import BisectState, ChangePoint, Class
 
 COMPARE = "https://github.com/tensorflow/tensorflow/compare/{old}...{new}"
 
 
-# One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
-Execute = Callable[[EnvSpec], RunResult]
-# Preparing an environment ahead of its run: `Runner.prefetch` (none when a test scripts the runs).
-Prefetch = Callable[[EnvSpec], object]
+class Trials:
+    """The versions a search has tried: each round run through the round executor while the next
+    round's environments are prepared ahead, each run's record kept by its index, each step
+    added to the log, and the log saved after every round."""
 
-
-AHEAD_NICENESS = 10
-
-
-class Ahead:
-    """Environments prepared ahead, one at a time, on a daemon thread (a driver that stops never
-    waits for one).  `want` replaces what is queued; what is being prepared finishes."""
-
-    def __init__(self, work: Prefetch) -> None:
-        self.work = work
-        self.lock = threading.Lock()
-        self.wake = threading.Event()
-        self.queue: list[tuple[int, EnvSpec]] = []
-        self.running: int | None = None
-        self.done: set[int] = set()
-        self.stopped = False
-        threading.Thread(target=self._loop, name="tfbisect-prefetch", daemon=True).start()
-
-    def want(self, items: list[tuple[int, EnvSpec]]) -> list[int]:
-        """Queue these (in order) instead of what was queued; the ones new to the queue."""
-        with self.lock:
-            before = {i for i, _ in self.queue}
-            self.queue = [(i, spec) for i, spec in items if i != self.running and i not in self.done]
-            fresh = [i for i, _ in self.queue if i not in before]
-        self.wake.set()
-        return fresh
-
-    def stop(self) -> bool:
-        """Nothing more starts; True when a preparation is still running."""
-        with self.lock:
-            self.stopped = True
-            self.queue.clear()
-            busy = self.running is not None
-        self.wake.set()
-        return busy
-
-    def _loop(self) -> None:
-        # Work ahead yields the CPU to the runs the search waits for: the processes this thread
-        # starts (installs) inherit its niceness.  Linux sets it per thread.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
-        while True:
-            self.wake.wait()
-            with self.lock:
-                if self.stopped:
-                    return
-                if not self.queue:
-                    self.wake.clear()
-                    continue
-                index, spec = self.queue.pop(0)
-                self.running = index
-            try:
-                self.work(spec)
-            except BaseException:
-                pass
-            finally:
-                with self.lock:
-                    self.running = None
-                    self.done.add(index)
-
-
-class Bisection:
     def __init__(
         self,
         request: BisectRequest,
-        runner: Runner,
-        progress: Progress,
-        log_path: Path,
-        execute: Execute | None = None,
-        prefetch: Prefetch | None = None,
-        planned: Plan | None = None,
-        save: Callable[[BisectReport], None] | None = None,
+        planned: Plan,
+        report: BisectReport,
+        rounds: RoundExecutor,
+        ahead: Prefetcher,
+        say: Callable[[str], None],
+        save: Callable[[BisectReport], None],
     ) -> None:
-        """`planned`: the versions to search and their environments (default: the releases
-        between the request's ends); `save`: where the log goes after every round (default:
-        `log_path`; a narrowing keeps its search inside the bisection's own log)."""
         self.request = request
-        self.runner = runner
-        self.progress = progress
-        self.log_path = log_path
-        self.execute = execute or (lambda spec: runner.run(spec, request.scenario))
-        if prefetch is None and execute is None:
-            prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
-        # One environment prepared ahead at a time, next to the round's runs.
-        self.ahead = Ahead(prefetch) if prefetch and request.prefetch > 0 else None
-        planned = planned or plan(request, runner.catalogue, runner.environment)
-        self._save = save
-        self.releases, self.specs = list(planned.releases), list(planned.specs)
+        self.releases, self.specs = planned.releases, planned.specs
+        self.report = report
+        self.rounds, self.ahead = rounds, ahead
+        self.say, self._save = say, save
         self.records: dict[int, RunRecord] = {}
         self.round = 0
-        self.report = BisectReport(
-            request=request.to_record(),
-            command=request.command(),
-            versions=[r.version for r in self.releases],
-            started_at=now_iso(),
-        )
-
-    # -- running ---------------------------------------------------------------------
-    def prepare_ahead(self, indices: Sequence[int]) -> None:
-        """Prepare the environments the next round may need while this one runs (both outcomes of
-        a midpoint, as mozregression does), at most --prefetch of them.  A queued one no longer
-        wanted is dropped; one already building finishes and stays in the cache."""
-        if self.ahead is None:
-            return
-        wanted = [i for i in indices if i not in self.records and self.specs[i] is not None]
-        wanted = wanted[: self.request.prefetch]
-        fresh = self.ahead.want([(i, spec) for i in wanted if (spec := self.specs[i]) is not None])
-        if fresh:
-            names = ", ".join(self.releases[i].version for i in fresh)
-            self.progress.say(f"   preparing ahead for the next round: {names}")
-
-    def stop_ahead(self) -> None:
-        """The search is over: nothing more is prepared ahead.  A preparation still running is
-        stopped (its processes and builds), since no run will need it; its thread is a daemon,
-        so nothing waits for it."""
-        if self.ahead is not None and self.ahead.stop():
-            kill_all()
-            cancel_builds()
-        self.ahead = None
 
     def run_round(self, indices: Sequence[int], ahead: Sequence[int] = ()) -> None:
+        """Run the versions of `indices` not run yet, while the ones of `ahead` (the next round's
+        candidates) are prepared."""
         todo = [i for i in indices if i not in self.records and self.specs[i] is not None]
         for i in indices:
             if self.specs[i] is None and i not in self.records:
@@ -168,29 +66,27 @@ class Bisection:
             return
         self.round += 1
         names = ", ".join(self.releases[i].version for i in todo)
-        self.progress.say(f"== round {self.round}: {names}")
-        with ThreadPoolExecutor(max_workers=max(1, self.request.jobs)) as pool:
-            futures = {i: pool.submit(self.execute, self.specs[i]) for i in todo}  # type: ignore[arg-type]
-            # The round's own runs that wait for a worker come first, then the next round's.
-            self.prepare_ahead([*todo[self.request.jobs :], *ahead])
-            try:
-                for i, future in futures.items():
-                    done = future.result()
-                    self.records[i] = done.record
-                    self.add_step(i, done.record, done.seconds, done.reused)
-            except KeyboardInterrupt:
-                # Stopping: the other runs of the round are being killed; keep the ones that
-                # finished before the signal in the log (their results are stored anyway).
-                kill_all()
-                pool.shutdown(wait=True, cancel_futures=True)
-                for i, future in futures.items():
-                    finished = future.done() and not future.cancelled() and future.exception() is None
-                    if i not in self.records and finished:
-                        done = future.result()
-                        self.records[i] = done.record
-                        self.add_step(i, done.record, done.seconds, done.reused)
-                raise
+        self.say(f"== round {self.round}: {names}")
+        # The round's own runs that wait for a worker are prepared first, then the next round's.
+        waiting = [*todo[self.request.jobs :], *ahead]
+        self.rounds.run(
+            [(i, spec) for i in todo if (spec := self.specs[i]) is not None],
+            self.took,
+            lambda: self.ahead.prepare(self.unrun(waiting)),
+        )
         self.save()
+
+    def unrun(self, indices: Sequence[int]) -> list[tuple[int, EnvSpec, str]]:
+        """The versions of `indices` with an environment and no run yet: (index, spec, version)."""
+        return [
+            (i, spec, self.releases[i].version)
+            for i in indices
+            if i not in self.records and (spec := self.specs[i]) is not None
+        ]
+
+    def took(self, index: int, done: RunResult) -> None:
+        self.records[index] = done.record
+        self.add_step(index, done.record, done.seconds, done.reused)
 
     def note_unavailable(self, index: int) -> None:
         release = self.releases[index]
@@ -225,6 +121,53 @@ class Bisection:
             )
         )
 
+    def stop(self, *, kill: bool = False) -> None:
+        """The search is over: nothing more is prepared ahead; `kill`: stopped by a signal, and
+        the runs still in progress are killed too."""
+        if kill:
+            self.rounds.halt()
+        self.ahead.stop()
+
+    def save(self) -> None:
+        self._save(self.report)
+
+
+class Bisection:
+    """The search: which versions to run (through `Trials`), how to judge them, and what was found."""
+
+    def __init__(
+        self,
+        request: BisectRequest,
+        runner: Runner,
+        progress: Progress,
+        log_path: Path,
+        execute: Execute | None = None,
+        prefetch: Prefetch | None = None,
+        planned: Plan | None = None,
+        save: Callable[[BisectReport], None] | None = None,
+    ) -> None:
+        """`execute`, `prefetch`: one run, one environment prepared ahead (default: the runner's;
+        nothing prepared when `execute` is scripted); `planned`: the versions and environments
+        (default: the releases between the request's ends); `save`: where the log goes after
+        every round (default: `log_path`; a narrowing keeps its search in the bisection's log)."""
+        self.request, self.runner, self.progress = request, runner, progress
+        planned = planned or plan(request, runner.catalogue, runner.environment)
+        self.releases, self.specs = list(planned.releases), list(planned.specs)
+        self.report = BisectReport(
+            request=request.to_record(),
+            command=request.command(),
+            versions=[r.version for r in self.releases],
+            started_at=now_iso(),
+        )
+        if prefetch is None and execute is None:
+            prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
+        # The runs, their threads and processes, and the work ahead are the collaborators'.
+        rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
+        ahead = Prefetcher(prefetch, request.prefetch, progress.say)
+        save = save or (lambda report: write_json_atomic(log_path, report.to_dict()))
+        self.trials = Trials(request, planned, self.report, rounds, ahead, progress.say, save)
+        self.records = self.trials.records  # the records of the runs so far, by version index
+
     def state(self, index: int) -> State | None:
         record = self.records.get(index)
         return state_of(record, self.request.probe) if record else None
@@ -234,22 +177,21 @@ class Bisection:
         try:
             self._search()
         except KeyboardInterrupt:
-            kill_all()
-            self.stop_ahead()
+            self.trials.stop(kill=True)
             self.report.status = Status.INTERRUPTED
-            self.save()
+            self.trials.save()
             raise
         finally:
-            self.stop_ahead()
+            self.trials.stop()
         self.report.finished_at = now_iso()
-        self.save()
+        self.trials.save()
         return self.report
 
     def _search(self) -> None:
         size = len(self.releases)
         probe_state = BisectState(size, self.request.jobs)
         first = probe_state.first_round()
-        self.run_round(first, probe_state.after_round(first))
+        self.trials.run_round(first, probe_state.after_round(first))
         low, high = self.decide_end(0, +1), self.decide_end(size - 1, -1)
         if low is None or high is None or low >= high:
             self.finish_undecidable()
@@ -289,7 +231,7 @@ class Bisection:
             stored = self.runner.stored(spec, self.request.scenario)
             if stored is not None:
                 self.records[i] = stored
-                self.add_step(i, stored, 0.0, True, round_=0)  # round 0: known before this bisection
+                self.trials.add_step(i, stored, 0.0, True, round_=0)  # round 0: known before this bisection
 
     def narrow(self, low: int, high: int, judgement: Judgement) -> BisectState:
         """Rounds between two ends of different classes, until the change point is pinned."""
@@ -300,12 +242,12 @@ class Bisection:
         for i in range(low, high + 1):
             if self.specs[i] is None:
                 state.record(i - low, Class.SKIP)
-                self.note_unavailable(i)
+                self.trials.note_unavailable(i)
         while True:
             todo = state.next_round()
             if not todo:
                 break
-            self.run_round([i + low for i in todo], [i + low for i in state.after_round(todo)])
+            self.trials.run_round([i + low for i in todo], [i + low for i in state.after_round(todo)])
             for i in todo:
                 state.record(i, judgement.classify(self.state(i + low)))
         return state
@@ -378,7 +320,7 @@ class Bisection:
         for _ in range(4):
             if not 0 <= index < len(self.releases):
                 return None
-            self.run_round([index])
+            self.trials.run_round([index])
             if self.state(index) is not None:
                 return index
             self.progress.say(
@@ -434,16 +376,10 @@ class Bisection:
                 if self.request.confirm or self.runner.stored(spec, self.request.scenario) is not None:
                     cheap.append(i)
         if cheap:
-            self.run_round([i + low for i in cheap])
+            self.trials.run_round([i + low for i in cheap])
             for i in cheap:
                 state.record(i, terms.classify(self.state(i + low)))
         return state.result().change
-
-    def save(self) -> None:
-        if self._save is not None:
-            self._save(self.report)
-        else:
-            write_json_atomic(self.log_path, self.report.to_dict())
 
 
 def ref_of(version: str, git_version: str | None) -> str | None:

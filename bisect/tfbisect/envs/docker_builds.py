@@ -1,0 +1,276 @@
+"""What makes images in the Docker engine: builds (the classic builder), pulls, pushes and
+imports; the streaming requests among them read on a connection of their own, with a deadline,
+and cancelled by a stop signal (`cancel_all`)."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from tfbisect.core import interrupt
+from tfbisect.core.errors import DockerError
+from tfbisect.core.limits import PIPE_GRACE_SECONDS
+from tfbisect.core.process import Finished
+from tfbisect.core.process import _Output as BoundedLog
+from tfbisect.envs.docker_calls import EngineCalls, clean, reason, shown
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One `docker build`: the SDK call and its command line are made from these same fields."""
+
+    dockerfile: Path
+    context: Path
+    tag: str
+    target: str
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str = "host"
+
+    def argv(self) -> list[str]:
+        args = ["build", "--network", self.network, "--file", str(self.dockerfile)]
+        args += ["--target", self.target, "--tag", self.tag]
+        for key, value in self.build_args.items():
+            args += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            args += ["--label", f"{key}={value}"]
+        return shown(*args, str(self.context))
+
+    def sdk_arguments(self) -> dict[str, Any]:
+        """`APIClient.build`'s arguments; `rm` and `forcerm` as the CLI's defaults (remove the
+        intermediate containers of a build that succeeds, keep the failing step's)."""
+        return {
+            "path": str(self.context),
+            "dockerfile": str(self.dockerfile),
+            "tag": self.tag,
+            "target": self.target,
+            "buildargs": dict(self.build_args),
+            "labels": dict(self.labels),
+            "network_mode": self.network,
+            "rm": True,
+            "forcerm": False,
+            "decode": True,
+        }
+
+
+class _Stream:
+    """One streaming request on a connection of its own, which `cancel` shuts from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cancelled = False
+        self.response: requests.Response | None = None
+
+    def hook(self, response: requests.Response, *args: object, **kwargs: object) -> requests.Response:
+        with self.lock:
+            self.response = response
+            cancelled = self.cancelled
+        if cancelled:
+            _shut(response)
+        return response
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            response = self.response
+        if response is not None:
+            _shut(response)
+
+
+def _shut(response: requests.Response) -> None:
+    """Close the connection a streamed body is read from: a read blocked on it returns at once, and
+    the engine, seeing its client gone, cancels the request (a build stops and cleans up)."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+_LIVE: set[_Stream] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def cancel_all() -> None:
+    """Cancel every build and pull in progress (a stop signal arrived)."""
+    with _LIVE_LOCK:
+        streams = list(_LIVE)
+    for stream in streams:
+        stream.cancel()
+
+
+interrupt.on_stop(cancel_all)
+
+
+@dataclass(frozen=True)
+class Streamed:
+    ok: bool
+    timed_out: bool
+    seconds: float
+    errors: str = ""  # the errors the stream reported
+    failure: str = ""  # why the request itself failed
+
+
+@dataclass(frozen=True)
+class Builds(EngineCalls):
+    params: dict[str, Any] = field(default_factory=dict)  # the client's connection (address, TLS)
+
+    def push(self, image: str, ref: str, log_path: Path) -> None:
+        """Tag `image` as `ref` (REGISTRY/NAME:TAG) and push it; the registry keeps layers it has."""
+        repository, _, tag = ref.rpartition(":")
+        for argv, call in (
+            (shown("tag", image, ref), lambda: self.api.tag(image, repository, tag)),
+            (shown("push", ref), lambda: self._push(repository, tag, log_path)),
+        ):
+            self._echo(argv)
+            with self._calling(argv):
+                call()
+
+    def _push(self, repository: str, tag: str, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            for item in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if isinstance(item, dict) and item.get("error"):
+                    raise docker.errors.APIError(str(item["error"])[:500])
+                log.write(_build_text(item))
+
+    def pull(self, ref: str, timeout: float = 600) -> None:
+        """`docker pull --quiet REF`; a DockerError when it fails or takes longer than `timeout`."""
+        argv = shown("pull", "--quiet", ref)
+        self._echo(argv)
+        # The SDK reads the tag (or digest) from the reference, `latest` when it names none.
+        done = self._stream(lambda api: api.pull(ref, stream=True, decode=True), lambda item: None, timeout)
+        if not done.ok:
+            raise DockerError(
+                f"`{shlex.join(argv)}` failed: "
+                + (f"no answer in {timeout:g}s" if done.timed_out else done.failure or done.errors),
+                "check that the registry is reachable from the engine, then run again.",
+            )
+
+    def build(self, request: BuildRequest, log_path: Path, timeout: float) -> Finished:
+        """Build with the classic builder, each line of its output written to `log_path` as it
+        arrives (the log keeps its head and tail, like a run's); exit code 0 or 1, None on timeout.
+        A stop signal cancels the build and raises `interrupt.Interrupted`."""
+        argv = request.argv()
+        self._echo(argv)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
+            output = BoundedLog(log, None)
+            output.write(("$ " + shlex.join(argv) + "\n").encode("utf-8", "replace"))
+            lock = threading.Lock()
+
+            def on_item(item: object) -> None:
+                with lock:
+                    output.feed(_build_text(item).encode("utf-8", "replace"))
+
+            done = self._stream(lambda api: api.build(**request.sdk_arguments()), on_item, timeout)
+            with lock:
+                if done.failure:  # the stream's own errors are in the log already
+                    output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
+                if done.timed_out:
+                    output.feed(f"\n[tfbisect: the build was cancelled after {timeout:g}s]\n".encode())
+                tail = output.close()
+        code = None if done.timed_out else (0 if done.ok else 1)
+        return Finished(
+            exit_code=code,
+            timed_out=done.timed_out,
+            log_tail=tail,
+            seconds=done.seconds,
+            log_error=output.log_error,
+        )
+
+    def _stream(
+        self,
+        request: Callable[[docker.APIClient], Iterable[Any]],
+        on_item: Callable[[object], None],
+        timeout: float,
+    ) -> Streamed:
+        """Read a streaming engine call on a connection of its own, in a thread, while this one
+        watches the deadline and stop signals and cancels the call on either."""
+        interrupt.check()
+        start = time.monotonic()
+        deadline = start + timeout
+        stream = _Stream()
+        # A client of its own: its connection is this call's alone, and no read on it times out
+        # before the deadline does.
+        api = docker.APIClient(version=self.api.api_version, timeout=int(timeout) + 60, **self.params)
+        api.hooks["response"].append(stream.hook)
+        errors: list[str] = []
+        failures: list[str] = []
+
+        def read() -> None:
+            try:
+                for item in request(api):
+                    if stream.cancelled:
+                        return
+                    on_item(item)
+                    if isinstance(item, dict) and item.get("error"):
+                        errors.append(clean(str(item.get("error"))))
+            except Exception as exc:  # a cancelled read fails in any way the HTTP stack has
+                if not stream.cancelled:
+                    failures.append(reason(exc))
+
+        reader = threading.Thread(target=read, daemon=True, name="docker-stream")
+        with _LIVE_LOCK:
+            _LIVE.add(stream)
+        timed_out = False
+        try:
+            reader.start()
+            while reader.is_alive():
+                reader.join(timeout=0.2)
+                if interrupt.stopping():
+                    raise interrupt.current()
+                if reader.is_alive() and time.monotonic() >= deadline:
+                    timed_out = True
+                    stream.cancel()
+                    break
+            reader.join(timeout=PIPE_GRACE_SECONDS)
+        except BaseException:
+            stream.cancel()
+            reader.join(timeout=PIPE_GRACE_SECONDS)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(stream)
+            api.close()
+        return Streamed(
+            ok=not timed_out and not errors and not failures,
+            timed_out=timed_out,
+            seconds=time.monotonic() - start,
+            errors="\n".join(errors),
+            failure="\n".join(failures),
+        )
+
+    def import_rootfs(self, tar: Path, ref: str, changes: Sequence[str]) -> None:
+        """`docker import` of a root file system tarball as image REF."""
+        argv = shown("import", *(a for c in changes for a in ("--change", c)), str(tar), ref)
+        self._echo(argv)
+        repository, _, tag = ref.partition(":")
+        with self._calling(argv):
+            self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
+
+
+def _build_text(item: object) -> str:
+    """One item of a build's output stream as the CLI would print it."""
+    if not isinstance(item, dict):
+        return f"{item}\n"
+    if "stream" in item:
+        return str(item["stream"])
+    if item.get("error"):
+        return f"{item['error']}\n"
+    if "status" in item:
+        return " ".join(str(item[k]) for k in ("id", "status") if item.get(k)) + "\n"
+    return ""  # aux (the image ID) and progress records

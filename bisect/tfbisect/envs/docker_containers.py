@@ -1,0 +1,141 @@
+"""Containers in the Docker engine: the `docker` command lines the backends run (against the
+engine the SDK talks to), a run container's name and removal, its state, and the short-lived
+containers that read a file from an image or run one command in it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import io
+import json
+import os
+import shlex
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tfbisect.core import interrupt
+from tfbisect.core.errors import DockerError
+from tfbisect.envs.docker_calls import FAILURES, EngineCalls, shown
+
+
+@dataclass(frozen=True)
+class Containers(EngineCalls):
+    host: str  # the engine's address, as DOCKER_HOST names it
+    binary: str = "docker"  # the CLI that runs the containers (`docker run`)
+
+    def command(self, *args: str) -> list[str]:
+        """A command line the CLI runs (`docker run`), against the engine the SDK talks to (`run_env`)."""
+        return [self.binary, *args]
+
+    def run_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The environment of a `command`: DOCKER_HOST names the same engine as the SDK's."""
+        return {**env, "DOCKER_HOST": self.host}
+
+    def capture(self, *args: str, check: bool = True, quiet: bool = False, timeout: float = 300) -> str:
+        """Run a `docker` CLI command and return its output (the benchmark lists images with it)."""
+        argv = self.command(*args)
+        if not quiet:
+            self._echo(argv)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=timeout, env=self.run_env(os.environ)
+        )
+        if check and done.returncode != 0:
+            raise DockerError(
+                f"`{shlex.join(argv)}` failed ({done.returncode}): {done.stderr.strip()[-800:]}",
+                "see the message above; `docker info` tells whether the engine is healthy.",
+            )
+        return done.stdout
+
+    def container_state(self, name: str) -> dict[str, object]:
+        """The container's `.State` (ExitCode, OOMKilled …), or {} when it is gone or the engine fails."""
+        try:
+            state = self.api.inspect_container(name).get("State")
+        except FAILURES:
+            return {}
+        return dict(state) if isinstance(state, dict) else {}
+
+    def read_file(self, image: str, path: str, limit: int) -> bytes | None:
+        """A regular file's bytes from an image, without running anything in it (`docker cp` from
+        a created, never started container); None when it is missing, not a regular file, over
+        `limit` bytes, or the engine fails."""
+        argv = shown("cp", f"{image}:{path}", "-")
+        self._echo(argv)
+        container = None
+        try:
+            container = self.api.create_container(image, command=["true"], network_disabled=True)
+            # The archive endpoint by hand, so that the response is closed on every path (the
+            # SDK's get_archive leaves it open when its stream is not read to the end).
+            api: Any = self.api
+            url = api._url("/containers/{0}/archive", container["Id"])
+            response = api._get(url, params={"path": path}, stream=True)
+            try:
+                api._raise_for_status(response)
+                header = response.headers.get("X-Docker-Container-Path-Stat", "")
+                stat = json.loads(base64.b64decode(header) or b"{}")
+                if not isinstance(stat, dict) or int(stat.get("size", 0)) > limit:
+                    return None
+                data = response.raw.read(limit + 64 * 1024 + 1)  # the tar's own headers and padding
+            finally:
+                response.close()
+            if len(data) > limit + 64 * 1024:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.next()
+                if member is None or not member.isreg() or member.size > limit:
+                    return None
+                found = tar.extractfile(member)
+                return found.read(limit + 1) if found is not None else None
+        except (*FAILURES, tarfile.TarError, ValueError, binascii.Error):
+            return None
+        finally:
+            if container is not None:
+                with contextlib.suppress(*FAILURES):
+                    self.api.remove_container(container, force=True)
+
+    def run_output(self, image: str, command: Sequence[str], timeout: float = 300) -> str:
+        """`docker run --rm --network none IMAGE COMMAND…`'s standard output; '' when the command
+        fails or cannot start (an image without it), or the engine fails."""
+        argv = shown("run", "--rm", "--network", "none", image, *command)
+        self._echo(argv)
+        container = None
+        try:
+            container = self.api.create_container(
+                image, command=list(command), host_config=self.api.create_host_config(network_mode="none")
+            )
+            self.api.start(container)
+            ended = self.api.wait(container, timeout=int(timeout))
+            if int(ended.get("StatusCode", 1)) != 0:
+                return ""
+            out = self.api.logs(container, stdout=True, stderr=False)
+            return out.decode("utf-8", "replace") if isinstance(out, bytes) else str(out)
+        except FAILURES:
+            return ""
+        finally:
+            if container is not None:
+                with contextlib.suppress(*FAILURES):
+                    self.api.remove_container(container, force=True)
+
+    @contextlib.contextmanager
+    def container_name(self, stem: str, *, keep: bool = False) -> Iterator[str]:
+        """A unique container name, and the container removed on every way out."""
+        name = f"tfbisect-{stem}-{uuid.uuid4().hex[:8]}"
+        try:
+            yield name
+        finally:
+            if keep:
+                self.progress.say(
+                    f"kept container {name} (--keep-containers); remove it with `docker rm -f {name}`"
+                )
+            else:
+                self.remove_container(name)
+
+    def remove_container(self, name: str) -> None:
+        """`docker rm --force NAME`; nothing when there is no such container."""
+        # A stop signal must not cut the removal short: it waits until the container is gone.
+        with interrupt.held(), contextlib.suppress(*FAILURES):
+            self.api.remove_container(name, force=True)

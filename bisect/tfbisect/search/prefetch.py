@@ -1,0 +1,126 @@
+"""Prefetch: the environments the next round may need, prepared while this round runs (both
+outcomes of a midpoint, as mozregression does), one at a time on a daemon thread, at a lower
+CPU priority than the runs the search waits for.
+
+What to prepare is the search's choice; this module only queues it, prepares it through a
+`prefetch` callable, and stops what is still being prepared once the search is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from tfbisect.core.process import kill_all
+from tfbisect.core.spec import EnvSpec
+from tfbisect.envs.registry import cancel_all as cancel_builds
+
+# Preparing an environment ahead of its run: `Runner.prefetch` (none when a test scripts the runs).
+Prefetch = Callable[[EnvSpec], object]
+
+
+AHEAD_NICENESS = 10
+
+
+class Ahead:
+    """Environments prepared ahead, one at a time, on a daemon thread (a driver that stops never
+    waits for one).  `want` replaces what is queued; what is being prepared finishes."""
+
+    def __init__(self, work: Prefetch) -> None:
+        self.work = work
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.queue: list[tuple[int, EnvSpec]] = []
+        self.running: int | None = None
+        self.done: set[int] = set()
+        self.stopped = False
+        threading.Thread(target=self._loop, name="tfbisect-prefetch", daemon=True).start()
+
+    def want(self, items: list[tuple[int, EnvSpec]]) -> list[int]:
+        """Queue these (in order) instead of what was queued; the ones new to the queue."""
+        with self.lock:
+            before = {i for i, _ in self.queue}
+            self.queue = [(i, spec) for i, spec in items if i != self.running and i not in self.done]
+            fresh = [i for i, _ in self.queue if i not in before]
+        self.wake.set()
+        return fresh
+
+    def stop(self) -> bool:
+        """Nothing more starts; True when a preparation is still running."""
+        with self.lock:
+            self.stopped = True
+            self.queue.clear()
+            busy = self.running is not None
+        self.wake.set()
+        return busy
+
+    def _loop(self) -> None:
+        # Work ahead yields the CPU to the runs the search waits for: the processes this thread
+        # starts (installs) inherit its niceness.  Linux sets it per thread.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
+        while True:
+            self.wake.wait()
+            with self.lock:
+                if self.stopped:
+                    return
+                if not self.queue:
+                    self.wake.clear()
+                    continue
+                index, spec = self.queue.pop(0)
+                self.running = index
+            try:
+                self.work(spec)
+            except BaseException:
+                pass
+            finally:
+                with self.lock:
+                    self.running = None
+                    self.done.add(index)
+
+
+def halt_preparations() -> None:
+    """Stop what a preparation started: its processes (installs) and its image builds."""
+    kill_all()
+    cancel_builds()
+
+
+class Prefetcher:
+    """At most `limit` environments a round prepared ahead through `work` (nothing when there is
+    no `work` or the limit is 0); `say` tells the user which."""
+
+    def __init__(
+        self,
+        work: Prefetch | None,
+        limit: int,
+        say: Callable[[str], None],
+        halt: Callable[[], None] = halt_preparations,
+    ) -> None:
+        # One environment prepared ahead at a time, next to the round's runs.
+        self.ahead = Ahead(work) if work and limit > 0 else None
+        self.limit = limit
+        self.say = say
+        self.halt = halt
+
+    def prepare(self, wanted: Sequence[tuple[int, EnvSpec, str]]) -> None:
+        """Prepare these (index, spec, version), most wanted first, at most `limit` of them.  A
+        queued one no longer wanted is dropped; one already being prepared finishes and stays in
+        the cache."""
+        if self.ahead is None:
+            return
+        wanted = list(wanted)[: self.limit]
+        fresh = self.ahead.want([(i, spec) for i, spec, _ in wanted])
+        if fresh:
+            version = {i: name for i, _, name in wanted}
+            names = ", ".join(version[i] for i in fresh)
+            self.say(f"   preparing ahead for the next round: {names}")
+
+    def stop(self) -> None:
+        """The search is over: nothing more is prepared ahead.  A preparation still running is
+        stopped (its processes and builds), since no run will need it; its thread is a daemon,
+        so nothing waits for it."""
+        if self.ahead is not None and self.ahead.stop():
+            self.halt()
+        self.ahead = None

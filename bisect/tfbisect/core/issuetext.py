@@ -75,9 +75,11 @@ class CodeBlock:
 
 
 def code_blocks(posts: list[str]) -> list[CodeBlock]:
-    """The code blocks of every post, in order.  Fenced blocks in another language (bash,
-    console, text …) are left out; unlabelled and indented ones are kept only when they parse,
-    so a pasted log or traceback is never a candidate; a Python-labelled one is kept either way."""
+    """The code blocks of every post, in order.  A block is kept when it parses as Python and
+    does something (an import, an assignment, a call …), whatever its fence says: the TF issue
+    template renders its repro field as ```` ```shell ````.  So a pasted log, a traceback or a
+    shell session is never a candidate; a Python-labelled block is kept even when it does not
+    parse (`parses` is False), so that a caller can say why none was taken."""
     found: list[CodeBlock] = []
     for number, post in enumerate(posts):
         found.extend(_blocks_of(post, number))
@@ -152,8 +154,6 @@ def _indented(line: str) -> bool:
 
 def _block(code: str, post: int, line: int, language: str, under_repro: bool) -> CodeBlock | None:
     labelled = language in PYTHON_LANGUAGES
-    if language and language != "indented" and not labelled:
-        return None  # ```bash, ```console, ```text: said to be something else
     code = _without_prompts(code)
     parses = _parses(code)
     if not parses and not labelled:
@@ -210,7 +210,7 @@ class VersionHint:
 
 
 _VERSION = r"(?:(?:tf|tensorflow)(?:-gpu|-cpu)?[ \t]*(?:version)?[ \t:=v]*|v)?(?P<version>2\.\d{1,2}(?:\.\d{1,2})?(?:rc\d)?)\b"
-_MENTION = re.compile(r"(?<![\w.])" + _VERSION + r"(?![.\d])", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w.])" + _VERSION + r"(?!\.?\d)", re.IGNORECASE)
 _NIGHTLY = re.compile(r"\btf[-_]nightly\b|\bnightly\b", re.IGNORECASE)
 _STATED = re.compile(
     r"(?:tensorflow|tf)[ \t]*(?:version|\.__version__)[ \t]*[:=\-]?[ \t]*(?:is[ \t]*)?v?"
@@ -218,10 +218,10 @@ _STATED = re.compile(
     re.IGNORECASE,
 )
 _TEMPLATE_VERSION = re.compile(r"^#{1,6}\s*tensorflow version\s*$", re.IGNORECASE)
-_CLAUSE = re.compile(r"[.;,!?\n]\s|\n|\bbut\b|\bwhile\b|\bwhereas\b|\bhowever\b", re.IGNORECASE)
+_CLAUSE = re.compile(r"[.;,!?\n]\s|[\n()]|\bbut\b|\bwhile\b|\bwhereas\b|\bhowever\b", re.IGNORECASE)
 _BAD_WORDS = re.compile(
     r"n't work|not work|no longer|stopped|fail|broke|breaks|broken|error|raise|crash|regress|wrong|"
-    r"bug|since|starting (?:from|with|in)|issue (?:appears|occurs)|reproduc|segfault|incorrect",
+    r"bug|since|starting (?:from|with|in)|\bhappens\b|\boccurs\b|reproduc|segfault|incorrect",
     re.IGNORECASE,
 )
 _GOOD_WORDS = re.compile(

@@ -40,7 +40,7 @@ EXAMPLE_CONTROL = """\
 """
 
 _TEMPLATE = string.Template(
-    '''${header}${future}"""${name}: ${description}
+    r'''${header}"""${name}: ${description}
 
 A tfbisect scenario: `tfbisect new` wrote the frame, the code in repro() is yours.  Run as
 `python ${name}.py --output result.json [--probe repro|control]`; exit 0 = not reproduced,
@@ -48,7 +48,7 @@ A tfbisect scenario: `tfbisect new` wrote the frame, the code in repro() is your
 assert means reproduced, returning means not reproduced, any other exception is an error.
 `control` must pass in every release: the narrowing traces it beside `repro`.
 """
-import argparse, builtins, hashlib, json, os, platform, sys, time, traceback
+${future}import argparse, builtins, hashlib, json, os, platform, sys, time, traceback
 
 NAME = "${name}"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import site
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,23 +27,44 @@ class Scenario:
         return safe_component(self.name)
 
 
-def scenarios_dir() -> Path:
-    """`$TFBISECT_SCENARIOS`, else `./scenarios`, else the checkout this package lives in."""
+# The checkout this package runs from, when it does (an installed package has none).
+_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def shipped_dirs() -> list[Path]:
+    """Where the built-in scenarios are installed with the package (pyproject's data-files:
+    `<prefix>/share/tfbisect/scenarios`, in the environment or the user's base)."""
+    prefixes = dict.fromkeys(p for p in (sys.prefix, site.getuserbase()) if p)
+    return [Path(prefix) / "share" / "tfbisect" / "scenarios" for prefix in prefixes]
+
+
+def search_path() -> list[Path]:
+    """Where a scenario given by name is looked for, in order: `$TFBISECT_SCENARIOS` alone when
+    set; else `./scenarios`, the checkout's `scenarios/` (when this package runs from one), then
+    the scenarios shipped with the package."""
     override = os.environ.get("TFBISECT_SCENARIOS")
     if override:
-        return Path(override)
-    here = Path.cwd() / "scenarios"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[3] / "scenarios"
+        return [Path(override)]
+    checkout = [_CHECKOUT / "scenarios"] if (_CHECKOUT / "pyproject.toml").is_file() else []
+    return [Path.cwd() / "scenarios", *checkout, *shipped_dirs()]
+
+
+def scenarios_dir() -> Path:
+    """The first folder of the search path that exists (`./scenarios` when there is one)."""
+    folders = search_path()
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
 
 
 def available(directory: Path | None = None) -> list[str]:
-    directory = directory or scenarios_dir()
-    return (
-        sorted(p.stem for p in directory.glob("*.py") if not p.name.startswith("_"))
-        if directory.is_dir()
-        else []
+    folders = [directory] if directory is not None else search_path()
+    return sorted(
+        {
+            p.stem
+            for folder in folders
+            if folder.is_dir()
+            for p in folder.glob("*.py")
+            if not p.name.startswith("_")
+        }
     )
 
 
@@ -50,7 +73,8 @@ def find(name_or_path: str = DEFAULT) -> Scenario:
     if candidate.suffix == ".py" or os.sep in name_or_path:
         path = candidate
     else:
-        path = scenarios_dir() / f"{name_or_path}.py"
+        found = [folder / f"{name_or_path}.py" for folder in search_path()]
+        path = next((p for p in found if p.is_file()), scenarios_dir() / f"{name_or_path}.py")
     if not path.is_file():
         names = available()
         raise ScenarioError(
@@ -58,7 +82,7 @@ def find(name_or_path: str = DEFAULT) -> Scenario:
             (
                 "pick one of: " + ", ".join(names)
                 if names
-                else "no scenarios were found in " + str(scenarios_dir())
+                else "no scenarios were found in " + ", ".join(str(p) for p in search_path())
             )
             + "; or pass a path to a scenario script.",
         )

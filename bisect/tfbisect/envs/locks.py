@@ -59,8 +59,30 @@ class Lock:
 
 
 def locks_dir() -> Path:
+    """Where the committed locks are read: the package's own (read-only seed data), or
+    `$TFBISECT_LOCKS`, which then is the one folder locks are read from and written to."""
     override = os.environ.get("TFBISECT_LOCKS")
     return Path(override) if override else Path(str(data_file("locks")))
+
+
+def written_locks_dir() -> Path:
+    """Where locks resolved at run time (RCs, nightlies, anything not committed) are written:
+    `$TFBISECT_LOCKS`, else the user's cache (`$XDG_CACHE_HOME/tfbisect/locks`, by default
+    `~/.cache/tfbisect/locks`), never the package: an installed one may be read-only, and a
+    checkout's tree stays as committed."""
+    override = os.environ.get("TFBISECT_LOCKS")
+    if override:
+        return Path(override)
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG spec: a relative path there is invalid and is ignored.
+    root = Path(cache) if cache and Path(cache).is_absolute() else Path.home() / ".cache"
+    return root / "tfbisect" / "locks"
+
+
+def _found(filename: str) -> Path:
+    """The committed lock when there is one, else the user's cache's (found or to be written)."""
+    committed = locks_dir() / filename
+    return committed if committed.is_file() else written_locks_dir() / filename
 
 
 def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[str], str]:
@@ -118,7 +140,7 @@ def preferred_python(release: Release, have: set[str] | None = None) -> str:
 
 
 def lock_path(spec: LockSpec) -> Path:
-    return locks_dir() / spec.filename
+    return _found(spec.filename)
 
 
 def load(spec: LockSpec) -> Lock:
@@ -161,7 +183,9 @@ def parse(spec: LockSpec, path: Path) -> Lock:
 def compile_lock(
     spec: LockSpec, catalogue: Catalogue, interpreter: Path | None, *, index_url: str | None = None
 ) -> Lock:
-    """Resolve with uv as of the release date and write the lock atomically."""
+    """Resolve with uv as of the release date and write the lock atomically, into the user's
+    cache (`written_locks_dir`): a committed lock is seed data, regenerated with
+    `TFBISECT_LOCKS=bisect/tfbisect/data/locks tfbisect lock …`."""
     requirements, cutoff = top_level_requirements(spec, catalogue)
     header = [
         f"# tensorflow: {spec.tf_version}",
@@ -171,14 +195,13 @@ def compile_lock(
     ]
     python = str(interpreter) if interpreter else None
     prerelease = catalogue.resolve(spec.tf_version, pre=True).prerelease
-    write_lock(
-        lock_path(spec), requirements, cutoff, header, spec.python, python, index_url, prerelease=prerelease
-    )
-    return parse(spec, lock_path(spec))
+    path = written_locks_dir() / spec.filename
+    write_lock(path, requirements, cutoff, header, spec.python, python, index_url, prerelease=prerelease)
+    return parse(spec, path)
 
 
 def set_lock_path(cuda_set: CudaSet) -> Path:
-    return locks_dir() / cuda_set.lock_filename
+    return _found(cuda_set.lock_filename)
 
 
 def set_lock(cuda_set: CudaSet, *, index_url: str | None = None) -> Path:
@@ -186,7 +209,7 @@ def set_lock(cuda_set: CudaSet, *, index_url: str | None = None) -> Path:
     committed one, else resolved now (needs the index).  The wheels are pure `py3-none`, so
     one lock serves every Python."""
     path = set_lock_path(cuda_set)
-    if not path.is_file():
+    if not path.is_file():  # not committed: the user's cache's, written now
         header = [f"# cuda-set: {cuda_set.name}", f"# cuda: {cuda_set.cuda}", f"# cudnn: {cuda_set.cudnn}"]
         write_lock(path, list(cuda_set.requirements), cuda_set.exclude_newer, header, "3.9", None, index_url)
     return path

@@ -17,6 +17,8 @@ from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.spec import EnvSpec
+from tfbisect.narrow.diff import diff_file, excerpt
+from tfbisect.narrow.ranking import Suspect, Suspects
 from tfbisect.report import findings, htmlreport, mdsummary, narrowdata, reportdata, show
 from tfbisect.search.bisectlog import BisectReport
 from tfbisect.search.narrowlog import (
@@ -28,7 +30,6 @@ from tfbisect.search.narrowlog import (
 )
 from tfbisect.search.state import Class
 from tfbisect.search.steps import Step, StepOutcome
-from tfbisect.search.suspects import Suspect, Suspects, diff_file, excerpt
 
 from conftest import recorded
 

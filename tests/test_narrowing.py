@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,14 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import find
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.interpreters import Interpreter
+from tfbisect.narrow.builds import applicable
+from tfbisect.narrow.dependencies import dependency_changes
+from tfbisect.narrow.narrower import Narrower, NarrowOptions
+from tfbisect.narrow.traces import choose_probes
+from tfbisect.narrow.wiring import runner_seams
 from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.search.narrowing import (
-    Narrower,
-    NarrowOptions,
-    applicable,
-    choose_probes,
-    dependency_changes,
-)
 from tfbisect.search.narrowlog import NarrowStatus
 
 from conftest import cli
@@ -87,6 +86,22 @@ def record(spec: EnvSpec, bad: bool) -> RunRecord:
     )
 
 
+def narrower(
+    report: BisectReport,
+    request: BisectRequest,
+    runner: Runner,
+    log: Path,
+    options: NarrowOptions | None = None,
+    execute: Callable[[EnvSpec], RunResult] | None = None,
+    *,
+    force: bool = False,
+) -> Narrower:
+    """A narrowing wired to the runner as the command line wires it, its runs scripted by `execute`."""
+    progress = Progress(quiet=True)
+    seams = runner_seams(report, request, runner, progress, log, execute=execute, force=force)
+    return Narrower(report, request, seams, progress, log, options or NarrowOptions())
+
+
 def found_report(request: BisectRequest, last_old: str, first_new: str) -> BisectReport:
     """A bisection log that found one change point between two releases."""
     return BisectReport(
@@ -116,7 +131,7 @@ def narrow(
         )
 
     log = tmp_path / "log.json"
-    Narrower(report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), execute).run()
+    narrower(report, request, runner, log, NarrowOptions(trace=False), execute).run()
     return load_report(log), calls
 
 
@@ -180,7 +195,7 @@ def test_only_a_single_change_point_of_behaviour_is_narrowed(tmp_path: Path) -> 
         report = BisectReport(request=request.to_record(), command="", versions=[], status=status)
         assert applicable(report) is not None
         with pytest.raises(NarrowError, match="cannot be narrowed"):
-            Narrower(report, request, runner, Progress(quiet=True), tmp_path / "x.json")
+            narrower(report, request, runner, tmp_path / "x.json")
     failing = BisectReport(
         request=request.to_record(), command="", versions=[], status=Status.FOUND, last_old="a", first_new="b"
     )
@@ -298,9 +313,7 @@ def test_a_non_monotonic_range_of_builds_is_not_pinned_to_one_pair(tmp_path: Pat
     def execute(spec: EnvSpec) -> RunResult:
         return RunResult(record(spec, spec.tf_version in bad), reused=False, seconds=1.0)
 
-    found = Narrower(
-        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
-    ).run()
+    found = narrower(report, request, runner, tmp_path / "log.json", NarrowOptions(), execute).run()
     assert found.status is NarrowStatus.NON_MONOTONIC
     assert found.last_old is not None and (
         found.last_old.version,
@@ -336,9 +349,7 @@ def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
     def execute(spec: EnvSpec) -> RunResult:
         return RunResult(record(spec, spec.tf_version == "2.4.0"), reused=False, seconds=1.0)
 
-    found = Narrower(
-        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
-    ).run()
+    found = narrower(report, request, runner, tmp_path / "log.json", NarrowOptions(), execute).run()
     assert found.trace is not None and found.trace.error is not None
     assert "traced nothing" in found.trace.error and "opened 0 times" in found.trace.error
     assert found.suspects is None and found.dependencies  # what finished before stays
@@ -369,7 +380,5 @@ def test_an_interrupted_renarrowing_keeps_the_finished_answer(tmp_path: Path) ->
 
     log = tmp_path / "log.json"
     with pytest.raises(KeyboardInterrupt):
-        Narrower(
-            report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), stopped
-        ).run()
+        narrower(report, request, runner, log, NarrowOptions(trace=False), stopped).run()
     assert load_report(log).narrowing == finished

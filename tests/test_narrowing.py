@@ -29,7 +29,7 @@ from tfbisect.narrow.wiring import runner_seams
 from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.search.narrowlog import NarrowStatus
+from tfbisect.search.narrowlog import Narrowing, NarrowStatus
 
 from conftest import cli
 
@@ -382,3 +382,68 @@ def test_an_interrupted_renarrowing_keeps_the_finished_answer(tmp_path: Path) ->
     with pytest.raises(KeyboardInterrupt):
         narrower(report, request, runner, log, NarrowOptions(trace=False), stopped).run()
     assert load_report(log).narrowing == finished
+
+
+def _trace_document(files: object) -> dict[str, object]:
+    return {
+        "schema": 1,
+        "python": "3.8.20",
+        "exit_code": 0,
+        "packages": {},
+        "files": files,
+        "window": {"opened": 1},
+    }
+
+
+def _traced_narrowing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: dict[str, object], *, force: bool = False
+) -> tuple[Narrowing, list[str]]:
+    """A narrowing of 2.3.4 .. 2.4.0 whose traced runs all write `document`; the probes traced."""
+    real = catalogue.load_snapshot()
+    runner = Runner(real, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain")
+    report = found_report(request, "2.3.4", "2.4.0")
+    traced: list[str] = []
+
+    def trace(
+        spec: EnvSpec, scenario: object, probes: list[str], *args: object, **kwargs: object
+    ) -> TraceRun:
+        traced.append(f"{probes[0]}@{spec.tf_version}")
+        result = {"probes": [{"name": p} for p in probes]}
+        return TraceRun(spec, tuple(probes), document, result, 1.0, 0, tmp_path / "logs" / "trace.log")
+
+    monkeypatch.setattr(runner, "trace", trace)
+    monkeypatch.setattr(runner, "source_places", lambda spec, scenario: [])
+
+    def execute(spec: EnvSpec) -> RunResult:
+        return RunResult(record(spec, spec.tf_version == "2.4.0"), reused=False, seconds=1.0)
+
+    found = narrower(report, request, runner, tmp_path / "log.json", None, execute, force=force).run()
+    return found, traced
+
+
+def test_a_hostile_trace_is_refused_before_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trace naming a file outside the installation is refused, and nothing of it is kept for a
+    later narrowing to reuse."""
+    hostile = _trace_document({"../../etc/passwd.py": {"lines": [1]}})
+    found, _ = _traced_narrowing(tmp_path, monkeypatch, hostile)
+    assert found.trace is not None and found.trace.error is not None
+    assert "unusable trace" in found.trace.error
+    kept = tmp_path / "log.traces"
+    assert not kept.exists() or not any(kept.iterdir())
+
+
+def test_force_traces_again_instead_of_reusing_a_kept_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _trace_document({"tensorflow/x.py": {"lines": [1]}})
+    _, first = _traced_narrowing(tmp_path, monkeypatch, good)
+    assert "gradient_eager_plain@2.3.4" in first
+    kept = tmp_path / "log.traces"
+    assert kept.is_dir() and any(kept.iterdir())
+    _, again = _traced_narrowing(tmp_path, monkeypatch, good)
+    assert "gradient_eager_plain@2.3.4" not in again  # reused: only the untraced yardstick ran
+    _, forced = _traced_narrowing(tmp_path, monkeypatch, good, force=True)
+    assert "gradient_eager_plain@2.3.4" in forced and "gradient_eager_plain@2.4.0" in forced

@@ -20,8 +20,8 @@ from tfbisect.search.narrowlog import SUSPECTS_KEPT, DependencyChange, Narrowing
 from tfbisect.search.steps import Step
 
 # Bounds for what a (possibly edited) log can put in front of a reader.
-EXCERPT_LINES_MAX = 60  # suspects.py writes at most 40 (header and markers included)
-LINE_CHARS_MAX = 300  # suspects.py cuts lines at 200
+EXCERPT_LINES_MAX = 60  # narrow/diff.py writes at most 40 (header and markers included)
+LINE_CHARS_MAX = 300  # narrow/diff.py cuts lines at 200
 NAME_CHARS_MAX = 300  # file names, functions, callers
 NOTES_MAX = 50
 NOTE_CHARS_MAX = 1000

@@ -3,8 +3,8 @@
 A bisection over releases ends at two releases; the narrowing goes below them with what the
 index publishes in between (release candidates, nightlies), lists the packages whose versions
 differ between the two environments it ends at, and names the changed Python code the failing
-probe ran there (`suspects.py`).  This module holds the result only: no prose (findings.py has
-the words), no runs (narrowing.py drives them).
+probe ran there (`narrow/ranking.py`).  This module holds the result only: no prose (findings.py has
+the words), no runs (`narrow/narrower.py` drives them).
 """
 
 from __future__ import annotations

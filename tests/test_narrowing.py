@@ -29,7 +29,8 @@ from tfbisect.narrow.wiring import runner_seams
 from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.search.narrowlog import Narrowing, NarrowStatus
+from tfbisect.report.findings import note_text
+from tfbisect.search.narrowlog import Narrowing, NarrowStatus, NoteCode
 
 from conftest import cli
 
@@ -166,7 +167,9 @@ def test_a_change_between_nightlies_links_their_commits(tmp_path: Path) -> None:
     old_ref, new_ref = found.last_old.ref, found.first_new.ref
     assert old_ref and new_ref and len(new_ref) == 12 and old_ref != new_ref
     assert found.compare_url == f"https://github.com/tensorflow/tensorflow/compare/{old_ref}...{new_ref}"
-    assert any("dependency changes are not listed" in note for note in found.notes)  # no lock here
+    # no lock here: said with the error's words
+    assert [note.code for note in found.notes if note.code is NoteCode.NO_LOCKS]
+    assert any("dependency changes are not listed: " in note_text(note) for note in found.notes)
 
 
 def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> None:
@@ -177,7 +180,8 @@ def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> 
     found = report.narrowing
     assert found is not None and found.status is NarrowStatus.NOTHING_FINER
     assert found.candidates == [] and sorted(calls) == ["2.3.4", "2.4.0"]
-    notes = " | ".join(found.notes)
+    assert [note.code for note in found.notes] == [NoteCode.RCS_DELETED, NoteCode.NIGHTLIES_GONE]
+    notes = " | ".join(note_text(note) for note in found.notes)
     assert "no release candidates of 2.4.0" in notes and "2.6.0rc0" in notes
     window = real.nightly_window()
     assert window is not None and f"nightlies on the index start at {window[0]}" in notes
@@ -319,7 +323,8 @@ def test_a_non_monotonic_range_of_builds_is_not_pinned_to_one_pair(tmp_path: Pat
         found.last_old.version,
         found.first_new.version if found.first_new else None,
     ) == ("2.12.1", "2.13.0")
-    assert found.trace is None and any("flip back and forth" in note for note in found.notes)
+    assert found.trace is None and [note.code for note in found.notes] == [NoteCode.BUILDS_FLIP]
+    assert "flip back and forth" in note_text(found.notes[0])
 
 
 def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
@@ -351,7 +356,9 @@ def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
 
     found = narrower(report, request, runner, tmp_path / "log.json", NarrowOptions(), execute).run()
     assert found.trace is not None and found.trace.error is not None
-    assert "traced nothing" in found.trace.error and "opened 0 times" in found.trace.error
+    assert found.trace.error.code is NoteCode.TRACE_FAILED
+    error = note_text(found.trace.error)
+    assert "traced nothing" in error and "opened 0 times" in error and " (what to do: " in error
     assert found.suspects is None and found.dependencies  # what finished before stays
 
 
@@ -430,7 +437,7 @@ def test_a_hostile_trace_is_refused_before_it_is_kept(
     hostile = _trace_document({"../../etc/passwd.py": {"lines": [1]}})
     found, _ = _traced_narrowing(tmp_path, monkeypatch, hostile)
     assert found.trace is not None and found.trace.error is not None
-    assert "unusable trace" in found.trace.error
+    assert "unusable trace" in note_text(found.trace.error)
     kept = tmp_path / "log.traces"
     assert not kept.exists() or not any(kept.iterdir())
 

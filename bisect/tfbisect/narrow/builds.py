@@ -12,6 +12,7 @@ from tfbisect.core.errors import NarrowError, UnknownVersionError
 from tfbisect.core.spec import KerasVariant
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest
+from tfbisect.search.narrowlog import NarrowNote, NoteCode
 
 
 def applicable(report: BisectReport) -> str | None:
@@ -54,28 +55,36 @@ def between_builds(
 
 def notes_for(
     catalogue: Catalogue, last_old: Release, first_new: Release, between: list[Release]
-) -> list[str]:
-    """What the index lacks between two releases, in words a user can check."""
+) -> list[NarrowNote]:
+    """What the index lacks between two releases, with what a user needs to check it."""
     notes = []
     new = Version(first_new.version)
     if not any(r.kind is ReleaseKind.RC for r in between) and not new.is_prerelease and new.micro == 0:
         oldest = catalogue.oldest_rc()
         if oldest is not None and Version(oldest.version) > new:
             notes.append(
-                f"the index has no release candidates of {first_new.version} (its oldest release candidate "
-                f"is {oldest.version}, uploaded {oldest.date}): old RCs were deleted"
+                NarrowNote.of(
+                    NoteCode.RCS_DELETED,
+                    version=first_new.version,
+                    oldest=oldest.version,
+                    uploaded=oldest.date,
+                )
             )
         else:
-            notes.append(f"the index has no release candidates of {first_new.version}")
+            notes.append(NarrowNote.of(NoteCode.NO_RCS, version=first_new.version))
     if not any(r.kind is ReleaseKind.NIGHTLY for r in between):
         window = catalogue.nightly_window()
         if window is None:
-            notes.append("the index has no tf-nightly builds")
+            notes.append(NarrowNote.of(NoteCode.NO_NIGHTLIES))
         elif first_new.date < window[0]:
             notes.append(
-                f"nightlies on the index start at {window[0]}, after this range "
-                f"({first_new.version} was uploaded on {first_new.date}): older nightlies are gone"
+                NarrowNote.of(
+                    NoteCode.NIGHTLIES_GONE,
+                    start=window[0],
+                    version=first_new.version,
+                    uploaded=first_new.date,
+                )
             )
         else:
-            notes.append("no tf-nightly build lies between these two in version order")
+            notes.append(NarrowNote.of(NoteCode.NO_NIGHTLY_BETWEEN))
     return notes

@@ -36,7 +36,15 @@ from tfbisect.narrow.traces import KeptTraces, ProbeTraces, Trace, TracedRun, ch
 from tfbisect.search.bisection import Execute, compare_url, ref_of
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest, Plan
-from tfbisect.search.narrowlog import SUSPECTS_KEPT, Build, Narrowing, NarrowStatus, TraceSummary
+from tfbisect.search.narrowlog import (
+    SUSPECTS_KEPT,
+    Build,
+    Narrowing,
+    NarrowNote,
+    NarrowStatus,
+    NoteCode,
+    TraceSummary,
+)
 
 # What the tracer follows: TF's Python (`tensorflow_core` in 2.0 and 2.1), Keras 2.6+ and 3, tf-keras.
 TRACED_PACKAGES = ("tensorflow", "tensorflow_core", "keras", "tf_keras")
@@ -109,13 +117,10 @@ class Narrower:
             self.save()
             old, new = self.records.get(low.version), self.records.get(high.version)
             if self.narrowing.status is NarrowStatus.NON_MONOTONIC:
-                self.narrowing.notes.append(
-                    "the builds in between flip back and forth, so no pair was compared or traced"
-                )
+                self.narrowing.notes.append(NarrowNote.of(NoteCode.BUILDS_FLIP))
             elif old is None or new is None:
-                self.narrowing.notes.append(
-                    f"{low.version if old is None else high.version} cannot run here, so nothing was compared or traced"
-                )
+                missing = low.version if old is None else high.version
+                self.narrowing.notes.append(NarrowNote.of(NoteCode.CANNOT_RUN, version=missing))
             else:
                 self.compare(low, high, old, new)
         except KeyboardInterrupt:
@@ -125,7 +130,9 @@ class Narrower:
             self.save()
             raise
         except Exception as exc:  # whatever stops it, what finished stays in the log
-            self.narrowing.notes.append(f"the narrowing stopped: {type(exc).__name__}: {str(exc)[:300]}")
+            self.narrowing.notes.append(
+                NarrowNote.of(NoteCode.STOPPED, error_type=type(exc).__name__, message=str(exc)[:300])
+            )
             self.narrowing.status = NarrowStatus.INTERRUPTED
             self.save()
             raise
@@ -205,7 +212,7 @@ class Narrower:
         try:
             old_lock, new_lock = self.seams.lock_text(old_spec), self.seams.lock_text(new_spec)
         except (LockError, OSError) as exc:
-            self.narrowing.notes.append(f"the dependency changes are not listed: {exc}")
+            self.narrowing.notes.append(NarrowNote.of(NoteCode.NO_LOCKS, error=str(exc)))
             self.save()
             return
         self.narrowing.dependencies = dependency_changes(old_lock, new_lock)
@@ -214,7 +221,7 @@ class Narrower:
             return
         probe, passing = choose_probes(self.request.probe, old, new)
         if probe is None:
-            self.narrowing.notes.append("no probe changed between the two builds, so none was traced")
+            self.narrowing.notes.append(NarrowNote.of(NoteCode.NO_PROBE_CHANGED))
             return
         summary = TraceSummary(
             probe=probe,
@@ -228,9 +235,8 @@ class Narrower:
         try:
             self.trace(summary, old_spec, new_spec, old_lock, new_lock)
         except TfbisectError as exc:
-            self.narrowing.trace = replace(
-                self.narrowing.trace or summary, error=f"{exc.what} (what to do: {exc.todo})"
-            )
+            error = NarrowNote.of(NoteCode.TRACE_FAILED, what=exc.what, todo=exc.todo)
+            self.narrowing.trace = replace(self.narrowing.trace or summary, error=error)
 
     def trace(
         self, summary: TraceSummary, old_spec: EnvSpec, new_spec: EnvSpec, old_lock: str, new_lock: str
@@ -249,8 +255,7 @@ class Narrower:
                 )
             except TfbisectError as exc:  # the failing probe's traces still rank, less sharply
                 self.narrowing.notes.append(
-                    f"the passing probe {summary.passing_probe} could not be traced ({exc.what}); "
-                    "the suspects are ranked without it"
+                    NarrowNote.of(NoteCode.PASSING_UNTRACED, probe=summary.passing_probe, error=exc.what)
                 )
                 self.narrowing.trace = replace(self.trace_summary(), passing_probe=None)
         imported = set(failing.old.imported) | set(failing.new.imported)
@@ -260,7 +265,9 @@ class Narrower:
             untraced = self.seams.trace(new_spec, [summary.probe], [], False)
             self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
         except TfbisectError as exc:
-            self.narrowing.notes.append(f"the untraced run of {summary.probe} failed: {exc.what}")
+            self.narrowing.notes.append(
+                NarrowNote.of(NoteCode.UNTRACED_FAILED, probe=summary.probe, error=exc.what)
+            )
         self.save()
 
     def trace_summary(self) -> TraceSummary:
@@ -317,10 +324,7 @@ class Narrower:
             passing,
             tf_refs=(last_old.ref if last_old else None, first_new.ref if first_new else None),
         )
-        kept = found.to_dict()
-        kept["suspects_total"] = len(kept["suspects"])
-        kept["suspects"] = kept["suspects"][:SUSPECTS_KEPT]
-        self.narrowing.suspects = kept
+        self.narrowing.suspects = found.cut(SUSPECTS_KEPT)
         self.narrowing.trace = replace(
             self.trace_summary(), diff_seconds=round(time.monotonic() - started, 2)
         )

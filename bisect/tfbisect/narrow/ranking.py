@@ -8,106 +8,28 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, Tokens
 from tfbisect.narrow.diff import Hunk, diff_sources, excerpt
 from tfbisect.narrow.links import GENERATED, suspect_link
 from tfbisect.narrow.traces import ProbeTraces, Trace
+from tfbisect.search.narrowlog import Suspect, Suspects
 
 TOTAL_FAILED = 1  # one failing probe: Ochiai's denominator is sqrt(total_failed * (failed + passed))
 
 
-@dataclass(frozen=True)
-class Suspect:
-    """A hunk whose changed lines the failing probe ran, with its rank's evidence."""
-
-    file: str
-    function: str  # where the changed lines that ran are ("Model.fit", "<module>")
-    score: float  # Ochiai: failed / sqrt(total_failed * (failed + passed))
-    failed: int  # 1: the failing probe ran the changed lines
-    # 1: the passing probe ran every changed line that the failing one ran.  A hunk is scored by
-    # its most suspicious line: a branch that only the failing probe takes, inside a hunk whose
-    # condition both probes evaluate, still scores 1.
-    passed: int
-    executed_old: tuple[int, ...]  # changed lines of the old version that ran in the old environment
-    executed_new: tuple[int, ...]  # changed lines of the new version that ran in the new environment
-    documentation_only: bool  # the change is to docstrings, comments or blank lines only
-    old_lines: tuple[int, int] | None  # the hunk's lines (context included) in the old version
-    new_lines: tuple[int, int] | None
-    excerpt: str  # the hunk as `diff -u` shows it, at most EXCERPT_MAX_LINES lines
-    only_in: str | None = None  # "old" or "new": the function ran in that version only
-    caller: str | None = None  # then, where it was called from: "path:function (line N)"
-    old_link: str | None = None
-    new_link: str | None = None
-
-    @property
-    def changed_executed(self) -> int:
-        return len(self.executed_old) + len(self.executed_new)
-
-    @property
-    def generated(self) -> bool:
-        """A file the build generates (op wrappers `gen_*.py`, the API tree): its changes follow
-        op registrations in C++, so they rank after the hand-written code that ran."""
-        return bool(GENERATED.match(self.file))
-
-    def rank_key(self) -> tuple[bool, bool, float, int, str, int]:
-        first = (self.new_lines or self.old_lines or (0, 0))[0]
-        return (
-            self.documentation_only,
-            self.generated,
-            -self.score,
-            -self.changed_executed,
-            self.file,
-            first,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "function": self.function,
-            "score": round(self.score, 6),
-            "failed": self.failed,
-            "passed": self.passed,
-            "executed_old": list(self.executed_old),
-            "executed_new": list(self.executed_new),
-            "documentation_only": self.documentation_only,
-            "generated": self.generated,
-            "old_lines": list(self.old_lines) if self.old_lines else None,
-            "new_lines": list(self.new_lines) if self.new_lines else None,
-            "excerpt": self.excerpt,
-            "only_in": self.only_in,
-            "caller": self.caller,
-            "old_link": self.old_link,
-            "new_link": self.new_link,
-        }
-
-
-@dataclass(frozen=True)
-class Suspects:
-    """The ranked suspects and what was looked at to find them."""
-
-    suspects: tuple[Suspect, ...]
-    files_traced: int  # files the failing probe ran in either environment
-    files_changed: int  # of those, the ones whose source differs between the versions
-    hunks: int  # the hunks in those files
-    missing_sources: tuple[str, ...]  # traced files that neither version's wheels hold
-
-    @property
-    def executed_python_changed(self) -> bool:
-        """False: no Python code the failing probe ran changed (documentation aside); the change is
-        in compiled code (kernels, C++ gradients, XLA) or in a package that was not traced."""
-        return any(not suspect.documentation_only for suspect in self.suspects)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "suspects": [suspect.to_dict() for suspect in self.suspects],
-            "files_traced": self.files_traced,
-            "files_changed": self.files_changed,
-            "hunks": self.hunks,
-            "missing_sources": list(self.missing_sources),
-            "executed_python_changed": self.executed_python_changed,
-        }
+def rank_key(suspect: Suspect) -> tuple[bool, bool, float, int, str, int]:
+    """Documentation-only after code, generated code after hand-written, then by score, then more
+    changed lines that ran before fewer."""
+    first = (suspect.new_lines or suspect.old_lines or (0, 0))[0]
+    return (
+        suspect.documentation_only,
+        suspect.generated,
+        -suspect.score,
+        -suspect.changed_executed,
+        suspect.file,
+        first,
+    )
 
 
 def ochiai(failed: int, passed: int, total_failed: int = TOTAL_FAILED) -> float:
@@ -141,8 +63,8 @@ def find_suspects(
             suspect = _suspect(diff.path, hunk, old, new, failing, ran, tf_refs)
             if suspect is not None:
                 found.append(suspect)
-    found.sort(key=Suspect.rank_key)
-    return Suspects(
+    found.sort(key=rank_key)
+    return Suspects.of(
         suspects=tuple(found),
         files_traced=len(traced),
         files_changed=len(diffs),
@@ -231,6 +153,9 @@ def _suspect(
         caller=caller,
         old_link=suspect_link(path, old_version, old_lines, tf_refs[0]),
         new_link=suspect_link(path, new_version, new_lines, tf_refs[1]),
+        # The build generates these (op wrappers `gen_*.py`, the API tree): their changes follow
+        # op registrations in C++, so they rank after the hand-written code that ran.
+        generated=bool(GENERATED.match(path)),
     )
 
 

@@ -195,9 +195,7 @@ def test_suspects_read_back_as_they_were_written() -> None:
     assert document["suspects_total"] == SUSPECTS_KEPT + 5 and document["suspects"][0]["generated"] is True
     back = Suspects.read(document)
     assert back is not None
-    assert back.suspects[0] == Suspect(
-        **{**kept.suspects[0].__dict__, "score": round(kept.suspects[0].score, 6)}
-    )
+    assert back.suspects[0] == dataclasses.replace(kept.suspects[0], score=round(kept.suspects[0].score, 6))
     assert (back.total, back.files_traced, back.files_changed, back.hunks) == (SUSPECTS_KEPT + 5, 40, 30, 31)
     assert back.missing_sources == ("gone.py",) and back.executed_python_changed
     # the flag is the narrowing's: the first 25 kept need not show the code change that set it

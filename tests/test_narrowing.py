@@ -26,10 +26,10 @@ from tfbisect.narrow.dependencies import dependency_changes
 from tfbisect.narrow.narrower import Narrower, NarrowOptions
 from tfbisect.narrow.traces import choose_probes
 from tfbisect.narrow.wiring import runner_seams
+from tfbisect.report.findings import note_text
 from tfbisect.runs.workflow import Runner, RunResult, Settings, TraceRun
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.report.findings import note_text
 from tfbisect.search.narrowlog import Narrowing, NarrowStatus, NoteCode
 
 from conftest import cli

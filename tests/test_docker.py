@@ -325,9 +325,10 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     from tfbisect.core import catalogue
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
+    from tfbisect.narrow.narrower import TRACED_PACKAGES
+    from tfbisect.narrow.sources import read_places
+    from tfbisect.narrow.traces import Trace
     from tfbisect.runs.workflow import Runner, Settings
-    from tfbisect.search.narrowing import TRACED_PACKAGES
-    from tfbisect.search.suspects import Trace, read_places
 
     containers = docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").split()
     runner = Runner(

@@ -17,18 +17,22 @@ from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.spec import EnvSpec
+from tfbisect.narrow.diff import diff_file, excerpt
 from tfbisect.report import findings, htmlreport, mdsummary, narrowdata, reportdata, show
 from tfbisect.search.bisectlog import BisectReport
 from tfbisect.search.narrowlog import (
     Build,
     DependencyChange,
     Narrowing,
+    NarrowNote,
     NarrowStatus,
+    NoteCode,
+    Suspect,
+    Suspects,
     TraceSummary,
 )
 from tfbisect.search.state import Class
 from tfbisect.search.steps import Step, StepOutcome
-from tfbisect.search.suspects import Suspect, Suspects, diff_file, excerpt
 
 from conftest import recorded
 
@@ -78,11 +82,10 @@ def suspect(
     return dataclasses.replace(made, **changes)
 
 
-def suspects_dict(*found: Suspect, total: int | None = None) -> dict[str, Any]:
-    """As a log keeps them: `Suspects.to_dict()` cut, with the total beside."""
-    data = Suspects(found, files_traced=12, files_changed=3, hunks=5, missing_sources=()).to_dict()
-    data["suspects"] = data["suspects"][:25]
-    return {**data, "suspects_total": total if total is not None else len(found)}
+def ranked(*found: Suspect, total: int | None = None) -> Suspects:
+    """As a narrowing keeps them: cut to what a log keeps, the total beside."""
+    made = Suspects.of(found, files_traced=12, files_changed=3, hunks=5, missing_sources=()).cut()
+    return dataclasses.replace(made, total=total if total is not None else len(found))
 
 
 def step(version: str, cls: Class, state: str | None = "match", reused: bool = False) -> Step:
@@ -115,14 +118,16 @@ def narrowing(**changes: Any) -> Narrowing:
         last_old=Build("2.4.0rc0", ReleaseKind.RC, "2020-10-05T20:00:00Z", "v2.4.0-rc0-1-gabc", "v2.4.0-rc0"),
         first_new=Build("2.4.0rc1", ReleaseKind.RC, "2020-10-14T20:00:00Z", "v2.4.0-rc1", "v2.4.0-rc1"),
         compare_url=COMPARE,
-        notes=["nightlies on the index start at 2026-02-02"],
+        notes=[
+            NarrowNote.of(NoteCode.NIGHTLIES_GONE, start="2026-02-02", version="2.4.0", uploaded="2020-12-14")
+        ],
         dependencies=[
             DependencyChange("gast", "0.3.3", "0.4.0", False),
             DependencyChange("numpy", "1.18.5", "1.19.2", True),
             DependencyChange("tb-nightly", None, "2.4.0a1", False),
         ],
         trace=TRACE,
-        suspects=suspects_dict(suspect()),
+        suspects=ranked(suspect()),
     )
     return dataclasses.replace(made, **changes)
 
@@ -138,10 +143,14 @@ class Views:
     matrix: dict[str, Any]
 
 
-def views(tmp_path: Path, n: Narrowing, **changes: Any) -> Views:
+def views(tmp_path: Path, n: Narrowing, raw: dict[str, Any] | None = None, **changes: Any) -> Views:
+    """Every view of a log holding `n` (its narrowing's keys replaced by `raw`'s, as an edited log
+    or an older tfbisect could hold them)."""
     report = bisect_report(narrowing=n, **changes)
     log = tmp_path / "bisect" / "b.json"
-    write_json_atomic(log, report.to_dict())
+    kept = report.to_dict()
+    kept["narrowing"].update(raw or {})
+    write_json_atomic(log, kept)
     report = BisectReport.from_dict(json.loads(log.read_text()))  # as every view reads it: from the log
     data = report_data(tmp_path)
     return Views(
@@ -181,7 +190,10 @@ def test_a_narrowed_range_is_shown_everywhere_the_bisections_answer_is(tmp_path:
     assert "builds tried: 2 of the 3 between the releases on the index (2 new runs, 1 stored)" in console
     rows = [line.split()[0] for line in console.splitlines() if line.startswith("  2.")]
     assert rows == ["2.3.4", "2.4.0rc0", "2.4.0rc1"]  # in version order, not run order
-    assert "  - nightlies on the index start at 2026-02-02" in console
+    assert (
+        "  - nightlies on the index start at 2026-02-02, after this range (2.4.0 was uploaded on "
+        "2020-12-14): older nightlies are gone"
+    ) in console
     deps = [line for line in console.splitlines() if "→" in line]
     assert deps[0].startswith("  * numpy 1.18.5 → 1.19.2 (imported")  # imported first, marked
     assert "    tb-nightly not installed → 2.4.0a1" in deps
@@ -218,7 +230,13 @@ def test_a_narrowed_range_is_shown_everywhere_the_bisections_answer_is(tmp_path:
     assert findings.LIMITS in block
     # matrix.json: the chosen bisection's narrowing, as its log keeps it
     bisection = v.matrix["bisection"]
-    assert bisection["narrowing"] == v.report.narrowing.to_dict()  # type: ignore[union-attr]
+    # (its notes in words: the log keeps their codes)
+    kept = v.report.narrowing.to_dict()  # type: ignore[union-attr]
+    assert kept["notes"] == [
+        {"code": "nightlies_gone", "start": "2026-02-02", "version": "2.4.0", "uploaded": "2020-12-14"}
+    ]
+    words = "nightlies on the index start at 2026-02-02, after this range (2.4.0 was uploaded on 2020-12-14): older nightlies are gone"
+    assert bisection["narrowing"] == {**kept, "notes": [words]}
     assert bisection["narrowing_finding"] == finding
 
 
@@ -232,7 +250,9 @@ STATUSES: dict[NarrowStatus, tuple[dict[str, Any], str, str]] = {
             last_old=None,
             first_new=None,
             compare_url=None,
-            notes=["the index has no release candidates of 2.4.0 (its oldest are 2.6.0rc0)"],
+            notes=[
+                NarrowNote.legacy("the index has no release candidates of 2.4.0 (its oldest are 2.6.0rc0)")
+            ],
         ),
         "nothing finer than the releases: last good 2.3.4, first bad 2.4.0 (no build between them to run)",
         "the index publishes nothing between the two releases",
@@ -309,7 +329,7 @@ def test_no_executed_python_change_is_said_plainly(tmp_path: Path) -> None:
     docs = suspect(
         old=OLD_SOURCE.replace("Gradient", "The gradient"), new=OLD_SOURCE, documentation_only=True
     )
-    v = views(tmp_path, narrowing(suspects=suspects_dict(docs)))
+    v = views(tmp_path, narrowing(suspects=ranked(docs)))
     plain = "No Python code that the failing probe ran changed between the two builds (documentation aside"
     likely = "the change is likely in compiled code (kernels, C++ gradients, XLA) or in a package that was not traced"
     for text in (v.console, narrowing_html(v.html), summary_block(v.markdown)):
@@ -324,7 +344,11 @@ def test_failed_tracing_is_shown_with_what_to_do(tmp_path: Path) -> None:
         TRACE,
         seconds={},
         untraced_seconds=None,
-        error="the traced run of 2.4.0rc1 wrote no trace (what to do: run it with --trace-debug)",
+        error=NarrowNote.of(
+            NoteCode.TRACE_FAILED,
+            what="the traced run of 2.4.0rc1 wrote no trace",
+            todo="run it with --trace-debug",
+        ),
     )
     v = views(tmp_path, narrowing(trace=trace, suspects=None))
     for text in (v.console, narrowing_html(v.html), summary_block(v.markdown)):
@@ -332,6 +356,8 @@ def test_failed_tracing_is_shown_with_what_to_do(tmp_path: Path) -> None:
         assert "run it with --trace-debug" in text and "tfbisect narrow " in text
     assert "no traced run finished" in v.console
     assert 'id="narrow-trace-error"' in v.html
+    error = "the traced run of 2.4.0rc1 wrote no trace (what to do: run it with --trace-debug)"
+    assert v.matrix["bisection"]["narrowing"]["trace"]["error"] == error  # in words, as before
 
 
 # ---- Hostile text ------------------------------------------------------------------------------
@@ -353,17 +379,20 @@ def hostile_narrowing() -> Narrowing:
         executed_new=(2,),
     )
     # as an edited log could hold it: lines longer than suspects.py ever writes
-    raw = suspects_dict(evil, suspect())
-    raw["suspects"][0]["excerpt"] += "\n+" + long_line + "\n+`````` " + HOSTILE
+    evil = dataclasses.replace(evil, excerpt=evil.excerpt + "\n+" + long_line + "\n+`````` " + HOSTILE)
     build = Build(f"2.4.0rc1{HOSTILE}", ReleaseKind.RC, HOSTILE, HOSTILE, HOSTILE)
     return narrowing(
         first_new=build,
-        notes=[HOSTILE, "y" * 5000],
+        notes=[
+            NarrowNote.legacy(HOSTILE),
+            NarrowNote.legacy("y" * 5000),
+            NarrowNote.of(NoteCode.UNTRACED_FAILED, probe=HOSTILE, error=HOSTILE),
+        ],
         dependencies=[DependencyChange(HOSTILE, HOSTILE, None, True)],
         compare_url="javascript:alert(1)",
         unresolved=[HOSTILE],
-        suspects=raw,
-        trace=dataclasses.replace(TRACE, error=HOSTILE),
+        suspects=ranked(evil, suspect()),
+        trace=dataclasses.replace(TRACE, error=NarrowNote.legacy(HOSTILE)),
     )
 
 
@@ -459,11 +488,11 @@ def test_a_malformed_suspects_dict_renders_what_it_can(tmp_path: Path) -> None:
         "missing_sources": "all",
         "suspects_total": -3,
     }
-    v = views(tmp_path, narrowing(suspects=broken))
+    v = views(tmp_path, narrowing(), raw={"suspects": broken})
     found = narrowdata.suspects_of(v.report.narrowing)  # type: ignore[arg-type]
     assert found is not None and len(found.suspects) == 1
     only = found.suspects[0]
-    assert (only.file, only.score, only.executed_new, only.diff) == (
+    assert (only.file, only.score, only.executed_new, narrowdata.diff_of(only)) == (
         "?",
         0.0,
         (4,),
@@ -490,7 +519,7 @@ def big_suspect(rank: int) -> Suspect:
 
 
 def test_summary_shrinks_the_suspects_to_fit_before_anything_else(tmp_path: Path) -> None:
-    many = suspects_dict(*(big_suspect(i) for i in range(25)), total=140)
+    many = ranked(*(big_suspect(i) for i in range(25)), total=140)
     v = views(tmp_path, narrowing(suspects=many))
     md = v.markdown
     assert len(md) <= mdsummary.LIMIT
@@ -519,7 +548,7 @@ def test_a_long_table_is_grouped_before_the_suspects_go(tmp_path: Path) -> None:
         for minor in range(25)
         for patch in range(60)
     ]
-    many = suspects_dict(*(big_suspect(i) for i in range(25)))
+    many = ranked(*(big_suspect(i) for i in range(25)))
     write_json_atomic(
         tmp_path / "bisect" / "b.json", bisect_report(narrowing=narrowing(suspects=many)).to_dict()
     )

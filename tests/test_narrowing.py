@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,18 +21,17 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import find
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.interpreters import Interpreter
+from tfbisect.narrow.builds import applicable
+from tfbisect.narrow.dependencies import dependency_changes
+from tfbisect.narrow.narrower import Narrower, NarrowOptions
+from tfbisect.narrow.traces import choose_probes
+from tfbisect.narrow.wiring import runner_seams
+from tfbisect.report.findings import note_text
 from tfbisect.runs.tracing import TraceRun
 from tfbisect.runs.workflow import Runner, RunResult, Settings
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.search.narrowing import (
-    Narrower,
-    NarrowOptions,
-    applicable,
-    choose_probes,
-    dependency_changes,
-)
-from tfbisect.search.narrowlog import NarrowStatus
+from tfbisect.search.narrowlog import Narrowing, NarrowStatus, NoteCode
 
 from conftest import cli
 
@@ -88,6 +88,22 @@ def record(spec: EnvSpec, bad: bool) -> RunRecord:
     )
 
 
+def narrower(
+    report: BisectReport,
+    request: BisectRequest,
+    runner: Runner,
+    log: Path,
+    options: NarrowOptions | None = None,
+    execute: Callable[[EnvSpec], RunResult] | None = None,
+    *,
+    force: bool = False,
+) -> Narrower:
+    """A narrowing wired to the runner as the command line wires it, its runs scripted by `execute`."""
+    progress = Progress(quiet=True)
+    seams = runner_seams(report, request, runner, progress, log, execute=execute, force=force)
+    return Narrower(report, request, seams, progress, log, options or NarrowOptions())
+
+
 def found_report(request: BisectRequest, last_old: str, first_new: str) -> BisectReport:
     """A bisection log that found one change point between two releases."""
     return BisectReport(
@@ -117,7 +133,7 @@ def narrow(
         )
 
     log = tmp_path / "log.json"
-    Narrower(report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), execute).run()
+    narrower(report, request, runner, log, NarrowOptions(trace=False), execute).run()
     return load_report(log), calls
 
 
@@ -152,7 +168,9 @@ def test_a_change_between_nightlies_links_their_commits(tmp_path: Path) -> None:
     old_ref, new_ref = found.last_old.ref, found.first_new.ref
     assert old_ref and new_ref and len(new_ref) == 12 and old_ref != new_ref
     assert found.compare_url == f"https://github.com/tensorflow/tensorflow/compare/{old_ref}...{new_ref}"
-    assert any("dependency changes are not listed" in note for note in found.notes)  # no lock here
+    # no lock here: said with the error's words
+    assert [note.code for note in found.notes if note.code is NoteCode.NO_LOCKS]
+    assert any("dependency changes are not listed: " in note_text(note) for note in found.notes)
 
 
 def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> None:
@@ -163,7 +181,8 @@ def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> 
     found = report.narrowing
     assert found is not None and found.status is NarrowStatus.NOTHING_FINER
     assert found.candidates == [] and sorted(calls) == ["2.3.4", "2.4.0"]
-    notes = " | ".join(found.notes)
+    assert [note.code for note in found.notes] == [NoteCode.RCS_DELETED, NoteCode.NIGHTLIES_GONE]
+    notes = " | ".join(note_text(note) for note in found.notes)
     assert "no release candidates of 2.4.0" in notes and "2.6.0rc0" in notes
     window = real.nightly_window()
     assert window is not None and f"nightlies on the index start at {window[0]}" in notes
@@ -181,7 +200,7 @@ def test_only_a_single_change_point_of_behaviour_is_narrowed(tmp_path: Path) -> 
         report = BisectReport(request=request.to_record(), command="", versions=[], status=status)
         assert applicable(report) is not None
         with pytest.raises(NarrowError, match="cannot be narrowed"):
-            Narrower(report, request, runner, Progress(quiet=True), tmp_path / "x.json")
+            narrower(report, request, runner, tmp_path / "x.json")
     failing = BisectReport(
         request=request.to_record(), command="", versions=[], status=Status.FOUND, last_old="a", first_new="b"
     )
@@ -299,15 +318,14 @@ def test_a_non_monotonic_range_of_builds_is_not_pinned_to_one_pair(tmp_path: Pat
     def execute(spec: EnvSpec) -> RunResult:
         return RunResult(record(spec, spec.tf_version in bad), reused=False, seconds=1.0)
 
-    found = Narrower(
-        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
-    ).run()
+    found = narrower(report, request, runner, tmp_path / "log.json", NarrowOptions(), execute).run()
     assert found.status is NarrowStatus.NON_MONOTONIC
     assert found.last_old is not None and (
         found.last_old.version,
         found.first_new.version if found.first_new else None,
     ) == ("2.12.1", "2.13.0")
-    assert found.trace is None and any("flip back and forth" in note for note in found.notes)
+    assert found.trace is None and [note.code for note in found.notes] == [NoteCode.BUILDS_FLIP]
+    assert "flip back and forth" in note_text(found.notes[0])
 
 
 def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
@@ -337,11 +355,11 @@ def test_a_traced_run_that_traced_nothing_is_an_error_not_a_clean_bill(
     def execute(spec: EnvSpec) -> RunResult:
         return RunResult(record(spec, spec.tf_version == "2.4.0"), reused=False, seconds=1.0)
 
-    found = Narrower(
-        report, request, runner, Progress(quiet=True), tmp_path / "log.json", NarrowOptions(), execute
-    ).run()
+    found = narrower(report, request, runner, tmp_path / "log.json", NarrowOptions(), execute).run()
     assert found.trace is not None and found.trace.error is not None
-    assert "traced nothing" in found.trace.error and "opened 0 times" in found.trace.error
+    assert found.trace.error.code is NoteCode.TRACE_FAILED
+    error = note_text(found.trace.error)
+    assert "traced nothing" in error and "opened 0 times" in error and " (what to do: " in error
     assert found.suspects is None and found.dependencies  # what finished before stays
 
 
@@ -370,7 +388,70 @@ def test_an_interrupted_renarrowing_keeps_the_finished_answer(tmp_path: Path) ->
 
     log = tmp_path / "log.json"
     with pytest.raises(KeyboardInterrupt):
-        Narrower(
-            report, request, runner, Progress(quiet=True), log, NarrowOptions(trace=False), stopped
-        ).run()
+        narrower(report, request, runner, log, NarrowOptions(trace=False), stopped).run()
     assert load_report(log).narrowing == finished
+
+
+def _trace_document(files: object) -> dict[str, object]:
+    return {
+        "schema": 1,
+        "python": "3.8.20",
+        "exit_code": 0,
+        "packages": {},
+        "files": files,
+        "window": {"opened": 1},
+    }
+
+
+def _traced_narrowing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: dict[str, object], *, force: bool = False
+) -> tuple[Narrowing, list[str]]:
+    """A narrowing of 2.3.4 .. 2.4.0 whose traced runs all write `document`; the probes traced."""
+    real = catalogue.load_snapshot()
+    runner = Runner(real, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+    request = BisectRequest(scenario=SCENARIO, probe="gradient_eager_plain")
+    report = found_report(request, "2.3.4", "2.4.0")
+    traced: list[str] = []
+
+    def trace(
+        spec: EnvSpec, scenario: object, probes: list[str], *args: object, **kwargs: object
+    ) -> TraceRun:
+        traced.append(f"{probes[0]}@{spec.tf_version}")
+        result = {"probes": [{"name": p} for p in probes]}
+        return TraceRun(spec, tuple(probes), document, result, 1.0, 0, tmp_path / "logs" / "trace.log")
+
+    monkeypatch.setattr(runner, "trace", trace)
+    monkeypatch.setattr(runner, "source_places", lambda spec, scenario: [])
+
+    def execute(spec: EnvSpec) -> RunResult:
+        return RunResult(record(spec, spec.tf_version == "2.4.0"), reused=False, seconds=1.0)
+
+    found = narrower(report, request, runner, tmp_path / "log.json", None, execute, force=force).run()
+    return found, traced
+
+
+def test_a_hostile_trace_is_refused_before_it_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trace naming a file outside the installation is refused, and nothing of it is kept for a
+    later narrowing to reuse."""
+    hostile = _trace_document({"../../etc/passwd.py": {"lines": [1]}})
+    found, _ = _traced_narrowing(tmp_path, monkeypatch, hostile)
+    assert found.trace is not None and found.trace.error is not None
+    assert "unusable trace" in note_text(found.trace.error)
+    kept = tmp_path / "log.traces"
+    assert not kept.exists() or not any(kept.iterdir())
+
+
+def test_force_traces_again_instead_of_reusing_a_kept_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _trace_document({"tensorflow/x.py": {"lines": [1]}})
+    _, first = _traced_narrowing(tmp_path, monkeypatch, good)
+    assert "gradient_eager_plain@2.3.4" in first
+    kept = tmp_path / "log.traces"
+    assert kept.is_dir() and any(kept.iterdir())
+    _, again = _traced_narrowing(tmp_path, monkeypatch, good)
+    assert "gradient_eager_plain@2.3.4" not in again  # reused: only the untraced yardstick ran
+    _, forced = _traced_narrowing(tmp_path, monkeypatch, good, force=True)
+    assert "gradient_eager_plain@2.3.4" in forced and "gradient_eager_plain@2.4.0" in forced

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tfbisect.report.findings import note_text
 from tfbisect.search.bisectlog import Status, load_report
 from tfbisect.search.narrowlog import NarrowStatus
 
@@ -62,7 +63,7 @@ def narrowed_below_the_releases(reports: Path, log: Path, out: str) -> None:
     report = load_report(log)
     found = report.narrowing
     assert found is not None and found.status is NarrowStatus.NOTHING_FINER
-    notes = " | ".join(found.notes)
+    notes = " | ".join(note_text(note) for note in found.notes)
     assert "no release candidates of 2.4.0" in notes and "nightlies on the index start at" in notes
     assert {"numpy", "flatbuffers"} <= {change.name for change in found.dependencies}
     trace = found.trace
@@ -70,14 +71,14 @@ def narrowed_below_the_releases(reports: Path, log: Path, out: str) -> None:
     assert (trace.probe, trace.passing_probe) == ("gradient_eager_plain", "gradient_eager_decorated")
     assert trace.untraced_seconds and max(trace.seconds.values()) < 3 * trace.untraced_seconds + 10
     assert found.suspects is not None
-    top = found.suspects["suspects"][:5]
+    top = found.suspects.suspects[:5]
     culprit = [
         s
         for s in top
-        if (s["file"], s["function"]) == ("tensorflow/python/keras/backend.py", "categorical_crossentropy")
+        if (s.file, s.function) == ("tensorflow/python/keras/backend.py", "categorical_crossentropy")
     ]
-    assert culprit and "_keras_logits" in culprit[0]["excerpt"], [(s["file"], s["function"]) for s in top]
-    assert culprit[0]["new_link"].startswith(
+    assert culprit and "_keras_logits" in culprit[0].excerpt, [(s.file, s.function) for s in top]
+    assert (culprit[0].new_link or "").startswith(
         "https://github.com/tensorflow/tensorflow/blob/v2.4.0/tensorflow/python/keras/backend.py#L"
     )
     assert "keras/backend.py" in out and (log.with_suffix(".traces") / "failing-new-2.4.0.json").is_file()

@@ -64,5 +64,5 @@ def test_nightlies_are_bisected_by_build_date_and_traced(tmp_path: Path) -> None
     assert (trace.probe, trace.passing_probe) == ("changed", "unchanged")
     assert set(trace.seconds) == {"failing_old", "failing_new", "passing_old", "passing_new"}
     assert trace.untraced_seconds and trace.diff_seconds is not None
-    assert found.suspects is not None and found.suspects["files_traced"] > 10
+    assert found.suspects is not None and found.suspects.files_traced > 10
     assert new_ref[:7] in out

@@ -17,24 +17,11 @@ from typing import Any
 
 import pytest
 
-from tfbisect.search.suspects import (
-    EXCERPT_MAX_LINES,
-    MEMBER_MAX_BYTES,
-    FileDiff,
-    Hunk,
-    ProbeTraces,
-    Trace,
-    diff_file,
-    diff_sources,
-    excerpt,
-    find_suspects,
-    github_link,
-    ochiai,
-    read_sources,
-    read_wheel_sources,
-    release_tag,
-    source_lines,
-)
+from tfbisect.narrow.diff import EXCERPT_MAX_LINES, FileDiff, Hunk, diff_file, diff_sources, excerpt
+from tfbisect.narrow.links import github_link, release_tag
+from tfbisect.narrow.ranking import find_suspects, ochiai
+from tfbisect.narrow.sources import MEMBER_MAX_BYTES, read_sources, read_wheel_sources, source_lines
+from tfbisect.narrow.traces import ProbeTraces, Trace
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACER = ROOT / "bisect" / "tfbisect" / "data" / "probe_tracer.py"

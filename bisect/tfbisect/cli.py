@@ -21,10 +21,11 @@ from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import interpreters, locks, registry
+from tfbisect.narrow import builds, narrower, wiring
 from tfbisect.report import findings, github, htmlreport, matrixpng, mdsummary, reportdata, show
 from tfbisect.runs import givenenv
 from tfbisect.runs.workflow import DEFAULT_TIMEOUT, Runner, Settings, default_cache_dir
-from tfbisect.search import bisection, bisectlog, narrowing, sweep
+from tfbisect.search import bisection, bisectlog, sweep
 from tfbisect.search.narrowlog import NarrowStatus
 
 # gpu-check builds CUDA images and runs them: on the Docker backend, whatever --backend says.
@@ -580,7 +581,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             print(f"tfbisect: the sequence so far: tfbisect bisect log {log_path}", file=sys.stderr)
             raise
         emit(show.bisect_text(report, log_path))
-        if args.narrow and narrowing.applicable(report) is None:
+        if args.narrow and builds.applicable(report) is None:
             status = max(status, run_narrowing(report, request, runner, progress, log_path, trace=args.trace))
         print("files written:")
         print(f"  {log_path}  (the bisection log)")
@@ -606,9 +607,9 @@ def run_narrowing(
     (TRACE) when the traced runs failed.  A narrowing that cannot go on says why and keeps the
     bisection's answer (and everything it finished) in the log."""
     try:
-        found = narrowing.Narrower(
-            report, request, runner, progress, log_path, narrowing.NarrowOptions(trace=trace)
-        ).run()
+        seams = wiring.runner_seams(report, request, runner, progress, log_path, force=runner.settings.force)
+        options = narrower.NarrowOptions(trace=trace)
+        found = narrower.Narrower(report, request, seams, progress, log_path, options).run()
     except KeyboardInterrupt:
         print(
             f"tfbisect: the narrowing so far is in {log_path}; to finish only the narrowing (stored "
@@ -635,7 +636,7 @@ def cmd_narrow(args: argparse.Namespace, progress: Progress) -> int:
             f"Cannot read the bisection log {log_path}: {exc}.",
             "pass a log written by `tfbisect bisect` (they are under REPORTS/bisect/).",
         ) from exc
-    narrowing.refuse_unless_applicable(report, log_path)  # before any runner is made
+    builds.refuse_unless_applicable(report, log_path)  # before any runner is made
     if not isinstance(report.request, dict):
         raise NarrowError(f"The bisection log {log_path} holds no request.", "bisect again.")
     name = str(args.scenario or report.request.get("scenario_argument") or report.request.get("scenario", ""))

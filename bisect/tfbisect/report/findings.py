@@ -15,7 +15,6 @@ from typing import Any
 
 from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.record import RunRecord
-from tfbisect.report import narrowdata
 from tfbisect.report.style import KIND_LOOK, Kind, Look
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.judge import BAD_STATES, state_of
@@ -23,7 +22,11 @@ from tfbisect.search.narrowlog import (
     Build,
     DependencyChange,
     Narrowing,
+    NarrowNote,
     NarrowStatus,
+    NoteCode,
+    Suspect,
+    Suspects,
     TraceSummary,
 )
 from tfbisect.search.state import Class
@@ -331,7 +334,7 @@ def _first_new_of(narrowing: Narrowing) -> str:
 
 def narrow_changes(report: BisectReport, narrowing: Narrowing) -> list[tuple[str, str]]:
     """The flips among the judged builds, in version order: (last of one side, first of the other)."""
-    judged = [s for s in narrowdata.ordered_steps(narrowing) if s.cls in (Class.OLD, Class.NEW)]
+    judged = [s for s in narrowing.ordered_steps() if s.cls in (Class.OLD, Class.NEW)]
     return [(a.version, b.version) for a, b in itertools.pairwise(judged) if a.cls != b.cls]
 
 
@@ -407,6 +410,43 @@ def narrow_step_look(report: BisectReport, step: Step) -> Look:
     return judged_state(report, step.state)
 
 
+# A note's words, its fields filled in (format_map inserts them as they are: a field is never a format).
+NOTE_WORDS: dict[NoteCode, str] = {
+    NoteCode.LEGACY_TEXT: "{text}",
+    NoteCode.NO_RCS: "the index has no release candidates of {version}",
+    NoteCode.RCS_DELETED: (
+        "the index has no release candidates of {version} (its oldest release candidate is {oldest}, "
+        "uploaded {uploaded}): old RCs were deleted"
+    ),
+    NoteCode.NO_NIGHTLIES: "the index has no tf-nightly builds",
+    NoteCode.NIGHTLIES_GONE: (
+        "nightlies on the index start at {start}, after this range ({version} was uploaded on {uploaded}): "
+        "older nightlies are gone"
+    ),
+    NoteCode.NO_NIGHTLY_BETWEEN: "no tf-nightly build lies between these two in version order",
+    NoteCode.BUILDS_FLIP: "the builds in between flip back and forth, so no pair was compared or traced",
+    NoteCode.CANNOT_RUN: "{version} cannot run here, so nothing was compared or traced",
+    NoteCode.STOPPED: "the narrowing stopped: {error_type}: {message}",
+    NoteCode.NO_LOCKS: "the dependency changes are not listed: {error}",
+    NoteCode.NO_PROBE_CHANGED: "no probe changed between the two builds, so none was traced",
+    NoteCode.PASSING_UNTRACED: (
+        "the passing probe {probe} could not be traced ({error}); the suspects are ranked without it"
+    ),
+    NoteCode.UNTRACED_FAILED: "the untraced run of {probe} failed: {error}",
+    NoteCode.TRACE_FAILED: "{what} (what to do: {todo})",
+}
+
+
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:  # a note made without one of its fields
+        return "?"
+
+
+def note_text(note: NarrowNote) -> str:
+    """A narrowing's note (or a trace's error) in words."""
+    return NOTE_WORDS[note.code].format_map(_Fields(note.fields))
+
+
 def dependency_text(change: DependencyChange) -> str:
     """ "numpy 1.24.3 → 1.25.0", "keras-nightly not installed → 2.13.0.dev…": one package's change."""
     old = change.old or "not installed"
@@ -455,8 +495,9 @@ def trace_failed_text(trace: TraceSummary, log: Path | None = None) -> str:
     """Tracing failed: what that leaves, and what to do about it (the error says what failed, and
     usually what to do)."""
     again = f"tfbisect narrow {log}" if log else "tfbisect narrow LOG"
+    error = note_text(trace.error) if trace.error else "?"
     return (
-        f"tracing failed, so no suspect code is named: {trace.error}. The narrowed range and the "
+        f"tracing failed, so no suspect code is named: {error}. The narrowed range and the "
         f"dependency changes stand; once the cause is dealt with, run `{again}` again (stored runs "
         "are reused)."
     )
@@ -471,7 +512,7 @@ LIMITS = (
 def limits_text(report: BisectReport) -> str:
     """What tracing cannot see, and, when nothing the probe ran changed, where the change likely is."""
     n = report.narrowing
-    found = narrowdata.suspects_of(n) if n is not None else None
+    found = n.suspects if n is not None else None
     if found is None or found.executed_python_changed:
         return LIMITS
     traced = (
@@ -486,7 +527,7 @@ def limits_text(report: BisectReport) -> str:
     )
 
 
-def suspects_heading(found: narrowdata.SuspectsView, shown: int) -> str:
+def suspects_heading(found: Suspects, shown: int) -> str:
     """ "top 5 of 31 suspects (12 files traced, 4 changed, 9 hunks)"."""
     if not found.suspects:
         head = "no suspects"
@@ -503,7 +544,7 @@ def suspects_heading(found: narrowdata.SuspectsView, shown: int) -> str:
     return text
 
 
-def suspect_facts(suspect: narrowdata.SuspectView) -> str:
+def suspect_facts(suspect: Suspect) -> str:
     """Why a hunk is suspect: its score and what ran, in a line."""
     why = "the passing probe ran it too" if suspect.passed else "only the failing probe ran it"
     facts = [f"score {suspect.score:.2f} ({why})", f"{suspect.changed_executed} changed lines ran"]

@@ -68,6 +68,7 @@ def render(data: ReportData) -> str:
         narrow_notes=narrowdata.notes_of,
         narrow_dependencies=narrowdata.dependencies_of,
         narrow_suspects=narrowdata.suspects_of,
+        diff_of=narrowdata.diff_of,
         trace_probes_text=findings.trace_probes_text,
         trace_cost_text=findings.trace_cost_text,
         trace_failed_text=findings.trace_failed_text,

@@ -9,7 +9,7 @@ from tfbisect.core.textsafe import printable
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
 from tfbisect.search.bisectlog import BisectReport, Status
-from tfbisect.search.narrowlog import DependencyChange
+from tfbisect.search.narrowlog import DependencyChange, Suspect
 
 # GitHub refuses comment bodies over 65,536 characters; stay clear of it.
 LIMIT = 60_000
@@ -213,8 +213,8 @@ def _suspect_changes(b: BisectReport, most: int, excerpt: int) -> list[str]:
             f"{escape(heading[:1].upper() + heading[1:])}{more}:" if shown else escape(heading) + more,
             "",
         ]
-        for suspect in shown:
-            lines += _suspect(suspect, excerpt)
+        for rank, suspect in enumerate(shown, 1):
+            lines += _suspect(rank, suspect, excerpt)
     if n.trace is not None or found is not None:
         lines += [f"_{escape(findings.limits_text(b))}_", ""]
     return [*lines, "</details>", ""]
@@ -227,18 +227,18 @@ def _dependency(change: DependencyChange) -> str:
     return f"{name} {old} → {new}" + (" (**imported**)" if change.imported else "")
 
 
-def _suspect(suspect: narrowdata.SuspectView, excerpt: int) -> list[str]:
+def _suspect(rank: int, suspect: Suspect, excerpt: int) -> list[str]:
     links = [
         f"[{side} lines]({link})"
         for side, link in (("old", suspect.old_link), ("new", suspect.new_link))
         if link is not None
     ]
     head = (
-        f"**{suspect.rank}.** {code(suspect.file)}:{code(suspect.function)} · "
+        f"**{rank}.** {code(suspect.file)}:{code(suspect.function)} · "
         f"{escape(findings.suspect_facts(suspect))}"
     )
     lines = [" · ".join([head, *links]), ""]
-    diff = [line.text for line in narrowdata.window(suspect.diff, excerpt)]
+    diff = [line.text for line in narrowdata.window(narrowdata.diff_of(suspect), excerpt)]
     return [*lines, *fenced(diff, "diff"), ""] if diff else lines
 
 

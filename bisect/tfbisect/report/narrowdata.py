@@ -1,11 +1,11 @@
-"""What the views show of a narrowing, read from its log data (no prose here: findings.py has it).
+"""What the views show of a narrowing beyond its log model: the notes in words (findings.py has
+them), the dependency changes in reading order, and each suspect's diff excerpt cut into lines with
+their kind, numbers and simple Python highlighting, so the HTML template only prints fixed class
+names around escaped text.
 
-The suspects reach the views as the dict a log keeps (`Suspects.to_dict()`, cut), and a log is a
-file anyone can edit; its text came from wheels, the index and scenario output.  So everything
-is read defensively here, once, for every view: wrong types fall back to nothing, sizes are
-bounded, and links are kept only when they point at GitHub (an `href` from a log must never be
-`javascript:`).  The diff excerpts are cut into lines with their kind, numbers and simple Python
-highlighting, so the HTML template only prints fixed class names around escaped text.
+The log model (`search.narrowlog`) is read defensively once, where the log is read: the suspects'
+sizes are bounded there and their links kept only when they point at GitHub.  The excerpts are
+bounded again here, line by line, for the views.
 """
 
 from __future__ import annotations
@@ -14,34 +14,26 @@ import functools
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from tfbisect.search.narrowlog import SUSPECTS_KEPT, DependencyChange, Narrowing
+from tfbisect.report.findings import note_text
+from tfbisect.search.narrowlog import (
+    EXCERPT_LINES_MAX,
+    LINE_CHARS_MAX,
+    DependencyChange,
+    Narrowing,
+    Suspect,
+    Suspects,
+)
+from tfbisect.search.narrowlog import clip as clip
+from tfbisect.search.narrowlog import safe_link as safe_link
 from tfbisect.search.steps import Step
 
 # Bounds for what a (possibly edited) log can put in front of a reader.
-EXCERPT_LINES_MAX = 60  # suspects.py writes at most 40 (header and markers included)
-LINE_CHARS_MAX = 300  # suspects.py cuts lines at 200
-NAME_CHARS_MAX = 300  # file names, functions, callers
 NOTES_MAX = 50
 NOTE_CHARS_MAX = 1000
 DEPENDENCIES_MAX = 500
 
-# A link the views make clickable: GitHub over https, with no character that could end the
-# attribute, the Markdown link or the URL itself.
-_LINK = re.compile(r"https://github\.com/[A-Za-z0-9._~/%#:+@=&?,!$*;-]*")
 _HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def safe_link(url: object) -> str | None:
-    """`url` when it is a plain https link into GitHub (what tfbisect writes), else None."""
-    if isinstance(url, str) and len(url) <= 2000 and _LINK.fullmatch(url):
-        return url
-    return None
 
 
 # ---- Diff lines and their highlighting ---------------------------------------------------------
@@ -231,119 +223,18 @@ def _marker(count: int) -> DiffLine:
     return DiffLine(MARKER, text, None, None, False, ((PLAIN, text),))
 
 
-# ---- Suspects, read defensively ----------------------------------------------------------------
+# ---- Suspects -----------------------------------------------------------------------------------
 
 
-def _text(value: object, limit: int = NAME_CHARS_MAX) -> str | None:
-    return clip(value, limit) if isinstance(value, str) else None
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _lines(value: object) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(v for v in value[:10_000] if isinstance(v, int) and not isinstance(v, bool))
-
-
-def _span(value: object) -> tuple[int, int] | None:
-    found = _lines(value)
-    return (found[0], found[1]) if len(found) == 2 else None
-
-
-@dataclass(frozen=True)
-class SuspectView:
-    """One suspect hunk as the views show it."""
-
-    rank: int  # 1 for the most suspicious
-    file: str
-    function: str
-    score: float
-    passed: int  # 1: the passing probe ran the changed lines too
-    documentation_only: bool
-    executed_old: tuple[int, ...]
-    executed_new: tuple[int, ...]
-    old_lines: tuple[int, int] | None
-    new_lines: tuple[int, int] | None
-    excerpt: str
-    only_in: str | None  # "old" or "new"
-    caller: str | None
-    old_link: str | None  # checked with `safe_link`
-    new_link: str | None
-
-    @property
-    def changed_executed(self) -> int:
-        return len(self.executed_old) + len(self.executed_new)
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.function}"
-
-    @functools.cached_property
-    def diff(self) -> tuple[DiffLine, ...]:
-        return diff_lines(self.excerpt, frozenset(self.executed_old), frozenset(self.executed_new))
-
-    @classmethod
-    def read(cls, rank: int, data: dict[str, Any]) -> SuspectView:
-        score = data.get("score")
-        only_in = data.get("only_in")
-        return cls(
-            rank=rank,
-            file=_text(data.get("file")) or "?",
-            function=_text(data.get("function")) or "?",
-            score=float(score) if isinstance(score, int | float) and not isinstance(score, bool) else 0.0,
-            passed=_count(data.get("passed")),
-            documentation_only=data.get("documentation_only") is True,
-            executed_old=_lines(data.get("executed_old")),
-            executed_new=_lines(data.get("executed_new")),
-            old_lines=_span(data.get("old_lines")),
-            new_lines=_span(data.get("new_lines")),
-            excerpt=_text(data.get("excerpt"), EXCERPT_LINES_MAX * (LINE_CHARS_MAX + 1)) or "",
-            only_in=only_in if only_in in ("old", "new") else None,
-            caller=_text(data.get("caller")),
-            old_link=safe_link(data.get("old_link")),
-            new_link=safe_link(data.get("new_link")),
-        )
-
-
-@dataclass(frozen=True)
-class SuspectsView:
-    suspects: tuple[SuspectView, ...]  # at most SUSPECTS_KEPT, best first
-    total: int  # how many the narrowing found (the log keeps the first SUSPECTS_KEPT)
-    files_traced: int
-    files_changed: int
-    hunks: int
-    missing_sources: tuple[str, ...]
-    executed_python_changed: bool  # False: no Python the failing probe ran changed (docs aside)
-
-
-def suspects_of(narrowing: Narrowing) -> SuspectsView | None:
+def suspects_of(narrowing: Narrowing) -> Suspects | None:
     """The narrowing's suspects, or None when it has none to show (not traced, tracing failed)."""
-    data = narrowing.suspects
-    if not isinstance(data, dict):
-        return None
-    listed = data.get("suspects")
-    items = [s for s in listed[:SUSPECTS_KEPT] if isinstance(s, dict)] if isinstance(listed, list) else []
-    suspects = tuple(SuspectView.read(rank, item) for rank, item in enumerate(items, 1))
-    changed = data.get("executed_python_changed")
-    missing = data.get("missing_sources")
-    return SuspectsView(
-        suspects=suspects,
-        total=max(_count(data.get("suspects_total")), len(suspects)),
-        files_traced=_count(data.get("files_traced")),
-        files_changed=_count(data.get("files_changed")),
-        hunks=_count(data.get("hunks")),
-        missing_sources=tuple(
-            clip(m, NAME_CHARS_MAX)
-            for m in (missing if isinstance(missing, list) else [])[:100]
-            if isinstance(m, str)
-        ),
-        executed_python_changed=(
-            changed if isinstance(changed, bool) else any(not s.documentation_only for s in suspects)
-        ),
-    )
+    return narrowing.suspects
+
+
+@functools.lru_cache(maxsize=256)
+def diff_of(suspect: Suspect) -> tuple[DiffLine, ...]:
+    """A suspect's excerpt as diff lines (the HTML report, the terminal and the summary each ask)."""
+    return diff_lines(suspect.excerpt, frozenset(suspect.executed_old), frozenset(suspect.executed_new))
 
 
 # ---- The rest of a narrowing --------------------------------------------------------------------
@@ -356,16 +247,10 @@ def dependencies_of(narrowing: Narrowing) -> list[DependencyChange]:
 
 
 def notes_of(narrowing: Narrowing) -> list[str]:
-    return [clip(note, NOTE_CHARS_MAX) for note in narrowing.notes[:NOTES_MAX]]
+    """The notes in words, as many and as long as a view shows."""
+    return [clip(note_text(note), NOTE_CHARS_MAX) for note in narrowing.notes[:NOTES_MAX]]
 
 
 def ordered_steps(narrowing: Narrowing) -> list[Step]:
     """The narrowing's steps in version order: the release before, the builds between, the release after."""
-    old, new = narrowing.release_range
-    place = {version: i for i, version in enumerate(narrowing.candidates)}
-    place[old], place[new] = -1, len(place)
-
-    def key(step: Step) -> int:
-        return place.get(step.version, len(place) + 1)
-
-    return sorted(narrowing.steps, key=key)
+    return narrowing.ordered_steps()

@@ -22,6 +22,7 @@ from tfbisect.core.store import ResultStore
 from tfbisect.report import findings, style
 from tfbisect.report.style import Look
 from tfbisect.search.bisectlog import BisectReport, load_report
+from tfbisect.search.narrowlog import Narrowing
 
 OUTCOME_WORDS = style.OUTCOME_WORDS  # outcome -> "not reproduced" ...
 
@@ -412,7 +413,17 @@ def bisect_summary(report: BisectReport, log: Path | None, *, narrowing: bool = 
         "narrowing_finding": findings.narrowing_finding(report) or None,
     }
     if narrowing:
-        found["narrowing"] = report.narrowing.to_dict() if report.narrowing is not None else None
+        found["narrowing"] = narrowing_summary(report.narrowing) if report.narrowing is not None else None
+    return found
+
+
+def narrowing_summary(narrowing: Narrowing) -> dict[str, Any]:
+    """A narrowing for machines: as its log keeps it, but its notes and a trace's error in words
+    (the log keeps their codes and fields)."""
+    found = narrowing.to_dict()
+    found["notes"] = [findings.note_text(note) for note in narrowing.notes]
+    if narrowing.trace is not None and narrowing.trace.error is not None:
+        found["trace"]["error"] = findings.note_text(narrowing.trace.error)
     return found
 
 

@@ -311,11 +311,12 @@ def narrowing_text(report: BisectReport, log_path: Path | None = None, *, steps:
     if found is not None:
         shown = found.suspects[:SUSPECTS_SHOWN]
         lines.append(findings.suspects_heading(found, len(shown)) + (":" if shown else ""))
-        for suspect in shown:
-            lines.append(f"  {suspect.rank}. {_one_line(suspect.where, 200)}")
+        for rank, suspect in enumerate(shown, 1):
+            lines.append(f"  {rank}. {_one_line(suspect.where, 200)}")
             lines.append(f"     {_one_line(findings.suspect_facts(suspect), 600)}")
             lines.extend(
-                f"     | {_one_line(line.text)}" for line in narrowdata.window(suspect.diff, EXCERPT_SHOWN)
+                f"     | {_one_line(line.text)}"
+                for line in narrowdata.window(narrowdata.diff_of(suspect), EXCERPT_SHOWN)
             )
             for side, link in (("old", suspect.old_link), ("new", suspect.new_link)):
                 if link:

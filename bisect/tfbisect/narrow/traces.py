@@ -1,0 +1,212 @@
+"""What the tracer saw: a probe trace, validated (it is written next to untrusted scenario code)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tfbisect.core.errors import NarrowError
+from tfbisect.core.fsio import write_json_atomic
+from tfbisect.core.names import safe_component
+from tfbisect.core.record import RunRecord
+from tfbisect.narrow.sources import member_path
+
+TRACE_MAX_FILES = 20000  # the tracer's own cap
+TRACE_MAX_LINES_PER_FILE = 1_000_000
+TRACE_MAX_LINE = 10_000_000
+KEPT_MAX_BYTES = 512 * 1024 * 1024  # a kept trace larger than this was not written by the tracer
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One probe's run in one environment, as `probe_tracer.py` wrote it."""
+
+    python: str
+    exit_code: int
+    versions: Mapping[str, str | None]  # package -> installed distribution version
+    lines: Mapping[str, frozenset[int]]  # installed path -> lines that ran
+    imported: frozenset[str] = frozenset()  # distributions the process had imported at its end
+
+    @classmethod
+    def from_dict(cls, data: object) -> Trace:
+        """Validated: a trace is written next to scenario code, so nothing in it is trusted.
+        Raises ValueError saying what is wrong."""
+        if not isinstance(data, dict) or data.get("schema") != 1:
+            raise ValueError("not a probe trace: schema 1 expected")
+        python, exit_code = data.get("python"), data.get("exit_code")
+        if not isinstance(python, str) or len(python) > 32:
+            raise ValueError("a probe trace's `python` is not a version")
+        if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+            raise ValueError("a probe trace's `exit_code` is not an integer")
+        return cls(
+            python=python,
+            exit_code=exit_code,
+            versions=_trace_versions(data.get("packages")),
+            lines=_trace_lines(data.get("files")),
+            imported=_trace_imported(data.get("imported")),
+        )
+
+    def version_of(self, path: str) -> str | None:
+        return self.versions.get(path.split("/", 1)[0])
+
+
+def _trace_versions(packages: object) -> dict[str, str | None]:
+    if not isinstance(packages, dict) or len(packages) > 1000:
+        raise ValueError("a probe trace's `packages` is not a mapping of packages")
+    versions: dict[str, str | None] = {}
+    for name, entry in packages.items():
+        version = entry.get("version") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or (version is not None and not isinstance(version, str)):
+            raise ValueError(f"a probe trace's package {name!r} is malformed")
+        versions[name] = version[:100] if version is not None else None
+    return versions
+
+
+def _trace_imported(imported: object) -> frozenset[str]:
+    """The imported distributions' names (absent from older traces and on Python 3.7)."""
+    if imported is None:
+        return frozenset()
+    if not isinstance(imported, dict) or len(imported) > 5000:
+        raise ValueError("a probe trace's `imported` is not a mapping of distributions")
+    return frozenset(name[:100] for name in imported if isinstance(name, str))
+
+
+def _trace_lines(files: object) -> dict[str, frozenset[int]]:
+    if not isinstance(files, dict) or len(files) > TRACE_MAX_FILES:
+        raise ValueError(f"a probe trace's `files` is not a mapping of at most {TRACE_MAX_FILES} files")
+    lines: dict[str, frozenset[int]] = {}
+    for path, entry in files.items():
+        if not isinstance(path, str) or member_path(path) is None or len(path) > 1000:
+            raise ValueError(f"a probe trace names a file {path!r} that is not an installed .py path")
+        found = entry.get("lines") if isinstance(entry, dict) else None
+        if not isinstance(found, list) or len(found) > TRACE_MAX_LINES_PER_FILE:
+            raise ValueError(f"a probe trace's lines for {path} are not a list")
+        if not all(type(line) is int and 0 < line <= TRACE_MAX_LINE for line in found):
+            raise ValueError(f"a probe trace's lines for {path} are not all line numbers")
+        lines[path] = frozenset(found)
+    return lines
+
+
+@dataclass(frozen=True)
+class ProbeTraces:
+    """One probe traced in both environments: the older one (last good) and the newer (first bad)."""
+
+    old: Trace
+    new: Trace
+
+
+# ---- Which probes are traced ------------------------------------------------------------------
+
+
+def probe_outcomes(record: RunRecord) -> dict[str, tuple[str, str]]:
+    """Probe name -> (kind, outcome) of a run's document."""
+    found: dict[str, tuple[str, str]] = {}
+    document = record.document or {}
+    for probe in document.get("probes", []) if isinstance(document, dict) else []:
+        if isinstance(probe, dict) and isinstance(probe.get("name"), str):
+            found[probe["name"]] = (str(probe.get("kind", "")), str(probe.get("outcome", "")))
+    return found
+
+
+def choose_probes(asked: str | None, old: RunRecord, new: RunRecord) -> tuple[str | None, str | None]:
+    """The failing probe to trace (the one asked, else the first whose outcome changed) and a
+    passing one: the same kind, passing in both environments as the failing one did in the old,
+    the most alike by name (`gradient_eager_plain` -> `gradient_eager_decorated`)."""
+    before, after = probe_outcomes(old), probe_outcomes(new)
+    failing = asked
+    if failing is None:
+        changed = [
+            name for name, (_, outcome) in after.items() if before.get(name, ("", outcome))[1] != outcome
+        ]
+        failing = changed[0] if changed else None
+    if failing is None or failing not in after or failing not in before:
+        return failing, None
+    kind, good = before[failing]
+    parts = set(failing.split("_"))
+    passing = [
+        name
+        for name, (other_kind, outcome) in after.items()
+        if name != failing
+        and other_kind == kind
+        and outcome == good
+        and before.get(name, ("", ""))[1] == good
+    ]
+    passing.sort(key=lambda name: (-len(parts & set(name.split("_"))), name))
+    return failing, passing[0] if passing else None
+
+
+# ---- A traced run, checked, and kept beside the log -------------------------------------------
+
+
+class TracedRun(Protocol):
+    """What a traced run hands back (`runs.workflow.TraceRun`)."""
+
+    @property
+    def document(self) -> dict[str, Any]: ...  # the tracer's document, unchecked
+    @property
+    def result(self) -> dict[str, Any] | None: ...  # the scenario's result document, unchecked
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def log(self) -> Path: ...
+
+
+def checked_trace(done: TracedRun, probe: str, label: str) -> tuple[Trace, dict[str, Any]]:
+    """A traced run's trace and the document to keep, validated before anything keeps it.  A run
+    that traced nothing, or not the probe, is an error: no trace must read as "no Python changed";
+    a document that is not a valid trace is one too."""
+    ran = {p.get("name") for p in (done.result or {}).get("probes", []) if isinstance(p, dict)}
+    window = done.document.get("window")
+    opened = window.get("opened", 0) if isinstance(window, dict) else 0
+    if not done.document.get("files") or not opened or probe not in ran:
+        raise NarrowError(
+            f"The traced run of {probe} on {label} traced nothing (exit {done.exit_code}; the "
+            f"tracing window was opened {opened} times; the probe {'ran' if probe in ran else 'did not run'}).",
+            f"check that the scenario runs `--probe {probe}` alone and opens the tracing window "
+            f"(README: Writing a scenario); the run's log: {done.log}",
+        )
+    try:
+        trace = Trace.from_dict(done.document)
+    except ValueError as exc:
+        raise NarrowError(
+            f"The traced run of {probe} on {label} wrote an unusable trace: {exc}.",
+            f"see the run's log under {done.log.parent}.",
+        ) from exc
+    return trace, {**done.document, "seconds": round(done.seconds, 2)}
+
+
+@dataclass(frozen=True)
+class KeptTraces:
+    """The traces kept beside a bisection log (`LOG.traces/`), so that an interrupted narrowing
+    traces no build twice.  Only valid traces are kept, a kept one is validated again when read
+    (the folder is anyone's to edit), and with `force` none is reused."""
+
+    folder: Path
+    force: bool = False
+
+    def path(self, role: str, side: str, version: str) -> Path:
+        return self.folder / f"{safe_component(f'{role}-{side}-{version}')}.json"
+
+    def reused(self, role: str, side: str, version: str) -> tuple[Trace, float] | None:
+        path = self.path(role, side, version)
+        if self.force or not path.is_file():
+            return None
+        try:
+            if path.stat().st_size > KEPT_MAX_BYTES:
+                return None
+            document = json.loads(path.read_text(encoding="utf-8"))
+            seconds = document.get("seconds") if isinstance(document, dict) else None
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+                return None
+            return Trace.from_dict(document), float(seconds)
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def keep(self, role: str, side: str, version: str, document: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path(role, side, version), document)

@@ -1,0 +1,72 @@
+"""The narrowing's seams made from a `Runner`: the one place the narrowing meets the runs and the
+bisection log's file (the narrower itself runs nothing and writes nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tfbisect.core.fsio import write_json_atomic
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.spec import EnvSpec
+from tfbisect.envs.registry import traced_spec
+from tfbisect.narrow.narrower import Seams
+from tfbisect.narrow.traces import KeptTraces
+from tfbisect.runs.tracing import TraceRun
+from tfbisect.runs.workflow import Runner
+from tfbisect.search.bisection import Bisection, Execute
+from tfbisect.search.bisectlog import BisectReport
+from tfbisect.search.bisectplan import BisectRequest, Plan, place_release
+from tfbisect.search.narrowlog import Narrowing
+
+
+def traces_folder(log_path: Path) -> Path:
+    """Where the traces of a bisection log's narrowing are kept."""
+    return log_path.with_suffix(".traces")
+
+
+def log_saver(report: BisectReport, log_path: Path) -> Callable[[Narrowing], None]:
+    """Keeps a narrowing in its bisection's log (the report's `narrowing`, the whole log written)."""
+
+    def save(narrowing: Narrowing) -> None:
+        report.narrowing = narrowing
+        write_json_atomic(log_path, report.to_dict())
+
+    return save
+
+
+def runner_seams(
+    report: BisectReport,
+    request: BisectRequest,
+    runner: Runner,
+    progress: Progress,
+    log_path: Path,
+    *,
+    execute: Execute | None = None,
+    force: bool = False,
+) -> Seams:
+    """The seams of a narrowing of `report` (kept in `log_path`) that runs with `runner`.
+    `execute`: a test's scripted runs (then nothing is prepared ahead); `force`: trace again."""
+    scenario = request.scenario
+
+    def bisect(
+        sub: BisectRequest, planned: Plan, save: Callable[[BisectReport], None]
+    ) -> tuple[BisectReport, dict[int, RunRecord]]:
+        search = Bisection(sub, runner, progress, log_path, execute=execute, planned=planned, save=save)
+        return search.run(), search.records
+
+    def trace(spec: EnvSpec, probes: Sequence[str], packages: Sequence[str], traced: bool) -> TraceRun:
+        return runner.trace(traced_spec(spec), scenario, probes, packages, traced=traced)
+
+    return Seams(
+        catalogue=runner.catalogue,
+        place=lambda release: place_release(request, release, runner.environment),
+        execute=execute or (lambda spec: runner.run(spec, scenario)),
+        bisect=bisect,
+        lock_text=lambda spec: runner.lock_for(spec).path.read_text(encoding="utf-8"),
+        trace=trace,
+        sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
+        kept=KeptTraces(traces_folder(log_path), force=force),
+        save=log_saver(report, log_path),
+    )

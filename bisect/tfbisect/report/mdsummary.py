@@ -124,7 +124,12 @@ def _render(
     for versions, cells in _group(rows) if group_rows else [([v], c) for v, c in rows]:
         label = versions[0] if len(versions) == 1 else f"{versions[0]} to {versions[-1]}"
         lines.append(f"| {escape(label)} | " + " | ".join(cells) + " |")
-    lines += ["", "<details><summary>Reproduce, environments, tool</summary>", ""]
+    unreadable = [f"{code(name)}: {escape(why)}" for name, why in data.unreadable]
+    lines += [
+        "",
+        *_listed("Bisection logs that could not be read (left out):", unreadable, max(max_details, 3)),
+    ]
+    lines += ["<details><summary>Reproduce, environments, tool</summary>", ""]
     commands = sorted(
         {str(c.record.extra.get("reproduce")) for c in data.cells if c.record.extra.get("reproduce")}
     )

@@ -233,7 +233,11 @@ def collect(
     unreadable: list[tuple[str, str]] = []
     for path in sorted(bisect_dir.glob("*.json")) if bisect_dir.is_dir() else []:
         try:
+            if path.stat().st_size == 0:
+                continue  # a bisection that logged nothing yet (or never will): nothing to show
             report = load_report(path)
+        except OSError:
+            continue  # gone since the folder was listed
         except DamagedLog as exc:  # its scenario is unknown: listed whichever it was about
             unreadable.append((path.name, exc.what))
             continue

@@ -130,6 +130,11 @@ def load_report(path: Path) -> BisectReport:
                 _TODO,
             )
         text = path.read_bytes().decode("utf-8")
+        if not text:  # the name is taken when a bisection starts; the log follows its first round
+            raise DamagedLog(
+                f"The bisection log {path} is empty: its bisection stopped before it logged anything.",
+                "bisect again (or, if it is still running, wait for its first round).",
+            )
     except OSError as exc:
         raise DamagedLog(
             f"The bisection log {path} cannot be read ({exc.strerror or type(exc).__name__}).",

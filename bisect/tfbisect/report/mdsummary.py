@@ -26,11 +26,12 @@ ICON = style.ICON  # word -> mark, from the one table of looks
 # comment that splits the text node GitHub's filters read (the text still reads the same):
 # `GH-7` (an issue), `owner/repo#7` and `#7` (the `#` rule), `owner/repo@sha`, `@team` and
 # e-mail addresses (the `@` rule), `https://…` (the `://` rule), `www.…` and bare domains (every
-# dot of a name ending in letters), and commit SHAs (7 to 40 hex digits on their own).
+# dot of a name ending in letters), and commit SHAs (7 to 40 hex digits on their own: broken
+# every 4 digits, so that no piece is long enough to be one).
 _BREAK = "<!-- -->"
 _ISSUE = re.compile(r"(?<![0-9A-Za-z_])(GH-)(?=\d)", re.IGNORECASE)
 _DOMAIN = re.compile(r"(?<![0-9A-Za-z_-])(?:[0-9A-Za-z_-]+\.)+[A-Za-z][0-9A-Za-z-]*")
-_SHA = re.compile(r"(?<![0-9A-Za-z_])([0-9A-Fa-f]{4})([0-9A-Fa-f]{3,36})(?![0-9A-Za-z_])")
+_SHA = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{7,}(?![0-9A-Za-z_])")
 
 
 def escape(text: str) -> str:
@@ -48,7 +49,7 @@ def escape(text: str) -> str:
         .replace("<", "&lt;")
         .replace(">", "&gt;")
     )
-    text = _SHA.sub(rf"\1{_BREAK}\2", text)
+    text = _SHA.sub(lambda m: _BREAK.join(re.findall(".{1,4}", m.group())), text)
     text = _DOMAIN.sub(lambda m: m.group().replace(".", "." + _BREAK), text)
     text = _ISSUE.sub(rf"\1{_BREAK}", text)
     return text.replace("@", "@" + _BREAK).replace("#", "#" + _BREAK).replace("://", ":" + _BREAK + "//")

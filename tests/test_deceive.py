@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def write_raw(path: Path, data: object) -> Path:
     return path
 
 
-DAMAGED = {
+DAMAGED: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     "seconds": (lambda d: {**d, "steps": [{**d["steps"][0], "seconds": "fast"}, *d["steps"][1:]]}, "seconds"),
     "newer": (lambda d: {**d, "log_version": 99}, "newer tfbisect"),
     "status": (lambda d: {**d, "status": "victory"}, "'status'"),

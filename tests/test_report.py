@@ -111,7 +111,7 @@ def test_markdown_escapes_table_breakers_and_html(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| 2.2.3 |"))
     assert row.count(" | ") == 1 and "evil\\|&lt;b&gt;base" in row and "<b>" not in text
     assert (
-        mdsummary.escape("[x](http://e.example)") == "\\[x\\](http:<!-- -->//e.example)"
+        mdsummary.escape("[x](http://e.example)") == "\\[x\\](http:<!-- -->//e.<!-- -->example)"
     )  # no links from records
 
 
@@ -358,6 +358,12 @@ def test_two_bisections_each_show_their_question_and_bisect_picks_the_headline(
         request={**bisect_report().request, "probe": "gradient_graph_plain"},
         command="tfbisect bisect --probe gradient_graph_plain",
         versions=["2.1.0", "2.1.4", "2.2.0", "2.2.3"],
+        steps=[  # its own steps: a log whose answer is not among its steps is damaged
+            Step(1, "2.1.0", StepOutcome("reproduced"), "match", Class("old"), False, 20.0, "s", "g1"),
+            Step(1, "2.2.3", StepOutcome("reproduced"), "mismatch", Class("new"), False, 21.0, "s", "g2"),
+            Step(2, "2.1.4", StepOutcome("reproduced"), "match", Class("old"), False, 20.0, "s", "g3"),
+            Step(3, "2.2.0", StepOutcome("reproduced"), "mismatch", Class("new"), False, 22.0, "s", "g4"),
+        ],
         last_old="2.1.4",
         first_new="2.2.0",
         candidates=["2.2.0"],

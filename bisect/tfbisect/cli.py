@@ -574,7 +574,7 @@ def cmd_bisect(args: argparse.Namespace, progress: Progress) -> int:
             timeout=args.timeout if args.timeout != DEFAULT_TIMEOUT else None,
             regress=args.regress,
         )
-        log_path = bisect_dir / bisection.log_name(request)
+        log_path = bisect_dir / bisection.log_name(request, bisect_dir)  # created exclusively
         try:
             report = bisection.Bisection(request, runner, progress, log_path).run()
         except KeyboardInterrupt:

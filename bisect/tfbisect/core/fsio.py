@@ -31,6 +31,11 @@ def stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
+def fine_stamp() -> str:
+    """UTC to the microsecond as a file-name part that sorts by time: 20261129-011500-123456."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
+
+
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from tfbisect.core.textsafe import one_line
 from tfbisect.report import style
 from tfbisect.report.reportdata import ReportData
 
@@ -16,9 +17,11 @@ MAX_CHARS = 160  # a title or label longer than this is cut (text from records i
 
 
 def _cut(text: str, limit: int = MAX_CHARS) -> str:
-    # Pillow's built-in font has no arrow: "good → bad" would show a box.
-    text = text.replace("→", "->")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """A title or label on one line, cut to `limit`, with control and invisible characters (a
+    bidirectional override, a zero-width space) escaped as everywhere else: Pillow would draw a
+    newline as a second line and may apply the bidirectional ones."""
+    # Pillow's built-in font has no arrow: "good → bad" would show a box; nor an ellipsis.
+    return one_line(text.replace("→", "->").replace("…", "..."), limit, mark="...")
 
 
 def render(data: ReportData, path: Path) -> Path:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 
-from tfbisect.core.textsafe import printable
+from tfbisect.core.textsafe import clip, printable
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
 from tfbisect.search.bisectlog import BisectReport, Status
@@ -21,11 +22,25 @@ DEPENDENCIES_SHOWN, NAME_CHARS = 30, 100
 ICON = style.ICON  # word -> mark, from the one table of looks
 
 
+# What GitHub turns into a link or a reference in plain text, each defused by an empty HTML
+# comment that splits the text node GitHub's filters read (the text still reads the same):
+# `GH-7` (an issue), `owner/repo#7` and `#7` (the `#` rule), `owner/repo@sha`, `@team` and
+# e-mail addresses (the `@` rule), `https://…` (the `://` rule), `www.…` and bare domains (every
+# dot of a name ending in letters), and commit SHAs (7 to 40 hex digits on their own: broken
+# every 4 digits, so that no piece is long enough to be one).
+_BREAK = "<!-- -->"
+_ISSUE = re.compile(r"(?<![0-9A-Za-z_])(GH-)(?=\d)", re.IGNORECASE)
+_DOMAIN = re.compile(r"(?<![0-9A-Za-z_-])(?:[0-9A-Za-z_-]+\.)+[A-Za-z][0-9A-Za-z-]*")
+_SHA = re.compile(r"(?<![0-9A-Za-z_])[0-9A-Fa-f]{7,}(?![0-9A-Za-z_])")
+
+
 def escape(text: str) -> str:
     """Text safe inside a table cell: no pipes, newlines, links or raw HTML to break the layout,
-    no control characters, and nothing GitHub would turn into a mention (@team), an issue
-    reference (#123) or a link (https://…) when the summary is posted."""
-    return (
+    no control or invisible characters, and nothing GitHub would turn into a mention (@team), an
+    issue reference (#123, GH-123, owner/repo#123), a commit link (a SHA, owner/repo@sha) or a
+    link (https://…, www.…, a bare domain, an e-mail address) when the summary is posted.  The
+    summary's own links are written as Markdown links by their makers, never through here."""
+    text = (
         printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
         .replace("\\", "\\\\")
         .replace("|", "\\|")
@@ -33,10 +48,11 @@ def escape(text: str) -> str:
         .replace("]", "\\]")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
-        .replace("@", "@<!-- -->")
-        .replace("#", "#<!-- -->")
-        .replace("://", ":<!-- -->//")
     )
+    text = _SHA.sub(lambda m: _BREAK.join(re.findall(".{1,4}", m.group())), text)
+    text = _DOMAIN.sub(lambda m: m.group().replace(".", "." + _BREAK), text)
+    text = _ISSUE.sub(rf"\1{_BREAK}", text)
+    return text.replace("@", "@" + _BREAK).replace("#", "#" + _BREAK).replace("://", ":" + _BREAK + "//")
 
 
 def _longest_run(text: str) -> int:
@@ -108,8 +124,13 @@ def _render(
     rows = [(v, [_cell(data, v, c, backend=in_cells) for c in columns]) for v in data.versions]
     for versions, cells in _group(rows) if group_rows else [([v], c) for v, c in rows]:
         label = versions[0] if len(versions) == 1 else f"{versions[0]} to {versions[-1]}"
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "<details><summary>Reproduce, environments, tool</summary>", ""]
+        lines.append(f"| {escape(label)} | " + " | ".join(cells) + " |")
+    unreadable = [f"{code(name)}: {escape(why)}" for name, why in data.unreadable]
+    lines += [
+        "",
+        *_listed("Bisection logs that could not be read (left out):", unreadable, max(max_details, 3)),
+    ]
+    lines += ["<details><summary>Reproduce, environments, tool</summary>", ""]
     commands = sorted(
         {str(c.record.extra.get("reproduce")) for c in data.cells if c.record.extra.get("reproduce")}
     )
@@ -141,9 +162,13 @@ def _bisection(b: BisectReport) -> list[str]:
             first = f"{escape(b.first_new_text)} (untestable versions between)"
         else:
             first = f"TF {escape(b.first_new)} ({code(b.git_versions.get(b.first_new) or '?')})"
+        # The project's own link (tensorflow/tensorflow's compare view), checked like every link
+        # read back from a log: only a plain https link into GitHub is made clickable.
+        own = narrowdata.safe_link(b.compare_url)
+        compare = f" · [compare]({own})" if own else ""
         lines = [
             f"**Last {escape(b.term_old)}:** TF {escape(b.last_old or '?')} ({old_git}) · "
-            f"**First {escape(b.term_new)}:** {first} · [compare]({b.compare_url}) · judged by {what} · {runs}"
+            f"**First {escape(b.term_new)}:** {first}{compare} · judged by {what} · {runs}"
         ]
         if b.status is Status.NON_MONOTONIC:
             lines.append(f"Not monotonic: {escape(findings.explain(b))}")
@@ -156,8 +181,8 @@ def _bisection(b: BisectReport) -> list[str]:
         failure = str((b.failure_finding or {}).get("failure", ""))
         lines.append(f"**Failure finding:** {escape(found_failure)} ({code(failure)})")
     if b.narrowing is not None:
-        compare = narrowdata.safe_link(b.narrowing.compare_url)
-        link = f" · [compare]({compare})" if compare else ""
+        below = narrowdata.safe_link(b.narrowing.compare_url)
+        link = f" · [compare]({below})" if below else ""
         lines.append(f"**Below the releases:** {escape(findings.narrowing_finding(b))}{link}")
     return [*lines, ""]
 
@@ -192,7 +217,7 @@ def _suspect_changes(b: BisectReport, most: int, excerpt: int) -> list[str]:
     ]
     if tried:
         lines += [f"Builds tried: {', '.join(tried[:40])}" + (" …" if len(tried) > 40 else ""), ""]
-    notes = [escape(narrowdata.clip(note, NOTE_CHARS)) for note in narrowdata.notes_of(n)]
+    notes = [escape(clip(note, NOTE_CHARS, mark="…")) for note in narrowdata.notes_of(n)]
     lines += _listed("Notes:", notes, NOTES_SHOWN)
     changes = [_dependency(c) for c in narrowdata.dependencies_of(n)]
     lines += _listed(
@@ -221,9 +246,9 @@ def _suspect_changes(b: BisectReport, most: int, excerpt: int) -> list[str]:
 
 
 def _dependency(change: DependencyChange) -> str:
-    name = code(narrowdata.clip(change.name, NAME_CHARS))
-    old = code(narrowdata.clip(change.old, NAME_CHARS)) if change.old else "not installed"
-    new = code(narrowdata.clip(change.new, NAME_CHARS)) if change.new else "not installed"
+    name = code(clip(change.name, NAME_CHARS, mark="…"))
+    old = code(clip(change.old, NAME_CHARS, mark="…")) if change.old else "not installed"
+    new = code(clip(change.new, NAME_CHARS, mark="…")) if change.new else "not installed"
     return f"{name} {old} → {new}" + (" (**imported**)" if change.imported else "")
 
 

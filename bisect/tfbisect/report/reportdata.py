@@ -21,7 +21,7 @@ from tfbisect.core.spec import EnvSpec, KerasVariant
 from tfbisect.core.store import ResultStore
 from tfbisect.report import findings, style
 from tfbisect.report.style import Look
-from tfbisect.search.bisectlog import BisectReport, load_report
+from tfbisect.search.bisectlog import BisectReport, DamagedLog, load_report
 from tfbisect.search.narrowlog import Narrowing
 
 OUTCOME_WORDS = style.OUTCOME_WORDS  # outcome -> "not reproduced" ...
@@ -69,6 +69,9 @@ class ReportData:
     tool_version: str
     host: str
     notes: tuple[str, ...] = ()
+    # Bisection logs under reports/bisect/ that could not be read (file name, what is wrong with
+    # it): listed in the report, so that one damaged log never stops the report of the others.
+    unreadable: tuple[tuple[str, str], ...] = ()
     bisect_logs: tuple[Path, ...] = ()  # the log file of each of `bisects`
     chosen: int | None = None  # which of `bisects` the headline is about
     chosen_explicitly: bool = False  # named with `report --bisect`, not just the newest
@@ -228,11 +231,16 @@ def collect(
             )
         )
     logs: list[tuple[Path, BisectReport]] = []
+    unreadable: list[tuple[str, str]] = []
     for path in sorted(bisect_dir.glob("*.json")) if bisect_dir.is_dir() else []:
         try:
+            if path.stat().st_size == 0:
+                continue  # a bisection that logged nothing yet (or never will): nothing to show
             report = load_report(path)
-        except (ValueError, KeyError, TypeError) as exc:
-            notes.append(f"Skipped the unreadable bisection log {path.name} ({type(exc).__name__}).")
+        except OSError:
+            continue  # gone since the folder was listed
+        except DamagedLog as exc:  # its scenario is unknown: listed whichever it was about
+            unreadable.append((path.name, exc.what))
             continue
         if report.request.get("scenario") == scenario.name:
             logs.append((path, report))
@@ -256,6 +264,7 @@ def collect(
         tool_version=__version__,
         host=f"{platform.system()}-{platform.machine()} Python {platform.python_version()}",
         notes=tuple(notes),
+        unreadable=tuple(unreadable),
     )
 
 
@@ -266,14 +275,9 @@ def _choose(logs: list[tuple[Path, BisectReport]], chosen_log: Path, scenario: S
             return i
     try:
         report = load_report(chosen_log)
-    except OSError as exc:
+    except DamagedLog as exc:  # missing, unreadable, not a log, or damaged: it says which
         raise UsageError(
-            f"The bisection log {chosen_log} cannot be read ({exc.strerror or type(exc).__name__}).",
-            "give the path of a log under reports/bisect/ (`tfbisect bisect log` prints the newest).",
-        ) from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(
-            f"{chosen_log} is not a bisection log ({type(exc).__name__}).",
+            exc.what,
             "give the path of a log under reports/bisect/ (`tfbisect bisect log` prints the newest).",
         ) from exc
     found = str(report.request.get("scenario"))

@@ -1,9 +1,11 @@
 """Human-readable views for the terminal: stored results, the catalogue, bisections and their
-narrowings below the releases.  The command line prints them through `printable`; a narrowing's
-fields are also kept to one line each here, so that no text from a log can forge a line."""
+narrowings below the releases.  The command line prints them through `printable`; every field of
+free text (a scenario's summaries, messages and names, a log's fields) is also kept to one escaped
+line here (`textsafe.one_line`), so that no text from a scenario or a log can forge a line."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import cuda_plan
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
-from tfbisect.core.textsafe import printable
+from tfbisect.core.textsafe import one_line
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
 from tfbisect.report import findings, narrowdata, style
@@ -23,49 +25,50 @@ MARK = style.MARK  # outcome -> "✗ reproduced" ...
 
 
 def record_text(record: RunRecord, path: Path | None = None) -> str:
-    lines = [f"{record.scenario} on {record.spec.label}: {MARK[record.outcome]}"]
+    o = _one_line
+    lines = [f"{o(record.scenario)} on {o(record.spec.label)}: {MARK[record.outcome]}"]
     if path is not None:
-        lines.append(f"  stored at      {path}")
+        lines.append(f"  stored at      {o(path, LINE_LONG)}")
     env = (record.document or {}).get("environment", {})
     if env.get("tensorflow"):
         keras = env.get("keras") or {}
         lines.append(
-            f"  environment    TF {env['tensorflow']} ({env.get('git_version')}), Python {env.get('python')}, "
-            f"numpy {env.get('numpy')}, Keras {keras.get('version')} ({keras.get('flavour')})"
+            f"  environment    TF {o(env['tensorflow'])} ({o(env.get('git_version'))}), Python {o(env.get('python'))}, "
+            f"numpy {o(env.get('numpy'))}, Keras {o(keras.get('version'))} ({o(keras.get('flavour'))})"
         )
-        devices = ", ".join(d["type"] for d in env.get("devices", [])) or "none"
+        devices = ", ".join(o(d["type"]) for d in env.get("devices", [])) or "none"
         lines.append(
-            f"  devices        {devices}; CUDA {env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}"
+            f"  devices        {devices}; CUDA {o(env.get('cuda') or '-')}, cuDNN {o(env.get('cudnn') or '-')}"
         )
     if record.ran_on is not None:
-        lines.append(f"  ran on         {record.ran_on}")
+        lines.append(f"  ran on         {o(record.ran_on)}")
     libraries = findings.cuda_libraries(record)
     if libraries is not None:
-        lines.append(f"  CUDA libraries {libraries}")
-    lines.append(f"  verdict        {record.verdict_summary}")
+        lines.append(f"  CUDA libraries {o(libraries, LINE_LONG)}")
+    lines.append(f"  verdict        {o(record.verdict_summary, LINE_LONG)}")
     for probe in (record.document or {}).get("probes", []):
-        lines.append(f"    {probe['name']:<26} {probe['outcome']:<9} {probe['summary']}")
+        lines.append(f"    {o(probe['name']):<26} {o(probe['outcome']):<9} {o(probe['summary'], LINE_LONG)}")
         # A probe that runs several configurations: each one's own outcome, one line each.
         for name, config in (probe.get("configurations") or {}).items():
-            lines.append(f"      {name:<24} {config['outcome']:<9} {config['summary']}")
+            lines.append(f"      {o(name):<24} {o(config['outcome']):<9} {o(config['summary'], LINE_LONG)}")
     if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT) or record.document is None:
-        lines.append("  log tail:")
-        lines.extend("    | " + line for line in record.log_tail.splitlines()[-15:])
-    lines.append(f"  run took       {record.duration_s:.1f}s, started {record.started_at}")
+        lines.append("  log tail:")  # many lines, each behind its "|": none can pass for tfbisect's
+        lines.extend("    | " + one_line(line, LINE_LONG) for line in record.log_tail.splitlines()[-15:])
+    lines.append(f"  run took       {record.duration_s:.1f}s, started {o(record.started_at)}")
     if record.extra.get("via"):
         # a run in an environment made elsewhere (tox, or --interpreter): which one
-        interpreter = record.extra.get("interpreter", "?")
+        interpreter = o(record.extra.get("interpreter", "?"), LINE_LONG)
         if record.extra["via"] == "tox":
-            where = f" env {record.extra['tox_env']}" if record.extra.get("tox_env") else ""
+            where = f" env {o(record.extra['tox_env'])}" if record.extra.get("tox_env") else ""
             lines.append(f"  made through   tox{where}, interpreter {interpreter}")
         else:
             lines.append(f"  made in        the given environment of {interpreter} (--interpreter)")
     if record.extra.get("reproduce"):
-        lines.append(f"  reproduce      {record.extra['reproduce']}")
+        lines.append(f"  reproduce      {o(record.extra['reproduce'], LINE_LONG)}")
     if record.command:
-        lines.append(f"  raw command    {record.command}")
+        lines.append(f"  raw command    {o(record.command, LINE_LONG)}")
     if record.extra.get("todo"):
-        lines.append(f"  what to do     {record.extra['todo']}")
+        lines.append(f"  what to do     {o(record.extra['todo'], LINE_LONG)}")
     return "\n".join(lines)
 
 
@@ -73,12 +76,15 @@ def gpu_check_line(record: RunRecord) -> str:
     """One line of `tfbisect gpu-check`: image, libraries TF's loader opened, GPU seen, verdict."""
     label = f"TF {record.spec.tf_version} py{record.spec.python}"
     if record.infrastructure or "image" not in record.extra:
-        reason = record.failure.message.splitlines()[0] if record.failure else record.outcome.value
-        return f"{label}  no image: {reason}"
+        reason = (record.failure.message.splitlines() or [""])[0] if record.failure else record.outcome.value
+        return f"{label}  no image: {_one_line(reason)}"
     libraries = findings.cuda_libraries(record) or "no loader check in the image"
     if findings.loader_check_passed(record):
         libraries = libraries.split(": ", 1)[0]  # "8 opened by TF's loader"
-    return f"{label}  {record.extra['image']}  {libraries}  ran on {record.ran_on}  {MARK[record.outcome]}"
+    return (
+        f"{label}  {_one_line(record.extra['image'])}  {_one_line(libraries)}  ran on {_one_line(record.ran_on)}  "
+        f"{MARK[record.outcome]}"
+    )
 
 
 def versions_table(releases: Iterable[Release], have: set[str]) -> str:
@@ -107,6 +113,7 @@ def versions_table(releases: Iterable[Release], have: set[str]) -> str:
 
 
 def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
+    report = _flat(report)
     request = report.request
     backend = str(request["backend"])
     if request.get("venv_fallback") is True:
@@ -162,6 +169,7 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
 
 
 def bisect_log_text(report: BisectReport) -> str:
+    report = _flat(report)
     lines = [
         f"# {report.command}",
         f"# started {report.started_at}, finished {report.finished_at or '-'}",
@@ -247,10 +255,65 @@ EXCERPT_SHOWN = 8  # lines of each suspect's diff, its header included
 LINE_SHOWN = 160  # characters of any line taken from the data
 
 
+LINE_LONG = 2000  # a message, a command: longer, but still one line
+
+
 def _one_line(value: object, limit: int = LINE_SHOWN) -> str:
     """Text from the log (index, wheels, scenario output) on one line of the terminal: no control
     characters (a newline could forge a line of this output), no line a screen cannot hold."""
-    return printable(narrowdata.clip(str(value), limit), newlines=False)
+    return one_line(value, limit)
+
+
+def _flat(report: BisectReport) -> BisectReport:
+    """A copy of `report` to show, each string of the bisection's own fields on one escaped line
+    (the narrowing's are kept to one line where they are shown): the words findings.py builds
+    from them may then hold line breaks of their own, and only those."""
+
+    def flat(value: object, limit: int = LINE_SHOWN) -> object:
+        if isinstance(value, str):
+            return one_line(value, limit)
+        if isinstance(value, list | tuple):
+            return type(value)(flat(item, limit) for item in value)
+        if isinstance(value, dict):
+            return {flat(key): flat(item, limit) for key, item in value.items()}
+        return value
+
+    def text(value: str | None, limit: int = LINE_SHOWN) -> str | None:
+        return None if value is None else one_line(value, limit)
+
+    steps = [
+        dataclasses.replace(
+            s,
+            version=one_line(s.version),
+            state=text(s.state, LINE_LONG),
+            summary=one_line(s.summary, LINE_LONG),
+        )
+        for s in report.steps
+    ]
+    return dataclasses.replace(
+        report,
+        request=flat(report.request),  # type: ignore[arg-type]
+        command=one_line(report.command, LINE_LONG),
+        versions=[one_line(v) for v in report.versions],
+        steps=steps,
+        message=one_line(report.message, LINE_LONG),
+        old_state=text(report.old_state, LINE_LONG),
+        new_state=text(report.new_state, LINE_LONG),
+        term_old=one_line(report.term_old),
+        term_new=one_line(report.term_new),
+        last_old=text(report.last_old),
+        first_new=text(report.first_new),
+        candidates=[one_line(c) for c in report.candidates],
+        changes=[(one_line(a), one_line(b)) for a, b in report.changes],
+        git_versions={one_line(k): text(v) for k, v in report.git_versions.items()},
+        compare_url=text(report.compare_url, LINE_LONG),
+        started_at=one_line(report.started_at),
+        finished_at=one_line(report.finished_at),
+        question=one_line(report.question, LINE_LONG),
+        end_failures={one_line(k): one_line(v, LINE_LONG) for k, v in report.end_failures.items()},
+        failure_finding=flat(report.failure_finding, LINE_LONG),  # type: ignore[arg-type]
+        ends=[one_line(e) for e in report.ends],
+    )
 
 
 def narrowing_text(report: BisectReport, log_path: Path | None = None, *, steps: bool = True) -> str:

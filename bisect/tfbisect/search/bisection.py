@@ -8,12 +8,12 @@ prepared ahead in `prefetch`); this module only drives them and keeps the log.
 from __future__ import annotations
 
 import itertools
-import time
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tfbisect.core.fsio import now_iso, write_json_atomic
+from tfbisect.core.fsio import fine_stamp, now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
@@ -392,8 +392,22 @@ def compare_url(old_ref: str | None, new_ref: str | None) -> str | None:
     return COMPARE.format(old=old_ref, new=new_ref) if old_ref and new_ref else None
 
 
-def log_name(request: BisectRequest) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def log_name(request: BisectRequest, folder: Path | None = None) -> str:
+    """The file name of a new bisection log: UTC to the microsecond, the scenario, the question and
+    the variant.  With `folder`, the file is also created there, exclusively (O_EXCL), so that two
+    bisections started at the same moment (two terminals, two CI jobs) never write the same log:
+    the second takes the name with "-2" (and so on) before ".json"."""
     what = safe_component(request.probe or "verdict")
     variant = f"{safe_component(request.flavour.value)}-{safe_component(request.keras.value)}"
-    return f"{stamp}-{request.scenario.slug}-{what}-{variant}.json"
+    name = f"{fine_stamp()}-{request.scenario.slug}-{what}-{variant}"
+    if folder is None:
+        return name + ".json"
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        taken = f"{name}.json" if n == 1 else f"{name}-{n}.json"
+        try:
+            os.close(os.open(folder / taken, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            continue
+        return taken
+    raise AssertionError("unreachable")  # itertools.count never ends

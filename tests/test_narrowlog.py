@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tfbisect.report import findings, narrowdata, reportdata
-from tfbisect.search.bisectlog import BisectReport
+from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.narrowlog import (
     NARROWING_VERSION,
     NOTE_FIELDS,
@@ -150,7 +150,14 @@ def test_a_narrowing_of_the_previous_version_reads_word_for_word() -> None:
 
 
 def test_a_narrowing_newer_than_this_tfbisect_is_dropped_not_misread() -> None:
-    report = BisectReport(request={}, command="tfbisect bisect", versions=["2.3.4", "2.4.0"])
+    report = BisectReport(
+        request={},
+        command="tfbisect bisect",
+        versions=["2.3.4", "2.4.0"],
+        status=Status.FOUND,
+        last_old="2.3.4",
+        first_new="2.4.0",
+    )
     data = report.to_dict()
     data["narrowing"] = {**version_one_narrowing(), "version": NARROWING_VERSION + 1}
     assert BisectReport.from_dict(data).narrowing is None  # the bisection stays; `narrow` redoes it

@@ -23,7 +23,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from tfbisect.core import interrupt
+from tfbisect.core import argv, interrupt
+from tfbisect.core.argv import DEFAULT_TIMEOUT
 from tfbisect.core.catalogue import Catalogue
 from tfbisect.core.errors import (
     BackendUnavailableError,
@@ -51,7 +52,6 @@ from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.envs.environments import Ended, Environments, Launch, Traced, place
 from tfbisect.envs.interpreters import Interpreter
 
-DEFAULT_TIMEOUT = 900.0
 TRACER = "probe_tracer.py"  # package data: the tracer a traced run runs the scenario under
 # A trace of one TF probe is a few hundred files' line numbers (well under a MB); the cap bounds
 # what a hostile environment can make the driver read.
@@ -530,26 +530,16 @@ def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, str]:
 
 
 def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:
-    parts = [
-        "tfbisect",
-        "run",
-        "--tf",
-        spec.tf_version,
-        "--python",
-        spec.python,
-        "--backend",
-        spec.backend.value,
-    ]
-    if spec.flavour is not Flavour.CPU:
-        parts += ["--base", spec.flavour.value]
-    if spec.keras is not KerasVariant.DEFAULT:
-        parts += ["--keras", spec.keras.value]
-    parts += ["--scenario", scenario_argument(scenario)]
-    if timeout != DEFAULT_TIMEOUT:
-        parts += ["--timeout", f"{timeout:g}"]
-    if Version(spec.tf_version).is_prerelease:
-        parts.append("--pre")
-    return shlex.join(parts)
+    """The `tfbisect run` that repeats one run, from any directory."""
+    env = argv.EnvOptions(
+        backend=spec.backend.value,
+        base=spec.flavour.value,
+        keras=spec.keras.value,
+        scenario=scenario_argument(scenario),
+        timeout=timeout,
+        pre=Version(spec.tf_version).is_prerelease,
+    )
+    return shlex.join(argv.RunOptions(tf=spec.tf_version, env=env, python=spec.python).to_argv())
 
 
 def scenario_argument(scenario: Scenario) -> str:

@@ -18,6 +18,7 @@ from tfbisect.core import scenario
 
 DEFAULT_TIMEOUT = 900.0  # seconds per run, the default of --timeout
 DEFAULT_PREFETCH = 2
+MAX_JOBS = 64  # the most --jobs (and --prefetch) allow
 
 # One option as the builder writes it: None or False leave it out, True is a bare flag, a
 # sequence repeats it once per value.
@@ -55,8 +56,10 @@ def command_line(words: Iterable[str], options: Iterable[tuple[str, Value]]) -> 
             out += [flag, str(value.resolve())]
         elif isinstance(value, float):
             out += [flag, number(value)]
+        elif isinstance(value, str) and flag == "--scenario":
+            out += [flag, scenario_word(value)]
         elif isinstance(value, int | str):
-            out += [flag, scenario_word(value) if flag == "--scenario" else str(value)]
+            out += [flag, str(value)]
         else:
             out += [part for item in value for part in (flag, item)]
     return out
@@ -71,7 +74,11 @@ class Common:
     quiet: bool = False
 
     def options(self) -> list[tuple[str, Value]]:
-        return [("--reports", unless(self.reports, Path("reports"))), ("--cache", self.cache), ("-q", self.quiet)]
+        return [
+            ("--reports", unless(self.reports, Path("reports"))),
+            ("--cache", self.cache),
+            ("-q", self.quiet),
+        ]
 
     def words(self, *command: str) -> list[str]:
         """The global options, then the command's words (argparse reads globals first)."""

@@ -87,32 +87,46 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     progress.say(f"bisecting {chosen.name} in {choice.describe()}")
     done = []
     for flavour, keras in itertools.product(flavours, variants):
-        request = bisection.BisectRequest(
-            scenario=chosen,
-            good=options.good,
-            bad=options.bad,
-            probe=options.probe,
-            flavour=flavour,
-            keras=keras,
-            backend=choice.primary,
-            venv_fallback=choice.fallback,
-            python=options.python,
-            jobs=jobs_for(options.jobs, runner, choice, flavour),
-            prefetch=options.prefetch,
-            pre=env.pre,
-            confirm=options.confirm,
-            term_old=options.term_old,
-            term_new=options.term_new,
-            timeout=env.timeout if env.timeout != DEFAULT_TIMEOUT else None,
-            regress=options.regress,
-            narrow=options.narrow,
-            trace=options.trace,
-        )
+        jobs = jobs_for(options.jobs, runner, choice, flavour)
+        request = request_for(options, chosen, (flavour, keras), choice, jobs)
         done.append(_variant(request, runner, progress, options.common.reports / "bisect", on_event))
     reports = options.common.reports
     written = write_reports(reports, chosen, reports) if options.report else None
     status = max((v.exit_code for v in done), default=DONE)
     return BisectResult(tuple(done), written, status)
+
+
+def request_for(
+    options: BisectOptions,
+    chosen: scenario.Scenario,
+    variant: tuple[Flavour, KerasVariant],
+    choice: environments.Choice,
+    jobs: int,
+) -> bisection.BisectRequest:
+    """The request of one variant: all it needs to run, and to be repeated by its log's command."""
+    env = options.env
+    flavour, keras = variant
+    return bisection.BisectRequest(
+        scenario=chosen,
+        good=options.good,
+        bad=options.bad,
+        probe=options.probe,
+        flavour=flavour,
+        keras=keras,
+        backend=choice.primary,
+        venv_fallback=choice.fallback,
+        python=options.python,
+        jobs=jobs,
+        prefetch=options.prefetch,
+        pre=env.pre,
+        confirm=options.confirm,
+        term_old=options.term_old,
+        term_new=options.term_new,
+        timeout=env.timeout if env.timeout != DEFAULT_TIMEOUT else None,
+        regress=options.regress,
+        narrow=options.narrow,
+        trace=options.trace,
+    )
 
 
 def _variant(

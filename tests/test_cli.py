@@ -90,3 +90,119 @@ def test_run_reuses_a_stored_result_without_installing(
     assert code == 1  # reproduced, as git bisect run expects
     assert "reusing the stored result" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+# -- arguments -> options: one test per command ------------------------------------------------
+
+
+def options(*words: str) -> object:
+    from tfbisect.cli import build_parser, options_for
+
+    return options_for(build_parser().parse_args(list(words)))
+
+
+def test_versions_options() -> None:
+    from tfbisect.commands.versions import VersionsOptions
+
+    got = options("versions", "--pre", "--nightly", "--refresh", "--save", "--index-url", "http://i/simple")
+    assert got == VersionsOptions(
+        pre=True, nightly=True, refresh=True, save=True, index_url="http://i/simple"
+    )
+    assert options("versions") == VersionsOptions()
+
+
+def test_run_options(tmp_path: Path) -> None:
+    from tfbisect.core.argv import Common, EnvOptions, RunOptions
+
+    got = options(
+        "--reports", str(tmp_path), "run", "--tf", "2.10", "--python", "3.11", "--base", "cuda",
+        "--keras", "legacy", "--timeout", "60", "--pre", "--force", "--interpreter", "/x/python",
+        "--via", "tox", "--scenario", "s",
+    )  # fmt: skip
+    env = EnvOptions(base="cuda", keras="legacy", scenario="s", timeout=60.0, pre=True)
+    common = Common(reports=tmp_path)
+    assert got == RunOptions("2.10", env, "3.11", True, Path("/x/python"), "tox", common)
+
+
+def test_show_options(tmp_path: Path) -> None:
+    from tfbisect.commands.show import ShowOptions
+    from tfbisect.core.argv import Common
+
+    assert options("show", "r.json") == ShowOptions(Path("r.json"))
+    assert options("-q", "show") == ShowOptions(None, Common(quiet=True))
+
+
+def test_lock_options() -> None:
+    from tfbisect.commands.lock import LockOptions
+    from tfbisect.core.spec import Flavour, KerasVariant
+
+    got = options("lock", "--tf", "2.9", "2.10", "--flavour", "cuda", "--keras", "legacy", "--missing")
+    assert got == LockOptions(("2.9", "2.10"), None, Flavour.CUDA, KerasVariant.LEGACY, True)
+    assert options("lock") == LockOptions()
+
+
+def test_tox_ini_options() -> None:
+    from tfbisect.commands.tox_ini import ToxIniOptions
+
+    assert options("tox-ini") == ToxIniOptions()
+
+
+def test_bisect_options(tmp_path: Path) -> None:
+    from tfbisect.core.argv import BisectOptions as Bisect
+    from tfbisect.core.argv import Common, EnvOptions
+
+    got = options(
+        "--cache", str(tmp_path), "bisect", "--old", "2.3", "--new", "2.9", "--probe", "p", "--base", "cpu,cuda",
+        "--backend", "swarm", "--registry", "r:5000", "-j", "4", "--prefetch", "0", "--confirm",
+        "--regress", "error", "--term-old", "fast", "--term-new", "slow", "--report", "--no-narrow", "--no-trace",
+    )  # fmt: skip
+    env = EnvOptions(backend="swarm", registry="r:5000", base="cpu,cuda")
+    assert got == Bisect(
+        env=env, good="2.3", bad="2.9", probe="p", prefetch=0, jobs=4, confirm=True, regress="error",
+        term_old="fast", term_new="slow", report=True, trace=False, narrow=False, common=Common(cache=tmp_path),
+    )  # fmt: skip
+    log = options("bisect", "log", "b.json")
+    assert isinstance(log, Bisect) and (log.action, log.logfile) == ("log", Path("b.json"))
+    assert options("bisect") == Bisect()
+
+
+def test_narrow_options() -> None:
+    from tfbisect.core.argv import NarrowOptions
+
+    got = options(
+        "narrow", "b.json", "--force", "--timeout", "30", "--scenario", "s", "--docker-host", "tcp://m"
+    )
+    assert got == NarrowOptions(Path("b.json"), True, 30.0, "s", "tcp://m")
+    got = options("narrow", "--registry", "a:1", "--registry-pull", "b:2", "--base-image", "i", "--report")
+    assert got == NarrowOptions(registry="a:1", registry_pull="b:2", base_image="i", report=True)
+    assert options("narrow", "--no-trace") == NarrowOptions(trace=False)
+
+
+def test_sweep_options() -> None:
+    from tfbisect.core.argv import EnvOptions, SweepOptions
+
+    got = options(
+        "sweep", "--tf", "2.5..2.9", "--all-patches", "--probe", "p", "-j", "2", "--keep-containers"
+    )
+    env = EnvOptions(backend="auto", keep_containers=True)
+    assert got == SweepOptions(env, "2.5..2.9", True, "p", None, 2, False)
+    assert options("sweep") == SweepOptions()
+
+
+def test_report_options(tmp_path: Path) -> None:
+    from tfbisect.commands.report import ReportOptions
+
+    got = options(
+        "report", "--scenario", "s", "--bisect", "b.json", "--out", str(tmp_path), "--post", "o/r#1"
+    )
+    assert got == ReportOptions("s", Path("b.json"), tmp_path, "o/r#1")
+
+
+def test_gpu_check_options() -> None:
+    from tfbisect.commands.gpu_check import GpuCheckOptions
+
+    got = options(
+        "gpu-check", "--tf", "2.9", "--tf", "2.15", "--require-gpu", "--base-image", "i", "--timeout", "5"
+    )
+    assert got == GpuCheckOptions(("2.9", "2.15"), None, True, "i", timeout=5.0)
+    assert options("gpu-check") == GpuCheckOptions()

@@ -11,7 +11,8 @@ import math
 import re
 from collections.abc import Callable
 
-MAX_JOBS = 64
+from tfbisect.core.argv import MAX_JOBS as MAX_JOBS  # the range --jobs allows
+
 # The longest a run may be given: a week. Beyond that a time-out is a typo, and numbers that
 # large overflow the clocks and waits they end up in.
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import signal
 
+from tfbisect.core.errors import ExitCode
+
 
 class Outcome(enum.StrEnum):
     REPRODUCED = "reproduced"  # git bisect: bad
@@ -18,11 +20,12 @@ class Outcome(enum.StrEnum):
         return self in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED)
 
 
-EXIT_GOOD = 0
-EXIT_BAD = 1
-EXIT_SKIP = 125
-
-VERDICT_EXIT = {"not_reproduced": EXIT_GOOD, "reproduced": EXIT_BAD, "skip": EXIT_SKIP}
+# The exit code a scenario must give with each verdict it writes (git bisect run's language).
+VERDICT_EXIT = {
+    "not_reproduced": ExitCode.NOT_REPRODUCED,
+    "reproduced": ExitCode.REPRODUCED,
+    "skip": ExitCode.SKIP,
+}
 
 
 def signal_name(exit_code: int | None) -> str | None:

@@ -20,7 +20,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from tfbisect.core import interrupt
+from tfbisect.core import argv, interrupt
+from tfbisect.core.argv import DEFAULT_TIMEOUT
 from tfbisect.core.catalogue import Catalogue
 from tfbisect.core.errors import (
     BackendUnavailableError,
@@ -43,7 +44,6 @@ from tfbisect.envs.interpreters import Interpreter
 from tfbisect.runs.launching import Cell, Waiting, launch_and_wait, record_of, skip_record
 from tfbisect.runs.tracing import Tracer, TraceRun
 
-DEFAULT_TIMEOUT = 900.0
 GIVEN = "given"  # the registered backend of an environment made elsewhere (--interpreter)
 # Infrastructure, not behaviour: an environment that cannot be prepared answers nothing.
 _PREPARE_FAILURES = (
@@ -335,26 +335,16 @@ class Runner:
 
 
 def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:
-    parts = [
-        "tfbisect",
-        "run",
-        "--tf",
-        spec.tf_version,
-        "--python",
-        spec.python,
-        "--backend",
-        str(spec.backend),
-    ]
-    if spec.flavour is not Flavour.CPU:
-        parts += ["--base", spec.flavour.value]
-    if spec.keras is not KerasVariant.DEFAULT:
-        parts += ["--keras", spec.keras.value]
-    parts += ["--scenario", scenario_argument(scenario)]
-    if timeout != DEFAULT_TIMEOUT:
-        parts += ["--timeout", f"{timeout:g}"]
-    if Version(spec.tf_version).is_prerelease:
-        parts.append("--pre")
-    return shlex.join(parts)
+    """The `tfbisect run` that repeats one run, from any directory."""
+    env = argv.EnvOptions(
+        backend=spec.backend,
+        base=spec.flavour.value,
+        keras=spec.keras.value,
+        scenario=scenario_argument(scenario),
+        timeout=timeout,
+        pre=Version(spec.tf_version).is_prerelease,
+    )
+    return shlex.join(argv.RunOptions(tf=spec.tf_version, env=env, python=spec.python).to_argv())
 
 
 def scenario_argument(scenario: Scenario) -> str:

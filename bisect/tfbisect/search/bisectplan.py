@@ -13,6 +13,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from tfbisect.core import argv
 from tfbisect.core.catalogue import Catalogue, Release
 from tfbisect.core.errors import NoInterpreterError, UsageError
 from tfbisect.core.scenario import Scenario
@@ -43,6 +44,9 @@ class BisectRequest:
     timeout: float | None = None  # None: the default
     regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
     prefetch: int = 2  # environments prepared ahead of the next round (0: none)
+    # After the bisection: narrow below the releases (--no-narrow), with traced runs (--no-trace).
+    narrow: bool = True
+    trace: bool = True
 
     def to_record(self) -> dict[str, Any]:
         """The request as the log keeps it: JSON values of their own types, the scenario by name
@@ -78,7 +82,7 @@ class BisectRequest:
             _check(kept, name, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 200))
         for name in ("jobs", "prefetch"):
             _check(kept, name, lambda v: type(v) is int and 0 <= v <= 256)
-        for name in ("pre", "confirm", "venv_fallback"):
+        for name in ("pre", "confirm", "venv_fallback", "narrow", "trace"):
             _check(kept, name, lambda v: type(v) is bool)
         if isinstance(kept.get("timeout"), str):  # version 1 logs kept it as text
             with contextlib.suppress(ValueError):
@@ -94,34 +98,36 @@ class BisectRequest:
     def to_argv(self) -> list[str]:
         """Every option that changes the answer, as `tfbisect bisect` parses it back (a test
         round-trips it through the parser)."""
-        parts = ["tfbisect", "bisect", "--scenario", scenario_argument(self.scenario)]
-        for flag, value in (("--good", self.good), ("--bad", self.bad), ("--probe", self.probe)):
-            if value:
-                parts += [flag, value]
-        if self.flavour is not Flavour.CPU:
-            parts += ["--base", self.flavour.value]
-        if self.keras is not KerasVariant.DEFAULT:
-            parts += ["--keras", self.keras.value]
-        # Always explicit: the default (auto) would pick containers once an engine answers.
-        parts += ["--backend", registry.AUTO if self.venv_fallback else self.backend]
-        if self.python:
-            parts += ["--python", self.python]
-        # A backend with a capacity of its own (a swarm) defaults to it: the jobs are always said then.
-        if self.jobs != 1 or registry.registration(self.backend).capacity is not None:
-            parts += ["--jobs", str(self.jobs)]
-        for flag, on in (("--pre", self.pre), ("--confirm", self.confirm)):
-            if on:
-                parts.append(flag)
-        for flag, value in (("--term-old", self.term_old), ("--term-new", self.term_new)):
-            if value:
-                parts += [flag, value]
-        if self.timeout is not None:
-            parts += ["--timeout", f"{self.timeout:g}"]
-        if self.regress != "state":
-            parts += ["--regress", self.regress]
-        if self.prefetch != 2:
-            parts += ["--prefetch", str(self.prefetch)]
-        return parts
+        return self.options().to_argv()
+
+    def options(self) -> argv.BisectOptions:
+        """The command-line options that make this request."""
+        env = argv.EnvOptions(
+            backend=registry.AUTO if self.venv_fallback else self.backend,
+            base=self.flavour.value,
+            keras=self.keras.value,
+            scenario=scenario_argument(self.scenario),
+            timeout=argv.DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
+            pre=self.pre,
+        )
+        return argv.BisectOptions(
+            env=env,
+            good=self.good or None,
+            bad=self.bad or None,
+            probe=self.probe or None,
+            python=self.python or None,
+            # A backend with a capacity of its own (a swarm) defaults to it: the jobs are always said then.
+            jobs=self.jobs
+            if self.jobs != 1 or registry.registration(self.backend).capacity is not None
+            else None,
+            confirm=self.confirm,
+            term_old=self.term_old or None,
+            term_new=self.term_new or None,
+            regress=self.regress,
+            prefetch=self.prefetch,
+            narrow=self.narrow,
+            trace=self.trace,
+        )
 
 
 def place_release(

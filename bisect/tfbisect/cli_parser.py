@@ -1,0 +1,318 @@
+"""The command line's grammar: argparse's parser, one small function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfbisect import __version__, options
+from tfbisect.core import catalogue, scenario
+from tfbisect.core.argv import DEFAULT_TIMEOUT
+from tfbisect.core.spec import Flavour, KerasVariant
+from tfbisect.envs import registry
+from tfbisect.report import github
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfbisect",
+        description="Which TensorFlow releases reproduce a behaviour, on CPU and CUDA, and where did it change?",
+    )
+    parser.add_argument("--version", action="version", version=f"tfbisect {__version__}")
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="results and logs (default: reports/)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="venvs and images cache (default: ~/.cache/tfbisect)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # One function per subcommand, in the order `tfbisect --help` lists them.
+    for add in (
+        add_versions,
+        add_run,
+        add_show,
+        add_lock,
+        add_tox_ini,
+        add_bisect,
+        add_narrow,
+        add_report,
+        add_gpu_check,
+        add_sweep,
+    ):
+        add(sub)
+    return parser
+
+
+def add_versions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    versions = sub.add_parser(
+        "versions", help="the catalogue of TF releases and which Pythons here can run them"
+    )
+    versions.add_argument("--pre", action="store_true", help="include release candidates")
+    versions.add_argument(
+        "--nightly", action="store_true", help="include the tf-nightly builds on the index (by date)"
+    )
+    versions.add_argument(
+        "--refresh", action="store_true", help="read the package index instead of the snapshot"
+    )
+    versions.add_argument(
+        "--save", action="store_true", help="with --refresh: overwrite the committed snapshot"
+    )
+    versions.add_argument("--index-url", default=catalogue.DEFAULT_INDEX)
+
+
+def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run the scenario on one TF version")
+    add_env_options(run)
+    run.add_argument("--tf", required=True, metavar="VERSION", help="2.10 (newest 2.10.x) or 2.10.0")
+    run.add_argument(
+        "--python",
+        type=options.python_version,
+        metavar="X.Y",
+        help="pin the interpreter (default: newest with wheels here)",
+    )
+    run.add_argument("--force", action="store_true", help="run again even if a stored result exists")
+    run.add_argument(
+        "--interpreter",
+        type=Path,
+        metavar="PYTHON",
+        help="run in this interpreter's environment as it is (a tox env's {envpython}) instead of a venv "
+        "tfbisect builds; refused unless it is the line's Python (or --python) with exactly that TF; "
+        "always runs, and replaces the stored result",
+    )
+    run.add_argument(
+        "--via",
+        choices=["tox"],
+        help="with --interpreter: record the run as made through tox (and $TOX_ENV_NAME), and exit 0 for "
+        "either verdict; an error, a timeout or a skip still exits non-zero",
+    )
+
+
+def add_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    show_cmd = sub.add_parser("show", help="pretty-print a stored result (no argument: list them)")
+    show_cmd.add_argument("result", nargs="?", type=Path, help="a result file under reports/results/")
+
+
+def add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lock = sub.add_parser("lock", help="regenerate locks: dependencies as of each release date")
+    lock.add_argument("--tf", nargs="*", metavar="VERSION", help="versions to lock (default: every release)")
+    lock.add_argument(
+        "--python",
+        type=options.python_version,
+        metavar="X.Y",
+        help="Python to lock for (default: newest with wheels here)",
+    )
+    lock.add_argument("--flavour", choices=[f.value for f in Flavour], default="cpu")
+    lock.add_argument("--keras", choices=[k.value for k in KerasVariant], default="default")
+    lock.add_argument("--missing", action="store_true", help="only versions that have no lock yet")
+
+
+def add_tox_ini(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser("tox-ini", help="print tox.ini's generated per-line block for the current catalogue")
+
+
+def add_bisect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bisect = sub.add_parser("bisect", help="find between which two TF releases the behaviour changed")
+    bisect.add_argument(
+        "action", nargs="?", choices=["log"], help="log: print the full sequence of a bisection"
+    )
+    bisect.add_argument(
+        "logfile", nargs="?", type=Path, help="with log: the bisection's file (default: newest)"
+    )
+    add_env_options(bisect, multi=True)
+    bisect.add_argument(
+        "--good", "--old", dest="good", metavar="V", help="the older end (default: oldest here)"
+    )
+    bisect.add_argument(
+        "--bad", "--new", dest="bad", metavar="V", help="the newer end (default: newest here)"
+    )
+    bisect.add_argument(
+        "--probe", metavar="NAME", help="judge by one probe (match/mismatch) instead of the verdict"
+    )
+    bisect.add_argument(
+        "--python", type=options.python_version, metavar="X.Y", help="pin the interpreter for every version"
+    )
+    bisect.add_argument(
+        "--prefetch",
+        type=options.prefetch,
+        default=2,
+        metavar="N",
+        help="environments prepared ahead of the next round while one runs (both outcomes; 0: none; default 2)",
+    )
+    bisect.add_argument(
+        "--jobs",
+        "-j",
+        type=options.jobs,
+        default=None,
+        help=f"versions run at once (n-section; 1 to {options.MAX_JOBS}; default 1, on a swarm its ready nodes)",
+    )
+    bisect.add_argument(
+        "--confirm", action="store_true", help="also run the versions next to the change point"
+    )
+    bisect.add_argument(
+        "--regress",
+        choices=["state", "error"],
+        default="state",
+        help="state: bisect the question's two states (default); error: bisect where the scenario starts "
+        "(or stops) failing: a crash, an error or a timeout against a run that answers",
+    )
+    bisect.add_argument("--term-old", help="name of the older end's state (default: good, or bad for a fix)")
+    bisect.add_argument("--term-new", help="name of the newer end's state (default: bad, or good for a fix)")
+    bisect.add_argument("--force", action="store_true", help="run again even where results are stored")
+    bisect.add_argument("--report", action="store_true", help="then write the HTML report, summary and PNG")
+    add_narrow_options(bisect)
+    bisect.add_argument(
+        "--narrow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after a change point between two releases, narrow it with the RCs and nightlies in between, "
+        "list the dependency changes and trace the failing probe (default: on; --no-narrow stops at the releases)",
+    )
+
+
+def add_narrow(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    narrow_cmd = sub.add_parser(
+        "narrow",
+        help="narrow an existing bisection below its releases: RCs, nightlies, dependency changes, suspect code",
+    )
+    narrow_cmd.add_argument("logfile", nargs="?", type=Path, help="the bisection's log (default: newest)")
+    narrow_cmd.add_argument("--force", action="store_true", help="run again even where results are stored")
+    narrow_cmd.add_argument(
+        "--timeout", type=options.timeout, default=None, help="seconds per run (default: the bisection's)"
+    )
+    narrow_cmd.add_argument(
+        "--scenario", help="the scenario's name or path (default: as the bisection was given it)"
+    )
+    narrow_cmd.add_argument(
+        "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
+    )
+    narrow_cmd.add_argument("--registry", metavar="HOST:PORT", help="swarm: the registry images go to")
+    narrow_cmd.add_argument(
+        "--registry-pull", metavar="HOST:PORT", help="swarm: the registry as nodes reach it"
+    )
+    narrow_cmd.add_argument("--base-image", metavar="IMAGE", help="docker: the base image the bisection used")
+    narrow_cmd.add_argument(
+        "--report", action="store_true", help="then write the HTML report, summary and PNG"
+    )
+    add_narrow_options(narrow_cmd)
+
+
+def add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report", help="HTML report, GitHub summary and matrix PNG from the stored results"
+    )
+    report.add_argument(
+        "--scenario", help=f"scenario name or path (default: the --bisect log's, else {scenario.DEFAULT})"
+    )
+    report.add_argument(
+        "--bisect",
+        type=Path,
+        metavar="LOG",
+        help="the bisection log the headline and matrix answer (default: the newest of the scenario)",
+    )
+    report.add_argument("--out", type=Path, help="where to write the files (default: the reports folder)")
+    report.add_argument(
+        "--post", metavar="OWNER/REPO#N", help="post the summary as a comment (token from env)"
+    )
+    report.add_argument("--api-url", default=github.API, help=argparse.SUPPRESS)
+
+
+def add_gpu_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gpu = sub.add_parser(
+        "gpu-check",
+        help="build a CUDA image per CUDA set, prove TF opens its libraries, run the scenario (on the GPU if any)",
+    )
+    gpu.add_argument(
+        "--tf",
+        action="append",
+        metavar="VERSION",
+        help="check this version (repeatable; default: the newest release of every CUDA set)",
+    )
+    gpu.add_argument("--python", type=options.python_version, metavar="X.Y", help="pin the interpreter")
+    gpu.add_argument("--require-gpu", action="store_true", help="fail unless every run saw a GPU")
+    gpu.add_argument(
+        "--base-image", metavar="IMAGE", help="a base image of your own (with its CUDA libraries)"
+    )
+    gpu.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    gpu.add_argument("--timeout", type=options.timeout, default=DEFAULT_TIMEOUT, help="seconds per run")
+    gpu.set_defaults(force=True)  # a result stored on a machine without a GPU says nothing here
+
+
+def add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = sub.add_parser("sweep", help="run the whole matrix of versions, bases and Keras variants")
+    add_env_options(sweep, multi=True)
+    sweep.add_argument("--tf", default="..", metavar="RANGE", help="2.5..2.21, 2.9,2.21 or .. (default: all)")
+    sweep.add_argument(
+        "--all-patches", action="store_true", help="every patch release, not just each line's newest"
+    )
+    sweep.add_argument("--probe", metavar="NAME", help="show this probe's outcome in each cell")
+    sweep.add_argument("--python", type=options.python_version, metavar="X.Y", help="pin the interpreter")
+    sweep.add_argument(
+        "--jobs",
+        "-j",
+        type=options.jobs,
+        default=None,
+        help=f"runs at once (1 to {options.MAX_JOBS}; default 1, on a swarm its ready nodes)",
+    )
+    sweep.add_argument("--force", action="store_true")
+
+
+def add_narrow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="narrow without the traced runs (no suspect code: builds and dependency changes only)",
+    )
+
+
+def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=[*registry.names(), registry.AUTO],
+        default="auto" if multi else "venv",
+        help="venv (local virtual environments), docker (images from ./Dockerfile), swarm (those images as "
+        "services on a Docker Swarm), or auto: containers when a Docker engine answers (venvs for versions "
+        "no base image fits), else venvs" + (" (default)" if multi else ""),
+    )
+    parser.add_argument(
+        "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
+    )
+    parser.add_argument(
+        "--registry", metavar="HOST:PORT", help="swarm: the registry the driver pushes images to"
+    )
+    parser.add_argument(
+        "--registry-pull",
+        metavar="HOST:PORT",
+        help="swarm: the registry's address as the nodes reach it (default: --registry)",
+    )
+    parser.add_argument("--base-image", metavar="IMAGE", help="docker: a base image of your own with python3")
+    parser.add_argument(
+        "--keep-containers", action="store_true", help="docker: keep containers for debugging"
+    )
+    if multi:
+        # Variant axes: each combination is searched (or swept) in the same command.
+        parser.add_argument("--base", "--bases", default="cpu", help="cpu, cuda or cpu,cuda")
+        parser.add_argument(
+            "--keras",
+            "--variants",
+            default="default",
+            help="default, legacy or default,legacy (tf-keras, TF 2.16+)",
+        )
+    else:
+        parser.add_argument("--base", choices=[f.value for f in Flavour], default="cpu", help="cpu or cuda")
+        parser.add_argument(
+            "--keras",
+            choices=[k.value for k in KerasVariant],
+            default="default",
+            help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
+        )
+    parser.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    parser.add_argument(
+        "--timeout",
+        type=options.timeout,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per run (above 0, at most {options.MAX_TIMEOUT_SECONDS:.0f})",
+    )
+    parser.add_argument("--pre", action="store_true", help="allow release candidates")

@@ -1,0 +1,261 @@
+"""The one builder of tfbisect command lines: the options of `run`, `sweep`, `bisect` and
+`narrow` as typed values, and `to_argv` that writes them back as the parser reads them.
+
+Every command tfbisect prints (a stored run's reproduce command, a bisection's command, the
+resume line after Ctrl-C) is one of these turned back into words, so a command runs as printed.
+A test walks the parser's options and round-trips each, so a new option cannot be forgotten.
+It sits in `core/` because the searches and runs that print commands import it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfbisect.core import scenario
+
+DEFAULT_TIMEOUT = 900.0  # seconds per run, the default of --timeout
+DEFAULT_PREFETCH = 2
+MAX_JOBS = 64  # the most --jobs (and --prefetch) allow
+
+# One option as the builder writes it: None or False leave it out, True is a bare flag, a
+# sequence repeats it once per value.
+Value = str | int | float | bool | Path | Sequence[str] | None
+
+
+def number(value: float) -> str:
+    """A number of seconds as short as it reads back exactly (900, 120.5)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def scenario_word(value: str) -> str:
+    """A scenario given by name stays a name (found from any directory); a path becomes absolute."""
+    path = Path(value)
+    named = not (os.sep in value or path.suffix == ".py" or path.exists())
+    return value if named else str(path.resolve())
+
+
+def unless(value: Value, default: Value) -> Value:
+    """The value, or None (left out) where it is the parser's default."""
+    return None if value == default else value
+
+
+def command_line(words: Iterable[str], options: Iterable[tuple[str, Value]]) -> list[str]:
+    """`tfbisect WORDS OPTIONS`: each option written the way argparse reads it back; paths
+    absolute, so that the command works as printed from any directory."""
+    out = ["tfbisect", *words]
+    for flag, value in options:
+        if value is None or value is False:
+            continue
+        if value is True:
+            out.append(flag)
+        elif isinstance(value, Path):
+            out += [flag, str(value.resolve())]
+        elif isinstance(value, float):
+            out += [flag, number(value)]
+        elif isinstance(value, str) and flag == "--scenario":
+            out += [flag, scenario_word(value)]
+        elif isinstance(value, int | str):
+            out += [flag, str(value)]
+        else:
+            out += [part for item in value for part in (flag, item)]
+    return out
+
+
+@dataclass(frozen=True)
+class Common:
+    """The options before the command."""
+
+    reports: Path = Path("reports")
+    cache: Path | None = None
+    quiet: bool = False
+
+    def options(self) -> list[tuple[str, Value]]:
+        return [
+            ("--reports", unless(self.reports, Path("reports"))),
+            ("--cache", self.cache),
+            ("-q", self.quiet),
+        ]
+
+    def words(self, *command: str) -> list[str]:
+        """The global options, then the command's words (argparse reads globals first)."""
+        return [*command_line([], self.options())[1:], *command]
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """Where and how runs happen: the options `run`, `sweep` and `bisect` share."""
+
+    backend: str = "venv"
+    docker_host: str | None = None
+    registry: str | None = None
+    registry_pull: str | None = None
+    base_image: str | None = None
+    keep_containers: bool = False
+    base: str = "cpu"  # `run`: one flavour; `sweep`, `bisect`: a comma-separated list
+    keras: str = "default"
+    scenario: str = scenario.DEFAULT
+    timeout: float = DEFAULT_TIMEOUT
+    pre: bool = False
+
+    def swarm_options(self) -> list[tuple[str, Value]]:
+        return [
+            ("--docker-host", self.docker_host),
+            ("--registry", self.registry),
+            ("--registry-pull", self.registry_pull),
+            ("--base-image", self.base_image),
+            ("--keep-containers", self.keep_containers),
+        ]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    tf: str
+    env: EnvOptions = EnvOptions()
+    python: str | None = None
+    force: bool = False
+    interpreter: Path | None = None
+    via: str | None = None
+    common: Common = Common()
+
+    def to_argv(self) -> list[str]:
+        env = self.env
+        return command_line(
+            self.common.words("run"),
+            [
+                ("--tf", self.tf),
+                ("--python", self.python),
+                ("--backend", env.backend),  # explicit: `run` on another machine may differ
+                ("--base", unless(env.base, "cpu")),
+                ("--keras", unless(env.keras, "default")),
+                ("--scenario", env.scenario),
+                ("--timeout", unless(env.timeout, DEFAULT_TIMEOUT)),
+                ("--pre", env.pre),
+                *env.swarm_options(),
+                ("--force", self.force),
+                ("--interpreter", self.interpreter),
+                ("--via", self.via),
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    env: EnvOptions = EnvOptions(backend="auto")
+    tf: str = ".."
+    all_patches: bool = False
+    probe: str | None = None
+    python: str | None = None
+    jobs: int | None = None
+    force: bool = False
+    common: Common = Common()
+
+    def to_argv(self) -> list[str]:
+        env = self.env
+        return command_line(
+            self.common.words("sweep"),
+            [
+                ("--scenario", env.scenario),
+                ("--tf", unless(self.tf, "..")),
+                ("--base", unless(env.base, "cpu")),
+                ("--keras", unless(env.keras, "default")),
+                ("--backend", env.backend),
+                ("--python", self.python),
+                ("--jobs", self.jobs),
+                ("--all-patches", self.all_patches),
+                ("--probe", self.probe),
+                ("--pre", env.pre),
+                ("--timeout", unless(env.timeout, DEFAULT_TIMEOUT)),
+                *env.swarm_options(),
+                ("--force", self.force),
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class BisectOptions:
+    env: EnvOptions = EnvOptions(backend="auto")
+    action: str | None = None  # "log": print a bisection's sequence
+    logfile: Path | None = None
+    good: str | None = None
+    bad: str | None = None
+    probe: str | None = None
+    python: str | None = None
+    prefetch: int = DEFAULT_PREFETCH
+    jobs: int | None = None
+    confirm: bool = False
+    regress: str = "state"
+    term_old: str | None = None
+    term_new: str | None = None
+    force: bool = False
+    report: bool = False
+    trace: bool = True
+    narrow: bool = True
+    common: Common = Common()
+
+    def to_argv(self) -> list[str]:
+        env = self.env
+        positional = [self.action] if self.action else []
+        positional += [str(self.logfile.resolve())] if self.logfile else []
+        return command_line(
+            self.common.words("bisect", *positional),
+            [
+                ("--scenario", env.scenario),
+                ("--good", self.good),
+                ("--bad", self.bad),
+                ("--probe", self.probe),
+                ("--base", unless(env.base, "cpu")),
+                ("--keras", unless(env.keras, "default")),
+                # Always explicit: the default (auto) would pick containers once an engine answers.
+                ("--backend", env.backend),
+                ("--python", self.python),
+                ("--jobs", self.jobs),
+                ("--pre", env.pre),
+                ("--confirm", self.confirm),
+                ("--term-old", self.term_old),
+                ("--term-new", self.term_new),
+                ("--timeout", unless(env.timeout, DEFAULT_TIMEOUT)),
+                ("--regress", unless(self.regress, "state")),
+                ("--prefetch", unless(self.prefetch, DEFAULT_PREFETCH)),
+                *env.swarm_options(),
+                ("--force", self.force),
+                ("--report", self.report),
+                ("--no-trace", not self.trace),
+                ("--no-narrow", not self.narrow),
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class NarrowOptions:
+    logfile: Path | None = None
+    force: bool = False
+    timeout: float | None = None  # None: the bisection's
+    scenario: str | None = None  # None: as the bisection was given it
+    docker_host: str | None = None
+    registry: str | None = None
+    registry_pull: str | None = None
+    base_image: str | None = None
+    report: bool = False
+    trace: bool = True
+    common: Common = Common()
+
+    def to_argv(self) -> list[str]:
+        positional = [str(self.logfile.resolve())] if self.logfile else []
+        return command_line(
+            self.common.words("narrow", *positional),
+            [
+                ("--scenario", self.scenario),
+                ("--timeout", self.timeout),
+                ("--docker-host", self.docker_host),
+                ("--registry", self.registry),
+                ("--registry-pull", self.registry_pull),
+                ("--base-image", self.base_image),
+                ("--force", self.force),
+                ("--report", self.report),
+                ("--no-trace", not self.trace),
+            ],
+        )

@@ -129,7 +129,7 @@ def test_html_markdown_and_png_show_no_invisible_character(tmp_path: Path) -> No
     assert "\\u202e" in page_text(page)
     markdown = mdsummary.render(data)
     no_invisible(markdown.replace("\n", ""))
-    for label in [matrixpng._cut(HOSTILE), matrixpng._cut(f"x{INVISIBLE}→y", 40)]:
+    for label in [matrixpng._label(HOSTILE), matrixpng._label(f"x{INVISIBLE}→y", 40)]:
         no_invisible(label)
         assert "\n" not in label
     with Image.open(matrixpng.render(data, tmp_path / "matrix.png")) as image:

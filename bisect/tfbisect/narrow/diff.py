@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from tfbisect.core.textsafe import clip
 from tfbisect.narrow.sources import source_lines
 
 CONTEXT_LINES = 3  # as `diff -u`
@@ -108,7 +109,7 @@ def excerpt(hunk: Hunk, executed_old: Collection[int], executed_new: Collection[
     lines = [hunk.header]
     if start:
         lines.append(f"… {start} lines not shown")
-    lines.extend(cut_line(line) for line in body[start:end])
+    lines.extend(clip(line, EXCERPT_LINE_MAX_CHARS, mark="…") for line in body[start:end])
     if end < len(body):
         lines.append(f"… {len(body) - end} lines not shown")
     return "\n".join(lines)
@@ -126,7 +127,3 @@ def _first_executed(hunk: Hunk, executed_old: Collection[int], executed_new: Col
         if kind != "-":
             new_line += 1
     return 0
-
-
-def cut_line(line: str) -> str:
-    return line if len(line) <= EXCERPT_LINE_MAX_CHARS else line[: EXCERPT_LINE_MAX_CHARS - 1] + "…"

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from tfbisect.core.errors import PostError
 from tfbisect.core.limits import TOKEN_VARIABLES
+from tfbisect.core.textsafe import clip
 
 API = "https://api.github.com"
 _TARGET = re.compile(r"^(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)#(?P<number>\d+)$")
@@ -295,7 +296,8 @@ def _shown(text: str, token: str, limit: int = SHOWN_CHARS) -> str:
     joined = "".join(ch for ch in first if not unicodedata.category(ch).startswith("C") or ch in "\n\t")
     again = _scrub(joined, token)
     shown = _escape(again if again != joined else first)
-    return shown if len(shown) <= limit else shown[:limit] + "..."
+    # `limit` characters of the text itself, the mark after them (as these messages always were).
+    return shown if len(shown) <= limit else clip(shown, limit + 3, mark="...")
 
 
 def _escape(text: str) -> str:

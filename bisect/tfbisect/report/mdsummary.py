@@ -14,6 +14,7 @@ from tfbisect.search.narrowlog import DependencyChange, Suspect
 
 # GitHub refuses comment bodies over 65,536 characters; stay clear of it.
 LIMIT = 60_000
+_CUT_MARK = "\n\n… (cut to fit GitHub's comment limit; see the HTML report)\n"
 # How the "Suspect changes" block shrinks to fit LIMIT, before anything else is left out:
 # (suspects shown, diff lines of each), the last entry leaving the suspects to the HTML report.
 SUSPECT_LEVELS = ((10, 40), (5, 40), (5, 20), (3, 12), (1, 8), (0, 0))
@@ -87,7 +88,8 @@ def render(data: ReportData, limit: int = LIMIT) -> str:
         body = _render(data, group_rows=group, max_details=details, suspects=suspects, excerpt=excerpt)
         if len(body) <= limit:
             return body
-    return body[: limit - 80] + "\n\n… (cut to fit GitHub's comment limit; see the HTML report)\n"
+    # The mark keeps 80 characters of room below `limit`, as it always has.
+    return clip(body, limit - 80 + len(_CUT_MARK), mark=_CUT_MARK)
 
 
 def _render(

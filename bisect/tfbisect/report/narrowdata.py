@@ -15,6 +15,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
+from tfbisect.core.textsafe import clip
 from tfbisect.report.findings import note_text
 from tfbisect.search.narrowlog import (
     EXCERPT_LINES_MAX,
@@ -24,7 +25,6 @@ from tfbisect.search.narrowlog import (
     Suspect,
     Suspects,
 )
-from tfbisect.search.narrowlog import clip as clip
 from tfbisect.search.narrowlog import safe_link as safe_link
 from tfbisect.search.steps import Step
 
@@ -144,7 +144,7 @@ def diff_lines(
 
     Numbers count from the header; past a "lines not shown" marker they are unknown, unless the
     marker comes first and is the only one: then they count back from the header's end."""
-    raw = [clip(line, LINE_CHARS_MAX) for line in excerpt.split("\n")[:EXCERPT_LINES_MAX]]
+    raw = [clip(line, LINE_CHARS_MAX, mark="…") for line in excerpt.split("\n")[:EXCERPT_LINES_MAX]]
     kinds = [_kind(line, i == 0) for i, line in enumerate(raw)]
     numbers: list[tuple[int | None, int | None]] = [(None, None)] * len(raw)
     header = _HEADER.match(raw[0]) if raw and kinds[0] == HEADER else None
@@ -248,7 +248,7 @@ def dependencies_of(narrowing: Narrowing) -> list[DependencyChange]:
 
 def notes_of(narrowing: Narrowing) -> list[str]:
     """The notes in words, as many and as long as a view shows."""
-    return [clip(note_text(note), NOTE_CHARS_MAX) for note in narrowing.notes[:NOTES_MAX]]
+    return [clip(note_text(note), NOTE_CHARS_MAX, mark="…") for note in narrowing.notes[:NOTES_MAX]]
 
 
 def ordered_steps(narrowing: Narrowing) -> list[Step]:

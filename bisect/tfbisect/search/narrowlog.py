@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tfbisect.core.catalogue import ReleaseKind
+from tfbisect.core.textsafe import clip
 from tfbisect.search.steps import Step, StepOutcome
 
 # The narrowing section's own version (the bisection log's LOG_VERSION counts the log's layout):
@@ -39,10 +40,6 @@ NOTE_FIELDS_MAX = 20  # a note's fields (the codes below have at most three)
 # A link the views make clickable: GitHub over https, with no character that could end the
 # attribute, the Markdown link or the URL itself.
 _LINK = re.compile(r"https://github\.com/[A-Za-z0-9._~/%#:+@=&?,!$*;-]*")
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def safe_link(url: object) -> str | None:
@@ -232,7 +229,7 @@ class TraceSummary:
 
 
 def _text(value: object, limit: int = NAME_CHARS_MAX) -> str | None:
-    return clip(value, limit) if isinstance(value, str) else None
+    return clip(value, limit, mark="…") if isinstance(value, str) else None
 
 
 def _count(value: object) -> int:
@@ -392,7 +389,7 @@ class Suspects:
             files_changed=_count(data.get("files_changed")),
             hunks=_count(data.get("hunks")),
             missing_sources=tuple(
-                clip(m, NAME_CHARS_MAX)
+                clip(m, NAME_CHARS_MAX, mark="…")
                 for m in (missing if isinstance(missing, list) else [])[:100]
                 if isinstance(m, str)
             ),

@@ -1,0 +1,74 @@
+"""One place for each rule: grep tests that keep it so, as test_errors keeps the exit-code table.
+
+Each rule names the files allowed to hold what it forbids; every other host module of the
+package (data/ runs inside TF environments on Python 3.6 and cannot import the package, so
+it is outside these rules) must be free of it.  Each rule is also shown to fire on a planted
+line, so that a pattern which can no longer match cannot pass for a kept rule.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "bisect" / "tfbisect"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: re.Pattern[str]
+    allowed: frozenset[str]  # modules (relative to bisect/tfbisect) where the rule's one place is
+    planted: str  # a line that breaks the rule
+    innocent: str  # a line close to it that does not
+
+    def breaches(self, relative: str, text: str) -> list[str]:
+        if relative in self.allowed:
+            return []
+        return [
+            f"{relative}:{n}: {line.strip()}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if not line.lstrip().startswith("#") and self.pattern.search(line)
+        ]
+
+
+def host_modules() -> list[tuple[str, str]]:
+    """(path relative to bisect/tfbisect, text) of every module that runs in tfbisect itself."""
+    return [
+        (path.relative_to(PACKAGE).as_posix(), path.read_text(encoding="utf-8"))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] != "data"
+    ]
+
+
+RULES = [
+    Rule(
+        "one clip: text is cut only by core/textsafe.clip",
+        re.compile(
+            r"^def\s+_?(clip|cut|truncate|shorten|ellipsize)(_\w+)?\s*\("
+            r"|\[\s*:[^\]\n]*\]\s*\+\s*f?[\"'][^\"'\n]*(…|\.\.\.)"
+        ),
+        frozenset({"core/textsafe.py"}),
+        planted='    return text if len(text) <= limit else text[: limit - 1] + "…"',
+        innocent='    return clip(text, limit, mark="…")',
+    ),
+]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name.split(":")[0])
+def test_each_rule_has_its_one_place(rule: Rule) -> None:
+    found = [breach for relative, text in host_modules() for breach in rule.breaches(relative, text)]
+    assert found == [], f"{rule.name}; found elsewhere:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name.split(":")[0])
+def test_each_rule_fires_on_a_planted_breach(rule: Rule) -> None:
+    assert rule.breaches("planted.py", f"x = 1\n{rule.planted}\n") == [
+        f"planted.py:2: {rule.planted.strip()}"
+    ]
+    assert rule.breaches("planted.py", rule.innocent) == []
+    assert all(rule.breaches(allowed, rule.planted) == [] for allowed in rule.allowed)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from tfbisect.core import jsonread
 
 from conftest import ROOT
 
@@ -56,6 +59,13 @@ RULES = [
         planted='    return text if len(text) <= limit else text[: limit - 1] + "…"',
         innocent='    return clip(text, limit, mark="…")',
     ),
+    Rule(
+        "one bounded JSON reader: JSON from outside is read by core/jsonread only",
+        re.compile(r"\bjson\.loads?\(|\bJSONDecoder\b"),
+        frozenset({"core/jsonread.py"}),
+        planted="        document = json.loads(path.read_text())",
+        innocent="        document = jsonread.read(path, max_bytes=KEPT_MAX_BYTES)",
+    ),
 ]
 
 
@@ -72,3 +82,18 @@ def test_each_rule_fires_on_a_planted_breach(rule: Rule) -> None:
     ]
     assert rule.breaches("planted.py", rule.innocent) == []
     assert all(rule.breaches(allowed, rule.planted) == [] for allowed in rule.allowed)
+
+
+def test_the_one_json_reader_is_as_strict_as_the_result_reader_was(tmp_path: Path) -> None:
+    for hostile in ("[NaN]", '{"x": -Infinity}', "1e400", "1" * 31, "[" * 100_000):
+        with pytest.raises((ValueError, RecursionError)):
+            jsonread.loads(hostile)
+    assert jsonread.loads(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    assert jsonread.loads("[NaN, 1]", constants_as_null=True) == [None, 1]
+    with pytest.raises(UnicodeDecodeError):
+        jsonread.loads(b'"\xff"')
+    path = tmp_path / "big.json"
+    path.write_text("[" + "0, " * 100 + "0]")
+    with pytest.raises(jsonread.TooLarge, match="over the cap of 100"):
+        jsonread.read(path, max_bytes=100)
+    assert len(jsonread.read(path, max_bytes=None)) == 101

@@ -23,7 +23,6 @@ cuda     (--cuda) CUDA images of three TF versions on one CUDA set (the cu11 set
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -34,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tfbisect.core import catalogue
+from tfbisect.core import catalogue, jsonread
 from tfbisect.envs.backend_docker import DockerBackend
 from tfbisect.search.state import BisectState, Class, max_rounds, max_runs
 
@@ -103,7 +102,7 @@ def real_repeat(reports: Path) -> dict[str, float]:
         subprocess.run(command, check=True, capture_output=True)
         timings.append(time.monotonic() - start)
     logs = sorted((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    first, second = (json.loads(p.read_text())["summary"] for p in logs[-2:])
+    first, second = (jsonread.read(p, max_bytes=None)["summary"] for p in logs[-2:])
     return {
         "first_runs": first["runs"],
         "repeat_runs": second["runs"],
@@ -141,7 +140,7 @@ def real_narrowing(reports: Path) -> dict[str, float]:
     ]
     subprocess.run([*command, "--backend", "venv"], check=True, capture_output=True)
     log = max((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    trace = json.loads(log.read_text())["narrowing"]["trace"]
+    trace = jsonread.read(log, max_bytes=None)["narrowing"]["trace"]
     if trace.get("error"):
         raise SystemExit(f"the traced runs failed: {trace['error']}")
     seconds = trace["seconds"]
@@ -180,7 +179,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         inspected = backend.engine.image_inspect(image.tag) or {}
         root = inspected.get("RootFS") or {}
         layers.append(list(root.get("Layers", [])) if isinstance(root, dict) else [])
-        index = json.loads((cache / "wheels" / "py3.11" / "index.json").read_text())
+        index = jsonread.read(cache / "wheels" / "py3.11" / "index.json", max_bytes=None)
         for pin in pins(lock.path.read_text()):
             if not pin.is_nvidia:
                 wheel = cache / "wheels" / "py3.11" / index[pin.key]
@@ -409,7 +408,9 @@ def swarm_sweep_nodes(tmp: Path, env: dict[str, str]) -> list[Any]:
         "swarm",
     ]
     subprocess.run(four, env=env, check=True, capture_output=True)
-    return [json.loads(p.read_text())["extra"].get("node") for p in (reports / "results").rglob("*.json")]
+    return [
+        jsonread.read(p, max_bytes=None)["extra"].get("node") for p in (reports / "results").rglob("*.json")
+    ]
 
 
 def prefetch_ratio(tmp: Path) -> dict[str, float]:
@@ -435,7 +436,7 @@ def prefetch_ratio(tmp: Path) -> dict[str, float]:
         subprocess.run(command, check=False, capture_output=True, env=env)
         timings[prefetch] = time.monotonic() - start
         log = max((folder / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
-        runs[prefetch] = json.loads(log.read_text())["summary"]["runs"]
+        runs[prefetch] = jsonread.read(log, max_bytes=None)["summary"]["runs"]
     return {
         "without_s": timings["0"],
         "with_s": timings["2"],

@@ -23,6 +23,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
 from tfbisect.core.fsio import now_iso, write_text_atomic
 from tfbisect.core.packagedata import data_file
@@ -448,7 +449,7 @@ def fetch(
                 f"{url} answered {kind or 'no content type'}, not the PEP 691 JSON simple API.",
                 "point --index-url at an index that serves application/vnd.pypi.simple.v1+json.",
             )
-        dists.extend(dists_from_simple_json(project, json.loads(body)))
+        dists.extend(dists_from_simple_json(project, jsonread.loads(body)))
     return Catalogue(dists=tuple(dists), fetched_at=now_iso(), index_url=index_url)
 
 
@@ -461,7 +462,7 @@ def load_snapshot(path: Path | None = None) -> Catalogue:
             text = data_file(SNAPSHOT).read_text(encoding="utf-8")
         else:
             text = path.read_text(encoding="utf-8")
-        return Catalogue.from_dict(json.loads(text))
+        return Catalogue.from_dict(jsonread.loads(text))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         where = path or f"the package's data/{SNAPSHOT}"
         raise CatalogueError(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfbisect import __version__
+from tfbisect.core import jsonread
 from tfbisect.core.outcome import VERDICT_EXIT, Outcome, signal_name
 from tfbisect.core.schema import problems
 from tfbisect.core.spec import EnvSpec, Flavour
@@ -255,24 +254,6 @@ def classify(
     return Outcome(verdict), document, None
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 reads as inf, which no record can store
-        raise ValueError(f"{text[:40]} is too large for a JSON number tfbisect keeps")
-    return value
-
-
-def _small_int(text: str) -> int:
-    if len(text.lstrip("-")) > 30:  # 10**4000 is valid JSON, and breaks every formatter downstream
-        raise ValueError(f"an integer of {len(text)} digits is too large for tfbisect")
-    return int(text)
-
-
-def _no_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which JSON does not have: a record must stay JSON.
-    raise ValueError(f"{name} is not a JSON value (write null for a missing number)")
-
-
 def _problems(document: Any) -> list[str]:
     try:
         return problems(document)
@@ -289,7 +270,7 @@ def _parse(raw: bytes | None) -> tuple[Any, Failure | None]:
     except UnicodeDecodeError as exc:
         return None, Failure("InvalidResult", f"the result is not UTF-8: invalid byte at offset {exc.start}")
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_small_int)
+        value = jsonread.loads(text)
     except RecursionError:
         return None, Failure("InvalidResult", "the result is JSON nested too deeply to read")
     except ValueError as exc:

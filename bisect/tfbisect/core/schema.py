@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
 import jsonschema
 
+from tfbisect.core import jsonread
 from tfbisect.core.packagedata import data_file
 
 
 @cache
 def result_schema() -> dict[str, Any]:
     text = data_file("result.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = jsonread.loads(text)
     return schema
 
 

@@ -6,12 +6,12 @@ scenario never reuses results of its older text, and a repeat run reuses its own
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.names import safe_component
@@ -63,7 +63,7 @@ class ResultStore:
 
 def load(path: Path) -> RunRecord:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsonread.read(path, max_bytes=None)
         return RunRecord.from_dict(data)
     except FileNotFoundError as exc:
         raise StoreError(

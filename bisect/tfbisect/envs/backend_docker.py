@@ -19,7 +19,6 @@ builds what it plans.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 import signal
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect import __version__
+from tfbisect.core import jsonread
 from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
@@ -384,7 +384,7 @@ def read_cuda_check(text: str) -> dict[str, object]:
     if len(text) > CUDA_CHECK_LIMIT:
         return {"problems": [f"the image's loader check is {len(text)} bytes, over {CUDA_CHECK_LIMIT}"]}
     try:
-        raw = json.loads(text, parse_constant=lambda name: None)
+        raw = jsonread.loads(text, constants_as_null=True)
     except (ValueError, RecursionError) as exc:
         return {"problems": [f"the image's loader check is not JSON: {str(exc)[:200]}"]}
     if not isinstance(raw, dict):

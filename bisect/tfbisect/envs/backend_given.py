@@ -12,7 +12,6 @@ run (`Runner.run_given`) and never keeps it for another spec.  It is not offered
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from tfbisect.core import jsonread
 from tfbisect.core.catalogue import Catalogue, Release
 from tfbisect.core.errors import EnvironmentBuildError, NoInterpreterError
 from tfbisect.core.process import Finished
@@ -102,7 +102,7 @@ def inspect(python: Path) -> Installed:
             "check that it runs (`PYTHON -c 'import sys; print(sys.version)'`).",
         ) from exc
     try:
-        data = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+        data = jsonread.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
     except (ValueError, IndexError):
         data = None
     if not isinstance(data, dict):

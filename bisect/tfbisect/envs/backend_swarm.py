@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfbisect.core import jsonread
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import BackendUnavailableError, DockerError, TraceError
 from tfbisect.core.limits import TOKEN_VARIABLES
@@ -281,7 +282,7 @@ class SwarmBackend:
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         """The task's end, from what swarm_task.py wrote: the node, a task the swarm lost."""
-        task = json.loads(Path(launch.argv[-1]).read_text())
+        task = jsonread.read(Path(launch.argv[-1]), max_bytes=None)
         folder = Path(task["outdir"])
         if finished.timed_out:
             states = read_json(folder / "progress.json").get("states") or []
@@ -321,9 +322,7 @@ class SwarmBackend:
 def read_json(path: Path) -> dict[str, Any]:
     """A file swarm_task.py wrote (from what it read of hostile output): {} when unreadable."""
     try:
-        if path.stat().st_size > 1024 * 1024:
-            return {}
-        found = json.loads(path.read_text())
+        found = jsonread.read(path, max_bytes=1024 * 1024)
     except (OSError, ValueError, RecursionError):
         return {}
     return found if isinstance(found, dict) else {}

@@ -8,7 +8,6 @@ import base64
 import binascii
 import contextlib
 import io
-import json
 import os
 import shlex
 import subprocess
@@ -18,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tfbisect.core import interrupt
+from tfbisect.core import interrupt, jsonread
 from tfbisect.core.errors import DockerError
 from tfbisect.envs.docker_calls import FAILURES, EngineCalls, shown
 
@@ -76,7 +75,7 @@ class Containers(EngineCalls):
             try:
                 api._raise_for_status(response)
                 header = response.headers.get("X-Docker-Container-Path-Stat", "")
-                stat = json.loads(base64.b64decode(header) or b"{}")
+                stat = jsonread.loads(base64.b64decode(header) or b"{}")
                 if not isinstance(stat, dict) or int(stat.get("size", 0)) > limit:
                     return None
                 data = response.raw.read(limit + 64 * 1024 + 1)  # the tar's own headers and padding

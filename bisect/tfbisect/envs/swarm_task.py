@@ -45,6 +45,7 @@ from docker.types import (
     TaskTemplate,
 )
 
+from tfbisect.core import jsonread
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.limits import RESULT_MAX_BYTES
 
@@ -102,7 +103,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    task = json.loads(Path(argv[0]).read_text())
+    task = jsonread.read(Path(argv[0]), max_bytes=None)
     out = Path(task["outdir"])
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -22,7 +22,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tfbisect.core import loopback
+from tfbisect.core import jsonread, loopback
 from tfbisect.core.errors import EnvironmentBuildError
 from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
@@ -78,7 +78,7 @@ class Wheelhouse:
 
     def _index(self, python: str) -> dict[str, str]:
         path = self.folder(python) / "index.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        return dict(jsonread.read(path, max_bytes=None)) if path.exists() else {}
 
     def cached(self, wanted: list[Pin], python: str) -> list[Path]:
         """The wheel files of these pins that the cache holds now (none is fetched)."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import NarrowError
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.names import safe_component
@@ -197,9 +197,7 @@ class KeptTraces:
         if self.force or not path.is_file():
             return None
         try:
-            if path.stat().st_size > KEPT_MAX_BYTES:
-                return None
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = jsonread.read(path, max_bytes=KEPT_MAX_BYTES)
             seconds = document.get("seconds") if isinstance(document, dict) else None
             if not isinstance(seconds, int | float) or isinstance(seconds, bool):
                 return None

@@ -26,6 +26,7 @@ from email.message import Message
 from pathlib import Path
 from typing import IO, Any
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import PostError
 from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.textsafe import clip
@@ -253,7 +254,7 @@ def _posted_url(answer: _Answer, token: str, host: str, issue: str, url: str, by
         problem = f"an answer larger than {MAX_ANSWER_BYTES // 1024} KiB"
     else:
         try:
-            comment = json.loads(answer.body.decode("utf-8"))
+            comment = jsonread.loads(answer.body)
         except (ValueError, RecursionError):
             problem = "an answer that is not JSON"
     if not problem:
@@ -279,7 +280,7 @@ def _detail(raw: bytes, token: str) -> str:
     """The server's own message (GitHub's `message`, else the start of the body), safe to print."""
     text = raw.decode("utf-8", "replace")
     try:
-        document = json.loads(text)
+        document = jsonread.loads(text)
     except (ValueError, RecursionError):
         document = None
     if isinstance(document, dict) and isinstance(document.get("message"), str):

@@ -8,7 +8,6 @@ terms; here the process runs under the runner's timeout with a bounded log, the 
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import tempfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import TfbisectError
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.process import Finished, run_logged
@@ -174,7 +174,7 @@ def read_json_object(path: Path, limit: int = TRACE_MAX_BYTES) -> tuple[dict[str
 
 def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
-        found = json.loads(raw)
+        found = jsonread.loads(raw)
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
         return None, f"left a trace that is not JSON ({str(exc)[:200]})"
     if not isinstance(found, dict):

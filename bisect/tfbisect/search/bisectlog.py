@@ -6,12 +6,12 @@ resumed run.  No prose is made here (findings.py has the words) and nothing runs
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError
 from tfbisect.core.limits import TEXT_MAX_CHARS
 from tfbisect.core.textsafe import bounded, clip, no_surrogates, one_line
@@ -143,7 +143,7 @@ def load_report(path: Path) -> BisectReport:
     except UnicodeDecodeError as exc:
         raise DamagedLog(f"The bisection log {path} is not UTF-8 text ({exc.reason}).", _TODO) from exc
     try:
-        data = json.loads(text)
+        data = jsonread.loads(text)
     except ValueError as exc:  # not JSON, or numbers Python will not read
         raise DamagedLog(f"The bisection log {path} is not JSON ({exc}).", _TODO) from exc
     except RecursionError as exc:

@@ -66,6 +66,15 @@ RULES = [
         planted="        document = json.loads(path.read_text())",
         innocent="        document = jsonread.read(path, max_bytes=KEPT_MAX_BYTES)",
     ),
+    Rule(
+        "UTC timestamps from core/fsio: now_iso, stamp, fine_stamp, iso_z",
+        re.compile(
+            r"\.(now|utcnow|today)\(|\bstrftime\(|\btime\.(localtime|gmtime|ctime|asctime|strftime)\b"
+        ),
+        frozenset({"core/fsio.py"}),
+        planted="    aside = f\"{name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}\"",
+        innocent='    aside = f"{name}.corrupt-{stamp()}"',
+    ),
 ]
 
 

@@ -36,6 +36,12 @@ def fine_stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
 
 
+def iso_z(moment: dt.datetime) -> str:
+    """A moment in UTC, to the second, with a Z: 2026-11-29T01:15:00Z (what uv's
+    --exclude-newer reads)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,12 @@ scenario never reuses results of its older text, and a repeat run reuses its own
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError
-from tfbisect.core.fsio import write_json_atomic
+from tfbisect.core.fsio import stamp, write_json_atomic
 from tfbisect.core.names import safe_component
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
@@ -37,7 +36,7 @@ class ResultStore:
         try:
             return load(path)
         except StoreError:
-            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
+            aside = path.with_name(f"{path.name}.corrupt-{stamp()}")  # UTC, like every stamp
             path.replace(aside)
             self.warn(f"warning: {path} was corrupted; kept it as {aside.name} and will run again.")
             return None

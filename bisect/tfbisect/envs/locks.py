@@ -20,7 +20,7 @@ from pathlib import Path
 from tfbisect.core.catalogue import Catalogue, Release, ReleaseKind
 from tfbisect.core.cudasets import CudaSet, cuda_plan
 from tfbisect.core.errors import LockError
-from tfbisect.core.fsio import write_text_atomic
+from tfbisect.core.fsio import iso_z, write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.spec import Flavour, KerasVariant, has_and_cuda, legacy_keras_applies
 from tfbisect.core.spec import LockSpec as LockSpec  # where it was before EnvSpec.lock_spec() named it
@@ -122,7 +122,7 @@ def top_level_requirements(spec: LockSpec, catalogue: Catalogue) -> tuple[list[s
         uploads.append(tf_keras.uploaded)
     newest = max(dt.datetime.fromisoformat(u.replace("Z", "+00:00")) for u in uploads)
     grace = NIGHTLY_GRACE if nightly else GRACE
-    cutoff = (newest + grace).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cutoff = iso_z(newest + grace)
     return requirements, cutoff
 
 

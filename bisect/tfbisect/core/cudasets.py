@@ -107,7 +107,6 @@ CU11 = CudaSet(
         ("libcudnn.so.8", "nvidia-cudnn-cu11"),
     ),
 )
-CUDA_SETS = {CU11.name: CU11}
 WHEEL_SET_LINES = {f"2.{minor}": CU11 for minor in range(5, 14)}
 AND_CUDA_FROM_LINE = 14
 # Per line, the NVIDIA image with the libraries TF was built for (when a registry serves it).
@@ -176,11 +175,6 @@ def cuda_plan(tf_version: str) -> CudaPlan:
             tf_version, tested, CudaSource.BASE_IMAGE, project, base_image=BASE_IMAGES[line], needs=needs
         )
     return CudaPlan(tf_version, tested, None, needs=f"tfbisect knows no CUDA libraries for TF {line}")
-
-
-def cuda_project(tf_version: str) -> str:
-    """The project whose wheel of this version runs on a GPU."""
-    return cuda_plan(tf_version).project
 
 
 def one_per_set(versions: list[str]) -> list[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 # The result document a scenario writes: larger is an `error` record, never read whole.
 RESULT_MAX_BYTES = 16 * 1024 * 1024
-# How long reading that document may take (a FIFO or a slow file system must not hang a run).
-RESULT_READ_SECONDS = 10.0
 # The log tail kept in a stored record, and the longest line kept in it.
 LOG_TAIL_MAX_BYTES = 64 * 1024
 LOG_LINE_MAX_BYTES = 4 * 1024

@@ -99,9 +99,6 @@ class Engine:
     def image_repo_digest(self, ref: str) -> str | None:
         return self.images.image_repo_digest(ref)
 
-    def image_ids(self, reference: str) -> set[str]:
-        return self.images.image_ids(reference)
-
     def remove_image(self, ref: str) -> None:
         self.images.remove_image(ref)
 

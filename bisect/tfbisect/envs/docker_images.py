@@ -66,12 +66,6 @@ class Images(EngineCalls):
         digests = (self.image_inspect(ref) or {}).get("RepoDigests")
         return str(digests[0]) if isinstance(digests, list) and digests else None
 
-    def image_ids(self, reference: str) -> set[str]:
-        """The IDs of the images whose name matches (`docker images --quiet --no-trunc --filter reference=…`)."""
-        with self._calling(shown("images", "--quiet", "--no-trunc", "--filter", f"reference={reference}")):
-            found = self.api.images(filters={"reference": reference}, quiet=True)
-        return {str(i) for i in found}
-
     def remove_image(self, ref: str) -> None:
         argv = shown("image", "rm", "--force", ref)
         self._echo(argv)

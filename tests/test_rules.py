@@ -8,6 +8,7 @@ line, so that a pattern which can no longer match cannot pass for a kept rule.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,15 @@ PACKAGE = ROOT / "bisect" / "tfbisect"
 class Rule:
     name: str
     pattern: re.Pattern[str]
-    allowed: frozenset[str]  # modules (relative to bisect/tfbisect) where the rule's one place is
+    allowed: frozenset[str]  # modules or folders ("envs/"), relative to bisect/tfbisect: its one place
     planted: str  # a line that breaks the rule
     innocent: str  # a line close to it that does not
 
     def breaches(self, relative: str, text: str) -> list[str]:
-        if relative in self.allowed:
+        if any(
+            relative == place or (place.endswith("/") and relative.startswith(place))
+            for place in self.allowed
+        ):
             return []
         return [
             f"{relative}:{n}: {line.strip()}"
@@ -75,6 +79,28 @@ RULES = [
         planted="    aside = f\"{name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}\"",
         innocent='    aside = f"{name}.corrupt-{stamp()}"',
     ),
+    Rule(
+        "atomic writes only through core/fsio: no temporary file renamed into place elsewhere",
+        re.compile(
+            r"\bos\.(replace|rename)\(|\bmkstemp\(|\bNamedTemporaryFile\b|\.tmp\b[\"']"
+            r"|\btmp\w*\)?\.(replace|rename)\("
+        ),
+        # scaffold.py holds the text of a new scenario, which runs inside TF environments and
+        # cannot import the package: it writes its own result the atomic way.
+        frozenset({"core/fsio.py", "core/scaffold.py"}),
+        planted='    os.replace(str(path) + ".tmp", path)',
+        innocent="    write_text_atomic(path, text)",
+    ),
+    Rule(
+        "no switch on a backend's name outside envs/: ask envs/registry",
+        re.compile(
+            r"[=!]=\s*[\"'](venv|docker|swarm|given)[\"']|[\"'](venv|docker|swarm|given)[\"']\s*[=!]="
+            r"|\bin\s*[(\[{]\s*[\"'](venv|docker|swarm|given)[\"']|\bcase\s+[\"'](venv|docker|swarm|given)[\"']"
+        ),
+        frozenset({"envs/"}),
+        planted='    if spec.backend == "swarm":',
+        innocent="    if options.interpreter is not None and env.backend != registry.SINGLE:",
+    ),
 ]
 
 
@@ -106,3 +132,45 @@ def test_the_one_json_reader_is_as_strict_as_the_result_reader_was(tmp_path: Pat
     with pytest.raises(jsonread.TooLarge, match="over the cap of 100"):
         jsonread.read(path, max_bytes=100)
     assert len(jsonread.read(path, max_bytes=None)) == 101
+
+
+FUNCTION_MAX_LINES = 80
+CLASS_MAX_LINES = 250
+
+
+def oversized(relative: str, text: str) -> list[str]:
+    """Functions over 80 lines and classes over 250 (decorators and docstrings included)."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        is_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        if is_function or isinstance(node, ast.ClassDef):
+            assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            lines = (node.end_lineno or node.lineno) - first + 1
+            if lines > (FUNCTION_MAX_LINES if is_function else CLASS_MAX_LINES):
+                found.append(f"{relative}:{first}: {node.name} has {lines} lines")
+    return found
+
+
+def test_no_function_over_80_lines_and_no_class_over_250() -> None:
+    """The whole package, data/ included: a room with one job fits a screen or two."""
+    found = [
+        breach
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for breach in oversized(path.relative_to(PACKAGE).as_posix(), path.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "kind", "breaks"),
+    [(80, "def", False), (81, "def", True), (250, "class", False), (251, "class", True)],
+)
+def test_the_size_rule_fires_on_a_planted_breach(lines: int, kind: str, breaks: bool) -> None:
+    body = "".join(f"    x{n} = {n}\n" for n in range(lines - 1))
+    planted = f"def f():\n{body}" if kind == "def" else f"class C:\n{body}"
+    nested = "class Outer:\n" + "".join(f"    {line}\n" for line in planted.splitlines())
+    expected = [f"x.py:1: {'f' if kind == 'def' else 'C'} has {lines} lines"] if breaks else []
+    assert oversized("x.py", planted) == expected
+    if kind == "def" and breaks:  # a method is measured as a function too
+        assert oversized("x.py", nested) == [f"x.py:2: f has {lines} lines"]

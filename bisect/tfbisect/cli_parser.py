@@ -271,7 +271,7 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
     parser.add_argument(
         "--backend",
         choices=[*registry.names(), registry.AUTO],
-        default="auto" if multi else "venv",
+        default=registry.AUTO if multi else registry.SINGLE,
         help="venv (local virtual environments), docker (images from ./Dockerfile), swarm (those images as "
         "services on a Docker Swarm), or auto: containers when a Docker engine answers (venvs for versions "
         "no base image fits), else venvs" + (" (default)" if multi else ""),

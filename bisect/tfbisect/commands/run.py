@@ -37,7 +37,7 @@ def run(options: RunOptions, progress: Progress) -> RunResult:
             "--via tox marks a run in an environment tox made, and none was given.",
             "add --interpreter {envpython} (as tox.ini's tf envs do), or drop --via.",
         )
-    if options.interpreter is not None and env.backend != "venv":
+    if options.interpreter is not None and env.backend != registry.SINGLE:
         raise UsageError(
             f"--interpreter runs in a given environment; --backend {env.backend} builds its own.",
             "drop one of the two.",

@@ -21,6 +21,9 @@ from tfbisect.envs import backend_docker, backend_given, backend_swarm, backend_
 from tfbisect.envs.environments import NO_OPTIONS, Context, Environments, Options, Registration
 
 AUTO = "auto"  # `--backend auto`: the auto-ranked backends whose check passes, in rank order
+# A one-version command's backend unless --backend says otherwise (`run --interpreter` stands in
+# for it: the given environment replaces the venv tfbisect would have made).
+SINGLE = backend_venv.REGISTRATION.name
 
 # The built-in backends, in the order `--backend` lists them: one line each.
 BUILT_IN: tuple[Registration[Any, Any], ...] = (

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect.commands.common import DONE, FAILED, axis, jobs_for, make_runner, newest, runner_args
+from tfbisect.commands.common import (
+    DONE,
+    FAILED,
+    allowed_backends,
+    axis,
+    jobs_for,
+    make_runner,
+    newest,
+    runner_args,
+)
 from tfbisect.commands.narrow import Narrowed, run_narrowing
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
@@ -81,10 +90,13 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     exit code where it is higher."""
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
-    chosen = scenario.find(env.scenario)
+    chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
     flavours = axis(env.base, Flavour, "--base")
     variants = axis(env.keras, KerasVariant, "--keras")
     choice = registry.choose(env.backend, progress, runner.settings.options)
+    choice = registry.Choice(
+        allowed_backends(chosen, choice.order, trusted=env.trust_script, progress=progress)
+    )
     progress.say(f"bisecting {chosen.name} in {choice.describe()}")
     done = []
     for flavour, keras in itertools.product(flavours, variants):

@@ -258,15 +258,15 @@ class NarrowOptions:
     force: bool = False
     timeout: float | None = None  # None: the bisection's
     scenario: str | None = None  # None: as the bisection was given it
-    script: str | None = None  # None: as the bisection was given it
-    bad_if_raises: tuple[str, ...] = ()  # (): as the bisection was given them
-    trust_script: bool = False
     docker_host: str | None = None
     registry: str | None = None
     registry_pull: str | None = None
     base_image: str | None = None
     report: bool = False
     trace: bool = True
+    script: str | None = None  # None: as the bisection was given it
+    bad_if_raises: tuple[str, ...] = ()  # (): as the bisection was given them
+    trust_script: bool = False
     common: Common = Common()
 
     def to_argv(self) -> list[str]:

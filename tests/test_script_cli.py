@@ -270,3 +270,29 @@ def test_the_narrowing_traces_a_scenario_without_probe_whole(
     assert found.trace.error is None or "traced nothing" not in str(found.trace.error)
     assert () in asked  # traced whole
     assert found.trace.passing_probe is None  # a whole run is no control
+
+
+def test_report_renders_the_newest_bisection_of_a_script_given_by_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tfbisect.cli import main
+
+    repro = scenario.find_script(str(write(tmp_path / "repro.py", "assert True\n")), ("KeyError",))
+    request = BisectRequest(scenario=repro, good="2.3.4", bad="2.4.0", backend="venv").to_record()
+    write_bisect_log(tmp_path, "script.json", request=request)
+    assert main(["--reports", str(tmp_path), "report"]) == 0  # no options: the newest bisection's
+    summary = (tmp_path / "summary.md").read_text()
+    assert (
+        summary.startswith(f"### tfbisect {mdsummary.escape(repro.name)}")
+        and "<details><summary>The script `repro.py`" in summary
+    )
+    assert (
+        main(["--reports", str(tmp_path), "report", "--bisect", str(tmp_path / "bisect" / "script.json")])
+        == 0
+    )
+    (tmp_path / "repro.py").unlink()
+    assert (
+        main(["--reports", str(tmp_path), "report", "--bisect", str(tmp_path / "bisect" / "script.json")])
+        != 0
+    )
+    assert "not there any more" in capsys.readouterr().err

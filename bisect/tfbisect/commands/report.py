@@ -46,14 +46,16 @@ class ReportResult:
 def report(options: ReportOptions, progress: Progress) -> ReportResult:
     reports = options.common.reports
     log = options.bisect
-    if log is None and options.scenario is None:
-        # No options: the newest bisection (the one that just ran), else the default scenario.
-        found = sorted((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
-        log = found[-1] if found else None
     if options.scenario is not None:
         chosen = scenario.find(options.scenario)
+    elif log is not None:
+        chosen = log_scenario(log, progress) or scenario.find(scenario.DEFAULT)
     else:
-        chosen = (log and log_scenario(log, progress)) or scenario.find(scenario.DEFAULT)
+        # No options: the scenario of the newest readable bisection (the one that just ran),
+        # else the default one; its newest bisection is the headline's.
+        found = sorted((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        newest = (log_scenario(path, progress) for path in reversed(found))
+        chosen = next((one for one in newest if one is not None), None) or scenario.find(scenario.DEFAULT)
     target = github.Target.parse(options.post) if options.post else None
     # No token: fail before any work, saying that nothing was posted and no file was written.
     token = github.token_from_env() if target else ""

@@ -40,7 +40,7 @@ def scalar(action: argparse.Action, where: Path) -> str:
         return next(str(c) for c in action.choices if c != action.default)
     if action.type is Path:
         return str(where / action.dest)
-    if action.dest == "scenario":
+    if action.dest in ("scenario", "script"):
         script = where / "mine.py"
         script.write_text("")
         return str(script)
@@ -76,7 +76,10 @@ def option_sets(name: str, where: Path) -> Iterator[list[str]]:
     yield [name, *required]
     for action in optional:
         yield [name, *required, *words_for(action, where)]
-    yield [*common, name, *positional, *required, *(w for a in optional for w in words_for(a, where))]
+    # Of options that exclude each other (--scenario, --script), the last one of each group.
+    excluded = {id(a) for group in sub._mutually_exclusive_groups for a in group._group_actions[:-1]}
+    together = [a for a in optional if id(a) not in excluded]
+    yield [*common, name, *positional, *required, *(w for a in together for w in words_for(a, where))]
 
 
 def test_the_generator_sees_every_option_of_the_request_commands(tmp_path: Path) -> None:

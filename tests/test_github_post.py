@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 import pytest
 
 from test_report import report_data
+from tfbisect import __version__
 from tfbisect.core.errors import PostError
+from tfbisect.report import github as github_module
 from tfbisect.report.github import Target, _scrub, _shown, post_comment
 
 from conftest import loopback
@@ -101,7 +103,11 @@ def test_posts_the_summary_as_a_comment(tmp_path: Path, github: str) -> None:
     assert request["path"] == "/repos/o/r/issues/7/comments"
     assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
     assert request["headers"]["Accept"] == "application/vnd.github+json"
-    assert request["body"]["body"] == (tmp_path / "summary.md").read_text()
+    # the summary as written, then one line saying which tfbisect made it
+    summary = (tmp_path / "summary.md").read_text()
+    posted = request["body"]["body"]
+    assert posted.startswith(summary.rstrip()) and posted == github_module.signed(summary)
+    assert posted.rstrip().splitlines()[-1] == f"<sub>Posted by tfbisect {__version__}.</sub>"
     assert "posted the summary: https://github.com/o/r/issues/7#issuecomment-1" in done.stdout
     no_token_anywhere(done, tmp_path)
 

@@ -73,8 +73,9 @@ def _common(args: argparse.Namespace) -> cmdline.Common:
 
 
 def _env(args: argparse.Namespace) -> cmdline.EnvOptions:
-    names = [f.name for f in dataclasses.fields(cmdline.EnvOptions)]
-    return cmdline.EnvOptions(**{name: getattr(args, name) for name in names})
+    names = [f.name for f in dataclasses.fields(cmdline.EnvOptions) if f.name != "bad_if_raises"]
+    given = {name: getattr(args, name) for name in names}
+    return cmdline.EnvOptions(**given, bad_if_raises=tuple(args.bad_if_raises or ()))
 
 
 def _fields(kind: type[Any], args: argparse.Namespace, **given: Any) -> Any:
@@ -92,7 +93,9 @@ OPTIONS: dict[str, Callable[[argparse.Namespace], Any]] = {
     ),
     "tox-ini": lambda a: tox_ini.ToxIniOptions(),
     "bisect": lambda a: _fields(cmdline.BisectOptions, a, env=_env(a), common=_common(a)),
-    "narrow": lambda a: _fields(cmdline.NarrowOptions, a, common=_common(a)),
+    "narrow": lambda a: _fields(
+        cmdline.NarrowOptions, a, bad_if_raises=tuple(a.bad_if_raises or ()), common=_common(a)
+    ),
     "sweep": lambda a: _fields(cmdline.SweepOptions, a, env=_env(a), common=_common(a)),
     "report": lambda a: _fields(report.ReportOptions, a, common=_common(a)),
     "gpu-check": lambda a: _fields(gpu_check.GpuCheckOptions, a, tf=tuple(a.tf or ()), common=_common(a)),
@@ -101,7 +104,7 @@ OPTIONS: dict[str, Callable[[argparse.Namespace], Any]] = {
 
 # -- the resume command ----------------------------------------------------------------------
 
-PATH_OPTIONS = ("--scenario", "--reports", "--cache", "--interpreter")
+PATH_OPTIONS = ("--scenario", "--script", "--reports", "--cache", "--interpreter")
 
 
 def resume_command(words: Sequence[str], options: object = None) -> str:

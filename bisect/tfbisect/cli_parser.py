@@ -181,9 +181,14 @@ def add_narrow(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     narrow_cmd.add_argument(
         "--timeout", type=options.timeout, default=None, help="seconds per run (default: the bisection's)"
     )
-    narrow_cmd.add_argument(
+    which = narrow_cmd.add_mutually_exclusive_group()
+    which.add_argument(
         "--scenario", help="the scenario's name or path (default: as the bisection was given it)"
     )
+    which.add_argument(
+        "--script", metavar="FILE", help="the plain script's path (default: as the bisection was given it)"
+    )
+    add_script_options(narrow_cmd)
     narrow_cmd.add_argument(
         "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
     )
@@ -308,7 +313,15 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
             default="default",
             help="legacy: TF_USE_LEGACY_KERAS=1 with tf-keras (TF 2.16+)",
         )
-    parser.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--scenario", default=scenario.DEFAULT, help="scenario name or path")
+    which.add_argument(
+        "--script",
+        metavar="FILE",
+        help="a plain Python script as the scenario: ending normally = good; an AssertionError or an "
+        "exit status from 1 to 127 = bad (reproduced); status 125 = skip; any other exception = error",
+    )
+    add_script_options(parser)
     parser.add_argument(
         "--timeout",
         type=options.timeout,
@@ -316,3 +329,18 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
         help=f"seconds per run (above 0, at most {options.MAX_TIMEOUT_SECONDS:.0f})",
     )
     parser.add_argument("--pre", action="store_true", help="allow release candidates")
+
+
+def add_script_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bad-if-raises",
+        action="append",
+        metavar="TYPE[:REGEX]",
+        help="with --script: this exception (its class or a base class named TYPE, its message matching "
+        "REGEX) is the bug, so it counts as bad (repeatable)",
+    )
+    parser.add_argument(
+        "--trust-script",
+        action="store_true",
+        help="run code marked as taken from an issue (a stranger's code) outside containers too",
+    )

@@ -8,7 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect.commands.common import DONE, FAILED, axis, jobs_for, make_runner, newest, runner_args
+from tfbisect.commands.common import (
+    DONE,
+    FAILED,
+    allowed_backends,
+    axis,
+    jobs_for,
+    make_runner,
+    newest,
+    runner_args,
+)
 from tfbisect.commands.narrow import Narrowed, run_narrowing
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
@@ -77,14 +86,17 @@ def bisect_log(options: BisectOptions) -> BisectLog:
 
 def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event], None]) -> BisectResult:
     """Bisect each variant in turn; `on_event` hears of each step as it ends.  Exit 0 when
-    every variant found its change point (or an ambiguous one), else 1; a narrowing's own
-    exit code where it is higher."""
+    every variant found its change point (or an ambiguous one), else 1: the bisection's status
+    stands whatever its narrowing could do (the narrowing says that itself)."""
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
-    chosen = scenario.find(env.scenario)
+    chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
     flavours = axis(env.base, Flavour, "--base")
     variants = axis(env.keras, KerasVariant, "--keras")
     choice = registry.choose(env.backend, progress, runner.settings.options)
+    choice = registry.Choice(
+        allowed_backends(chosen, choice.order, trusted=env.trust_script, progress=progress)
+    )
     progress.say(f"bisecting {chosen.name} in {choice.describe()}")
     done = []
     for flavour, keras in itertools.product(flavours, variants):
@@ -148,8 +160,8 @@ def _variant(
     narrowed = None
     if request.narrow and builds.applicable(report) is None:
         narrowed = run_narrowing(report, request, runner, progress, log_path, trace=request.trace)
+        # The narrowing says what it could not do; it never turns the answer into a failure.
         on_event(narrowed)
-        status = max(status, narrowed.exit_code)
     if report.status not in (bisectlog.Status.FOUND, bisectlog.Status.AMBIGUOUS):
         status = max(status, FAILED)
     variant = Variant(

@@ -1,5 +1,5 @@
 """What several commands share: the runner made from the options, the default --jobs, a
-comma-separated axis of variants and the newest bisection log."""
+comma-separated axis of variants, the newest bisection log, and where a stranger's code may run."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tfbisect.core import catalogue
+from tfbisect.core import catalogue, issuetext
 from tfbisect.core.argv import DEFAULT_TIMEOUT, MAX_JOBS, Common, EnvOptions
 from tfbisect.core.errors import ExitCode, UsageError
 from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
 from tfbisect.runs.workflow import Runner, Settings, default_cache_dir
@@ -19,6 +20,9 @@ from tfbisect.runs.workflow import Runner, Settings, default_cache_dir
 # two codes `git bisect run` reads as good and bad.
 DONE = ExitCode.NOT_REPRODUCED
 FAILED = ExitCode.REPRODUCED
+# The backends that run a scenario in a container (no network, non-root, read-only root); the
+# others run it on this host, as the user.
+CONTAINED = frozenset({"docker", "swarm"})
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,30 @@ def newest(directory: Path) -> Path:
     if not found:
         raise UsageError(f"There is no bisection log under {directory}.", "run `tfbisect bisect` first.")
     return found[-1]
+
+
+def allowed_backends(
+    chosen: Scenario, order: tuple[str, ...], *, trusted: bool, progress: Progress
+) -> tuple[str, ...]:
+    """The backends the scenario may run in: a script marked as a stranger's code (taken from an
+    issue) runs only in containers unless trusted (--trust-script); with --backend auto, the
+    releases no container fits are then skipped rather than run here.  Whatever runs on this
+    host, the user is told so once."""
+    on_host = [name for name in order if name not in CONTAINED]
+    if on_host and not trusted and issuetext.is_marked(chosen.path.read_text("utf-8", "replace")):
+        contained = tuple(name for name in order if name in CONTAINED)
+        if not contained:
+            raise UsageError(
+                f"{chosen.path.name} is marked as code taken from an issue (a stranger's code), and "
+                f"--backend {order[0]} would run it on this host, as you, with your files and network.",
+                "run it in containers (--backend docker or swarm), or read it and remove its "
+                f"`{issuetext.MARK_PREFIX.strip()}` line, or pass --trust-script.",
+            )
+        progress.say(f"{chosen.path.name} is a stranger's code: releases no container fits are skipped")
+        return contained
+    if on_host and (chosen.script or issuetext.is_marked(chosen.path.read_text("utf-8", "replace"))):
+        progress.say(
+            f"note: the {on_host[0]} backend runs {chosen.path.name} on this host, as you, with your "
+            "files and network (--backend docker runs it in a container)"
+        )
+    return order

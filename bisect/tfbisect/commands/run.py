@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfbisect.commands.common import DONE, make_runner, runner_args
+from tfbisect.commands.common import DONE, allowed_backends, make_runner, runner_args
 from tfbisect.core import scenario
 from tfbisect.core.argv import RunOptions
 from tfbisect.core.errors import ExitCode, UsageError
@@ -43,7 +43,10 @@ def run(options: RunOptions, progress: Progress) -> RunResult:
             "drop one of the two.",
         )
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
-    chosen = scenario.find(env.scenario)
+    chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
+    asked = ("given",) if options.interpreter is not None else None
+    backends = asked or registry.choose(env.backend, progress, runner.settings.options).order
+    backends = allowed_backends(chosen, backends, trusted=env.trust_script, progress=progress)
     if options.interpreter is not None:
         # An environment made elsewhere (tox): checked to hold the line's Python and this TF.
         spec = givenenv.spec_for(
@@ -64,7 +67,7 @@ def run(options: RunOptions, progress: Progress) -> RunResult:
             python=options.python,
             flavour=Flavour(env.base),
             keras=KerasVariant(env.keras),
-            backends=registry.choose(env.backend, progress, runner.settings.options).order,
+            backends=backends,
             pre=env.pre,
         )
         record = runner.run(spec, chosen).record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tfbisect.commands.common import DONE, axis, jobs_for, make_runner, runner_args
+from tfbisect.commands.common import DONE, allowed_backends, axis, jobs_for, make_runner, runner_args
 from tfbisect.core import scenario
 from tfbisect.core.argv import SweepOptions
 from tfbisect.core.errors import ExitCode
@@ -26,11 +26,14 @@ class SweepResult:
 def sweep(options: SweepOptions, progress: Progress) -> SweepResult:
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
-    chosen = scenario.find(env.scenario)
+    chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
     releases = sweeping.parse_range(
         options.tf, runner.catalogue, all_patches=options.all_patches, pre=env.pre
     )
     choice = registry.choose(env.backend, progress, runner.settings.options)
+    choice = registry.Choice(
+        allowed_backends(chosen, choice.order, trusted=env.trust_script, progress=progress)
+    )
     cells = sweeping.run_sweep(
         runner,
         chosen,

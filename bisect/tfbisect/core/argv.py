@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tfbisect.core import scenario
 
@@ -38,6 +39,14 @@ def scenario_word(value: str) -> str:
     return value if named else str(path.resolve())
 
 
+def naming(chosen: scenario.Scenario, argument: str) -> dict[str, Any]:
+    """The EnvOptions fields that name a scenario: `--script PATH` and the harness options that
+    change its verdict for a plain script, else `--scenario` as `argument` says it."""
+    if chosen.script:
+        return {"script": str(chosen.path), "bad_if_raises": chosen.bad_if_raises}
+    return {"scenario": argument}
+
+
 def unless(value: Value, default: Value) -> Value:
     """The value, or None (left out) where it is the parser's default."""
     return None if value == default else value
@@ -58,6 +67,8 @@ def command_line(words: Iterable[str], options: Iterable[tuple[str, Value]]) -> 
             out += [flag, number(value)]
         elif isinstance(value, str) and flag == "--scenario":
             out += [flag, scenario_word(value)]
+        elif isinstance(value, str) and flag == "--script":
+            out += [flag, str(Path(value).resolve())]
         elif isinstance(value, int | str):
             out += [flag, str(value)]
         else:
@@ -100,6 +111,18 @@ class EnvOptions:
     scenario: str = scenario.DEFAULT
     timeout: float = DEFAULT_TIMEOUT
     pre: bool = False
+    script: str | None = None  # a plain script instead of the scenario (its path)
+    bad_if_raises: tuple[str, ...] = ()  # with script: exceptions that are the bug
+    trust_script: bool = False  # run a script marked as a stranger's code outside containers
+
+    def scenario_options(self) -> list[tuple[str, Value]]:
+        """The scenario, or the script and the harness options that change its verdict."""
+        named = ("--script", self.script) if self.script is not None else ("--scenario", self.scenario)
+        return [
+            named,
+            ("--bad-if-raises", self.bad_if_raises),
+            ("--trust-script", self.trust_script),
+        ]
 
     def swarm_options(self) -> list[tuple[str, Value]]:
         return [
@@ -131,7 +154,7 @@ class RunOptions:
                 ("--backend", env.backend),  # explicit: `run` on another machine may differ
                 ("--base", unless(env.base, "cpu")),
                 ("--keras", unless(env.keras, "default")),
-                ("--scenario", env.scenario),
+                *env.scenario_options(),
                 ("--timeout", unless(env.timeout, DEFAULT_TIMEOUT)),
                 ("--pre", env.pre),
                 *env.swarm_options(),
@@ -158,7 +181,7 @@ class SweepOptions:
         return command_line(
             self.common.words("sweep"),
             [
-                ("--scenario", env.scenario),
+                *env.scenario_options(),
                 ("--tf", unless(self.tf, "..")),
                 ("--base", unless(env.base, "cpu")),
                 ("--keras", unless(env.keras, "default")),
@@ -203,7 +226,7 @@ class BisectOptions:
         return command_line(
             self.common.words("bisect", *positional),
             [
-                ("--scenario", env.scenario),
+                *env.scenario_options(),
                 ("--good", self.good),
                 ("--bad", self.bad),
                 ("--probe", self.probe),
@@ -241,6 +264,9 @@ class NarrowOptions:
     base_image: str | None = None
     report: bool = False
     trace: bool = True
+    script: str | None = None  # None: as the bisection was given it
+    bad_if_raises: tuple[str, ...] = ()  # (): as the bisection was given them
+    trust_script: bool = False
     common: Common = Common()
 
     def to_argv(self) -> list[str]:
@@ -249,6 +275,9 @@ class NarrowOptions:
             self.common.words("narrow", *positional),
             [
                 ("--scenario", self.scenario),
+                ("--script", self.script),
+                ("--bad-if-raises", self.bad_if_raises),
+                ("--trust-script", self.trust_script),
                 ("--timeout", self.timeout),
                 ("--docker-host", self.docker_host),
                 ("--registry", self.registry),

@@ -1,8 +1,15 @@
-"""Scenarios: standalone scripts in `scenarios/`, found by name or path and identified by hash."""
+"""Scenarios: standalone scripts in `scenarios/`, found by name or path and identified by hash.
+
+A plain repro script (`--script FILE`) is a scenario too: it runs under the package's
+`data/script_harness.py`, which writes the result document for it.  Its identity is the
+file's sha256 and, folded into its name, the harness options that change the verdict
+(`--bad-if-raises`), so a stored result is never reused for another flag.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import site
 import sys
@@ -11,8 +18,12 @@ from pathlib import Path
 
 from tfbisect.core.errors import ScenarioError
 from tfbisect.core.names import safe_component
+from tfbisect.core.packagedata import data_file
 
 DEFAULT = "gradient_mismatch"
+HARNESS = "script_harness.py"  # package data: the harness a plain script runs under
+# A script's name says it is one (a scenario of the same bytes answers another question).
+SCRIPT_SUFFIX = ".script"
 
 
 @dataclass(frozen=True)
@@ -20,6 +31,16 @@ class Scenario:
     name: str
     path: Path
     sha256: str
+    script: bool = False  # a plain script, run under the harness
+    bad_if_raises: tuple[str, ...] = ()  # the harness's --bad-if-raises values (scripts only)
+
+    def arguments(self, path: str, harness: str) -> list[str]:
+        """What follows `python` to run it, given where its file (and the harness) are in the
+        environment; the runner adds `--output` and any `--probe` after these."""
+        if not self.script:
+            return [path]
+        flags = [part for value in self.bad_if_raises for part in ("--bad-if-raises", value)]
+        return [harness, "--script", path, *flags, "--name", self.name]
 
     @property
     def slug(self) -> str:
@@ -88,3 +109,48 @@ def find(name_or_path: str = DEFAULT) -> Scenario:
         )
     data = path.read_bytes()
     return Scenario(name=path.stem, path=path.resolve(), sha256=hashlib.sha256(data).hexdigest())
+
+
+def find_script(path_text: str, bad_if_raises: tuple[str, ...] = ()) -> Scenario:
+    """A plain script given by path, as a scenario run under the harness."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise ScenarioError(
+            f"There is no script {path_text!r} (looked for {path.resolve()}).",
+            "pass the path of a Python file that asserts (or exits non-zero) when the bug is there.",
+        )
+    data = path.read_bytes()
+    return Scenario(
+        name=script_name(path.stem, bad_if_raises),
+        path=path.resolve(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        script=True,
+        bad_if_raises=tuple(bad_if_raises),
+    )
+
+
+def script_name(stem: str, bad_if_raises: tuple[str, ...]) -> str:
+    """`repro.script`, or `repro.script-<hash>` with --bad-if-raises: the flags change the
+    verdict, so they are part of what a stored result is about."""
+    if not bad_if_raises:
+        return stem + SCRIPT_SUFFIX
+    digest = hashlib.sha256(json.dumps(list(bad_if_raises)).encode("utf-8")).hexdigest()[:8]
+    return f"{stem}{SCRIPT_SUFFIX}-{digest}"
+
+
+def harness_path() -> Path:
+    """The harness on this machine (a file of the installed package)."""
+    return Path(str(data_file(HARNESS)))
+
+
+def chosen(scenario: str, script: str | None, bad_if_raises: tuple[str, ...] = ()) -> Scenario:
+    """The scenario a command's `--scenario`/`--script` options name."""
+    if script is not None:
+        return find_script(script, bad_if_raises)
+    if bad_if_raises:
+        raise ScenarioError(
+            "--bad-if-raises tells the harness of a plain script which exception is the bug, and no "
+            "--script was given.",
+            "add --script FILE, or have the scenario report the exception itself.",
+        )
+    return find(scenario)

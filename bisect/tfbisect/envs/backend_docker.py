@@ -37,7 +37,7 @@ from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
-from tfbisect.core.scenario import Scenario
+from tfbisect.core.scenario import HARNESS, Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import locks
@@ -87,6 +87,9 @@ RUN_OPTIONS = [
     *("--tmpfs", "/tmp", "--tmpfs", "/home/tfbisect", *LIMITS),
 ]
 TRACER_PATH = "/opt/tfbisect-trace/probe_tracer.py"  # where a traced run mounts the tracer (read-only)
+# Where a plain script's harness is mounted (read-only), apart from /scenario: a script may be
+# named like it.
+HARNESS_PATH = f"/opt/tfbisect-script/{HARNESS}"
 
 
 @dataclass(frozen=True)
@@ -272,8 +275,10 @@ class DockerBackend:
         image = prepared
         scenario_path = f"/scenario/{scenario.path.name}"
         probes = traced.scenario_arguments() if traced is not None else []
-        run = [scenario_path, "--output", "/out/result.json", *probes]
+        run = [*scenario.arguments(scenario_path, HARNESS_PATH), "--output", "/out/result.json", *probes]
         mounts = ["--volume", f"{scenario.path}:{scenario_path}:ro"]
+        if scenario.script:  # the harness that runs a plain script, read-only like the script
+            mounts += ["--volume", f"{harness_path()}:{HARNESS_PATH}:ro"]
         if traced is not None and traced.tracer is not None:
             mounts += ["--volume", f"{traced.tracer}:{TRACER_PATH}:ro"]
             run = [TRACER_PATH, *traced.tracer_arguments(f"/out/{TRACE_NAME}"), *run]

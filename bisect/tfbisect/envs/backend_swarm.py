@@ -39,9 +39,9 @@ from tfbisect.core.errors import BackendUnavailableError, DockerError, TraceErro
 from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
-from tfbisect.core.scenario import Scenario
+from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour
-from tfbisect.envs.backend_docker import MEMORY, USER, DockerBackend, Image
+from tfbisect.envs.backend_docker import HARNESS_PATH, MEMORY, USER, DockerBackend, Image
 from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
 from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock, LockSpec
@@ -229,6 +229,10 @@ class SwarmBackend:
             "config": f"{service}-scenario",
             "image": prepared.pull,
             "scenario": str(scenario.path),
+            # What follows `python` in the container; a plain script runs under the harness,
+            # which goes in as a second config.
+            "arguments": scenario.arguments(f"/scenario/{scenario.path.name}", HARNESS_PATH),
+            **({"harness": str(harness_path()), "harness_path": HARNESS_PATH} if scenario.script else {}),
             "user": USER,
             "env": [f"{k}={v}" for k, v in spec.env_vars().items() if k not in TOKEN_VARIABLES],
             "memory_bytes": memory_bytes(MEMORY),
@@ -347,6 +351,12 @@ def shown_command(task: dict[str, object]) -> str:
     scenario = Path(str(task["scenario"]))
     manager = str(task["manager"])
     host = [] if manager == DEFAULT_HOST else ["-H", manager]
+    arguments = [str(word) for word in task.get("arguments", [f"/scenario/{scenario.name}"])]  # type: ignore[attr-defined]
+    harness_config: list[str] = []
+    harness_create: list[list[str]] = []
+    if task.get("harness"):
+        harness_config = ["--config", csv_field(f"source=tfbisect-harness,target={task['harness_path']}")]
+        harness_create = [["docker", *host, "config", "create", "tfbisect-harness", str(task["harness"])]]
     create = [
         *("docker", *host, "service", "create", "--replicas", "1", "--restart-condition", "none"),
         *("--read-only", "--user", str(task["user"]), "--limit-memory", str(task["memory_bytes"])),
@@ -355,11 +365,13 @@ def shown_command(task: dict[str, object]) -> str:
         *("--mount", "type=tmpfs,dst=/tmp", "--mount", "type=tmpfs,dst=/home/tfbisect"),
         *(f"--constraint={c}" for c in task["constraints"]),  # type: ignore[attr-defined]
         *("--config", csv_field(f"source=tfbisect-repro,target=/scenario/{scenario.name}")),
+        *harness_config,
         str(task["image"]),
-        *("python", f"/scenario/{scenario.name}", "--output", "/tmp/result.json"),
+        *("python", *arguments, "--output", "/tmp/result.json"),
     ]
     config = ["docker", *host, "config", "create", "tfbisect-repro", str(scenario)]
-    return shlex.join(config) + " && " + shlex.join(create)
+    configs = shlex.join(config) + "".join(f" && {shlex.join(made)}" for made in harness_create)
+    return configs + " && " + shlex.join(create)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreter
 from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
-from tfbisect.core.scenario import Scenario
+from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.envs import interpreters
 from tfbisect.envs.environments import TRACE_NAME, Context, Ended, Launch, Options, Registration, Traced
@@ -74,7 +74,7 @@ class VenvBackend:
         probes = traced.scenario_arguments() if traced is not None else []
         argv = [*self.command(prepared, scenario, outdir / "result.json"), *probes]
         variables = [f"{k}={v}" for k, v in spec.env_vars().items()]
-        shown = [*variables, *argv[:2], "--output", "result.json", *probes]
+        shown = [*variables, *self.command(prepared, scenario, Path("result.json")), *probes]
         if traced is None or traced.tracer is None:
             yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown))
             return
@@ -143,7 +143,9 @@ class VenvBackend:
         return run_logged(["bash", "-c", script], log_path=log_path, timeout=3600, env=env)
 
     def command(self, python: Path, scenario: Scenario, output: Path) -> list[str]:
-        return [str(python), str(scenario.path), "--output", str(output)]
+        # A plain script runs under the harness, from the package's own file.
+        run = scenario.arguments(str(scenario.path), str(harness_path()))
+        return [str(python), *run, "--output", str(output)]
 
 
 @dataclass(frozen=True)

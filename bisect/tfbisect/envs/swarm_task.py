@@ -81,7 +81,7 @@ if attached:
     sys.exit(125)
 os.makedirs("/tmp/tfbisect-out", exist_ok=True)
 path = "/tmp/tfbisect-out/result.json"
-code = subprocess.call([sys.executable, sys.argv[1], "--output", path])
+code = subprocess.call([sys.executable] + sys.argv[1:] + ["--output", path])
 sys.stdout.flush()
 if os.path.isfile(path):
     with open(path, "rb") as f:
@@ -109,12 +109,20 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _stop)
     client: Any = None
     config_id = None
+    harness_id = None  # a plain script's harness goes in as a second config
     ended: dict[str, Any] = {"attempts": []}
     try:
         client = docker.APIClient(base_url=task["manager"], version="auto", timeout=60)
         config_id = client.create_config(
             task["config"], Path(task["scenario"]).read_bytes(), labels={"tfbisect": "scenario"}
         )["ID"]
+        if task.get("harness"):
+            harness_id = client.create_config(
+                task["config"] + "-harness",
+                Path(task["harness"]).read_bytes(),
+                labels={"tfbisect": "scenario"},
+            )["ID"]
+            task = {**task, "harness_config_id": harness_id}
         return run_task(client, task, config_id, ended, out)
     except Stopped as stop:
         ended["stopped"] = str(stop)
@@ -129,8 +137,9 @@ def main(argv: list[str]) -> int:
         if client is not None:
             for service in {task["service"], *(attempt["service"] for attempt in ended["attempts"])}:
                 remove(client.remove_service, service)
-            if config_id is not None:
-                remove(client.remove_config, config_id)
+            for made in (config_id, harness_id):
+                if made is not None:
+                    remove(client.remove_config, made)
         for attempt in ended["attempts"]:
             attempt.pop("document", None)
         write_json(out / "ended.json", ended)
@@ -219,9 +228,22 @@ def run_once(
 ) -> dict[str, Any]:
     """Create the one-shot service, wait for its task to end, read its output."""
     scenario = f"/scenario/{Path(task['scenario']).name}"
+    configs = [ConfigReference(config_id, task["config"], filename=scenario, uid="0", gid="0", mode=0o444)]
+    if task.get("harness_config_id"):
+        harness = task["harness_path"]
+        configs.append(
+            ConfigReference(
+                task["harness_config_id"],
+                task["config"] + "-harness",
+                filename=harness,
+                uid="0",
+                gid="0",
+                mode=0o444,
+            )
+        )
     spec = ContainerSpec(
         image=task["image"],
-        command=["python", "-c", WRAPPER, scenario],
+        command=["python", "-c", WRAPPER, *task.get("arguments", [scenario])],
         user=task["user"],
         env=task["env"],
         read_only=True,
@@ -230,7 +252,7 @@ def run_once(
             Mount("/tmp", None, type="tmpfs"),
             Mount("/home/tfbisect", None, type="tmpfs"),
         ],
-        configs=[ConfigReference(config_id, task["config"], filename=scenario, uid="0", gid="0", mode=0o444)],
+        configs=configs,
     )
     resources = Resources(mem_limit=task["memory_bytes"])
     resources["Limits"]["Pids"] = task["pids"]

@@ -32,7 +32,15 @@ from tfbisect.narrow.builds import between_builds, notes_for, refuse_unless_appl
 from tfbisect.narrow.dependencies import dependency_changes
 from tfbisect.narrow.ranking import find_suspects
 from tfbisect.narrow.sources import read_places
-from tfbisect.narrow.traces import KeptTraces, ProbeTraces, Trace, TracedRun, checked_trace, choose_probes
+from tfbisect.narrow.traces import (
+    KeptTraces,
+    ProbeTraces,
+    Trace,
+    TracedRun,
+    checked_trace,
+    choose_probes,
+    refused_probe,
+)
 from tfbisect.search.bisection import Execute, compare_url, ref_of
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest, Plan
@@ -107,6 +115,8 @@ class Narrower:
         self.previous = report.narrowing if report.narrowing and report.narrowing.finished_at else None
         self.records: dict[str, RunRecord] = {}
         self.specs: dict[str, EnvSpec] = {}
+        # The scenario cannot run one probe alone (one written before `--probe`): it is traced whole.
+        self.whole = False
 
     def save(self) -> None:
         self.seams.save(self.narrowing)
@@ -247,7 +257,17 @@ class Narrower:
             self.traced("failing", summary.probe, "new", new_spec),
         )
         passing = None
-        if summary.passing_probe is not None:
+        if summary.passing_probe is not None and self.whole:
+            # A whole run is no control: it traces the failing probe's work too.
+            self.narrowing.notes.append(
+                NarrowNote.of(
+                    NoteCode.PASSING_UNTRACED,
+                    probe=summary.passing_probe,
+                    error="the scenario cannot run one probe alone (it takes no --probe): traced whole",
+                )
+            )
+            self.narrowing.trace = replace(self.trace_summary(), passing_probe=None)
+        elif summary.passing_probe is not None:
             try:
                 passing = ProbeTraces(
                     self.traced("passing", summary.passing_probe, "old", old_spec),
@@ -262,7 +282,7 @@ class Narrower:
         self.narrowing.dependencies = dependency_changes(old_lock, new_lock, imported)
         self.suspects(failing, passing, old_spec, new_spec)
         try:  # the yardstick of what tracing costs: last, so that its failure loses nothing
-            untraced = self.seams.trace(new_spec, [summary.probe], [], False)
+            untraced = self.seams.trace(new_spec, [] if self.whole else [summary.probe], [], False)
             self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
         except TfbisectError as exc:
             self.narrowing.notes.append(
@@ -280,8 +300,12 @@ class Narrower:
         reused = self.seams.kept.reused(role, side, spec.tf_version)
         if reused is None:
             self.progress.say(f"[{spec.label}] tracing probe {probe} alone")
-            done = self.seams.trace(spec, [probe], list(self.options.packages), True)
-            trace, document = checked_trace(done, probe, spec.label)
+            done = self.seams.trace(spec, [] if self.whole else [probe], list(self.options.packages), True)
+            if not self.whole and refused_probe(done):
+                self.progress.say(f"[{spec.label}] the scenario takes no --probe: tracing it whole")
+                self.whole = True
+                done = self.seams.trace(spec, [], list(self.options.packages), True)
+            trace, document = checked_trace(done, probe, spec.label, whole=self.whole)
             self.seams.kept.keep(role, side, spec.tf_version, document)
             seconds = round(done.seconds, 2)
         else:

@@ -156,14 +156,23 @@ class TracedRun(Protocol):
     def log(self) -> Path: ...
 
 
-def checked_trace(done: TracedRun, probe: str, label: str) -> tuple[Trace, dict[str, Any]]:
+def refused_probe(done: TracedRun) -> bool:
+    """Whether a run of one probe alone failed because the scenario takes no `--probe` (one
+    written before the narrowing existed: argparse exits 2 on the unknown option, no document)."""
+    return done.exit_code == 2 and done.result is None
+
+
+def checked_trace(
+    done: TracedRun, probe: str, label: str, *, whole: bool = False
+) -> tuple[Trace, dict[str, Any]]:
     """A traced run's trace and the document to keep, validated before anything keeps it.  A run
     that traced nothing, or not the probe, is an error: no trace must read as "no Python changed";
-    a document that is not a valid trace is one too."""
+    a document that is not a valid trace is one too.  A `whole` run (the scenario traced whole,
+    from its start: it has no window of its own to open) needs no window."""
     ran = {p.get("name") for p in (done.result or {}).get("probes", []) if isinstance(p, dict)}
     window = done.document.get("window")
     opened = window.get("opened", 0) if isinstance(window, dict) else 0
-    if not done.document.get("files") or not opened or probe not in ran:
+    if not done.document.get("files") or not (opened or whole) or probe not in ran:
         raise NarrowError(
             f"The traced run of {probe} on {label} traced nothing (exit {done.exit_code}; the "
             f"tracing window was opened {opened} times; the probe {'ran' if probe in ran else 'did not run'}).",

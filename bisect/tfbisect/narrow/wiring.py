@@ -57,7 +57,10 @@ def runner_seams(
         return search.run(), search.records
 
     def trace(spec: EnvSpec, probes: Sequence[str], packages: Sequence[str], traced: bool) -> TraceRun:
-        return runner.trace(traced_spec(spec), scenario, probes, packages, traced=traced)
+        # No probes: the scenario whole, from its start (it may have no window to open).
+        return runner.trace(
+            traced_spec(spec), scenario, probes, packages, traced=traced, window_only=bool(probes)
+        )
 
     return Seams(
         catalogue=runner.catalogue,

@@ -26,6 +26,7 @@ from email.message import Message
 from pathlib import Path
 from typing import IO, Any
 
+from tfbisect import __version__
 from tfbisect.core import jsonread
 from tfbisect.core.errors import PostError
 from tfbisect.core.limits import TOKEN_VARIABLES
@@ -163,6 +164,11 @@ def _exchange(request: urllib.request.Request, scheme: str, timeout: float) -> _
     raise TimeoutError(f"no complete answer within {timeout:g} s")
 
 
+def signed(body: str) -> str:
+    """The comment as posted: the summary, then one line saying which tfbisect made it."""
+    return f"{body.rstrip()}\n\n<sub>Posted by tfbisect {__version__}.</sub>\n"
+
+
 def post_comment(
     target: Target,
     body: str,
@@ -188,7 +194,7 @@ def post_comment(
     url = f"{api.rstrip('/')}/repos/{target.owner}/{target.repo}/issues/{target.number}/comments"
     request = urllib.request.Request(
         url,
-        data=json.dumps({"body": body}).encode("utf-8"),
+        data=json.dumps({"body": signed(body)}).encode("utf-8"),
         method="POST",
         headers={
             "Authorization": f"Bearer {token}",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from tfbisect.core.textsafe import clip, printable
 from tfbisect.report import findings, narrowdata, style
@@ -21,6 +25,48 @@ SUSPECT_LEVELS = ((10, 40), (5, 40), (5, 20), (3, 12), (1, 8), (0, 0))
 NOTES_SHOWN, NOTE_CHARS = 10, 300
 DEPENDENCIES_SHOWN, NAME_CHARS = 30, 100
 ICON = style.ICON  # word -> mark, from the one table of looks
+SOURCE_CHARS = 20_000  # the most of a scenario's (or script's) text the summary carries
+NAMED_BY_PATH = ("--scenario", "--script")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The scenario's (or plain script's) file, so that others can rerun what the summary says."""
+
+    file_name: str
+    text: str
+    script: bool = False
+
+
+def shareable(command: str) -> str:
+    """A command as others can run it with the scenario's file saved beside them: a scenario or
+    script given by path is named by its file name (never a local path)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    out = [
+        Path(word).name if i > 0 and words[i - 1] in NAMED_BY_PATH and os.sep in word else word
+        for i, word in enumerate(words)
+    ]
+    return shlex.join(out)
+
+
+def source_block(source: Source | None) -> list[str]:
+    """The scenario's text in a folded block, bounded (the cut said)."""
+    if source is None:
+        return []
+    what = "script" if source.script else "scenario"
+    text = clip(source.text, SOURCE_CHARS)
+    return [
+        f"<details><summary>The {what} {code(source.file_name)} (save it as {code(source.file_name)} "
+        "to run the commands)</summary>",
+        "",
+        *fenced(text.splitlines(), "python"),
+        "",
+        "</details>",
+        "",
+    ]
 
 
 # What GitHub turns into a link or a reference in plain text, each defused by an empty HTML
@@ -76,7 +122,13 @@ def fenced(lines: Sequence[str], info: str = "") -> list[str]:
     return [fence + info, *shown, fence]
 
 
-def render(data: ReportData, limit: int = LIMIT) -> str:
+def render(data: ReportData, limit: int = LIMIT, source: Source | None = None) -> str:
+    """The summary; with `source`, the scenario's text at its end (the rest shrinks around it)."""
+    block = "\n".join(source_block(source))
+    return _fitted(data, limit - len(block)) + block
+
+
+def _fitted(data: ReportData, limit: int) -> str:
     b = data.bisect
     levels = SUSPECT_LEVELS if b is not None and b.narrowing is not None else SUSPECT_LEVELS[-1:]
     shrinking = levels[:-1] or levels
@@ -136,7 +188,9 @@ def _render(
     commands = sorted(
         {str(c.record.extra.get("reproduce")) for c in data.cells if c.record.extra.get("reproduce")}
     )
-    lines += _listed("Reproduce any cell:", [code(command) for command in commands], max_details)
+    if b is not None and b.command:
+        lines += [f"Bisect again: {code(shareable(b.command))}", ""]
+    lines += _listed("Reproduce any cell:", [code(shareable(command)) for command in commands], max_details)
     images = sorted({_image_line(c) for c in data.cells if image_facts(c.record)})
     lines += _listed("Images (each with its own ID; the base image apart, with its ID):", images, max_details)
     configured = [line for c in data.cells if (line := _configurations(c))]

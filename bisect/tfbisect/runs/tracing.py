@@ -76,14 +76,14 @@ class Tracer:
             _, prepared = self.runner.prepare(spec, scenario)
         except self.runner.PREPARE_FAILURES as exc:
             raise TraceError(
-                f"{spec.label}: the environment for running {', '.join(names)} alone could not be "
+                f"{spec.label}: the environment for running {', '.join(names) or 'the whole scenario'} alone could not be "
                 f"prepared: {exc.what}",
                 exc.todo,
             ) from exc
         request = Traced(
             Path(str(data_file(TRACER))) if traced else None, tuple(packages), names, window_only
         )
-        what = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120]}"
+        what = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120] or 'whole'}"
         log_path = self.runner.log_dir(scenario) / f"{spec.key}.{what}.{stamp()}-{os.getpid()}.log"
         done = launch_and_wait(
             self.runner.environment(spec.backend),
@@ -91,7 +91,7 @@ class Tracer:
             scenario,
             prepared,
             log_path,
-            f"running {', '.join(names)} alone{' under the tracer' if traced else ''}",
+            f"running {', '.join(names) or 'the whole scenario'} alone{' under the tracer' if traced else ''}",
             self.runner.waiting,
             request,
         )
@@ -108,20 +108,20 @@ class Tracer:
             ending = "timed out" if finished.timed_out else f"exited {ended.exit_code}"
             last = (finished.log_tail.strip().splitlines() or ["(no output)"])[-1]
             raise TraceError(
-                f"{spec.label}: the traced run of {', '.join(names)} {ending} and {problem}; its last "
+                f"{spec.label}: the traced run of {', '.join(names) or 'the whole scenario'} {ending} and {problem}; its last "
                 f"output: {last[:300]}",
                 f"see its log at {log_path}.",
             )
         result = parse_json_object(raw)[0] if raw is not None else None
         self.runner.progress.say(
-            f"[{spec.label}] {', '.join(names)} alone: exit {ended.exit_code} in {finished.seconds:.1f}s"
+            f"[{spec.label}] {', '.join(names) or 'the whole scenario'} alone: exit {ended.exit_code} in {finished.seconds:.1f}s"
         )
         return TraceRun(spec, names, document, result, finished.seconds, ended.exit_code, log_path)
 
 
 def _refuse(spec: EnvSpec, names: tuple[str, ...], traced: bool) -> None:
     """Probes a log cannot be named after, and a tracer on a Python it cannot run on, are refused."""
-    if not names or not all(PROBE_NAME.fullmatch(name) for name in names):
+    if not all(PROBE_NAME.fullmatch(name) for name in names):  # none: the scenario whole
         raise TraceError(
             f"Cannot run the probes {', '.join(repr(n[:60]) for n in names[:5]) or '(none)'} alone: a probe is "
             "named by lower-case letters, digits and underscores.",

@@ -340,9 +340,9 @@ def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAUL
         backend=spec.backend,
         base=spec.flavour.value,
         keras=spec.keras.value,
-        scenario=scenario_argument(scenario),
         timeout=timeout,
         pre=Version(spec.tf_version).is_prerelease,
+        **argv.naming(scenario, scenario_argument(scenario)),
     )
     return shlex.join(argv.RunOptions(tf=spec.tf_version, env=env, python=spec.python).to_argv())
 

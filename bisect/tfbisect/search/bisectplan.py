@@ -22,6 +22,9 @@ from tfbisect.envs import registry
 from tfbisect.envs.environments import Environments, place
 from tfbisect.runs.workflow import scenario_argument
 
+# The request's keys that say which scenario (`from_record` is given the scenario itself).
+SCENARIO_KEYS = ("scenario", "scenario_sha256", "scenario_argument", "script", "bad_if_raises")
+
 
 @dataclass(frozen=True)
 class BisectRequest:
@@ -55,20 +58,28 @@ class BisectRequest:
         for key, value in asdict(self).items():
             if key != "scenario":
                 kept[key] = value.value if isinstance(value, enum.Enum) else value
-        return kept | {
-            "scenario": self.scenario.name,
-            "scenario_sha256": self.scenario.sha256,
-            # How to find it again (`tfbisect narrow LOG`): its name, or its path when given by one.
-            "scenario_argument": scenario_argument(self.scenario),
-        }
+        return (
+            kept
+            | {
+                "scenario": self.scenario.name,
+                "scenario_sha256": self.scenario.sha256,
+                # How to find it again (`tfbisect narrow LOG`): its name, or its path when given by one.
+                "scenario_argument": scenario_argument(self.scenario),
+            }
+            | self._script_record()
+        )
+
+    def _script_record(self) -> dict[str, Any]:
+        """A plain script (`--script`) says so, with the harness options that change its verdict."""
+        if not self.scenario.script:
+            return {}
+        return {"script": True, "bad_if_raises": list(self.scenario.bad_if_raises)}
 
     @classmethod
     def from_record(cls, data: dict[str, Any], scenario: Scenario) -> BisectRequest:
         """The request a log kept (`to_record`), for the scenario it names.  Raises ValueError
         when the log's request has a field or value this version does not know."""
-        kept = {
-            k: v for k, v in data.items() if k not in ("scenario", "scenario_sha256", "scenario_argument")
-        }
+        kept = {k: v for k, v in data.items() if k not in SCENARIO_KEYS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kept) - known)
         if unknown:
@@ -106,9 +117,9 @@ class BisectRequest:
             backend=registry.AUTO if self.venv_fallback else self.backend,
             base=self.flavour.value,
             keras=self.keras.value,
-            scenario=scenario_argument(self.scenario),
             timeout=argv.DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             pre=self.pre,
+            **argv.naming(self.scenario, scenario_argument(self.scenario)),
         )
         return argv.BisectOptions(
             env=env,

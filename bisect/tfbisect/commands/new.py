@@ -191,8 +191,8 @@ def _text(name: str, kind: Kind, got: _Code) -> str:
 _PLAIN = '''"""{name}: {description}
 
 A plain repro script for `tfbisect bisect --script {name}.py`: exit 0 (running to the end) is
-good, a failed assert or sys.exit(1) is bad (reproduced), sys.exit(125) is skip, and any other
-exception is an error (never bad, unless --bad-if-raises names it).
+good, a failed assert or an exit status of 1 is bad (reproduced), exit status 125 is skip, and
+any other exception is an error (never bad, unless --bad-if-raises names it).
 """
 {example}'''
 

@@ -14,7 +14,19 @@ from typing import Any
 
 from tfbisect import toxini
 from tfbisect.cli_parser import build_parser
-from tfbisect.commands import bisect, gpu_check, lock, narrow, report, run, show, sweep, tox_ini, versions
+from tfbisect.commands import (
+    bisect,
+    gpu_check,
+    lock,
+    narrow,
+    new,
+    report,
+    run,
+    show,
+    sweep,
+    tox_ini,
+    versions,
+)
 from tfbisect.commands.narrow import Narrowed
 from tfbisect.commands.report import Reports
 from tfbisect.core import argv as cmdline
@@ -24,6 +36,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
+from tfbisect.report import github
 from tfbisect.report import show as shown
 
 __all__ = ["build_parser", "main", "options_for", "resume_command"]
@@ -99,6 +112,7 @@ OPTIONS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "sweep": lambda a: _fields(cmdline.SweepOptions, a, env=_env(a), common=_common(a)),
     "report": lambda a: _fields(report.ReportOptions, a, common=_common(a)),
     "gpu-check": lambda a: _fields(gpu_check.GpuCheckOptions, a, tf=tuple(a.tf or ()), common=_common(a)),
+    "new": lambda a: _fields(new.NewOptions, a, write_as=new.Kind(a.write_as) if a.write_as else None),
 }
 
 
@@ -260,6 +274,35 @@ def cmd_gpu_check(options: gpu_check.GpuCheckOptions, progress: Progress) -> int
     return found.exit_code
 
 
+def cmd_new(options: new.NewOptions, progress: Progress) -> int:
+    """What was written, what the issue's text says about versions, and what to run next."""
+    done = new.new(options)
+    what = "a scenario" if done.kind is new.Kind.SCENARIO else "a plain repro script"
+    emit(f"wrote {done.path}: {what}" + (f", the code from {done.origin}" if done.origin else ""))
+    if done.more_comments:
+        print(f"  (only the first {github.COMMENTS_PER_PAGE * github.MAX_COMMENT_PAGES} comments were read)")
+    if done.hint is not None:
+        for line in done.hint.evidence or ("the text names no TensorFlow version",):
+            emit(f"  versions: {line}")
+        if done.hint.good is None:
+            print(
+                "  no good version named: the bisection starts at the oldest release here (--good V narrows it)"
+            )
+        if done.hint.bad in (None, "nightly"):
+            print("  no bad release named: the bisection ends at the newest release here (--bad V)")
+    if done.marked:
+        print(
+            "  it is a stranger's code (its first line says so): tfbisect runs it only in containers "
+            "(no network, non-root, read-only root) unless you remove that line or pass --trust-script"
+        )
+    if done.origin is None:
+        print(f"  edit {'repro()' if done.kind is new.Kind.SCENARIO else 'the repro'} in it, then run:")
+    else:
+        print("  read it, then run:")
+    emit(f"  {done.next_command}")
+    return done.exit_code
+
+
 COMMANDS: dict[str, Callable[[Any, Progress], int]] = {
     "versions": cmd_versions,
     "run": cmd_run,
@@ -271,4 +314,5 @@ COMMANDS: dict[str, Callable[[Any, Progress], int]] = {
     "sweep": cmd_sweep,
     "report": cmd_report,
     "gpu-check": cmd_gpu_check,
+    "new": cmd_new,
 }

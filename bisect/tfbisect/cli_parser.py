@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_report,
         add_gpu_check,
         add_sweep,
+        add_new,
     ):
         add(sub)
     return parser
@@ -261,6 +262,42 @@ def add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"runs at once (1 to {options.MAX_JOBS}; default 1, on a swarm its ready nodes)",
     )
     sweep.add_argument("--force", action="store_true")
+
+
+def add_new(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    new = sub.add_parser(
+        "new",
+        help="write a scenario to start from (scenarios/NAME.py), or a repro script from an issue",
+        description="Write scenarios/NAME.py (the skeleton, or --from a plain script wrapped into it), "
+        "or NAME.py, a plain repro script taken from a GitHub issue or its Markdown, with the "
+        "bisect command to run next.",
+    )
+    new.add_argument("name", metavar="NAME", help="the scenario's (or script's) name: letters, digits, _")
+    source = new.add_mutually_exclusive_group()
+    source.add_argument(
+        "--from", dest="source", type=Path, metavar="FILE.py", help="wrap this plain script's code"
+    )
+    source.add_argument(
+        "--from-issue",
+        metavar="OWNER/REPO#N",
+        help="take the repro and versions from this GitHub issue (token optional, from env)",
+    )
+    source.add_argument(
+        "--from-markdown", type=Path, metavar="FILE", help="the same from an issue's text saved as Markdown"
+    )
+    new.add_argument(
+        "--as",
+        dest="write_as",
+        choices=["scenario", "script"],
+        default=None,
+        help="scenario (the default) or script: a plain script run with --script (the default "
+        "for --from-issue and --from-markdown)",
+    )
+    new.add_argument(
+        "--out", type=Path, metavar="PATH", help="write here (default: scenarios/NAME.py, a script NAME.py)"
+    )
+    new.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    new.add_argument("--api-url", default=github.API, help=argparse.SUPPRESS)
 
 
 def add_narrow_options(parser: argparse.ArgumentParser) -> None:

@@ -1,11 +1,13 @@
-"""Posting the summary as an issue comment through GitHub's REST API.
+"""GitHub's REST API: posting the summary as an issue comment, and reading an issue's text.
 
 The token comes from the environment, goes to the configured API host only (redirects are
 refused, never followed with it) and never appears in any output, log or file: messages are
 built from the status and the server's own text, scrubbed of the token and its usual
 encodings, with control characters escaped, and no exception that held it is chained. Only
 GitHub's documented success (201 Created with the comment) counts as posted; the answer is
-read with a size bound, and the whole exchange with a deadline.
+read with a size bound, and the whole exchange with a deadline.  Reading an issue
+(`fetch_issue`, for `tfbisect new --from-issue`) goes through the same exchange: the token is
+optional, and the issue and its pages of comments share one deadline and bounded counts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from tfbisect import __version__
 from tfbisect.core import jsonread
@@ -113,11 +115,11 @@ class _Answer:
     complete: bool  # False: the body was larger than MAX_ANSWER_BYTES and only its start was read
 
 
-def _read_bounded(stream: Any, deadline: float) -> tuple[bytes, bool]:
+def _read_bounded(stream: Any, deadline: float, limit: int = MAX_ANSWER_BYTES) -> tuple[bytes, bool]:
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_ANSWER_BYTES and time.monotonic() < deadline:
-        chunk = stream.read(min(64 * 1024, MAX_ANSWER_BYTES + 1 - size)) if stream is not None else b""
+    while size <= limit and time.monotonic() < deadline:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size)) if stream is not None else b""
         if not chunk:
             missing = getattr(stream, "length", None)  # what the Content-Length promised and never came
             if isinstance(missing, int) and missing > 0:
@@ -125,12 +127,14 @@ def _read_bounded(stream: Any, deadline: float) -> tuple[bytes, bool]:
             return b"".join(chunks), True
         chunks.append(chunk)
         size += len(chunk)
-    if size <= MAX_ANSWER_BYTES:
+    if size <= limit:
         raise TimeoutError("the answer did not finish in time")
-    return b"".join(chunks)[:MAX_ANSWER_BYTES], False
+    return b"".join(chunks)[:limit], False
 
 
-def _exchange(request: urllib.request.Request, scheme: str, timeout: float) -> _Answer:
+def _exchange(
+    request: urllib.request.Request, scheme: str, timeout: float, limit: int = MAX_ANSWER_BYTES
+) -> _Answer:
     """Send the request and read the answer, all within `timeout` seconds (name lookup, connect,
     a server that never answers or trickles its answer byte by byte): the work runs in a daemon
     thread that is abandoned, not waited for, when the time is up."""
@@ -140,11 +144,11 @@ def _exchange(request: urllib.request.Request, scheme: str, timeout: float) -> _
     def work() -> None:
         try:
             with _opener(scheme).open(request, timeout=timeout) as response:
-                body, complete = _read_bounded(response, deadline)
+                body, complete = _read_bounded(response, deadline, limit)
                 outcome["answer"] = _Answer(response.status, response.headers, body, complete)
         except urllib.error.HTTPError as exc:
             try:
-                body, complete = _read_bounded(exc, deadline)
+                body, complete = _read_bounded(exc, deadline, limit)
             except Exception:
                 body, complete = b"", True
             finally:
@@ -342,3 +346,191 @@ def _scrub(text: str, token: str) -> str:
     if parts:
         text = re.sub("|".join(re.escape(p) for p in sorted(parts)), "***", text, flags=re.IGNORECASE)
     return text
+
+
+# -- reading an issue (`tfbisect new --from-issue`) --------------------------------------------
+
+# An issue answer and each page of comments is read up to this size; GitHub caps a post at
+# 65,536 characters, so a page of COMMENTS_PER_PAGE real comments fits well inside it.
+MAX_ISSUE_ANSWER_BYTES = 4 * 1024 * 1024
+COMMENTS_PER_PAGE = 50
+MAX_COMMENT_PAGES = 4  # the first 200 comments: a repro and its versions are near the top
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue's text as GitHub holds it: the body, then the comments, oldest first."""
+
+    target: Target
+    title: str
+    posts: tuple[str, ...]
+    more_comments: bool  # comments past MAX_COMMENT_PAGES pages were not read
+
+    @property
+    def address(self) -> str:
+        """The issue's web address, made from the target (never from the server's text)."""
+        return f"https://github.com/{self.target.owner}/{self.target.repo}/issues/{self.target.number}"
+
+
+def optional_token() -> str:
+    """The token when one is set (checked as `token_from_env` checks it), else "": reading a
+    public issue needs none (60 requests an hour without, 5,000 with)."""
+    if any(os.environ.get(name, "").strip() for name in TOKEN_VARIABLES):
+        return token_from_env()
+    return ""
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """One issue's reading: where, with what, until when."""
+
+    target: Target
+    token: str
+    api: str
+    deadline: float
+    timeout: float
+
+    @property
+    def issue(self) -> str:
+        return f"{self.target.owner}/{self.target.repo}#{self.target.number}"
+
+    @property
+    def host(self) -> str:
+        return _shown(urllib.parse.urlsplit(self.api).netloc.rpartition("@")[2], self.token)
+
+
+_MARKDOWN_HINT = (
+    "or save the issue's text (body and comments) as a Markdown file and use --from-markdown FILE"
+)
+
+
+def fetch_issue(target: Target, token: str = "", api: str = API, timeout: float = TIMEOUT_SECONDS) -> Issue:
+    """The issue's title, body and comments (oldest first), all read within `timeout` seconds.
+    Anything but GitHub's documented answers (200 with an issue, 200 with a list of comments)
+    is a PostError that says what came back; nothing is followed elsewhere."""
+    parts = urllib.parse.urlsplit(api)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PostError(
+            f"The API address {_shown(api, token)} is not an http(s) URL, so the issue was not read.",
+            f"give --api-url as https://HOST[/PATH] (default {API}).",
+        )
+    reader = _Reader(target, token, api, time.monotonic() + timeout, timeout)
+    base = f"{api.rstrip('/')}/repos/{target.owner}/{target.repo}/issues/{target.number}"
+    issue = _get_json(reader, base, "the issue")
+    if not isinstance(issue, dict):
+        _not_github(reader, f"JSON that is not an issue (a {type(issue).__name__}, not an object)")
+    title, body = issue.get("title", ""), issue.get("body")
+    if not isinstance(title, str) or not (body is None or isinstance(body, str)):
+        _not_github(reader, "an issue whose title or body is not text")
+    count = issue.get("comments")
+    posts, more = [body or ""], False
+    if not (isinstance(count, int) and not isinstance(count, bool) and count == 0):
+        comments, more = _comments(reader, base)
+        posts += comments
+    return Issue(target, title, tuple(posts), more)
+
+
+def _comments(reader: _Reader, base: str) -> tuple[list[str], bool]:
+    """The comments' bodies, oldest first (GitHub's order), page by page up to the bound."""
+    bodies: list[str] = []
+    for page in range(1, MAX_COMMENT_PAGES + 1):
+        url = f"{base}/comments?per_page={COMMENTS_PER_PAGE}&page={page}"
+        found = _get_json(reader, url, f"page {page} of the comments")
+        if not isinstance(found, list) or not all(
+            isinstance(c, dict) and (c.get("body") is None or isinstance(c.get("body"), str)) for c in found
+        ):
+            _not_github(reader, f"page {page} of the comments that is not a list of comments")
+        bodies += [comment.get("body") or "" for comment in found]
+        if len(found) < COMMENTS_PER_PAGE:
+            return bodies, False
+    return bodies, True
+
+
+def _get_json(reader: _Reader, url: str, what: str) -> Any:
+    """GET `url` within what is left of the deadline; the decoded JSON of a complete 200 answer."""
+    headers = {
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": "tfbisect",
+    }
+    if reader.token:
+        headers["Authorization"] = f"Bearer {reader.token}"
+    request = urllib.request.Request(url, method="GET", headers=headers)
+    left = reader.deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise TimeoutError("the time was up before it was asked for")
+        answer = _exchange(request, urllib.parse.urlsplit(url).scheme, left, MAX_ISSUE_ANSWER_BYTES)
+    except TimeoutError as exc:
+        raise PostError(
+            f"{reader.host} gave no complete answer for {what} of {reader.issue} within "
+            f"{reader.timeout:g} s ({_shown(str(exc), reader.token)}); nothing was written.",
+            f"check the network and try again, {_MARKDOWN_HINT}.",
+        ) from None
+    except urllib.error.URLError as exc:
+        raise PostError(
+            f"Could not reach {reader.host} to read {reader.issue}: {_shown(str(exc.reason), reader.token)}; "
+            "nothing was written.",
+            f"check the network (and --api-url), {_MARKDOWN_HINT}.",
+        ) from None
+    except Exception as exc:
+        raise PostError(
+            f"Reading {what} of {reader.issue} from {reader.host} broke off "
+            f"({type(exc).__name__}: {_shown(str(exc), reader.token)}); nothing was written.",
+            f"try again, {_MARKDOWN_HINT}.",
+        ) from None
+    _check_status(reader, answer, url, what)
+    if not answer.complete:
+        _not_github(reader, f"{what} larger than {MAX_ISSUE_ANSWER_BYTES // (1024 * 1024)} MiB")
+    try:
+        return json.loads(answer.body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        _not_github(reader, f"{what} that is not JSON")
+
+
+def _check_status(reader: _Reader, answer: _Answer, url: str, what: str) -> None:
+    """Nothing when GitHub answered 200; else the PostError that says what the status means."""
+    status, issue, token = answer.status, reader.issue, reader.token
+    if status == 200:
+        return
+    if 300 <= status < 400:
+        location = answer.headers.get("Location") or ""
+        moved = urllib.parse.urlsplit(urllib.parse.urljoin(url, location))
+        raise PostError(
+            f"{reader.host} answered {status} for {issue} with a redirect to "
+            + (f"{_shown(moved.netloc + moved.path, token)}" if location else "nowhere (no Location)")
+            + " (a moved or transferred repository or issue); redirects are not followed, so nothing was written.",
+            f"give the issue's current OWNER/REPO#N (as its page on github.com shows it), {_MARKDOWN_HINT}.",
+        )
+    remaining = answer.headers.get("X-RateLimit-Remaining")
+    detail = _detail(answer.body, token)
+    if status == 429 or (status == 403 and (remaining == "0" or "rate limit" in detail.lower())):
+        raise PostError(
+            f"GitHub's API rate limit is spent ({status} for {issue}: {detail or 'no message'}); nothing was written.",
+            "wait for the limit to reset (an hour at most), or export GITHUB_TOKEN with a token "
+            f"(5,000 requests an hour instead of 60), {_MARKDOWN_HINT}.",
+        )
+    if status == 404:
+        raise PostError(
+            f"GitHub has no issue {issue} (404 Not Found); nothing was written.",
+            "check OWNER/REPO#N (the repository's owner and name, the issue's number); a private "
+            f"repository needs a token that may read it in GITHUB_TOKEN; {_MARKDOWN_HINT}.",
+        )
+    raise PostError(
+        f"GitHub answered {status} for {what} of {issue}"
+        + (f": {detail}" if detail else "")
+        + "; nothing was written.",
+        (
+            "check the token in GITHUB_TOKEN (or unset it: a public issue needs none)"
+            if status in (401, 403)
+            else "try again later"
+        )
+        + f", {_MARKDOWN_HINT}.",
+    )
+
+
+def _not_github(reader: _Reader, problem: str) -> NoReturn:
+    raise PostError(
+        f"{reader.host} answered with {problem} for {reader.issue}, which is not GitHub's answer; nothing was written.",
+        f"check --api-url (default {API}) and try again, {_MARKDOWN_HINT}.",
+    )

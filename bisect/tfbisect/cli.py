@@ -38,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     progress = Progress(quiet=args.quiet)
     options = options_for(args)
+    # What a driver killed with SIGKILL (an OOM-killed CI job) left behind: its runs' processes
+    # (noted in a state file) and its temporary folders.
+    process.reap_orphans()
+    process.sweep_temporary()
     try:
         with interrupt.handled():
             return COMMANDS[args.command](options, progress)

@@ -171,8 +171,10 @@ def machine_fault_in(text: str, what: str) -> MachineFaultError | None:
 def as_machine_fault(exc: OSError | MachineFaultError) -> MachineFaultError:
     """`machine_fault_of`, and for any other OSError under tfbisect's own files (EACCES, ENOENT)
     a machine fault too: a failing file system is never a verdict, nor a traceback."""
+    if isinstance(exc, MachineFaultError):
+        return exc
     fault = machine_fault_of(exc)
-    if fault is not None or isinstance(exc, MachineFaultError):
-        return fault or exc
+    if fault is not None:
+        return fault
     where = exc.filename if exc.filename is not None else "a file of tfbisect's"
     return MachineFaultError(f"the machine failed: {where}: {exc.strerror or exc}", MACHINE_TODO)

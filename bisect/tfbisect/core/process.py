@@ -130,12 +130,24 @@ def _note_run(tree: _Tree) -> Path | None:
         "marker": tree.marker.decode(),
     }
     path = runs_dir() / f"{me}-{tree.leader}.json"
-    try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.write_text(json.dumps(note), encoding="utf-8")
-    except OSError:
-        return None
-    return path
+    for _ in range(2):  # another driver may remove the empty folder between the two steps
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(json.dumps(note), encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return path
+    return None
+
+
+def _forget_run(path: Path) -> None:
+    """The run's state file removed, and its folder when no other run is noted there."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # fails while another run's note is there, as it should
 
 
 def reap_orphans() -> int:
@@ -161,7 +173,7 @@ def reap_orphans() -> int:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                     killed += 1
-        path.unlink(missing_ok=True)
+        _forget_run(path)
     return killed
 
 
@@ -473,8 +485,7 @@ def run_logged(
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(process.pid, None)
             if noted is not None:
-                with contextlib.suppress(OSError):
-                    noted.unlink()
+                _forget_run(noted)
             # Everything of the tree is dead, so the pipe is closed unless something we could
             # not see holds it: wait a little, never for ever.
             drained = pump.finish()

@@ -248,9 +248,10 @@ def test_the_import_check_follows_the_lock() -> None:
 def test_the_build_request_and_its_command_line_come_from_the_same_fields() -> None:
     request = plan().build_request("http://127.0.0.1:38471", DOCKERFILE, Path("/cache/context"))
     argv = request.argv()
-    assert argv[:9] == [
+    assert argv[:10] == [
         "docker",
         "build",
+        "--force-rm",
         "--network",
         "host",
         "--file",
@@ -269,9 +270,9 @@ def test_the_build_request_and_its_command_line_come_from_the_same_fields() -> N
     assert [f"{k}={v}" for k, v in sdk["labels"].items()] == [
         argv[i + 1] for i, a in enumerate(argv) if a == "--label"
     ]
-    # The classic builder's defaults, as `docker build` has them: remove the intermediate
-    # containers of a build that succeeds, keep the failing step's.
-    assert sdk["rm"] is True and sdk["forcerm"] is False and sdk["decode"] is True
+    # Remove the intermediate containers of every build, also of one that fails or is cancelled
+    # (`docker build --force-rm`): a failing `pip install` step's container holds gigabytes.
+    assert sdk["rm"] is True and sdk["forcerm"] is True and sdk["decode"] is True
 
 
 def test_build_output_is_written_as_the_cli_prints_it() -> None:

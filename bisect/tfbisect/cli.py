@@ -31,7 +31,7 @@ from tfbisect.commands.narrow import Narrowed
 from tfbisect.commands.report import Reports
 from tfbisect.core import argv as cmdline
 from tfbisect.core import interrupt, process
-from tfbisect.core.errors import ExitCode, TfbisectError
+from tfbisect.core.errors import ExitCode, MachineFaultError, TfbisectError, as_machine_fault
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
@@ -51,9 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     progress = Progress(quiet=args.quiet)
     options = options_for(args)
+    # What a driver killed with SIGKILL (an OOM-killed CI job) left behind: its runs' processes
+    # (noted in a state file) and its temporary folders.
+    process.reap_orphans()
+    process.sweep_temporary()
     try:
         with interrupt.handled():
             return COMMANDS[args.command](options, progress)
+    except (MachineFaultError, OSError) as exc:
+        return _machine_fault(exc, words, options, args.reports)
     except TfbisectError as exc:
         print(f"tfbisect: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -71,6 +77,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.exit_code
     finally:
         interrupt.reset()
+        process.reset_abandoned()
+
+
+def _machine_fault(exc: OSError | MachineFaultError, words: list[str], options: object, reports: Path) -> int:
+    """The machine failed under the command (a full or read-only disk, an I/O error): never a
+    verdict nor a traceback, but what failed, what to do and how to resume."""
+    fault = as_machine_fault(exc)
+    process.abandon(fault)  # what still runs (a prefetch, a round's other runs) ends, unjudged
+    print(f"tfbisect: {printable(str(fault))}", file=sys.stderr)
+    for note in getattr(exc, "__notes__", ()):  # where the command's work so far is
+        print(printable(note), file=sys.stderr)
+    print(
+        f"tfbisect: every finished result is kept under {reports}/results; nothing was judged by this fault.\n"
+        f"Resume with (stored results are reused):\n  {printable(resume_command(words, options))}",
+        file=sys.stderr,
+    )
+    return ExitCode.MACHINE
 
 
 # -- arguments -> options ------------------------------------------------------------------

@@ -1566,6 +1566,124 @@ scenario_name_case("input/scenario-name-with-shell", "a b $(touch PWNED) `touch 
 scenario_name_case("input/scenario-name-with-escapes", "esc\x1b[2J\x1b]0;pwned\x07name.py")
 
 
+# ------------------------------------------------------------- cases: a failing machine
+MACHINE_EXIT = 15  # ExitCode.MACHINE: never a verdict, never a skip
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *commands: list[str]) -> Iterator[Path]:
+    """`target` mounted by `commands` (root only: a Skip elsewhere), unmounted on every way out."""
+    if os.geteuid() != 0:
+        raise Skip("mounting a tmpfs or a read-only bind mount needs root")
+    target.mkdir(parents=True, exist_ok=True)
+    done = 0
+    try:
+        for command in commands:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise Skip(f"cannot mount here: {clean(result.stderr, 120)}")
+            done += 1
+        yield target
+    finally:
+        if done:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def expect_machine_fault(ctx: Ctx, call: Call, reports: Path, words: Sequence[str]) -> None:
+    """Exit 15 with a message that names the place and what to do, the resume command, no
+    traceback, and nothing stored for the version."""
+    ctx.no_traceback(call)
+    ctx.rc(call, [MACHINE_EXIT])
+    for word in (*words, "What to do", "Resume with"):
+        ctx.expect(word in call.err, f"the message does not say {word!r}: {last_line(call)}")
+    stored = list((reports / "results").rglob("*.json")) if (reports / "results").is_dir() else []
+    ctx.expect(not stored, f"a machine fault stored {len(stored)} record(s) (a verdict or a skip)")
+
+
+def tmpfs(folder: Path) -> list[str]:
+    return ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)]
+
+
+@case("machine/full-reports-run", "serial")
+def machine_full_run(ctx: Ctx) -> str:
+    reports = ctx.dir / "small"
+    with mounted(reports, tmpfs(reports)):
+        call = ctx.run(scenario("fault_loud"), reports=reports, timeout=300, wall=150)
+        expect_machine_fault(ctx, call, reports, [str(reports / "logs"), "No space left on device"])
+        ctx.expect(call.seconds < 100, f"took {call.seconds:.0f}s (the run's timeout is 300s)")
+    return f"exit {call.rc} in {call.seconds:.1f}s, nothing stored"
+
+
+@case("machine/read-only-reports-run", "serial")
+def machine_read_only_run(ctx: Ctx) -> str:
+    source, reports = ctx.dir / "rw", ctx.dir / "ro"
+    source.mkdir()
+    bind = ["mount", "--bind", str(source), str(reports)]
+    with mounted(reports, bind, ["mount", "-o", "remount,ro,bind", str(reports)]):
+        call = ctx.tfb(
+            "run", "--tf", TF_NEW, "--python", PY, "--scenario", str(scenario("fault_ok")), reports=reports
+        )
+        expect_machine_fault(ctx, call, reports, [str(reports), "Read-only file system"])
+    return f"exit {call.rc}, nothing stored"
+
+
+@case("machine/full-reports-bisect", "serial")
+def machine_full_bisect(ctx: Ctx) -> str:
+    reports = ctx.dir / "small"
+    with mounted(reports, tmpfs(reports)):
+        args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, "--python", PY, "--backend", "venv"]
+        args += ["--scenario", str(scenario("fault_loud")), "--timeout", "300", "--no-narrow"]
+        call = ctx.tfb(*args, "--prefetch", "0", reports=reports, wall=150)
+        expect_machine_fault(ctx, call, reports, ["No space left on device", "tfbisect bisect"])
+        resume = call.err.split("Resume with")[-1]
+        ctx.expect("--force" not in resume, "the resume command carries --force")
+        ctx.expect(call.seconds < 100, f"took {call.seconds:.0f}s: the search did not stop at the fault")
+    return f"stopped with exit {call.rc} in {call.seconds:.1f}s and a resume command"
+
+
+def scenario_processes(stem: str, marker: str) -> list[int]:
+    """Live processes running the scenario `stem` itself (not its children) of one case."""
+    found = []
+    for pid, _ in scan_processes([marker.encode()]):
+        with contextlib.suppress(OSError):
+            if f"{stem}.py".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+@case("machine/kill-9-of-the-driver-venv", "serial")
+def machine_kill_driver(ctx: Ctx) -> str:
+    """The driver killed with SIGKILL (an OOM-killed CI job): the scenario dies with it at once,
+    and the next command kills what the scenario started and removes the run's temporary folder."""
+    args = [
+        "run",
+        "--tf",
+        TF_NEW,
+        "--python",
+        PY,
+        "--scenario",
+        str(scenario("fault_hang")),
+        "--timeout",
+        "300",
+    ]
+    running = ctx.start(*args)
+    if not wait_for(lambda: bool(scenario_processes("fault_hang", ctx.marker)), 120, running):
+        ctx.problems.append(f"the scenario never started: {last_line(ctx.finish(running, 5))}")
+        return ""
+    running.popen.send_signal(signal.SIGKILL)
+    ctx.finish(running, 10)
+    gone = wait_for(lambda: not scenario_processes("fault_hang", ctx.marker), 5)
+    ctx.expect(gone, "the scenario outlived its killed driver by 5s")
+    ctx.no_traceback(ctx.tfb("versions"))
+    ctx.expect(
+        wait_for(lambda: not scan_processes([ctx.marker.encode()]), 5),
+        "the next command left the killed driver's processes running",
+    )
+    left = [p.name for p in ctx.tmp.glob("tfbisect-run-*")]
+    ctx.expect(not left, f"the killed driver's temporary folder(s) stayed: {left}")
+    return "the scenario died with its driver; the next command reaped the rest"
+
+
 # ------------------------------------------------------------------------ cases: Docker
 def docker_run(ctx: Ctx, stem: str, *, timeout: float = 60, reports: Path | None = None, **kw: Any) -> Call:
     if ctx.table.docker_broken:
@@ -1676,6 +1794,33 @@ def docker_symlink(ctx: Ctx) -> str:
     )
     ctx.secrets_in(ctx.reports)
     return detail
+
+
+@case("docker/kill-9-of-the-driver-container-ends-by-its-deadline", "docker")
+def docker_kill_driver(ctx: Ctx) -> str:
+    """The driver killed with SIGKILL: the container still ends by its own deadline (the
+    watchdog inside: --timeout plus 60 s) and the next tfbisect on the engine removes it."""
+    if ctx.table.docker_broken:
+        raise RuntimeError(f"the Docker image does not build: {ctx.table.docker_broken}")
+    args = ["run", "--tf", TF_NEW, "--python", PY, "--backend", "docker"]
+    running = ctx.start(*args, "--scenario", str(scenario("docker_hang")), "--timeout", "5")
+    if not wait_for(lambda: bool(containers_mounting([ctx.dir])), 300, running):
+        ctx.problems.append(f"no container started: {last_line(ctx.finish(running, 5))}")
+        return ""
+    running.popen.send_signal(signal.SIGKILL)
+    ctx.finish(running, 10)
+
+    def ended() -> bool:
+        for name in containers_mounting([ctx.dir]):
+            if docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() == "true":
+                return False
+        return True
+
+    ctx.expect(wait_for(ended, 5 + 60 + 30), "the container ran past its deadline without its driver")
+    ctx.tfb(*args, "--scenario", str(scenario("fault_ok")), "--force", wall=300)
+    left = containers_mounting([ctx.dir])
+    ctx.expect(not left, f"the next tfbisect left the ended container(s): {left}")
+    return "the container ended by its deadline; the next command removed it"
 
 
 @case("docker/sigterm-removes-the-container", "docker")

@@ -22,7 +22,7 @@ from tfbisect.commands.narrow import Narrowed, run_narrowing
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
 from tfbisect.core.argv import DEFAULT_TIMEOUT, BisectOptions
-from tfbisect.core.errors import ExitCode
+from tfbisect.core.errors import ExitCode, MachineFaultError
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
@@ -152,7 +152,7 @@ def _variant(
     log_path = bisect_dir / bisection.log_name(request, bisect_dir)
     try:
         report = bisection.Bisection(request, runner, progress, log_path).run()
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, MachineFaultError) as exc:
         exc.add_note(f"tfbisect: the sequence so far: tfbisect bisect log {log_path}")
         raise
     on_event(Bisected(report, log_path))

@@ -12,7 +12,7 @@ from tfbisect.commands.common import DONE, FAILED, RunnerArgs, make_runner, newe
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
 from tfbisect.core.argv import DEFAULT_TIMEOUT, NarrowOptions
-from tfbisect.core.errors import ExitCode, NarrowError, TfbisectError
+from tfbisect.core.errors import ExitCode, MachineFaultError, NarrowError, TfbisectError
 from tfbisect.core.progress import Progress
 from tfbisect.narrow import builds, narrower, wiring
 from tfbisect.runs.workflow import Runner
@@ -62,7 +62,7 @@ def run_narrowing(
         found = narrower.Narrower(
             report, request, seams, progress, log_path, narrower.NarrowOptions(trace=trace)
         ).run()
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, MachineFaultError) as exc:  # a failing machine is no narrowing's answer
         again = shlex.join(NarrowOptions(logfile=log_path).to_argv())
         exc.add_note(
             f"tfbisect: the narrowing so far is in {log_path}; to finish only the narrowing (stored "

@@ -5,6 +5,7 @@ a test keeps the two in step and the codes unique."""
 from __future__ import annotations
 
 import enum
+import errno
 import signal
 
 
@@ -30,6 +31,9 @@ class ExitCode(enum.IntEnum):
     DOCKER = 12
     TRACE = 13
     NARROW = 14
+    # The machine under tfbisect failed (a full or read-only disk, an I/O error, a vanished
+    # engine): never a verdict nor a skip of the version being prepared; resume once it is fixed.
+    MACHINE = 15
     # Stopped by a signal: 128 + its number, as shells report it.
     SIGHUP = 128 + signal.SIGHUP
     SIGINT = 128 + signal.SIGINT
@@ -110,3 +114,67 @@ class NarrowError(TfbisectError):
     """A bisection log cannot be narrowed (no single change point, unreadable, another scenario)."""
 
     exit_code = ExitCode.NARROW
+
+
+class MachineFaultError(TfbisectError):
+    """The machine failed under tfbisect (ENOSPC, EROFS, EIO, EDQUOT, ENOMEM; a vanished engine or
+    a killed builder): no version is judged by it; finished results and logs are kept."""
+
+    exit_code = ExitCode.MACHINE
+
+
+# The errnos of a failing machine: nothing a scenario or a TF version did, and nothing that a
+# retry of the same command fixes before someone frees space or mends the disk.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM})
+# The same faults as another tool (pip, uv, docker, a node's engine) writes them into its log.
+MACHINE_TEXTS = (
+    "no space left on device",
+    "read-only file system",
+    "input/output error",
+    "disk quota exceeded",
+    "cannot allocate memory",
+)
+MACHINE_TODO = (
+    "free space on that disk (`df -h` shows which; `tfbisect cache prune` frees tfbisect's own "
+    "environments), or make it writable again, then resume: finished results are reused."
+)
+
+
+def machine_fault_of(exc: BaseException) -> MachineFaultError | None:
+    """A machine fault for an OSError of the machine's (its errno one of MACHINE_ERRNOS), naming
+    the path it concerned; None for any other error."""
+    if isinstance(exc, MachineFaultError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in MACHINE_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file of tfbisect's"
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return MachineFaultError(
+        f"the machine failed: cannot write {where}: {exc.strerror or exc} ({name})", MACHINE_TODO
+    )
+
+
+def machine_fault_in(text: str, what: str) -> MachineFaultError | None:
+    """A machine fault when a failed tool's output (`text`) says the machine failed under it (a
+    full disk while `pip wheel` or an image pull ran); `what` says which work it was."""
+    lowered = text.lower()
+    for sign in MACHINE_TEXTS:
+        at = lowered.find(sign)
+        if at >= 0:
+            line_start = text.rfind("\n", 0, at) + 1
+            line_end = text.find("\n", at)
+            line = text[line_start : line_end if line_end >= 0 else len(text)].strip()[:300]
+            return MachineFaultError(f"the machine failed while {what}: {line}", MACHINE_TODO)
+    return None
+
+
+def as_machine_fault(exc: OSError | MachineFaultError) -> MachineFaultError:
+    """`machine_fault_of`, and for any other OSError under tfbisect's own files (EACCES, ENOENT)
+    a machine fault too: a failing file system is never a verdict, nor a traceback."""
+    if isinstance(exc, MachineFaultError):
+        return exc
+    fault = machine_fault_of(exc)
+    if fault is not None:
+        return fault
+    where = exc.filename if exc.filename is not None else "a file of tfbisect's"
+    return MachineFaultError(f"the machine failed: {where}: {exc.strerror or exc}", MACHINE_TODO)

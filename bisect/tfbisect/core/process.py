@@ -8,7 +8,11 @@ The child is untrusted (a scenario, or a build that runs third-party code), so:
   so what escaped the session is still known and killed;
 - the driver never waits on a pipe an orphan holds: output is read with a deadline;
 - output is bounded wherever it is kept: the log file keeps its head and its tail, the tail
-  kept for the record is capped in bytes and per line, and one endless line costs nothing.
+  kept for the record is capped in bytes and per line, and one endless line costs nothing;
+- nothing outlives the driver: each child gets SIGKILL when the driver's thread that started it
+  dies (PR_SET_PDEATHSIG, also on `kill -9` of the driver), and each run is noted in a state
+  file (`runs_dir`) that the next command reads to kill what a killed driver's runs left behind;
+- a machine fault (`abandon`) ends every run at once, and a run killed that way is never a result.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tfbisect.core import interrupt
+from tfbisect.core.errors import MachineFaultError
 from tfbisect.core.limits import (
     LOG_FILE_HEAD_BYTES,
     LOG_FILE_TAIL_BYTES,
@@ -41,11 +49,15 @@ from tfbisect.core.limits import (
 MARKER_VARIABLE = "TFBISECT_RUN_ID"
 _WATCH_INTERVAL = 0.2
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 
 _ACTIVE: dict[int, _Tree] = {}
 # Reentrant: the stop handler (kill_all) runs in the main thread, which may hold it already.
 _ACTIVE_LOCK = threading.RLock()
 _SUBREAPER: list[bool] = []
+# Set by `abandon` (a machine fault ends the command): no new run starts, and a run in progress is
+# killed and raises the fault instead of being reported as finished.
+_ABANDONED: list[MachineFaultError] = []
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,151 @@ def kill_all() -> None:
 
 
 interrupt.on_stop(kill_all)
+
+
+def abandon(fault: MachineFaultError) -> None:
+    """The machine failed and the command ends: every run in progress is killed, and each one
+    (and any that would start) raises `fault` instead of being reported as finished."""
+    if not _ABANDONED:
+        _ABANDONED.append(fault)
+    kill_all()
+
+
+def reset_abandoned() -> None:
+    """Forget an `abandon` (tests that call `main` more than once in one process)."""
+    _ABANDONED.clear()
+
+
+def _check_abandoned() -> None:
+    if _ABANDONED:
+        raise _ABANDONED[0]
+
+
+# -- runs that outlive a killed driver ------------------------------------------------------
+
+
+def runs_dir() -> Path:
+    """Where each live run is noted: a file per run, removed when it ends.  Under the temporary
+    folder, per user: a driver killed with SIGKILL leaves its files for the next one to read."""
+    return Path(tempfile.gettempdir()) / f"tfbisect-runs-{os.getuid()}"
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("ascii", "replace")
+        return int(stat[stat.rfind(")") + 2 :].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _note_run(tree: _Tree) -> Path | None:
+    """A state file naming this driver and the run's leader and marker (None when it cannot be
+    written: tracking is a safety net, never a reason to fail a run)."""
+    me = os.getpid()
+    note = {
+        "driver": me,
+        "driver_start": _start_time(me),
+        "leader": tree.leader,
+        "marker": tree.marker.decode(),
+    }
+    path = runs_dir() / f"{me}-{tree.leader}.json"
+    for _ in range(2):  # another driver may remove the empty folder between the two steps
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(json.dumps(note), encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return path
+    return None
+
+
+def _forget_run(path: Path) -> None:
+    """The run's state file removed, and its folder when no other run is noted there."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # fails while another run's note is there, as it should
+
+
+def reap_orphans() -> int:
+    """Kill what the runs of a driver that died (SIGKILL, OOM) left running; returns how many
+    processes were killed.  Called when a command starts; the state file of each dead driver goes."""
+    killed = 0
+    try:
+        notes = sorted(runs_dir().glob("*.json"))
+    except OSError:
+        return 0
+    for path in notes:
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+            driver, start, marker = int(note["driver"]), note["driver_start"], str(note["marker"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if start is not None and _start_time(driver) == start:
+            continue  # its driver still runs (another command): its runs are its own
+        needle = marker.encode()
+        for pid in _processes():
+            if pid != os.getpid() and _has_marker(pid, needle):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+        _forget_run(path)
+    return killed
+
+
+def temporary_prefix(kind: str) -> str:
+    """The name prefix of a temporary folder of this driver's (`tfbisect-KIND-PID.START-`): a
+    later command knows by it whether the driver that made it is gone (`sweep_temporary`)."""
+    me = os.getpid()
+    return f"tfbisect-{kind}-{me}.{_start_time(me)}-"
+
+
+def _live_driver(name: str) -> bool:
+    """Whether the folder `name` (made with `temporary_prefix`) belongs to a driver still running."""
+    try:
+        pid_text, start_text = name.split("-")[2].split(".")
+        pid = int(pid_text)
+    except (IndexError, ValueError):
+        return True  # not a name of ours: never touched
+    if start_text == "None":
+        return True
+    return _start_time(pid) == int(start_text) if start_text.isdigit() else True
+
+
+def sweep_temporary() -> int:
+    """Remove the temporary folders that drivers killed before they could clean up left behind;
+    returns how many went."""
+    removed = 0
+    try:
+        found = [p for p in Path(tempfile.gettempdir()).glob("tfbisect-*-*.*-*") if p.is_dir()]
+    except OSError:
+        return 0
+    for folder in found:
+        if not folder.is_symlink() and not _live_driver(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function that makes the child get SIGKILL when the thread that started it dies
+    (the driver killed with SIGKILL included), resolved here: after fork only a plain call runs."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the driver died before the line above: die now too
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def _become_subreaper() -> None:
@@ -309,6 +466,7 @@ def run_logged(
     kills the tree and raises `interrupt.Interrupted`: a killed run is never reported as finished.
     """
     interrupt.check()
+    _check_abandoned()
     _become_subreaper()
     start = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +476,7 @@ def run_logged(
         output = _Output(log, on_line)
         output.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
         process, tree, blocked = _start(command, child_env, cwd)
+        noted = _note_run(tree)
         assert process.stdout is not None
         pump = _Pump(process.stdout.fileno(), output)
         try:
@@ -325,6 +484,8 @@ def run_logged(
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(process.pid, None)
+            if noted is not None:
+                _forget_run(noted)
             # Everything of the tree is dead, so the pipe is closed unless something we could
             # not see holds it: wait a little, never for ever.
             drained = pump.finish()
@@ -362,6 +523,7 @@ def _start(
                 env=child_env,
                 cwd=cwd,
                 start_new_session=True,  # its own session and process group
+                preexec_fn=_DIE_WITH_PARENT,
             )
             tree = _Tree(process, child_env[MARKER_VARIABLE])
             _ACTIVE[process.pid] = tree
@@ -379,7 +541,7 @@ def _watch(
     timed_out = False
     try:
         interrupt.release(blocked)  # a signal that came meanwhile is handled here, with the kill armed
-        while process.poll() is None and not interrupt.stopping():
+        while process.poll() is None and not interrupt.stopping() and not _ABANDONED:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
@@ -392,12 +554,16 @@ def _watch(
         process.wait()
         if interrupt.stopping():
             raise interrupt.current()
+        _check_abandoned()  # killed because the machine failed: no result
     except BaseException:
         tree.kill_everything()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
         raise
     return timed_out, leftovers
+
+
+_DIE_WITH_PARENT = _die_with_parent()
 
 
 class _Pump:

@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
+from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
 from tfbisect.envs.environments import (
     TRACE_NAME,
@@ -119,6 +121,7 @@ class DockerBackend:
         user_base: str | None = None,
         engine: Engine | None = None,
         host: str | None = None,  # the engine's address (default: DOCKER_HOST's)
+        timeout: float | None = None,
     ) -> None:
         self.progress = progress
         self.host = host
@@ -131,13 +134,29 @@ class DockerBackend:
         self._bases: BaseImages | None = None
         self._connect_lock = threading.Lock()
         self._checks: dict[str, dict[str, object]] = {}
+        # The runner's --timeout: each container ends by it plus a grace, with or without the driver.
+        self.timeout = timeout
 
     @property
     def engine(self) -> Engine:
         with self._connect_lock:
             if self._engine is None:
                 self._engine = connect(self.progress, host=self.host)
+                # What an earlier, killed tfbisect left: containers past their deadline, and the
+                # ended step containers of its builds.
+                swept = self._engine.sweep_leftovers()
+                if swept:
+                    self.progress.say(f"removed {swept} container(s) an earlier tfbisect left behind")
             return self._engine
+
+    def deadline_options(self) -> list[str]:
+        """The run container's deadline as a label (see docker_containers.DEADLINE_LABEL); with
+        --keep-containers also a mark that leaves it, once ended, for debugging."""
+        if self.timeout is None:
+            return []
+        deadline = int(time.time() + self.timeout + CONTAINER_GRACE_SECONDS)
+        keep = ["--label", f"{KEEP_LABEL}=1"] if self.keep else []
+        return ["--label", f"{DEADLINE_LABEL}={deadline}", *keep]
 
     @property
     def bases(self) -> BaseImages:
@@ -294,13 +313,14 @@ class DockerBackend:
                 "--name",
                 name,
                 *RUN_OPTIONS,
+                *self.deadline_options(),
                 *(["--gpus", "all"] if gpu else []),
                 *environment_names(spec.env_vars()),
                 *mounts,
                 "--volume",
                 f"{results}:/out",
                 image.tag,
-                "python",
+                *watched(self.timeout),
                 *run,
             )
             if spec.flavour is Flavour.CUDA and not gpu:
@@ -586,24 +606,82 @@ def import_check(lock: Lock) -> str:
 def reproducible(argv: list[str], name: str, outdir: Path) -> str:
     """The run as a user can paste it: `docker run` in a throwaway container, the result in ./out."""
     at = argv.index("--name")
-    pasted = ["docker", *argv[1:at], "--rm", *argv[at + 2 :]]
+    pasted = ["docker", *argv[1:at], "--rm", *_unwatched(argv[at + 2 :])]
     return shlex.join(pasted).replace(str(outdir), "$PWD/out").replace(name, "tfbisect-repro")
+
+
+def _unwatched(words: list[str]) -> list[str]:
+    """A pasted run needs no deadline of a driver's: its labels and watchdog left out."""
+    out: list[str] = []
+    skip = 0
+    for i, word in enumerate(words):
+        if skip:
+            skip -= 1
+        elif word == "--label" and words[i + 1].startswith("tfbisect."):
+            skip = 1
+        elif word == "python" and words[i + 1 : i + 3] == ["-c", WATCHDOG]:
+            skip = 3  # -c WATCHDOG SECONDS: the `python` that follows runs the scenario
+        else:
+            out.append(word)
+    return out
+
+
+# A container outlives the driver's --timeout by at most this: the driver kills it at the timeout
+# itself; the watchdog inside (`watched`) is for a driver that is gone.
+CONTAINER_GRACE_SECONDS = 60
+# The container's first process under its init: runs the command and kills it at the deadline,
+# passing its exit status on as the init would (128+N for a signal).  Python, because every image
+# has it (a user's --base-image may lack coreutils' `timeout`); code for Python 3.6+.
+WATCHDOG = (
+    "import subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "try:\n"
+    "    code = child.wait(float(sys.argv[1]))\n"
+    "except subprocess.TimeoutExpired:\n"
+    "    child.kill()\n"
+    "    child.wait()\n"
+    "    code = -9\n"
+    "sys.exit(128 - code if code < 0 else code)\n"
+)
+
+
+def watched(timeout: float | None) -> list[str]:
+    """`python` with the run's in-container deadline in front of the scenario's arguments (no
+    --timeout known: `python` alone).
+
+    Why not `docker run --rm`: how a run ended is read from the container after its process ends
+    (`ended`: OOMKilled, whether it started), which `--rm` would race; the container is removed
+    right after that, and one whose driver died ends by this deadline and is removed by the next
+    tfbisect (`Containers.sweep_leftovers`, by its deadline label)."""
+    if timeout is None:
+        return ["python"]
+    return ["python", "-c", WATCHDOG, f"{timeout + CONTAINER_GRACE_SECONDS:g}", "python"]
 
 
 @dataclass(frozen=True)
 class DockerConfig:
     keep_containers: bool = False  # leave containers behind for debugging
     base_image: str | None = None  # a user-named base image
+    timeout: float | None = None  # the runner's --timeout: the containers' own deadline
 
 
 def _configure(options: Options) -> DockerConfig:
     base = option(options, "base_image")
-    return DockerConfig(bool(option(options, "keep_containers")), str(base) if base else None)
+    timeout = option(options, "timeout")
+    return DockerConfig(
+        bool(option(options, "keep_containers")),
+        str(base) if base else None,
+        float(timeout) if isinstance(timeout, int | float) else None,
+    )
 
 
 def _make(config: DockerConfig, context: Context) -> DockerBackend:
     return DockerBackend(
-        context.cache_dir, context.progress, keep=config.keep_containers, user_base=config.base_image
+        context.cache_dir,
+        context.progress,
+        keep=config.keep_containers,
+        user_base=config.base_image,
+        timeout=config.timeout,
     )
 
 

@@ -39,7 +39,7 @@ class BuildRequest:
     network: str = "host"
 
     def argv(self) -> list[str]:
-        args = ["build", "--network", self.network, "--file", str(self.dockerfile)]
+        args = ["build", "--force-rm", "--network", self.network, "--file", str(self.dockerfile)]
         args += ["--target", self.target, "--tag", self.tag]
         for key, value in self.build_args.items():
             args += ["--build-arg", f"{key}={value}"]
@@ -48,8 +48,9 @@ class BuildRequest:
         return shown(*args, str(self.context))
 
     def sdk_arguments(self) -> dict[str, Any]:
-        """`APIClient.build`'s arguments; `rm` and `forcerm` as the CLI's defaults (remove the
-        intermediate containers of a build that succeeds, keep the failing step's)."""
+        """`APIClient.build`'s arguments: `rm` and `forcerm` (`docker build --force-rm`) remove
+        the intermediate containers of every build, also of one that fails or is cancelled: a
+        failing `pip install` step's container holds gigabytes, and nothing else would remove it."""
         return {
             "path": str(self.context),
             "dockerfile": str(self.dockerfile),
@@ -59,7 +60,7 @@ class BuildRequest:
             "labels": dict(self.labels),
             "network_mode": self.network,
             "rm": True,
-            "forcerm": False,
+            "forcerm": True,
             "decode": True,
         }
 

@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,14 @@ from typing import Any
 from tfbisect.core import interrupt, jsonread
 from tfbisect.core.errors import DockerError
 from tfbisect.envs.docker_calls import FAILURES, EngineCalls, shown
+
+# Every run container carries its deadline (seconds since the epoch) as a label: after it, the
+# container is removed by whichever tfbisect next talks to the engine, even if its driver died.
+DEADLINE_LABEL = "tfbisect.deadline"
+KEEP_LABEL = "tfbisect.keep"  # --keep-containers: an ended one is left for debugging
+# A `docker build` step's container passes the Dockerfile's build arguments in its environment
+# and command; this one is tfbisect's own (Dockerfile: ARG WHEELS_URL).
+BUILD_MARK = "WHEELS_URL="
 
 
 @dataclass(frozen=True)
@@ -138,3 +147,43 @@ class Containers(EngineCalls):
         # A stop signal must not cut the removal short: it waits until the container is gone.
         with interrupt.held(), contextlib.suppress(*FAILURES):
             self.api.remove_container(name, force=True)
+
+    def sweep_leftovers(self) -> int:
+        """Remove what tfbisect left in the engine: run containers past their deadline (running or
+        not: their driver is gone or killed them already) and the ended containers of its own
+        builds (a build cancelled or killed before `forcerm` could act).  Returns how many went."""
+        removed = 0
+        now = time.time()
+        try:
+            runs = self.api.containers(all=True, filters={"label": DEADLINE_LABEL})
+            ended = self.api.containers(all=True, filters={"status": ["exited", "created", "dead"]})
+        except FAILURES:
+            return 0
+        for found in runs:
+            labels = found.get("Labels") or {}
+            try:
+                deadline = float(labels.get(DEADLINE_LABEL, "inf"))
+            except ValueError:
+                continue
+            kept = labels.get(KEEP_LABEL) == "1" and found.get("State") != "running"
+            if deadline < now and not kept:
+                removed += self._remove_quietly(str(found["Id"]))
+        for found in ended:
+            if DEADLINE_LABEL not in (found.get("Labels") or {}) and self._is_build_step(str(found["Id"])):
+                removed += self._remove_quietly(str(found["Id"]))
+        return removed
+
+    def _is_build_step(self, container: str) -> bool:
+        try:
+            config = self.api.inspect_container(container).get("Config") or {}
+        except FAILURES:
+            return False
+        words = [*(config.get("Env") or []), *(config.get("Cmd") or [])]
+        return any(isinstance(w, str) and BUILD_MARK in w for w in words)
+
+    def _remove_quietly(self, container: str) -> int:
+        try:
+            self.api.remove_container(container, force=True)
+        except FAILURES:
+            return 0
+        return 1

@@ -128,6 +128,9 @@ class Engine:
     def container_state(self, name: str) -> dict[str, object]:
         return self.containers.container_state(name)
 
+    def sweep_leftovers(self) -> int:
+        return self.containers.sweep_leftovers()
+
     def read_file(self, image: str, path: str, limit: int) -> bytes | None:
         return self.containers.read_file(image, path, limit)
 

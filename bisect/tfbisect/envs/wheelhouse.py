@@ -6,6 +6,7 @@ proxy's certificates).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -23,7 +24,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tfbisect.core import jsonread, loopback
-from tfbisect.core.errors import EnvironmentBuildError
+from tfbisect.core.errors import EnvironmentBuildError, MachineFaultError, machine_fault_in
 from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
 from tfbisect.envs.interpreters import find as find_python
@@ -127,11 +128,13 @@ class Wheelhouse:
                 f"wheels py{python}", f"fetching {len(missing)} wheels (log: {log_path})"
             ):
                 with open(log_path, "a") as log:
+                    before = log.tell()
                     done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
                 # Keep every wheel that arrived, even when another failed: nothing is fetched twice.
                 self._keep(out, missing, folder, index)
             lost = [p.key for p in missing if p.key not in index]
             if done.returncode != 0 or lost:
+                _raise_machine_fault(log_path, before, python)
                 raise EnvironmentBuildError(
                     f"Fetching wheels for Python {python} failed ({', '.join(lost) or 'see the log'}); "
                     f"the end of {log_path}:\n"
@@ -152,6 +155,18 @@ class Wheelhouse:
                     index[pin.key] = wheel.name
                     break
         write_text_atomic(folder / "index.json", json.dumps(index, indent=1, sort_keys=True))
+
+
+def _raise_machine_fault(log_path: Path, since: int, python: str) -> None:
+    """A fetch that failed because the machine did (`pip wheel` out of disk space) is no skip of
+    the version: raise MachineFaultError when this fetch's part of the log says so."""
+    with contextlib.suppress(OSError), open(log_path, "rb") as log:
+        log.seek(max(since, log.seek(0, os.SEEK_END) - (1 << 20)))  # its last MiB is plenty
+        fault = machine_fault_in(
+            log.read().decode("utf-8", "replace"), f"fetching wheels for Python {python}"
+        )
+        if fault is not None:
+            raise MachineFaultError(f"{fault.what} (see {log_path})", fault.todo)
 
 
 def _same(wheel_key: str, pin_key: str) -> bool:

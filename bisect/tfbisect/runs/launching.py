@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tfbisect.core import jsonread
-from tfbisect.core.errors import TfbisectError
+from tfbisect.core.errors import MACHINE_TODO, MachineFaultError, TfbisectError, machine_fault_in
 from tfbisect.core.outcome import Outcome
-from tfbisect.core.process import Finished, run_logged
+from tfbisect.core.process import Finished, run_logged, temporary_prefix
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord, classify, ran_on
 from tfbisect.core.resultfile import read_result
@@ -67,7 +67,8 @@ def launch_and_wait(
     progress = waiting.progress
     with (
         # A container's user may leave files the driver cannot remove unless it is root.
-        tempfile.TemporaryDirectory(prefix="tfbisect-run-", ignore_cleanup_errors=True) as tmp,
+        # Named for this driver, so that a later command removes it if the driver is killed.
+        tempfile.TemporaryDirectory(prefix=temporary_prefix("run"), ignore_cleanup_errors=True) as tmp,
         environments.launch(spec, scenario, prepared, Path(tmp), traced) as launch,
     ):
         progress.say(f"[{spec.label}] {doing} (timeout {waiting.timeout:g}s)")
@@ -81,6 +82,12 @@ def launch_and_wait(
         raw, unreadable = read_result(launch.results or Path(tmp))
         trace = read_json_object(launch.trace) if launch.trace else ({}, "")
         ended = environments.ended(launch, finished, raw is not None or unreadable is not None)
+    if finished.log_error is not None:
+        # The run's log is not whole because the machine failed (a full or read-only disk): what
+        # the run did is not judged, and the command ends with the fault.
+        raise MachineFaultError(
+            f"the machine failed during a run of {spec.label}: {finished.log_error}", MACHINE_TODO
+        )
     return Launched(launch, finished, raw, unreadable, ended, trace)
 
 
@@ -131,7 +138,14 @@ def record_of(cell: Cell, done: Launched, lock: Lock, extra: dict[str, object]) 
 
 
 def skip_record(cell: Cell, exc: TfbisectError) -> RunRecord:
-    """Infrastructure, not behaviour: a skip with its reason, that a later run retries."""
+    """Infrastructure, not behaviour: a skip with its reason, that a later run retries.
+
+    Raises MachineFaultError instead when the reason is the machine's (a full disk under `pip
+    wheel`, a node's engine out of space while pulling: "No such image"): no skip is stored for
+    a version that only a failing machine kept from being tested."""
+    fault = machine_fault_in(f"{exc.what}\n{exc.todo}", f"preparing {cell.spec.label}")
+    if fault is not None:
+        raise fault from exc
     return RunRecord(
         spec=cell.spec,
         scenario=cell.scenario.name,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tfbisect.core.errors import MachineFaultError, as_machine_fault
 from tfbisect.core.fsio import fine_stamp, now_iso, write_json_atomic
 from tfbisect.core.names import safe_component
 from tfbisect.core.progress import Progress
@@ -181,6 +182,19 @@ class Bisection:
             self.report.status = Status.INTERRUPTED
             self.trials.save()
             raise
+        except (MachineFaultError, OSError) as exc:
+            # The machine failed (a full or read-only disk): the search stops like on Ctrl-C,
+            # its log so far kept where it can still be written, and no version judged by it.
+            fault = as_machine_fault(exc)
+            self.trials.stop(kill=True)
+            self.report.status = Status.INTERRUPTED
+            try:
+                self.trials.save()
+            except OSError as unsaved:
+                fault.add_note(f"tfbisect: the bisection log could not be written either: {unsaved}")
+            if fault is exc:
+                raise
+            raise fault from exc
         finally:
             self.trials.stop()
         self.report.finished_at = now_iso()

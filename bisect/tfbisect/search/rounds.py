@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from tfbisect.core.process import kill_all
+from tfbisect.core.errors import MachineFaultError, as_machine_fault
+from tfbisect.core.process import abandon, kill_all
 from tfbisect.core.spec import EnvSpec
 from tfbisect.runs.workflow import RunResult
 
@@ -23,10 +24,17 @@ class RoundExecutor:
     """Runs rounds of at most `jobs` runs at a time through `execute`; `halt` kills every run
     in progress (default: every child process this driver started)."""
 
-    def __init__(self, execute: Execute, jobs: int, halt: Callable[[], None] = kill_all) -> None:
+    def __init__(
+        self,
+        execute: Execute,
+        jobs: int,
+        halt: Callable[[], None] = kill_all,
+        abandon: Callable[[MachineFaultError], None] = abandon,
+    ) -> None:
         self.execute = execute
         self.jobs = max(1, jobs)
         self.halt = halt
+        self.abandon = abandon
 
     def run(
         self,
@@ -47,12 +55,20 @@ class RoundExecutor:
                     result = future.result()
                     reported.add(i)
                     done(i, result)
-            except KeyboardInterrupt:
-                self.halt()
+            except (KeyboardInterrupt, MachineFaultError, OSError) as exc:
+                fault = None if isinstance(exc, KeyboardInterrupt) else as_machine_fault(exc)
+                if fault is not None:
+                    # The machine failed under one run: the others are killed now (never
+                    # judged), not waited for until their timeout.
+                    self.abandon(fault)
+                else:
+                    self.halt()
                 pool.shutdown(wait=True, cancel_futures=True)
                 for i, future in futures.items():
                     finished = future.done() and not future.cancelled() and future.exception() is None
                     if i not in reported and finished:
                         reported.add(i)
                         done(i, future.result())
+                if fault is not None and fault is not exc:
+                    raise fault from exc
                 raise

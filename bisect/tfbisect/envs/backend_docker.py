@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect import __version__
+from tfbisect.core import interrupt
 from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
@@ -40,7 +41,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
-from tfbisect.envs import locks
+from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
 from tfbisect.envs.environments import (
@@ -128,6 +129,7 @@ class DockerBackend:
         self._bases: BaseImages | None = None
         self._connect_lock = threading.Lock()
         self._checks: dict[str, dict[str, object]] = {}
+        self._in_use: set[str] = set()  # cache entries this process uses: the budget keeps them
 
     @property
     def engine(self) -> Engine:
@@ -206,32 +208,27 @@ class DockerBackend:
         return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
 
     def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
+        """Reuse the current image, else build it.  The engine tags an image only when its last
+        step (for CUDA, TF's loader check) succeeded, so a tagged image with this plan's hash is
+        a finished one; a build that failed has its wheels checked in full, and when one was
+        bad it is evicted, fetched again and the build tried once more."""
         spec = plan.spec
         nvidia = plan.below.tag if plan.below else None
+        self._in_use.add(f"image:{plan.tag}")
         if self._current(plan):
+            cache.touch(cache.image_mark(self.cache_dir, plan.tag, "prepared"))
             return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, False, nvidia)
         if plan.below is not None:
             # The NVIDIA image first: the CUDA one is built on top of its layers.
             self._ensure(plan.below, base, log_dir)
         stem = spec.key if plan.target != "nvidia" else f"nvidia-{plan.tag.split(':')[1]}"
         log_path = log_dir / f"{stem}.build.log"
-        # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
-        self.wheels.ensure(list(plan.fetch), spec.python, log_path)
-        requirements = self.cache_dir / "wheels" / "req"
-        requirements.mkdir(parents=True, exist_ok=True)
-        for name, text in plan.requirement_files().items():
-            write_text_atomic(requirements / name, text)
-        context = self.cache_dir / "context"
-        context.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
         what = "the NVIDIA image" if plan.target == "nvidia" else "the image"
-        with (
-            serve(self.cache_dir / "wheels") as url,
-            self.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
-        ):
-            finished = self.engine.build(
-                plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT
-            )
+        finished = self._build(plan, log_path, what)
+        damaged = finished.exit_code != 0 and not finished.timed_out and not interrupt.stopping()
+        if damaged and self.wheels.recheck(list(plan.fetch), spec.python):
+            self.progress.say(f"[{spec.label}] a cached wheel was damaged: fetching it again and rebuilding")
+            finished = self._build(plan, log_path, what)
         if finished.exit_code != 0:
             how = f"did not finish in {BUILD_TIMEOUT:g}s" if finished.timed_out else "failed"
             tail = finished.log_tail.splitlines()
@@ -241,7 +238,35 @@ class DockerBackend:
                 + "\n".join((failed_check or tail)[-15:]),
                 f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
             )
+        cache.touch(cache.image_mark(self.cache_dir, plan.tag, "prepared"))
         return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, True, nvidia)
+
+    def _build(self, plan: ImagePlan, log_path: Path, what: str) -> Finished:
+        """One build of the plan's image: its wheels fetched (budget and free space checked
+        first), served on loopback, the engine's build."""
+        spec = plan.spec
+        fetch = list(plan.fetch)
+        # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
+        have = self.wheels.cached(fetch, spec.python)
+        self._in_use.update(f"wheel:{path}" for path in have)
+        if len(have) < len(fetch):
+            cache.enforce_budget(self.cache_dir, self._in_use, self.progress.say, engine=self.engine)
+            needed = cache.WHEELS_ESTIMATE[plan.spec.flavour.value]
+            cache.require_free(self.cache_dir, needed, f"the wheels of TF {spec.tf_version}")
+        kept = self.wheels.ensure(fetch, spec.python, log_path)
+        self._in_use.update(f"wheel:{path}" for path in kept)
+        requirements = self.cache_dir / "wheels" / "req"
+        requirements.mkdir(parents=True, exist_ok=True)
+        for name, text in plan.requirement_files().items():
+            write_text_atomic(requirements / name, text)
+        context = self.cache_dir / "context"
+        context.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
+        with (
+            serve(self.cache_dir / "wheels") as url,
+            self.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
+        ):
+            return self.engine.build(plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT)
 
     def cuda_check(self, image: Image) -> dict[str, object] | None:
         """What TF's loader check found when `image` was built (None for a CPU image)."""
@@ -283,6 +308,7 @@ class DockerBackend:
         results.mkdir()
         results.chmod(0o777)
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
+        cache.touch(cache.image_mark(self.cache_dir, image.tag, "used"))
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
             argv = self.engine.command(
                 "run",

@@ -102,6 +102,9 @@ class Engine:
     def image_ids(self, reference: str) -> set[str]:
         return self.images.image_ids(reference)
 
+    def image_list(self, reference: str) -> list[tuple[str, int]]:
+        return self.images.image_list(reference)
+
     def remove_image(self, ref: str) -> None:
         self.images.remove_image(ref)
 

@@ -286,3 +286,75 @@ def test_the_budget_is_enforced_from_the_environment(tmp_path: Path, monkeypatch
     cache.enforce_budget(root, set(), said.append)
     assert not venv.exists()
     assert said and "budget" in said[-1]
+
+
+class _Engine:
+    """The two calls the inventory makes of an engine (a unit test of the listing logic)."""
+
+    def __init__(self, tags: list[str]) -> None:
+        self.tags = tags
+        self.removed: list[str] = []
+
+    def image_list(self, reference: str) -> list[tuple[str, int]]:
+        return [(t, 1000) for t in self.tags if t.startswith(f"{reference}:")]
+
+    def remove_image(self, ref: str) -> None:
+        self.removed.append(ref)
+
+
+def test_images_this_cache_never_prepared_are_listed_and_never_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    ours, theirs = "tfbisect:tf2.20.0-py3.11-cpu-aaa", "tfbisect:tf2.21.0-py3.11-cpu-bbb"
+    cache.touch(cache.image_mark(root, ours, "prepared"))
+    engine = _Engine([ours, theirs, "other:latest"])
+    found = cache.inventory(root, engine=engine)
+    images = {e.ref: e for e in found.entries if e.kind == "image"}
+    assert set(images) == {ours, theirs}
+    assert images[theirs].foreign and not images[ours].foreign
+    assert not images[ours].used  # prepared (a prefetch), never run: first to go
+    planned = cache.plan_prune(found.entries, now=time.time(), everything=True)
+    assert [e.ref for e in planned if e.kind == "image"] == [ours]
+    assert [e.ref for e in cache.plan_budget(found.entries, 0)] == [ours]
+    cache.evict(planned, root, engine=engine)
+    assert engine.removed == [ours]
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_cache_lists_the_engines_images(tmp_path: Path) -> None:
+    """Builds nothing: when an engine answers, `tfbisect cache` lists tfbisect's images on it."""
+    import subprocess
+    import sys
+
+    engine, why = cache.engine_or_none(Progress(quiet=True))
+    if engine is None:
+        pytest.skip(why)
+    tags = [t for ref in ("tfbisect", "tfbisect-nvidia") for t, _ in engine.image_list(ref)]
+    done = subprocess.run(
+        [sys.executable, "-m", "tfbisect", "--cache", str(tmp_path / "c"), "cache"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    for tag in tags:
+        assert tag in done.stdout
+    assert "no Docker engine answered" not in done.stdout
+
+
+def test_the_cache_command_lists_and_a_dry_run_removes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tfbisect.cli import main
+
+    root = tmp_path / "cache"
+    venv = _fake_cache(root, 1)
+    base = ["--cache", str(root), "--reports", str(tmp_path / "reports"), "-q", "cache"]
+    assert main(base) == 0
+    listed = capsys.readouterr().out
+    assert venv.name in listed and "(prepared, never run)" in listed and "total:" in listed
+    assert main([*base, "prune", "--older-than", "0m", "--dry-run"]) == 0
+    assert "would remove" in capsys.readouterr().out
+    assert venv.exists()
+    assert main([*base, "prune"]) == 2  # nothing said about what to remove: a usage error

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tfbisect.core.errors import StoreError, UsageError
+from tfbisect.core.errors import StoreError, TfbisectError, UsageError
 from tfbisect.core.fsio import file_lock, write_text_atomic
+from tfbisect.core.progress import Progress
 
 READY = ".tfbisect-ready"  # a venv whose install and check finished (its lock's sha256)
 USED = ".tfbisect-used"  # touched on each run in a venv
@@ -62,6 +63,9 @@ class Entry:
     used: bool = True  # False: prepared and never run (a prefetch nobody needed)
     path: Path | None = None  # None for an image
     ref: str = ""  # an image's tag
+    # An image of the engine that this cache folder never prepared (another cache's, a test's):
+    # listed, never pruned or evicted from here.
+    foreign: bool = False
 
     @property
     def key(self) -> str:
@@ -195,10 +199,11 @@ def _images(cache_dir: Path, engine: ImageEngine) -> list[Entry]:
     out = []
     for reference in ("tfbisect", "tfbisect-nvidia"):
         for tag, size in engine.image_list(reference):
-            used_mark = image_mark(cache_dir, tag, "used")
+            used_mark, prepared = image_mark(cache_dir, tag, "used"), image_mark(cache_dir, tag, "prepared")
             used = used_mark.is_file()
-            last = _mtime(used_mark) if used else _mtime(image_mark(cache_dir, tag, "prepared"))
-            out.append(Entry("image", tag, size, last, used, None, tag))
+            last = _mtime(used_mark) if used else _mtime(prepared)
+            foreign = not used and not prepared.is_file()
+            out.append(Entry("image", tag, size, last, used, None, tag, foreign))
     return out
 
 
@@ -242,7 +247,7 @@ def plan_prune(
 ) -> list[Entry]:
     """What `tfbisect cache prune` removes: everything, or what was last used more than
     `older_than` seconds ago, and/or all but the `keep_last` most recently used of each kind."""
-    candidates = [e for e in entries if e.key not in protect]
+    candidates = [e for e in entries if e.key not in protect and not e.foreign]
     if everything:
         return _order(candidates)
     chosen: dict[str, Entry] = {}
@@ -264,7 +269,15 @@ def plan_budget(entries: Sequence[Entry], budget: int, protect: frozenset[str] =
     are small and carry work: the budget leaves them to `prune`."""
     total = sum(e.size for e in entries)
     out: list[Entry] = []
-    for entry in _order(e for e in entries if e.kind in ("venv", "wheel", "image") and e.key not in protect):
+    evictable = [
+        e
+        for e in entries
+        if e.kind in ("venv", "wheel", "image")
+        and e.key not in protect
+        and not e.foreign
+        and ".partial-" not in e.name
+    ]
+    for entry in _order(evictable):
         if total <= budget:
             break
         out.append(entry)
@@ -354,6 +367,16 @@ def evict(
     if any(e.kind == "venv" for e in entries) and not any(e.kind == "uv" for e in entries):
         sweep_uv(cache_dir, now=time.time() if now is None else now, min_age=min_age)
     return Freed(tuple(entries), before, free_bytes(cache_dir))
+
+
+def engine_or_none(progress: Progress) -> tuple[ImageEngine | None, str]:
+    """The Docker engine when one answers (quietly), else None and why not."""
+    from tfbisect.envs.docker_engine import connect  # the docker SDK only when asked for
+
+    try:
+        return connect(progress, echo=False), ""
+    except TfbisectError as exc:
+        return None, exc.what
 
 
 # -- before a preparation -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from tfbisect import toxini
 from tfbisect.cli_parser import build_parser
 from tfbisect.commands import (
     bisect,
+    cache,
     gpu_check,
     lock,
     narrow,
@@ -32,10 +34,12 @@ from tfbisect.commands.report import Reports
 from tfbisect.core import argv as cmdline
 from tfbisect.core import interrupt, process
 from tfbisect.core.errors import ExitCode, MachineFaultError, TfbisectError, as_machine_fault
+from tfbisect.core.fsio import minute_of
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
+from tfbisect.envs import cache as budget
 from tfbisect.report import github
 from tfbisect.report import show as shown
 
@@ -56,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     process.reap_orphans()
     process.sweep_temporary()
     try:
+        if args.cache_budget:  # the backends read it before each preparation (envs/cache.py)
+            os.environ[budget.BUDGET_VARIABLE] = str(budget.parse_size(args.cache_budget))
         with interrupt.handled():
             return COMMANDS[args.command](options, progress)
     except (MachineFaultError, OSError) as exc:
@@ -136,6 +142,7 @@ OPTIONS: dict[str, Callable[[argparse.Namespace], Any]] = {
     "report": lambda a: _fields(report.ReportOptions, a, common=_common(a)),
     "gpu-check": lambda a: _fields(gpu_check.GpuCheckOptions, a, tf=tuple(a.tf or ()), common=_common(a)),
     "new": lambda a: _fields(new.NewOptions, a, write_as=new.Kind(a.write_as) if a.write_as else None),
+    "cache": lambda a: _fields(cache.CacheOptions, a, common=_common(a)),
 }
 
 
@@ -326,6 +333,39 @@ def cmd_new(options: new.NewOptions, progress: Progress) -> int:
     return done.exit_code
 
 
+def cmd_cache(options: cache.CacheOptions, progress: Progress) -> int:
+    found = cache.cache_command(options, progress)
+    if options.action == "list":
+        for entry in sorted(found.inventory.entries, key=lambda e: (e.kind, -e.last_used)):
+            emit(_cache_line(entry))
+        print(f"total: {_size(found.inventory.total)} in {len(found.inventory.entries)} entries")
+    else:
+        verb = "would remove" if options.dry_run else "removed"
+        for entry in found.planned:
+            emit(f"{verb}: {_cache_line(entry)}")
+        total = sum(e.size for e in found.planned)
+        print(f"{verb} {len(found.planned)} entries, {_size(total)}")
+        if found.freed is not None:
+            print(
+                f"free space where the cache lives: {_size(found.freed.free_before)} -> "
+                f"{_size(found.freed.free_after)} (statvfs; other writers count too)"
+            )
+    for note in found.inventory.notes:
+        emit(note)
+    return found.exit_code
+
+
+def _size(count: int) -> str:
+    return f"{count / 1000**3:.2f} GB" if count >= 1000**3 else f"{count / 1000**2:.1f} MB"
+
+
+def _cache_line(entry: budget.Entry) -> str:
+    when = minute_of(entry.last_used) if entry.last_used else "-"
+    state = "  (not prepared through this cache: left alone)" if entry.foreign else ""
+    state = state or ("" if entry.used else "  (prepared, never run)")
+    return f"{entry.kind:<6} {_size(entry.size):>10}  {when}  {entry.name}{state}"
+
+
 COMMANDS: dict[str, Callable[[Any, Progress], int]] = {
     "versions": cmd_versions,
     "run": cmd_run,
@@ -338,4 +378,5 @@ COMMANDS: dict[str, Callable[[Any, Progress], int]] = {
     "report": cmd_report,
     "gpu-check": cmd_gpu_check,
     "new": cmd_new,
+    "cache": cmd_cache,
 }

@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache", type=Path, default=None, help="venvs and images cache (default: ~/.cache/tfbisect)"
     )
+    parser.add_argument(
+        "--cache-budget",
+        metavar="SIZE",
+        help="keep the cache under SIZE (50G), least recently used first, before each preparation "
+        "(default: $TFBISECT_CACHE_BUDGET, else no limit)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_gpu_check,
         add_sweep,
         add_new,
+        add_cache,
     ):
         add(sub)
     return parser
@@ -298,6 +305,21 @@ def add_new(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     new.add_argument("--force", action="store_true", help="overwrite the file if it exists")
     new.add_argument("--api-url", default=github.API, help=argparse.SUPPRESS)
+
+
+def add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cache = sub.add_parser(
+        "cache", help="what tfbisect keeps (venvs, wheels, images, locks, traces); `cache prune` frees it"
+    )
+    cache.add_argument("action", nargs="?", choices=["list", "prune"], default="list")
+    cache.add_argument(
+        "--older-than", metavar="AGE", help="prune: what was last used before AGE ago (7d, 12h)"
+    )
+    cache.add_argument(
+        "--keep-last", type=int, metavar="N", help="prune: all but the N most recently used of each kind"
+    )
+    cache.add_argument("--all", action="store_true", help="prune: everything (what runs elsewhere too)")
+    cache.add_argument("--dry-run", action="store_true", help="prune: list what would go, remove nothing")
 
 
 def add_narrow_options(parser: argparse.ArgumentParser) -> None:

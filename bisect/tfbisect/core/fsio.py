@@ -42,6 +42,11 @@ def iso_z(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def minute_of(epoch: float) -> str:
+    """A file's time (seconds since the epoch) in UTC, to the minute, for listings: 2026-11-29 01:15Z."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

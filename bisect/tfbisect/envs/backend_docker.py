@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect import __version__
-from tfbisect.core import jsonread
+from tfbisect.core import interrupt, jsonread
 from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
@@ -41,7 +41,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import HARNESS, Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
 from tfbisect.core.versions import minor_line, python_sort_key
-from tfbisect.envs import locks
+from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
 from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
@@ -136,6 +136,7 @@ class DockerBackend:
         self._checks: dict[str, dict[str, object]] = {}
         # The runner's --timeout: each container ends by it plus a grace, with or without the driver.
         self.timeout = timeout
+        self.in_use: set[str] = set()  # cache entries this process uses: the budget keeps them
 
     @property
     def engine(self) -> Engine:
@@ -228,41 +229,28 @@ class DockerBackend:
         return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
 
     def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
+        """Reuse the current image (the engine tags one only when its last step, for CUDA TF's loader
+        check, succeeded), else build it; after a failed build a bad wheel is evicted and the build retried once."""
         spec = plan.spec
         nvidia = plan.below.tag if plan.below else None
+        self.in_use.add(f"image:{plan.tag}")
         if self._current(plan):
+            cache.touch(cache.image_mark(self.cache_dir, plan.tag, "prepared"))
             return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, False, nvidia)
         if plan.below is not None:
             # The NVIDIA image first: the CUDA one is built on top of its layers.
             self._ensure(plan.below, base, log_dir)
         stem = spec.key if plan.target != "nvidia" else f"nvidia-{plan.tag.split(':')[1]}"
         log_path = log_dir / f"{stem}.build.log"
-        # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
-        self.wheels.ensure(list(plan.fetch), spec.python, log_path)
-        requirements = self.cache_dir / "wheels" / "req"
-        requirements.mkdir(parents=True, exist_ok=True)
-        for name, text in plan.requirement_files().items():
-            write_text_atomic(requirements / name, text)
-        context = self.cache_dir / "context"
-        context.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
         what = "the NVIDIA image" if plan.target == "nvidia" else "the image"
-        with (
-            serve(self.cache_dir / "wheels") as url,
-            self.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
-        ):
-            finished = self.engine.build(
-                plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT
-            )
+        finished = build_image(self, plan, log_path, what)
+        damaged = finished.exit_code != 0 and not finished.timed_out and not interrupt.stopping()
+        if damaged and self.wheels.recheck(list(plan.fetch), spec.python):
+            self.progress.say(f"[{spec.label}] a cached wheel was damaged: fetching it again and rebuilding")
+            finished = build_image(self, plan, log_path, what)
         if finished.exit_code != 0:
-            how = f"did not finish in {BUILD_TIMEOUT:g}s" if finished.timed_out else "failed"
-            tail = finished.log_tail.splitlines()
-            failed_check = [line for line in tail if "TF loader check FAILED" in line]
-            raise EnvironmentBuildError(
-                f"Building {what} for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) {how}:\n"
-                + "\n".join((failed_check or tail)[-15:]),
-                f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
-            )
+            raise build_failure(spec, what, finished, log_path)
+        cache.touch(cache.image_mark(self.cache_dir, plan.tag, "prepared"))
         return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, True, nvidia)
 
     def cuda_check(self, image: Image) -> dict[str, object] | None:
@@ -307,6 +295,7 @@ class DockerBackend:
         results.mkdir()
         results.chmod(0o777)
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
+        cache.touch(cache.image_mark(self.cache_dir, image.tag, "used"))
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
             argv = self.engine.command(
                 "run",
@@ -388,6 +377,51 @@ def refuse_cuda(spec: EnvSpec, *, user_base: bool) -> None:
             f"name an image that has those libraries and Python {spec.python} with --base-image, "
             "or use --base cpu for this version.",
         )
+
+
+def build_image(backend: DockerBackend, plan: ImagePlan, log_path: Path, what: str) -> Finished:
+    """One build of the plan's image by the backend: its wheels fetched (budget and free space checked
+    first), served on loopback, the engine's build."""
+    spec = plan.spec
+    # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
+    have = backend.wheels.cached(list(plan.fetch), spec.python)
+    backend.in_use.update(f"wheel:{path}" for path in have)
+    if len(have) < len(plan.fetch):
+        cache.enforce_budget(backend.cache_dir, backend.in_use, backend.progress.say, engine=backend.engine)
+        needed = cache.WHEELS_ESTIMATE[spec.flavour.value]
+        cache.require_free(backend.cache_dir, needed, f"the wheels of TF {spec.tf_version}")
+    kept = backend.wheels.ensure(list(plan.fetch), spec.python, log_path)
+    backend.in_use.update(f"wheel:{path}" for path in kept)
+    context = stage_context(plan, backend.cache_dir)
+    with (
+        serve(backend.cache_dir / "wheels") as url,
+        backend.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
+    ):
+        return backend.engine.build(plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT)
+
+
+def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) -> EnvironmentBuildError:
+    how = f"did not finish in {BUILD_TIMEOUT:g}s" if finished.timed_out else "failed"
+    tail = finished.log_tail.splitlines()
+    failed_check = [line for line in tail if "TF loader check FAILED" in line]
+    return EnvironmentBuildError(
+        f"Building {what} for TF {spec.tf_version} ({spec.flavour.value}, Python {spec.python}) {how}:\n"
+        + "\n".join((failed_check or tail)[-15:]),
+        f"see the full build log at {log_path}; the version is recorded as skip, never good or bad.",
+    )
+
+
+def stage_context(plan: ImagePlan, cache_dir: Path) -> Path:
+    """Write what a build reads beside the wheels (requirement files, the CUDA check); the
+    build context's folder."""
+    requirements = cache_dir / "wheels" / "req"
+    requirements.mkdir(parents=True, exist_ok=True)
+    for name, text in plan.requirement_files().items():
+        write_text_atomic(requirements / name, text)
+    context = cache_dir / "context"
+    context.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
+    return context
 
 
 def nvidia_lock_bytes(spec: EnvSpec) -> bytes | None:

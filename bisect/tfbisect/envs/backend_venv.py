@@ -1,9 +1,13 @@
 """The venv backend: one cached virtual environment per lock, the scenario run in a subprocess.
 
 Environments live under the cache as `<lock name>-<lock sha[:12]>`; they are built in a
-temporary folder and renamed into place, so an interrupted install never looks finished.
-uv creates and fills them (its wheel cache hard-links files, so a second version costs
-seconds); Pythons uv cannot drive fall back to `python -m venv` and pip.
+temporary folder, checked (every pinned distribution installed) and only then marked ready
+(`.tfbisect-ready`, the lock's sha256) and renamed into place, so an interrupted install never
+looks finished and a folder without the marker is built again.  uv creates and fills them from
+tfbisect's own uv cache (`<cache>/uv`, not the user's: `tfbisect cache prune` can then free
+what only these venvs used); its files are hard-linked, so a second version costs seconds.
+Pythons uv cannot drive fall back to `python -m venv` and pip.  Before an install, the cache
+budget is enforced and the free space checked (envs/cache.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.limits import TOKEN_VARIABLES
@@ -23,12 +30,13 @@ from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
-from tfbisect.envs import interpreters
+from tfbisect.envs import cache, interpreters
 from tfbisect.envs.environments import TRACE_NAME, Context, Ended, Launch, Options, Registration, Traced
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec, uv_binary
+from tfbisect.envs.wheelhouse import pins
 
-READY = ".tfbisect-ready"
+READY = cache.READY
 
 
 class VenvBackend:
@@ -40,6 +48,7 @@ class VenvBackend:
         self.cache_dir = cache_dir
         self.progress = progress
         self.have = have
+        self._in_use: set[str] = set()  # the venvs this process prepared: never evicted by it
 
     def python_for(self, release: Release, pinned: str | None) -> str:
         wanted = release.cpython3
@@ -73,6 +82,7 @@ class VenvBackend:
             env.pop(leak, None)
         probes = traced.scenario_arguments() if traced is not None else []
         argv = [*self.command(prepared, scenario, outdir / "result.json"), *probes]
+        self._mark_used(prepared)
         variables = [f"{k}={v}" for k, v in spec.env_vars().items()]
         shown = [*variables, *self.command(prepared, scenario, Path("result.json")), *probes]
         if traced is None or traced.tracer is None:
@@ -84,6 +94,12 @@ class VenvBackend:
         argv = [python, tracer, *traced.tracer_arguments(str(trace)), *argv[1:]]
         shown[len(variables) : len(variables) + 1] = [python, tracer, *traced.tracer_arguments(TRACE_NAME)]
         yield Launch(argv=argv, env=env, extra={}, shown=shlex.join(shown), trace=trace)
+
+    def _mark_used(self, python: Path) -> None:
+        """The venv's last use, for `tfbisect cache` and the budget (only tfbisect's own venvs)."""
+        env = python.parent.parent
+        if env.parent == self.cache_dir / "venvs" and (env / READY).is_file():
+            cache.touch(env / cache.USED)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
         return Ended(exit_code=finished.exit_code)
@@ -100,15 +116,22 @@ class VenvBackend:
         target = self.env_dir(lock)
         python = target / "bin" / "python"
         ready = target / READY
-        if ready.is_file() and ready.read_text(encoding="utf-8").strip() == lock.sha256:
+        self._in_use.add(f"venv:{target}")
+        if ready.is_file() and ready.read_text(encoding="utf-8").strip() == lock.sha256 and python.exists():
             return python
+        cache.enforce_budget(self.cache_dir, self._in_use, self.progress.say)
+        cache.require_free(
+            self.cache_dir, cache.VENV_ESTIMATE[spec.flavour.value], f"a venv of TF {spec.tf_version}"
+        )
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         partial.parent.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{spec.key}.install.log"
         with self.progress.step(spec.label, f"installing {lock.path.name} into a new venv (log: {log_path})"):
             try:
-                finished = self._install(partial, lock, interpreter, log_path)
+                with cache.installing():
+                    finished = self._install(partial, lock, interpreter, log_path)
+                missing = [] if finished.exit_code != 0 else not_installed(partial, lock)
             except BaseException:  # interrupted: no half-built venv outlives the driver
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
@@ -120,6 +143,13 @@ class VenvBackend:
                     f"see the full log at {log_path}; check the network, or regenerate the lock with "
                     f"`tfbisect lock --tf {spec.tf_version} --python {spec.python}`.",
                 )
+            if missing:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise EnvironmentBuildError(
+                    f"Installing TF {spec.tf_version} on Python {spec.python} ended without "
+                    f"{', '.join(missing[:8])}" + (" and more" if len(missing) > 8 else "") + ".",
+                    f"see the full log at {log_path}; run again (the venv is built anew).",
+                )
             (partial / READY).write_text(lock.sha256 + "\n", encoding="utf-8")
             shutil.rmtree(target, ignore_errors=True)
             partial.replace(target)
@@ -127,7 +157,10 @@ class VenvBackend:
 
     def _install(self, target: Path, lock: Lock, interpreter: Interpreter, log_path: Path) -> Finished:
         uv = uv_binary()
-        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never")
+        # tfbisect's own uv cache, beside the venvs (hard links need one file system), so that
+        # `tfbisect cache prune` can free what only its venvs used without touching the user's.
+        uv_cache = str(self.cache_dir / cache.UV_CACHE)
+        env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=uv_cache)
         script = (
             f"set -e; {uv} venv --quiet --python {interpreter.path} {target}; "
             f"{uv} pip sync --python {target}/bin/python {lock.path}"
@@ -146,6 +179,24 @@ class VenvBackend:
         # A plain script runs under the harness, from the package's own file.
         run = scenario.arguments(str(scenario.path), str(harness_path()))
         return [str(python), *run, "--output", str(output)]
+
+
+def not_installed(env: Path, lock: Lock) -> list[str]:
+    """The lock's pins that have no installed distribution of their version in `env` (a venv's
+    own check before it is marked ready)."""
+    found: set[tuple[str, str]] = set()
+    for info in env.glob("lib/python*/site-packages/*.dist-info"):
+        name, _, version = info.name[: -len(".dist-info")].partition("-")
+        found.add((canonicalize_name(name), _normal(version)))
+    wanted = pins(lock.path.read_text(encoding="utf-8"))
+    return [p.key for p in wanted if (canonicalize_name(p.name), _normal(p.version)) not in found]
+
+
+def _normal(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
 
 
 @dataclass(frozen=True)

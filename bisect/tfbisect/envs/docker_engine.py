@@ -99,6 +99,9 @@ class Engine:
     def image_repo_digest(self, ref: str) -> str | None:
         return self.images.image_repo_digest(ref)
 
+    def image_list(self, reference: str) -> list[tuple[str, int]]:
+        return self.images.image_list(reference)
+
     def remove_image(self, ref: str) -> None:
         self.images.remove_image(ref)
 

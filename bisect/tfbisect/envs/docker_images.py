@@ -66,6 +66,18 @@ class Images(EngineCalls):
         digests = (self.image_inspect(ref) or {}).get("RepoDigests")
         return str(digests[0]) if isinstance(digests, list) and digests else None
 
+    def image_list(self, reference: str) -> list[tuple[str, int]]:
+        """(tag, bytes) of each image of that repository (`docker images REFERENCE`), for `tfbisect cache`."""
+        with self._calling(shown("images", "--filter", f"reference={reference}:*")):
+            found: Any = self.api.images(filters={"reference": f"{reference}:*"})
+        return [
+            (str(tag), int(image.get("Size") or 0))
+            for image in found
+            if isinstance(image, dict)
+            for tag in image.get("RepoTags") or []
+            if str(tag).startswith(f"{reference}:")
+        ]
+
     def remove_image(self, ref: str) -> None:
         argv = shown("image", "rm", "--force", ref)
         self._echo(argv)

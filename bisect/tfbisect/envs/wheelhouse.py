@@ -2,11 +2,18 @@
 images use it.  Images install from it over loopback during the build, so no wheel is ever
 copied into an image layer, and pip in the build needs no access to the index (or the
 proxy's certificates).
+
+Nothing unverified is kept: a wheel enters the cache only after its sha256 matched the lock's
+(a wheel pip built from a hash-checked sdist has no lock hash; its archive's CRCs are checked
+instead), and a kept wheel is checked again when its file changed since (size, inode), or when
+a build that used it failed: a bad one is evicted and fetched once more.  A wheel cut short by
+a full disk was once kept and broke every later build of its version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import json
 import os
@@ -14,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +74,43 @@ def pins(lock_text: str) -> list[Pin]:
     return found
 
 
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in chunks (a CUDA wheel is several GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def wheel_problem(path: Path, pin: Pin) -> str | None:
+    """Why `path` cannot be kept as `pin`'s wheel; None when it can."""
+    size = 0
+    try:
+        size = path.stat().st_size
+        if sha256_of(path) in pin.hashes:
+            return None
+        # Not the lock's file: only a wheel pip built here from the lock's (hash-checked) sdist
+        # may differ, and then every member's CRC must hold.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+            has_record = any(name.endswith(".dist-info/RECORD") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        return f"{path.name} ({size} bytes) is not a complete wheel ({exc}; cut short by a full disk?)"
+    if damaged is not None:
+        return f"{path.name} has a damaged member {damaged!r} ({size} bytes)"
+    if not has_record:
+        return f"{path.name} matches none of the lock's sha256 and has no RECORD"
+    return None
+
+
+def _stamp(path: Path) -> str:
+    """What changes when a kept file is replaced or cut: size and inode (not its mtime, which
+    marks its last use)."""
+    found = path.stat()
+    return f"{found.st_size}:{found.st_ino}"
+
+
 class Wheelhouse:
     """`<cache>/wheels/<python>/`: wheels per target Python, and an index of what is in them."""
 
@@ -81,6 +126,55 @@ class Wheelhouse:
         path = self.folder(python) / "index.json"
         return dict(jsonread.read(path, max_bytes=None)) if path.exists() else {}
 
+    def _verified(self, python: str) -> dict[str, str]:
+        path = self.folder(python) / "verified.json"
+        try:
+            return dict(json.loads(path.read_text())) if path.exists() else {}
+        except (ValueError, TypeError):
+            return {}  # unreadable: every wheel is checked again, nothing is trusted
+
+    def _save(self, folder: Path, index: dict[str, str], verified: dict[str, str]) -> None:
+        write_text_atomic(folder / "index.json", json.dumps(index, indent=1, sort_keys=True))
+        kept = {name: stamp for name, stamp in verified.items() if name in index.values()}
+        write_text_atomic(folder / "verified.json", json.dumps(kept, indent=1, sort_keys=True))
+
+    def _evict(self, folder: Path, index: dict[str, str], pin: Pin, why: str) -> None:
+        self.progress.say(f"wheel cache: {why}; removed, it is fetched again")
+        (folder / index.pop(pin.key)).unlink(missing_ok=True)
+
+    def _check_kept(
+        self, wanted: list[Pin], folder: Path, index: dict[str, str], verified: dict[str, str], *, full: bool
+    ) -> list[str]:
+        """Check the kept wheels of `wanted` (all of them when `full`, else those changed since
+        their check); evict the bad ones.  Returns the keys evicted."""
+        evicted = []
+        for pin in wanted:
+            name = index.get(pin.key)
+            if name is None:
+                continue
+            path = folder / name
+            if not full and path.is_file() and verified.get(name) == _stamp(path):
+                continue
+            problem = wheel_problem(path, pin) if path.is_file() else f"{name} is missing"
+            if problem is None:
+                verified[name] = _stamp(path)
+            else:
+                self._evict(folder, index, pin, problem)
+                evicted.append(pin.key)
+        return evicted
+
+    def recheck(self, wanted: list[Pin], python: str) -> list[str]:
+        """After a build or install that used these wheels failed: check every one in full and
+        evict the bad ones, so that the next `ensure` fetches them again.  The keys evicted."""
+        folder = self.folder(python)
+        if not folder.is_dir():
+            return []
+        with file_lock(folder / ".lock"):
+            index, verified = self._index(python), self._verified(python)
+            evicted = self._check_kept(wanted, folder, index, verified, full=True)
+            self._save(folder, index, verified)
+        return evicted
+
     def cached(self, wanted: list[Pin], python: str) -> list[Path]:
         """The wheel files of these pins that the cache holds now (none is fetched)."""
         folder = self.folder(python)
@@ -93,15 +187,26 @@ class Wheelhouse:
         folder = self.folder(python)
         folder.mkdir(parents=True, exist_ok=True)
         with file_lock(folder / ".lock"):
-            index = self._index(python)
-            missing = [p for p in wanted if p.key not in index or not (folder / index[p.key]).exists()]
+            index, verified = self._index(python), self._verified(python)
+            if self._check_kept(wanted, folder, index, verified, full=False):
+                self._save(folder, index, verified)
+            missing = [p for p in wanted if p.key not in index]
             if missing:
-                self._fetch(missing, python, folder, index, log_path)
-            return [folder / index[p.key] for p in wanted]
+                self._fetch(missing, python, folder, (index, verified), log_path)
+            found = [folder / index[p.key] for p in wanted]
+        for path in found:  # the last use, for `tfbisect cache` and the budget
+            os.utime(path)
+        return found
 
     def _fetch(
-        self, missing: list[Pin], python: str, folder: Path, index: dict[str, str], log_path: Path
+        self,
+        missing: list[Pin],
+        python: str,
+        folder: Path,
+        kept: tuple[dict[str, str], dict[str, str]],
+        log_path: Path,
     ) -> None:
+        index = kept[0]
         interpreter = find_python(python)
         if interpreter is None:
             raise EnvironmentBuildError(
@@ -130,8 +235,9 @@ class Wheelhouse:
                 with open(log_path, "a") as log:
                     before = log.tell()
                     done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-                # Keep every wheel that arrived, even when another failed: nothing is fetched twice.
-                self._keep(out, missing, folder, index)
+                # Keep every wheel that arrived whole, even when another failed: nothing good is
+                # fetched twice, nothing cut short is kept.
+                self._keep(out, missing, folder, kept)
             lost = [p.key for p in missing if p.key not in index]
             if done.returncode != 0 or lost:
                 _raise_machine_fault(log_path, before, python)
@@ -142,7 +248,10 @@ class Wheelhouse:
                     "check the network (or fill the wheel cache on a machine that has one), then run again.",
                 )
 
-    def _keep(self, out: Path, missing: list[Pin], folder: Path, index: dict[str, str]) -> None:
+    def _keep(
+        self, out: Path, missing: list[Pin], folder: Path, kept: tuple[dict[str, str], dict[str, str]]
+    ) -> None:
+        index, verified = kept
         arrived = {}
         for wheel in out.glob("*.whl"):
             name, version = wheel.name.split("-")[:2]
@@ -151,10 +260,15 @@ class Wheelhouse:
             for key, wheel in arrived.items():
                 if _same(key, pin.key):
                     self.fetched_bytes += wheel.stat().st_size
+                    problem = wheel_problem(wheel, pin)
+                    if problem is not None:
+                        self.progress.say(f"wheel cache: {problem}; not kept")
+                        break
                     shutil.move(str(wheel), folder / wheel.name)
                     index[pin.key] = wheel.name
+                    verified[wheel.name] = _stamp(folder / wheel.name)
                     break
-        write_text_atomic(folder / "index.json", json.dumps(index, indent=1, sort_keys=True))
+        self._save(folder, index, verified)
 
 
 def _raise_machine_fault(log_path: Path, since: int, python: str) -> None:

@@ -18,6 +18,8 @@ from tfbisect.core import scenario
 
 DEFAULT_TIMEOUT = 900.0  # seconds per run, the default of --timeout
 DEFAULT_PREFETCH = 2
+DEFAULT_PROVE = 10  # the top suspects a proof puts back one by one (--prove; 0: no proof)
+DEFAULT_PROVE_BUDGET = 30  # the patched runs a proof may make (--prove-budget)
 MAX_JOBS = 64  # the most --jobs (and --prefetch) allow
 
 # One option as the builder writes it: None or False leave it out, True is a bare flag, a
@@ -194,6 +196,8 @@ class BisectOptions:
     report: bool = False
     trace: bool = True
     narrow: bool = True
+    prove: int = DEFAULT_PROVE
+    prove_budget: int = DEFAULT_PROVE_BUDGET
     common: Common = Common()
 
     def to_argv(self) -> list[str]:
@@ -225,6 +229,8 @@ class BisectOptions:
                 ("--report", self.report),
                 ("--no-trace", not self.trace),
                 ("--no-narrow", not self.narrow),
+                ("--prove", unless(self.prove, DEFAULT_PROVE)),
+                ("--prove-budget", unless(self.prove_budget, DEFAULT_PROVE_BUDGET)),
             ],
         )
 
@@ -241,6 +247,8 @@ class NarrowOptions:
     base_image: str | None = None
     report: bool = False
     trace: bool = True
+    prove: int = DEFAULT_PROVE
+    prove_budget: int = DEFAULT_PROVE_BUDGET
     common: Common = Common()
 
     def to_argv(self) -> list[str]:
@@ -257,5 +265,7 @@ class NarrowOptions:
                 ("--force", self.force),
                 ("--report", self.report),
                 ("--no-trace", not self.trace),
+                ("--prove", unless(self.prove, DEFAULT_PROVE)),
+                ("--prove-budget", unless(self.prove_budget, DEFAULT_PROVE_BUDGET)),
             ],
         )

@@ -60,7 +60,7 @@ def venv_root(prepared: object) -> Path:
     if isinstance(prepared, Path) and (prepared.parent.parent / "pyvenv.cfg").is_file():
         return prepared.parent.parent
     raise TraceError(
-        "The proof is not supported yet for this backend: proof runs in venvs (a hard-linked copy).",
+        "This environment cannot be proven in: not supported yet: proof runs in venvs (a hard-linked copy).",
         "narrow with --backend venv to prove the suspects; their ranking stands without the proof.",
     )
 

@@ -5,7 +5,6 @@ proof's log section and words."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -314,7 +313,7 @@ def tree_hash(root: Path) -> str:
     for path in sorted(root.rglob("*")):
         digest.update(str(path.relative_to(root)).encode())
         if path.is_symlink():
-            digest.update(os.readlink(path).encode())
+            digest.update(str(path.readlink()).encode())
         elif path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -340,10 +339,10 @@ def test_a_patched_copy_leaves_the_cached_venv_byte_identical(tmp_path: Path) ->
     under = tmp_path / "copies"
     with venv_copy(venv, under) as copy:
         copied = copy / "lib" / "python3.8" / "site-packages" / "pkg"
-        assert os.stat(copied / "losses.py").st_ino == os.stat(site / "pkg" / "losses.py").st_ino  # linked
+        assert (copied / "losses.py").stat().st_ino == (site / "pkg" / "losses.py").stat().st_ino  # linked
         write_patches(copy, {PATH: OLD})
         assert (copied / "losses.py").read_text() == OLD
-        assert os.stat(copied / "losses.py").st_ino != os.stat(site / "pkg" / "losses.py").st_ino
+        assert (copied / "losses.py").stat().st_ino != (site / "pkg" / "losses.py").stat().st_ino
         assert not (copied / "__pycache__" / "losses.cpython-38.pyc").exists()  # no old bytecode
         assert (copied / "__pycache__" / "other.cpython-38.pyc").exists()
         with pytest.raises(TraceError):

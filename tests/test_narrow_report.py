@@ -680,7 +680,7 @@ def test_the_proven_cause_opens_every_view_with_its_patch(tmp_path: Path) -> Non
     assert f"proof:      {ANSWER}" in seen.bisect
     html = narrowing_html(seen.html)
     assert html.index("Proof: reverting") < html.index("Suspect changes")
-    assert 'id="narrow-proof-patch"' in seen.html and PROVEN.old_link in seen.html
+    assert 'id="narrow-proof-patch"' in seen.html and str(PROVEN.old_link) in seen.html
     assert "**Proof:** reverting" in seen.markdown and "```diff" in seen.markdown
     assert seen.matrix["bisection"]["narrowing"]["proof_answer"].startswith(ANSWER)
     assert seen.matrix["bisection"]["narrowing"]["proof"]["cause"] == list(PROVEN.cause)

@@ -398,6 +398,6 @@ class Narrower:
         self.narrowing.proof = proof
         if not self.narrowing.proof.proven and self.narrowing.proof.skipped:
             self.narrowing.notes.append(
-                NarrowNote.of(NoteCode.PROOF_FAILED, what=self.narrowing.proof.skipped, todo="")
+                NarrowNote.of(NoteCode.PROOF_FAILED, what=self.narrowing.proof.skipped)
             )
         self.save()

@@ -88,7 +88,7 @@ NOTE_FIELDS: dict[NoteCode, tuple[str, ...]] = {
     NoteCode.PASSING_UNTRACED: ("probe", "error"),
     NoteCode.UNTRACED_FAILED: ("probe", "error"),
     NoteCode.TRACE_FAILED: ("what", "todo"),
-    NoteCode.PROOF_FAILED: ("what", "todo"),
+    NoteCode.PROOF_FAILED: ("what",),
     NoteCode.BACKWARDS_IN_TIME: ("old", "old_uploaded", "new", "new_uploaded"),
 }
 

@@ -44,7 +44,14 @@ def scalar(action: argparse.Action, where: Path) -> str:
         script = where / "mine.py"
         script.write_text("")
         return str(script)
-    special = {"python": known_pythons()[-1], "jobs": "3", "prefetch": "5", "timeout": "120.5"}
+    special = {
+        "python": known_pythons()[-1],
+        "jobs": "3",
+        "prefetch": "5",
+        "timeout": "120.5",
+        "prove": "3",
+        "prove_budget": "12",
+    }
     return special.get(action.dest, f"v-{action.dest}")
 
 

@@ -27,9 +27,13 @@ from tfbisect.search.narrowlog import (
     NarrowNote,
     NarrowStatus,
     NoteCode,
+    Proof,
     Suspect,
     Suspects,
     TraceSummary,
+    Trial,
+    TrialKind,
+    Verdict,
 )
 from tfbisect.search.state import Class
 from tfbisect.search.steps import Step, StepOutcome
@@ -624,3 +628,71 @@ def test_a_short_window_centres_on_the_first_changed_line_that_ran() -> None:
         " c",
         "… 18 lines not shown",
     ]
+
+
+# ---- The proof opens the section ---------------------------------------------------------------
+
+PROVEN = Proof(
+    probe="gradient_eager_plain",
+    old="2.3.4",
+    new="2.4.0",
+    old_state="match",
+    new_state="mismatch",
+    trials=(
+        Trial(
+            TrialKind.REVERT,
+            ("tensorflow/python/ops/nn_ops.py:softmax",),
+            "2.4.0",
+            "mismatch",
+            Verdict.NO_FLIP,
+        ),
+        Trial(
+            TrialKind.REVERT,
+            ("tensorflow/python/keras/backend.py:categorical_crossentropy",),
+            "2.4.0",
+            "match",
+            Verdict.FLIPPED,
+        ),
+    ),
+    runs=2,
+    budget=30,
+    cause=("tensorflow/python/keras/backend.py:categorical_crossentropy",),
+    cause_kind=TrialKind.REVERT,
+    patch="--- a/tensorflow/python/keras/backend.py (v2.4.0)\n+++ b/tensorflow/python/keras/backend.py (v2.3.4)\n"
+    "@@ -1,2 +1,1 @@\n-  if hasattr(output, '_keras_logits'):\n   output = output",
+    old_link="https://github.com/tensorflow/tensorflow/blob/v2.3.4/tensorflow/python/keras/backend.py#L4800",
+)
+ANSWER = (
+    "reverting `tensorflow/python/keras/backend.py:categorical_crossentropy` to 2.3.4 restores the old "
+    "behaviour (mismatch → match)"
+)
+
+
+def test_the_proven_cause_opens_every_view_with_its_patch(tmp_path: Path) -> None:
+    seen = views(tmp_path, narrowing(proof=PROVEN))
+    assert seen.report.narrowing is not None and seen.report.narrowing.proof == PROVEN  # through the log
+    console = seen.console.splitlines()
+    assert console[2].startswith(f"proof: {ANSWER}")
+    assert "-  if hasattr(output, '_keras_logits'):" in seen.console
+    assert (
+        "reverting tensorflow/python/ops/nn_ops.py:softmax in 2.4.0: did not flip (mismatch)" in seen.console
+    )
+    assert f"proof:      {ANSWER}" in seen.bisect
+    html = narrowing_html(seen.html)
+    assert html.index("Proof: reverting") < html.index("Suspect changes")
+    assert 'id="narrow-proof-patch"' in seen.html and str(PROVEN.old_link) in seen.html
+    assert "**Proof:** reverting" in seen.markdown and "```diff" in seen.markdown
+    assert seen.matrix["bisection"]["narrowing"]["proof_answer"].startswith(ANSWER)
+    assert seen.matrix["bisection"]["narrowing"]["proof"]["cause"] == list(PROVEN.cause)
+
+
+def test_nothing_flipped_is_said_plainly(tmp_path: Path) -> None:
+    nothing = dataclasses.replace(
+        PROVEN, cause=(), cause_kind=None, patch="", trials=PROVEN.trials[:1], runs=1
+    )
+    seen = views(tmp_path, narrowing(proof=nothing))
+    assert (
+        "proof: nothing flipped: putting back the old code of the suspects (1 try, 1 run of a budget of 30)"
+        in seen.console
+    )
+    assert "Proof: nothing flipped" in narrowing_html(seen.html)

@@ -181,8 +181,14 @@ def test_nothing_published_between_says_what_the_index_lacks(tmp_path: Path) -> 
     found = report.narrowing
     assert found is not None and found.status is NarrowStatus.NOTHING_FINER
     assert found.candidates == [] and sorted(calls) == ["2.3.4", "2.4.0"]
-    assert [note.code for note in found.notes] == [NoteCode.RCS_DELETED, NoteCode.NIGHTLIES_GONE]
+    # 2.3.4 came out after 2.4.0: the dependency changes run backwards in time, said so (issue 19).
+    assert [note.code for note in found.notes] == [
+        NoteCode.RCS_DELETED,
+        NoteCode.NIGHTLIES_GONE,
+        NoteCode.BACKWARDS_IN_TIME,
+    ]
     notes = " | ".join(note_text(note) for note in found.notes)
+    assert "2.3.4 (uploaded 2021-" in notes and "run backwards in time" in notes
     assert "no release candidates of 2.4.0" in notes and "2.6.0rc0" in notes
     window = real.nightly_window()
     assert window is not None and f"nightlies on the index start at {window[0]}" in notes

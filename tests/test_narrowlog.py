@@ -67,6 +67,15 @@ SENTENCES: dict[NoteCode, tuple[dict[str, str], str]] = {
         {"what": "the trace is empty", "todo": "run it again"},
         "the trace is empty (what to do: run it again)",
     ),
+    NoteCode.PROOF_FAILED: (
+        {"what": "proof runs in venvs"},
+        "the suspects were not proven: proof runs in venvs",
+    ),
+    NoteCode.BACKWARDS_IN_TIME: (
+        {"old": "2.3.4", "old_uploaded": "2021-08-11", "new": "2.4.0", "new_uploaded": "2020-12-14"},
+        "the last good release 2.3.4 (uploaded 2021-08-11) was published after the first bad one 2.4.0 "
+        "(uploaded 2020-12-14): the dependency changes below run backwards in time",
+    ),
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfbisect import __version__, options
 from tfbisect.core import catalogue, scenario
-from tfbisect.core.argv import DEFAULT_TIMEOUT
+from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
 from tfbisect.report import github
@@ -328,6 +328,21 @@ def add_narrow_options(parser: argparse.ArgumentParser) -> None:
         dest="trace",
         action="store_false",
         help="narrow without the traced runs (no suspect code: builds and dependency changes only)",
+    )
+    parser.add_argument(
+        "--prove",
+        type=options.whole_number("--prove", 0, 100),
+        default=DEFAULT_PROVE,
+        metavar="N",
+        help=f"put the old code of the top N suspects back into a copy of the first bad venv and rerun the "
+        f"deciding probe, to prove which change did it (default {DEFAULT_PROVE}; 0: no proof)",
+    )
+    parser.add_argument(
+        "--prove-budget",
+        type=options.whole_number("--prove-budget", 1, 1000),
+        default=DEFAULT_PROVE_BUDGET,
+        metavar="RUNS",
+        help=f"the most probe runs the proof makes (default {DEFAULT_PROVE_BUDGET})",
     )
 
 

@@ -21,7 +21,7 @@ from tfbisect.commands.common import (
 from tfbisect.commands.narrow import Narrowed, run_narrowing
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
-from tfbisect.core.argv import DEFAULT_TIMEOUT, BisectOptions
+from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT, BisectOptions
 from tfbisect.core.errors import ExitCode, MachineFaultError
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
@@ -102,7 +102,8 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     for flavour, keras in itertools.product(flavours, variants):
         jobs = jobs_for(options.jobs, runner, choice, flavour)
         request = request_for(options, chosen, (flavour, keras), choice, jobs)
-        done.append(_variant(request, runner, progress, options.common.reports / "bisect", on_event))
+        proving = (options.prove, options.prove_budget)
+        done.append(_variant(request, runner, progress, options.common.reports / "bisect", on_event, proving))
     reports = options.common.reports
     written = write_reports(reports, chosen, reports) if options.report else None
     status = max((v.exit_code for v in done), default=DONE)
@@ -148,6 +149,7 @@ def _variant(
     progress: Progress,
     bisect_dir: Path,
     on_event: Callable[[Event], None],
+    prove: tuple[int, int] = (DEFAULT_PROVE, DEFAULT_PROVE_BUDGET),
 ) -> Variant:
     log_path = bisect_dir / bisection.log_name(request, bisect_dir)
     try:
@@ -159,7 +161,9 @@ def _variant(
     status = DONE
     narrowed = None
     if request.narrow and builds.applicable(report) is None:
-        narrowed = run_narrowing(report, request, runner, progress, log_path, trace=request.trace)
+        narrowed = run_narrowing(
+            report, request, runner, progress, log_path, trace=request.trace, prove=prove
+        )
         # The narrowing says what it could not do; it never turns the answer into a failure.
         on_event(narrowed)
     if report.status not in (bisectlog.Status.FOUND, bisectlog.Status.AMBIGUOUS):

@@ -11,7 +11,7 @@ from pathlib import Path
 from tfbisect.commands.common import DONE, FAILED, RunnerArgs, make_runner, newest
 from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
-from tfbisect.core.argv import DEFAULT_TIMEOUT, NarrowOptions
+from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT, NarrowOptions
 from tfbisect.core.errors import ExitCode, MachineFaultError, NarrowError, TfbisectError
 from tfbisect.core.progress import Progress
 from tfbisect.narrow import builds, narrower, wiring
@@ -53,6 +53,7 @@ def run_narrowing(
     log_path: Path,
     *,
     trace: bool,
+    prove: tuple[int, int] = (DEFAULT_PROVE, DEFAULT_PROVE_BUDGET),
 ) -> Narrowed:
     """Narrow; the exit status: 0, 1 when the builds between were not decisive, 13 (TRACE) when
     the traced runs failed.  A narrowing that cannot go on says why and keeps the bisection's
@@ -60,7 +61,12 @@ def run_narrowing(
     try:
         seams = wiring.runner_seams(report, request, runner, progress, log_path, force=runner.settings.force)
         found = narrower.Narrower(
-            report, request, seams, progress, log_path, narrower.NarrowOptions(trace=trace)
+            report,
+            request,
+            seams,
+            progress,
+            log_path,
+            narrower.NarrowOptions(trace=trace, prove=prove[0], prove_budget=prove[1]),
         ).run()
     except (KeyboardInterrupt, MachineFaultError) as exc:  # a failing machine is no narrowing's answer
         again = shlex.join(NarrowOptions(logfile=log_path).to_argv())
@@ -98,7 +104,15 @@ def narrow(options: NarrowOptions, progress: Progress, done: Callable[[Narrowed]
         registry_pull=options.registry_pull,
     )
     runner = make_runner(args, progress)
-    narrowed = run_narrowing(report, request, runner, progress, log_path, trace=options.trace)
+    narrowed = run_narrowing(
+        report,
+        request,
+        runner,
+        progress,
+        log_path,
+        trace=options.trace,
+        prove=(options.prove, options.prove_budget),
+    )
     done(narrowed)
     written = write_reports(reports, request.scenario, reports, bisect=log_path) if options.report else None
     return NarrowResult(narrowed, written, narrowed.exit_code)

@@ -19,6 +19,8 @@ from tfbisect.core import scenario
 
 DEFAULT_TIMEOUT = 900.0  # seconds per run, the default of --timeout
 DEFAULT_PREFETCH = 2
+DEFAULT_PROVE = 10  # the top suspects a proof puts back one by one (--prove; 0: no proof)
+DEFAULT_PROVE_BUDGET = 30  # the patched runs a proof may make (--prove-budget)
 MAX_JOBS = 64  # the most --jobs (and --prefetch) allow
 
 # One option as the builder writes it: None or False leave it out, True is a bare flag, a
@@ -217,6 +219,8 @@ class BisectOptions:
     report: bool = False
     trace: bool = True
     narrow: bool = True
+    prove: int = DEFAULT_PROVE
+    prove_budget: int = DEFAULT_PROVE_BUDGET
     common: Common = Common()
 
     def to_argv(self) -> list[str]:
@@ -248,6 +252,8 @@ class BisectOptions:
                 ("--report", self.report),
                 ("--no-trace", not self.trace),
                 ("--no-narrow", not self.narrow),
+                ("--prove", unless(self.prove, DEFAULT_PROVE)),
+                ("--prove-budget", unless(self.prove_budget, DEFAULT_PROVE_BUDGET)),
             ],
         )
 
@@ -267,6 +273,8 @@ class NarrowOptions:
     script: str | None = None  # None: as the bisection was given it
     bad_if_raises: tuple[str, ...] = ()  # (): as the bisection was given them
     trust_script: bool = False
+    prove: int = DEFAULT_PROVE
+    prove_budget: int = DEFAULT_PROVE_BUDGET
     common: Common = Common()
 
     def to_argv(self) -> list[str]:
@@ -286,5 +294,7 @@ class NarrowOptions:
                 ("--force", self.force),
                 ("--report", self.report),
                 ("--no-trace", not self.trace),
+                ("--prove", unless(self.prove, DEFAULT_PROVE)),
+                ("--prove-budget", unless(self.prove_budget, DEFAULT_PROVE_BUDGET)),
             ],
         )

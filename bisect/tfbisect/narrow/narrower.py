@@ -6,7 +6,9 @@
 2. the two environments the narrowed range ends at are compared by their locks (`dependencies`);
 3. the failing probe (and a probe that passes in the same environments) runs alone once more in
    both, traced (`traces`); both versions' sources of what ran are diffed and the hunks ranked
-   (`sources`, `diff`, `ranking`).
+   (`sources`, `diff`, `ranking`);
+4. the top suspects' old text is put back into a copy of the first new environment, one at a
+   time and then by delta debugging, until the probe's outcome flips back (`proof`).
 
 `Seams.save` gets the narrowing after every step (the caller keeps it in the bisection's log, so an
 interrupted narrowing loses nothing); `run` returns it.  `wiring.runner_seams` makes the seams
@@ -30,6 +32,7 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.builds import between_builds, notes_for, refuse_unless_applicable
 from tfbisect.narrow.dependencies import dependency_changes
+from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, ProofPlan, RunPatched, proof_of, unit_of
 from tfbisect.narrow.ranking import find_suspects
 from tfbisect.narrow.sources import read_places
 from tfbisect.narrow.traces import (
@@ -44,6 +47,7 @@ from tfbisect.narrow.traces import (
 from tfbisect.search.bisection import Execute, compare_url, ref_of
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest, Plan
+from tfbisect.search.judge import state_of
 from tfbisect.search.narrowlog import (
     SUSPECTS_KEPT,
     Build,
@@ -76,6 +80,8 @@ TraceProbes = Callable[[EnvSpec, Sequence[str], Sequence[str], bool], TracedRun]
 class NarrowOptions:
     trace: bool = True  # False: stop after the builds and the dependency changes
     packages: tuple[str, ...] = TRACED_PACKAGES
+    prove: int = DEFAULT_PROVE  # the top suspects the proof puts back (0: no proof)
+    prove_budget: int = DEFAULT_BUDGET  # the patched runs it may make
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Seams:
     sources: Callable[[EnvSpec], list[Path]]  # where the environment's installed sources are
     kept: KeptTraces  # the traces kept beside the log
     save: Callable[[Narrowing], None]  # keep the narrowing so far (the bisection's log)
+    run_patched: RunPatched | None = None  # the probe in a patched copy (None: no proof)
 
 
 class Narrower:
@@ -117,6 +124,7 @@ class Narrower:
         self.specs: dict[str, EnvSpec] = {}
         # The scenario cannot run one probe alone (one written before `--probe`): it is traced whole.
         self.whole = False
+        self.ends: tuple[RunRecord, RunRecord] | None = None  # the narrowed range's two records
 
     def save(self) -> None:
         self.seams.save(self.narrowing)
@@ -219,6 +227,17 @@ class Narrower:
     # -- 2. and 3. what else changed, and the code that ran --------------------------------
     def compare(self, low: Release, high: Release, old: RunRecord, new: RunRecord) -> None:
         old_spec, new_spec = self.specs[low.version], self.specs[high.version]
+        self.ends = (old, new)
+        if low.uploaded and high.uploaded and low.uploaded > high.uploaded:
+            self.narrowing.notes.append(
+                NarrowNote.of(
+                    NoteCode.BACKWARDS_IN_TIME,
+                    old=low.version,
+                    old_uploaded=low.uploaded[:10],
+                    new=high.version,
+                    new_uploaded=high.uploaded[:10],
+                )
+            )
         try:
             old_lock, new_lock = self.seams.lock_text(old_spec), self.seams.lock_text(new_spec)
         except (LockError, OSError) as exc:
@@ -280,7 +299,8 @@ class Narrower:
                 self.narrowing.trace = replace(self.trace_summary(), passing_probe=None)
         imported = set(failing.old.imported) | set(failing.new.imported)
         self.narrowing.dependencies = dependency_changes(old_lock, new_lock, imported)
-        self.suspects(failing, passing, old_spec, new_spec)
+        sources = self.suspects(failing, passing, old_spec, new_spec)
+        self.prove(old_spec, new_spec, failing, *sources)
         try:  # the yardstick of what tracing costs: last, so that its failure loses nothing
             untraced = self.seams.trace(new_spec, [] if self.whole else [summary.probe], [], False)
             self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
@@ -317,7 +337,8 @@ class Narrower:
 
     def suspects(
         self, failing: ProbeTraces, passing: ProbeTraces | None, old_spec: EnvSpec, new_spec: EnvSpec
-    ) -> None:
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The suspects ranked; back come both versions' sources of what ran (the proof's)."""
         last_old, first_new = self.narrowing.last_old, self.narrowing.first_new
         started = time.monotonic()
         packages = set(self.options.packages)
@@ -352,4 +373,55 @@ class Narrower:
         self.narrowing.trace = replace(
             self.trace_summary(), diff_seconds=round(time.monotonic() - started, 2)
         )
+        self.save()
+        return old_sources, new_sources
+
+    # -- 4. the proof: the old code put back ----------------------------------------------
+    def prove(
+        self,
+        old_spec: EnvSpec,
+        new_spec: EnvSpec,
+        failing: ProbeTraces,
+        old_sources: dict[str, str],
+        new_sources: dict[str, str],
+    ) -> None:
+        found, probe, ends = self.narrowing.suspects, self.trace_summary().probe, self.ends
+        if self.seams.run_patched is None or self.options.prove <= 0 or found is None or ends is None:
+            return
+        old_state, new_state = state_of(ends[0], probe), state_of(ends[1], probe)
+        if old_state is None or new_state is None:
+            return
+        units = [unit_of(s) for s in found.suspects if not s.documentation_only]
+        ran = set(failing.old.lines) | set(failing.new.lines)
+        files = sorted(
+            p for p in ran if p in old_sources and p in new_sources and old_sources[p] != new_sources[p]
+        )
+        plan = ProofPlan(
+            probe=probe,
+            old_spec=old_spec,
+            new_spec=new_spec,
+            old_state=old_state.name,
+            new_state=new_state.name,
+            old_sources=old_sources,
+            new_sources=new_sources,
+            units=tuple(dict.fromkeys(units))[: self.options.prove],
+            files=tuple(files),
+            budget=self.options.prove_budget,
+        )
+        last_old, first_new = self.narrowing.last_old, self.narrowing.first_new
+        refs = (
+            (last_old.ref if last_old else None) or old_spec.tf_version,
+            (first_new.ref if first_new else None) or new_spec.tf_version,
+        )
+        self.progress.say(f"proving: putting the old code of up to {len(plan.units)} suspects back")
+        proof = proof_of(plan, self.seams.run_patched, self.progress.say, refs)
+        if proof.proven:  # the cause's links at both refs: its suspect's, where it ranked
+            linked = next((s for s in found.suspects if unit_of(s).label == proof.cause[0]), None)
+            if linked is not None:
+                proof = replace(proof, old_link=linked.old_link, new_link=linked.new_link)
+        self.narrowing.proof = proof
+        if not self.narrowing.proof.proven and self.narrowing.proof.skipped:
+            self.narrowing.notes.append(
+                NarrowNote.of(NoteCode.PROOF_FAILED, what=self.narrowing.proof.skipped)
+            )
         self.save()

@@ -3,7 +3,7 @@ bisection log's file (the narrower itself runs nothing and writes nothing)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tfbisect.core.fsio import write_json_atomic
@@ -12,7 +12,9 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.registry import traced_spec
 from tfbisect.narrow.narrower import Seams
+from tfbisect.narrow.proof import PatchedRun
 from tfbisect.narrow.traces import KeptTraces
+from tfbisect.runs.patched import PatchedRuns
 from tfbisect.runs.tracing import TraceRun
 from tfbisect.runs.workflow import Runner
 from tfbisect.search.bisection import Bisection, Execute
@@ -62,6 +64,11 @@ def runner_seams(
             traced_spec(spec), scenario, probes, packages, traced=traced, window_only=bool(probes)
         )
 
+    patched = PatchedRuns(runner)
+
+    def run_patched(spec: EnvSpec, probe: str, patches: Mapping[str, str]) -> PatchedRun:
+        return patched.run(traced_spec(spec), scenario, probe, patches=patches)
+
     return Seams(
         catalogue=runner.catalogue,
         place=lambda release: place_release(request, release, runner.environment),
@@ -72,4 +79,5 @@ def runner_seams(
         sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
         kept=KeptTraces(traces_folder(log_path), force=force),
         save=log_saver(report, log_path),
+        run_patched=None if execute is not None else run_patched,
     )

@@ -25,9 +25,13 @@ from tfbisect.search.narrowlog import (
     NarrowNote,
     NarrowStatus,
     NoteCode,
+    Proof,
     Suspect,
     Suspects,
     TraceSummary,
+    Trial,
+    TrialKind,
+    Verdict,
 )
 from tfbisect.search.state import Class
 from tfbisect.search.steps import Step
@@ -434,6 +438,11 @@ NOTE_WORDS: dict[NoteCode, str] = {
     ),
     NoteCode.UNTRACED_FAILED: "the untraced run of {probe} failed: {error}",
     NoteCode.TRACE_FAILED: "{what} (what to do: {todo})",
+    NoteCode.PROOF_FAILED: "the suspects were not proven: {what}",
+    NoteCode.BACKWARDS_IN_TIME: (
+        "the last good release {old} (uploaded {old_uploaded}) was published after the first bad one "
+        "{new} (uploaded {new_uploaded}): the dependency changes below run backwards in time"
+    ),
 }
 
 
@@ -556,3 +565,62 @@ def suspect_facts(suspect: Suspect) -> str:
     if suspect.documentation_only:
         facts.append("documentation only")
     return "; ".join(facts)
+
+
+# ---- The proof: what was put back and what it did ------------------------------------------------
+
+
+def _transition(proof: Proof) -> str:
+    return f"{proof.new_state} → {proof.old_state}"
+
+
+def proof_answer(proof: Proof) -> str:
+    """The proof's one sentence: the proven cause, or plainly that nothing flipped."""
+    runs = f"{proof.runs} run{'s' if proof.runs != 1 else ''}"
+    if proof.proven and proof.cause_kind is TrialKind.REVERT:
+        units = ", ".join(f"`{unit}`" for unit in proof.cause)
+        also = (
+            f"; its {proof.new} text in {proof.old} turns it too ({proof.old_state} → {proof.new_state}): "
+            "confirmed necessary and sufficient"
+            if proof.sufficient
+            else ": confirmed necessary"
+        )
+        return f"reverting {units} to {proof.old} restores the old behaviour ({_transition(proof)}){also} ({runs})"
+    if proof.proven:
+        return (
+            f"{proof.cause[0]} in the {proof.new} environment restores the old behaviour "
+            f"({_transition(proof)}): the change came with that package ({runs})"
+        )
+    if proof.skipped:
+        return f"nothing was proven: {proof.skipped}"
+    tried = len(proof.trials)
+    return (
+        f"nothing flipped: putting back the old code of the suspects ({tried} tr{'ies' if tried != 1 else 'y'}, "
+        f"{runs} of a budget of {proof.budget}) left {proof.probe} at {proof.new_state} on {proof.new}"
+    )
+
+
+_VERDICT_WORDS = {
+    Verdict.FLIPPED: "flipped",
+    Verdict.NO_FLIP: "did not flip",
+    Verdict.INCONCLUSIVE: "inconclusive",
+    Verdict.NOT_TESTABLE: "not testable",
+}
+
+
+def trial_text(trial: Trial) -> str:
+    """One try: "reverting X in 2.4.0: did not flip (mismatch)"."""
+    what = ", ".join(trial.units)
+    doing = {
+        TrialKind.REVERT: f"reverting {what} in {trial.environment}",
+        TrialKind.APPLY: f"applying the new {what} in {trial.environment}",
+        TrialKind.TRANSPLANT_OLD: f"{what} in {trial.environment}",
+        TrialKind.TRANSPLANT_NEW: f"{what} in {trial.environment}",
+    }[trial.kind]
+    if trial.verdict is Verdict.INCONCLUSIVE:
+        alone = " alone" if len(trial.units) == 1 else ""
+        return f"{doing}: inconclusive: reverting {what}{alone} fails with {trial.error or trial.outcome}"
+    if trial.verdict is Verdict.NOT_TESTABLE:
+        return f"{doing}: not testable: {trial.error or '?'}"
+    stored = ", stored" if trial.reused else ""
+    return f"{doing}: {_VERDICT_WORDS[trial.verdict]} ({trial.outcome}{stored})"

@@ -75,4 +75,6 @@ def render(data: ReportData) -> str:
         limits_text=findings.limits_text,
         suspects_heading=findings.suspects_heading,
         suspect_facts=findings.suspect_facts,
+        proof_answer=findings.proof_answer,
+        trial_text=findings.trial_text,
     )

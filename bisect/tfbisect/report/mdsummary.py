@@ -14,7 +14,7 @@ from tfbisect.core.textsafe import clip, printable
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
 from tfbisect.search.bisectlog import BisectReport, Status
-from tfbisect.search.narrowlog import DependencyChange, Suspect
+from tfbisect.search.narrowlog import DependencyChange, Proof, Suspect
 
 # GitHub refuses comment bodies over 65,536 characters; stay clear of it.
 LIMIT = 60_000
@@ -240,7 +240,34 @@ def _bisection(b: BisectReport) -> list[str]:
         below = narrowdata.safe_link(b.narrowing.compare_url)
         link = f" · [compare]({below})" if below else ""
         lines.append(f"**Below the releases:** {escape(findings.narrowing_finding(b))}{link}")
+        lines += _proof(b.narrowing.proof)
     return [*lines, ""]
+
+
+def _proof(proof: Proof | None) -> list[str]:
+    """The proven cause (or that nothing flipped), with the patch that restores the old behaviour."""
+    if proof is None:
+        return []
+    links = [
+        f"[{escape(label)}]({link})"
+        for label, link in ((proof.old, proof.old_link), (proof.new, proof.new_link))
+        if link
+    ]
+    at = f" · {' · '.join(links)}" if links else ""
+    lines = [f"**Proof:** {escape(findings.proof_answer(proof))}{at}"]
+    if proof.patch:
+        fence = "`" * max(3, max((len(run) for run in re.findall("`+", proof.patch)), default=0) + 1)
+        lines += [
+            "",
+            "<details><summary>The patch that restores the old behaviour</summary>",
+            "",
+            f"{fence}diff",
+            proof.patch,
+            fence,
+            "",
+            "</details>",
+        ]
+    return lines
 
 
 def _suspect_changes(b: BisectReport, most: int, excerpt: int) -> list[str]:

@@ -428,6 +428,8 @@ def narrowing_summary(narrowing: Narrowing) -> dict[str, Any]:
     found["notes"] = [findings.note_text(note) for note in narrowing.notes]
     if narrowing.trace is not None and narrowing.trace.error is not None:
         found["trace"]["error"] = findings.note_text(narrowing.trace.error)
+    if narrowing.proof is not None:  # the answer first, in words
+        found["proof_answer"] = findings.proof_answer(narrowing.proof)
     return found
 
 

@@ -18,7 +18,7 @@ from tfbisect.core.versions import python_sort_key
 from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.search.bisectlog import BisectReport, Status, Step
-from tfbisect.search.narrowlog import NarrowStatus
+from tfbisect.search.narrowlog import NarrowStatus, Proof, Verdict
 from tfbisect.search.sweep import Cell
 
 MARK = style.MARK  # outcome -> "✗ reproduced" ...
@@ -156,6 +156,8 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
     if report.narrowing is not None:
         # The narrowing's answer in short; `narrowing_text` (and `bisect log`) has all of it.
         lines.append(f"below the releases: {_one_line(findings.narrowing_finding(report))}")
+        if report.narrowing.proof is not None:
+            lines.append(f"  proof:      {_one_line(findings.proof_answer(report.narrowing.proof), 1000)}")
         compare = narrowdata.safe_link(report.narrowing.compare_url)
         if compare and report.narrowing.status is NarrowStatus.NARROWED:
             lines.append(f"  compare:    {compare}")
@@ -316,6 +318,31 @@ def _flat(report: BisectReport) -> BisectReport:
     )
 
 
+PATCH_LINES_SHOWN = 60  # the proven patch in the terminal; the log and the reports have all of it
+
+
+def _proof_lines(proof: Proof | None) -> list[str]:
+    """The proof first: its answer, the patch that restores the old behaviour, what did not flip."""
+    if proof is None:
+        return []
+    lines = [f"proof: {_one_line(findings.proof_answer(proof), 1000)}"]
+    for label, link in ((proof.old, proof.old_link), (proof.new, proof.new_link)):
+        if link:
+            lines.append(f"  at {_one_line(label, 40)}: {link}")
+    if proof.patch:
+        patch = proof.patch.split("\n")
+        lines.extend(f"    {_one_line(line, 300)}" for line in patch[:PATCH_LINES_SHOWN])
+        if len(patch) > PATCH_LINES_SHOWN:
+            lines.append(
+                f"    … {len(patch) - PATCH_LINES_SHOWN} more lines (see the log or the HTML report)"
+            )
+    tried = [t for t in proof.trials if t.verdict is not Verdict.FLIPPED]
+    if tried:
+        lines.append("  tried, did not flip:" if proof.proven else "  tried:")
+        lines.extend(f"    - {_one_line(findings.trial_text(t), 400)}" for t in tried[:30])
+    return lines
+
+
 def narrowing_text(report: BisectReport, log_path: Path | None = None, *, steps: bool = True) -> str:
     """The narrowing below the releases, for the terminal: the narrowed range, the builds tried,
     the notes, the dependency changes, the traced runs and the top suspects, then what tracing
@@ -330,6 +357,7 @@ def narrowing_text(report: BisectReport, log_path: Path | None = None, *, steps:
     lines = [
         f"below the releases (last {t_old} {_one_line(old)}, first {t_new} {_one_line(new)}): {n.status.value}",
         _one_line(findings.narrowing_finding(report), 1000),
+        *_proof_lines(n.proof),
     ]
     for label, build in ((f"last {t_old}:", n.last_old), (f"first {t_new}:", n.first_new)):
         if build is not None:

@@ -66,6 +66,8 @@ class NoteCode(enum.StrEnum):
     PASSING_UNTRACED = "passing_untraced"  # the passing probe's traces failed
     UNTRACED_FAILED = "untraced_failed"  # the untraced yardstick run failed
     TRACE_FAILED = "trace_failed"  # a trace's error (`TraceSummary.error`): what failed, what to do
+    PROOF_FAILED = "proof_failed"  # the proof could not run at all (its environment, its backend)
+    BACKWARDS_IN_TIME = "backwards_in_time"  # the last old release was published after the first new
 
 
 NOTE_FIELDS: dict[NoteCode, tuple[str, ...]] = {
@@ -83,6 +85,8 @@ NOTE_FIELDS: dict[NoteCode, tuple[str, ...]] = {
     NoteCode.PASSING_UNTRACED: ("probe", "error"),
     NoteCode.UNTRACED_FAILED: ("probe", "error"),
     NoteCode.TRACE_FAILED: ("what", "todo"),
+    NoteCode.PROOF_FAILED: ("what",),
+    NoteCode.BACKWARDS_IN_TIME: ("old", "old_uploaded", "new", "new_uploaded"),
 }
 
 
@@ -400,6 +404,139 @@ class Suspects:
         )
 
 
+# ---- The proof: reverts and transplants tried, read back defensively ---------------------------
+
+PATCH_CHARS_MAX = 40_000  # a minimal patch shown in the report (a few functions' diff)
+TRIALS_MAX = 200  # a proof runs at most its budget (30 by default); an edited log is cut here
+
+
+class TrialKind(enum.StrEnum):
+    REVERT = "revert"  # old text put into a copy of the first new environment
+    APPLY = "apply"  # new text put into a copy of the last old environment
+    TRANSPLANT_OLD = "transplant_old"  # the package at its old version in the first new environment
+    TRANSPLANT_NEW = "transplant_new"  # the package at its new version in the last old environment
+
+
+class Verdict(enum.StrEnum):
+    FLIPPED = "flipped"  # the outcome turned to the other end's: confirmed
+    NO_FLIP = "no_flip"  # the outcome stayed as it was
+    INCONCLUSIVE = "inconclusive"  # the patched code failed otherwise (ImportError, NameError, …)
+    NOT_TESTABLE = "not_testable"  # it could not be set up (a pin that does not install)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One patched run of the deciding probe (or its stored result)."""
+
+    kind: TrialKind
+    units: tuple[str, ...]  # "path:function" (a revert), or "name old -> new" (a transplant)
+    environment: str  # the TF version whose environment's copy ran it
+    outcome: str  # the probe's state there ("match", "error: NameError: …")
+    verdict: Verdict
+    reused: bool = False  # a stored result: no run
+    error: str | None = None  # why it is inconclusive or not testable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "units": list(self.units),
+            "environment": self.environment,
+            "outcome": self.outcome,
+            "verdict": self.verdict.value,
+            "reused": self.reused,
+            "error": self.error,
+        }
+
+    @classmethod
+    def read(cls, data: object) -> Trial | None:
+        if not isinstance(data, dict):
+            return None
+        kind, verdict = data.get("kind"), data.get("verdict")
+        if kind not in tuple(TrialKind) or verdict not in tuple(Verdict):
+            return None
+        units = data.get("units")
+        return cls(
+            kind=TrialKind(kind),
+            units=tuple(_text(u) or "?" for u in (units if isinstance(units, list) else [])[:50]),
+            environment=_text(data.get("environment")) or "?",
+            outcome=_text(data.get("outcome")) or "?",
+            verdict=Verdict(verdict),
+            reused=data.get("reused") is True,
+            error=_text(data.get("error")),
+        )
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What was put back and what it did: the proven cause (if any flipped) first."""
+
+    probe: str  # the deciding probe
+    old: str  # the last old build's version, and the probe's state there
+    new: str
+    old_state: str
+    new_state: str
+    trials: tuple[Trial, ...]
+    runs: int  # patched runs made now (stored ones reused are not counted)
+    budget: int
+    cause: tuple[str, ...] = ()  # the minimal units (or the package) whose revert flips the outcome
+    cause_kind: TrialKind | None = None  # REVERT (code) or TRANSPLANT_OLD (a package)
+    sufficient: bool = False  # the new text of the cause in the old environment flips it too
+    patch: str = ""  # the cause as a unified diff (new -> old: it restores the old behaviour)
+    old_link: str | None = None  # the cause's first unit at both refs (GitHub only)
+    new_link: str | None = None
+    skipped: str | None = None  # why no code was tried (not a venv, nothing to revert)
+
+    @property
+    def proven(self) -> bool:
+        return bool(self.cause)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "old": self.old,
+            "new": self.new,
+            "old_state": self.old_state,
+            "new_state": self.new_state,
+            "trials": [trial.to_dict() for trial in self.trials],
+            "runs": self.runs,
+            "budget": self.budget,
+            "cause": list(self.cause),
+            "cause_kind": self.cause_kind.value if self.cause_kind else None,
+            "sufficient": self.sufficient,
+            "patch": self.patch,
+            "old_link": self.old_link,
+            "new_link": self.new_link,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def read(cls, data: object) -> Proof | None:
+        """A proof from a log, or None: wrong types fall back to nothing, links are GitHub's."""
+        if not isinstance(data, dict):
+            return None
+        listed = data.get("trials")
+        trials = [Trial.read(t) for t in (listed if isinstance(listed, list) else [])[:TRIALS_MAX]]
+        cause = data.get("cause")
+        kind = data.get("cause_kind")
+        return cls(
+            probe=_text(data.get("probe")) or "?",
+            old=_text(data.get("old")) or "?",
+            new=_text(data.get("new")) or "?",
+            old_state=_text(data.get("old_state")) or "?",
+            new_state=_text(data.get("new_state")) or "?",
+            trials=tuple(t for t in trials if t is not None),
+            runs=_count(data.get("runs")),
+            budget=_count(data.get("budget")),
+            cause=tuple(_text(c) or "?" for c in (cause if isinstance(cause, list) else [])[:50]),
+            cause_kind=TrialKind(kind) if kind in tuple(TrialKind) else None,
+            sufficient=data.get("sufficient") is True,
+            patch=_text(data.get("patch"), PATCH_CHARS_MAX) or "",
+            old_link=safe_link(data.get("old_link")),
+            new_link=safe_link(data.get("new_link")),
+            skipped=_text(data.get("skipped")),
+        )
+
+
 @dataclass
 class Narrowing:
     """The narrowing of one bisection's change point."""
@@ -416,6 +553,7 @@ class Narrowing:
     dependencies: list[DependencyChange] = field(default_factory=list)
     trace: TraceSummary | None = None
     suspects: Suspects | None = None  # cut to SUSPECTS_KEPT
+    proof: Proof | None = None  # the reverts and transplants tried (narrow/proof.py)
     started_at: str = ""
     finished_at: str = ""
 
@@ -447,6 +585,7 @@ class Narrowing:
             "dependencies": [change.to_dict() for change in self.dependencies],
             "trace": self.trace.to_dict() if self.trace else None,
             "suspects": self.suspects.to_dict() if self.suspects else None,
+            "proof": self.proof.to_dict() if self.proof else None,
             "runs": self.runs,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
@@ -476,6 +615,7 @@ class Narrowing:
             dependencies=[DependencyChange.from_dict(d) for d in data.get("dependencies", [])],
             trace=TraceSummary.from_dict(data["trace"]) if data.get("trace") else None,
             suspects=Suspects.read(data.get("suspects")),
+            proof=Proof.read(data.get("proof")),
             started_at=str(data.get("started_at", "")),
             finished_at=str(data.get("finished_at", "")),
         )

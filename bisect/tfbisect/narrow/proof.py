@@ -1,0 +1,382 @@
+"""Proof by revert: put the old text of a suspect (a function, method, class, or whole file) back
+into a copy of the first new environment and rerun the deciding probe.  A flip to the old outcome
+confirms the suspect (necessary); the new text in a copy of the last old environment flipping to
+the new outcome confirms it too (sufficient).  Where no single unit flips, delta debugging (ddmin)
+looks for a minimal set, over the suspects and then over whole changed files, within a budget.
+
+The planning here is pure (texts in, texts out); the runs go through `RunPatched`, a seam
+(`wiring.runner_seams` makes it from the runner's patched runs, runs/patched.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar
+
+from tfbisect.core.argv import DEFAULT_PROVE as DEFAULT_PROVE
+from tfbisect.core.argv import DEFAULT_PROVE_BUDGET
+from tfbisect.core.errors import TfbisectError
+from tfbisect.core.record import RunRecord
+from tfbisect.core.spec import EnvSpec
+from tfbisect.core.textsafe import clip
+from tfbisect.narrow.analysis import MODULE_LEVEL
+from tfbisect.narrow.sources import source_lines
+from tfbisect.search.judge import state_of
+from tfbisect.search.narrowlog import PATCH_CHARS_MAX, Proof, Suspect, Trial, TrialKind, Verdict
+
+DEFAULT_BUDGET = DEFAULT_PROVE_BUDGET
+WHOLE_FILE = "<file>"  # a unit that is a whole file (module-level changes, import-time code)
+# A revert that fails with one of these misses what the old text needs (a removed helper, an import).
+_MISSING = ("NameError", "ImportError", "ModuleNotFoundError", "AttributeError", "SyntaxError")
+
+
+class PatchedRun(Protocol):
+    """What a patched run hands back (`runs.patched.PatchedResult`)."""
+
+    @property
+    def record(self) -> RunRecord: ...
+    @property
+    def reused(self) -> bool: ...
+
+
+# The deciding probe in a copy of an environment with some installed files' text replaced.
+RunPatched = Callable[[EnvSpec, str, Mapping[str, str]], PatchedRun]
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    """A piece of code put back whole: a top-level function or class, a method, or a file."""
+
+    path: str  # the installed path, "tensorflow/python/keras/backend.py"
+    name: str  # "categorical_crossentropy", "Model.fit", or WHOLE_FILE
+
+    @property
+    def label(self) -> str:
+        return self.path if self.name == WHOLE_FILE else f"{self.path}:{self.name}"
+
+
+def unit_of(suspect: Suspect) -> Unit:
+    """The unit a suspect is reverted as: a nested function goes back with its outer one, a
+    module-level change with its whole file."""
+    name = suspect.function.split(".<locals>.", 1)[0]
+    if name in (MODULE_LEVEL, "?", ""):
+        name = WHOLE_FILE
+    return Unit(suspect.file, name)
+
+
+def definitions(text: str) -> dict[str, tuple[int, int]] | None:
+    """Qualified name -> (first line with decorators, last line) of every class, and every
+    function outside a function; None when the text does not parse."""
+    try:
+        tree = ast.parse("\n".join(source_lines(text)) + "\n")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    found: dict[str, tuple[int, int]] = {}
+    stack: list[tuple[ast.AST, str]] = [(tree, "")]
+    while stack:
+        node, prefix = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                found.setdefault(prefix + child.name, (first, child.end_lineno or child.lineno))
+                if isinstance(child, ast.ClassDef):
+                    stack.append((child, f"{prefix}{child.name}."))
+            elif isinstance(child, ast.If | ast.Try | ast.With):  # `if PY3: def f()` at module level
+                stack.append((child, prefix))
+    return found
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _reindented(lines: list[str], indent: str) -> list[str]:
+    """`lines` moved so that their first line starts at `indent` (a method moved into a class)."""
+    old = _indent(lines[0]) if lines else ""
+    return [indent + line[len(old) :] if line.startswith(old) else line for line in lines]
+
+
+def put_back(base: str, donor: str, names: Sequence[str]) -> str | None:
+    """`base` with the units `names` as `donor` has them: replaced where both have one, added
+    where only the donor has it (after its class, or at the end), removed where only the base
+    has it.  WHOLE_FILE gives the donor's text.  None when a unit cannot be placed (its class is
+    missing) or either text does not parse."""
+    if WHOLE_FILE in names:
+        return donor
+    lines, given = source_lines(base), source_lines(donor)
+    donor_defs = definitions(donor)
+    # A class put back whole brings its methods: they are not put back again.
+    chosen = [n for n in names if not any(n.startswith(f"{o}.") for o in names if o != n)]
+    for name in chosen:
+        base_defs = definitions("\n".join(lines) + "\n")
+        if base_defs is None or donor_defs is None:
+            return None
+        there, here = donor_defs.get(name), base_defs.get(name)
+        if there is None and here is None:
+            return None
+        text = given[there[0] - 1 : there[1]] if there else []
+        if here is not None:
+            at = lines[here[0] - 1]
+            lines[here[0] - 1 : here[1]] = _reindented(text, _indent(at)) if text else []
+            continue
+        owner = name.rsplit(".", 1)[0] if "." in name else None
+        if owner is None:
+            lines += ["", "", *text]
+            continue
+        place = base_defs.get(owner)
+        if place is None:
+            return None
+        body = lines[place[0] : place[1]]
+        indent = next((_indent(line) for line in body if line.strip()), "    ")
+        lines[place[1] : place[1]] = ["", *_reindented(text, indent)]
+    return "\n".join(lines) + "\n"
+
+
+def needed(base: str, donor: str, name: str) -> list[str]:
+    """The top-level definitions the donor's unit calls by name that the base lacks (a helper
+    the old caller calls that the new version removed)."""
+    donor_defs, base_defs = definitions(donor), definitions(base)
+    if donor_defs is None or base_defs is None or name not in donor_defs:
+        return []
+    first, last = donor_defs[name]
+    text = "\n".join(source_lines(donor)[first - 1 : last])
+    try:
+        tree = ast.parse(_dedented(text))
+    except SyntaxError:
+        return []
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return sorted(n for n in used if n in donor_defs and n not in base_defs and n != name)
+
+
+def _dedented(text: str) -> str:
+    lines = text.split("\n")
+    indent = _indent(lines[0]) if lines else ""
+    return "\n".join(line[len(indent) :] if line.startswith(indent) else line for line in lines)
+
+
+def patches(
+    units: Sequence[Unit], base: Mapping[str, str], donor: Mapping[str, str]
+) -> dict[str, str] | None:
+    """Installed path -> the base file's text with those units as the donor has them; None when a
+    unit cannot be put back (its file missing on either side, a text that does not parse)."""
+    by_path: dict[str, list[str]] = {}
+    for unit in units:
+        by_path.setdefault(unit.path, []).append(unit.name)
+    patched: dict[str, str] = {}
+    for path, names in sorted(by_path.items()):
+        if path not in base or path not in donor:
+            return None
+        text = put_back(base[path], donor[path], names)
+        if text is None:
+            return None
+        patched[path] = text
+    return patched
+
+
+def unified(base: Mapping[str, str], patched: Mapping[str, str], base_ref: str, patched_ref: str) -> str:
+    """The patch as `diff -u` shows it: what to change in the base to get the patched files."""
+    parts: list[str] = []
+    for path in sorted(patched):
+        parts.extend(
+            difflib.unified_diff(
+                source_lines(base.get(path, "")),
+                source_lines(patched[path]),
+                fromfile=f"a/{path} ({base_ref})",
+                tofile=f"b/{path} ({patched_ref})",
+                lineterm="",
+            )
+        )
+    return clip("\n".join(parts), PATCH_CHARS_MAX, mark="…")
+
+
+T = TypeVar("T")
+
+
+class OutOfBudget(Exception):
+    """The proof's runs are spent: what was found so far stands."""
+
+
+def ddmin(items: Sequence[T], flips: Callable[[Sequence[T]], bool]) -> list[T] | None:
+    """A minimal subset of `items` that still flips (Zeller's ddmin: no single item can be left
+    out), or None when all of them together do not.  `flips` may raise OutOfBudget: the smallest
+    set known to flip so far is returned then."""
+    current = list(items)
+    try:
+        if not flips(current):
+            return None
+        chunks = 2
+        while len(current) >= 2:
+            size = -(-len(current) // chunks)
+            parts = [current[i : i + size] for i in range(0, len(current), size)]
+            found = next((part for part in parts if flips(part)), None)
+            if found is not None:
+                current, chunks = found, 2
+                continue
+            rest = None
+            if len(parts) > 2:
+                for part in parts:
+                    others = [item for item in current if item not in part]
+                    if flips(others):
+                        rest = others
+                        break
+            if rest is not None:
+                current, chunks = rest, max(chunks - 1, 2)
+            elif chunks >= len(current):
+                break
+            else:
+                chunks = min(len(current), chunks * 2)
+    except OutOfBudget:
+        pass
+    return current
+
+
+@dataclass(frozen=True)
+class ProofPlan:
+    """What a proof works with: the two environments, the probe and both versions' sources."""
+
+    probe: str
+    old_spec: EnvSpec
+    new_spec: EnvSpec
+    old_state: str  # the probe's state in the last old build ("match")
+    new_state: str  # … and in the first new one ("mismatch")
+    old_sources: Mapping[str, str]
+    new_sources: Mapping[str, str]
+    units: tuple[Unit, ...]  # the top suspects' units, best first
+    files: tuple[str, ...]  # changed files the failing probe ran (ddmin's second round)
+    budget: int = DEFAULT_BUDGET
+
+
+@dataclass
+class Prover:
+    """Runs a plan through `run`: single reverts, then ddmin; `trials` is the log of each try."""
+
+    plan: ProofPlan
+    run: RunPatched
+    say: Callable[[str], None] = lambda text: None
+    trials: list[Trial] = field(default_factory=list)
+    runs: int = 0
+    _seen: dict[tuple[TrialKind, tuple[Unit, ...]], str] = field(default_factory=dict)
+
+    def state(self, kind: TrialKind, units: Sequence[Unit]) -> str | None:
+        """The probe's state with `units` put back (REVERT: old text into the new environment;
+        APPLY: new text into the old); None when they cannot be put back."""
+        key = (kind, tuple(sorted(units)))
+        if key in self._seen:
+            return self._seen[key]
+        plan = self.plan
+        revert = kind is TrialKind.REVERT
+        base, donor = (plan.new_sources, plan.old_sources) if revert else (plan.old_sources, plan.new_sources)
+        patched = patches(units, base, donor)
+        if patched is None:
+            return None
+        if self.runs >= plan.budget:
+            raise OutOfBudget()
+        spec = plan.new_spec if revert else plan.old_spec
+        labels = tuple(unit.label for unit in units)
+        self.say(f"[{spec.label}] {'reverting' if revert else 'applying'} {', '.join(labels)[:200]}")
+        done = self.run(spec, plan.probe, patched)
+        self.runs += 0 if done.reused else 1
+        found = state_of(done.record, plan.probe)
+        state = found.name if found is not None else "skip"
+        self._seen[key] = state
+        self.trials.append(self._trial(kind, labels, spec, state, done.reused))
+        return state
+
+    def _trial(
+        self, kind: TrialKind, labels: tuple[str, ...], spec: EnvSpec, state: str, reused: bool
+    ) -> Trial:
+        wanted = self.plan.old_state if kind is TrialKind.REVERT else self.plan.new_state
+        before = self.plan.new_state if kind is TrialKind.REVERT else self.plan.old_state
+        if state == wanted:
+            verdict, error = Verdict.FLIPPED, None
+        elif state == before:
+            verdict, error = Verdict.NO_FLIP, None
+        else:
+            verdict, error = Verdict.INCONCLUSIVE, state.removeprefix("error: ")
+        return Trial(kind, labels, spec.tf_version, state, verdict, reused, error)
+
+    def flips(self, units: Sequence[Unit]) -> bool:
+        return self.state(TrialKind.REVERT, units) == self.plan.old_state
+
+    def revert_alone(self, unit: Unit) -> list[Unit] | None:
+        """The unit (with the helpers it needs, if alone it misses one) when its revert flips."""
+        state = self.state(TrialKind.REVERT, [unit])
+        if state == self.plan.old_state:
+            return [unit]
+        if state is None or not state.startswith("error: ") or not state[7:].startswith(_MISSING):
+            return None
+        if unit.path not in self.plan.old_sources or unit.path not in self.plan.new_sources:
+            return None
+        helpers = needed(self.plan.new_sources[unit.path], self.plan.old_sources[unit.path], unit.name)
+        together = [unit, *(Unit(unit.path, name) for name in helpers)]
+        if len(together) > 1 and self.flips(together):
+            return together
+        whole = [Unit(unit.path, WHOLE_FILE)]
+        return whole if unit.name != WHOLE_FILE and self.flips(whole) else None
+
+    def prove(self) -> tuple[list[Unit], bool] | None:
+        """The minimal units whose revert flips the probe, and whether their new text alone
+        flips the old environment too (sufficient); None when nothing flipped."""
+        cause: list[Unit] | None = None
+        try:
+            for unit in self.plan.units:
+                cause = self.revert_alone(unit)
+                if cause is not None:
+                    break
+        except OutOfBudget:
+            return None
+        if cause is None:
+            cause = ddmin(list(self.plan.units), self.flips) if len(self.plan.units) > 1 else None
+        if cause is None:
+            files = [Unit(path, WHOLE_FILE) for path in self.plan.files]
+            cause = ddmin(files, self.flips) if files else None
+        if cause is None or not self.flips_known(cause):
+            return None
+        try:
+            sufficient = self.state(TrialKind.APPLY, cause) == self.plan.new_state
+        except OutOfBudget:
+            sufficient = False
+        return cause, sufficient
+
+    def flips_known(self, units: Sequence[Unit]) -> bool:
+        """Whether a run showed that `units` flip (ddmin's answer when the budget ran out early
+        may be a set never run alone)."""
+        return self._seen.get((TrialKind.REVERT, tuple(sorted(units)))) == self.plan.old_state
+
+
+def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs: tuple[str, str]) -> Proof:
+    """The proof of a plan: its trials, and the cause with its patch (new -> old) if one flipped.
+    A run that cannot be made at all (the backend cannot copy its environment) ends it, said."""
+    prover = Prover(plan, run, say)
+    skipped = None if plan.units or plan.files else "no changed Python code to put back"
+    found = None
+    if skipped is None:
+        try:
+            found = prover.prove()
+        except TfbisectError as exc:
+            skipped = f"{exc.what} {exc.todo}"
+    proof = Proof(
+        probe=plan.probe,
+        old=plan.old_spec.tf_version,
+        new=plan.new_spec.tf_version,
+        old_state=plan.old_state,
+        new_state=plan.new_state,
+        trials=tuple(prover.trials),
+        runs=prover.runs,
+        budget=plan.budget,
+        skipped=skipped,
+    )
+    if found is None:
+        return proof
+    cause, sufficient = found
+    patched = patches(cause, plan.new_sources, plan.old_sources) or {}
+    return replace(
+        proof,
+        cause=tuple(unit.label for unit in cause),
+        cause_kind=TrialKind.REVERT,
+        sufficient=sufficient,
+        patch=unified(plan.new_sources, patched, refs[1], refs[0]),
+    )

@@ -1,0 +1,52 @@
+"""The flagship proven for real: the old `categorical_crossentropy` put back into a hard-linked
+copy of the TF 2.4.0 venv turns the eager plain gradient from mismatch back to match; the cached
+venv is byte-identical afterwards and a repeat runs nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tfbisect.search.bisectlog import load_report
+from tfbisect.search.narrowlog import TrialKind
+
+from conftest import cli
+
+pytestmark = pytest.mark.slow
+ANSWER = (
+    "reverting `tensorflow/python/keras/backend.py:categorical_crossentropy` to 2.3.4 restores the old "
+    "behaviour (mismatch → match)"
+)
+
+
+def venvs_hash(cache: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((cache / "venvs").rglob("*.py")):
+        digest.update(str(path).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_flagship_answer_opens_with_the_proven_revert(tmp_path: Path) -> None:
+    args = ("--good", "2.3.4", "--bad", "2.4.0", "--probe", "gradient_eager_plain", "--backend", "venv")
+    done = cli(tmp_path, "bisect", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [log] = (tmp_path / "bisect").glob("*.json")
+    narrowing = load_report(log).narrowing
+    assert narrowing is not None and narrowing.proof is not None
+    proof = narrowing.proof
+    assert proof.cause == ("tensorflow/python/keras/backend.py:categorical_crossentropy",)
+    assert proof.cause_kind is TrialKind.REVERT and "def categorical_crossentropy" in proof.patch
+    shown = cli(tmp_path, "bisect", "log", str(log))
+    proof_line = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("proof:"))
+    assert proof_line.split("proof:", 1)[1].strip().startswith(ANSWER)
+    # A repeat proves from the stored runs; the cached venvs never changed.
+    before = venvs_hash(tmp_path / "cache")
+    again = cli(tmp_path, "narrow", str(log))
+    assert again.returncode == 0, again.stdout + again.stderr
+    repeated = load_report(log).narrowing
+    assert repeated is not None and repeated.proof is not None and repeated.proof.runs == 0
+    assert repeated.proof.cause == proof.cause
+    assert venvs_hash(tmp_path / "cache") == before
+    assert not list((tmp_path / "cache" / "proof-copies").glob("*"))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tfbisect.core.loopback import serve
+from tfbisect.core.local_http import serve
 from tfbisect.core.record import RunRecord
 
 DATA = Path(__file__).parent / "data"

@@ -22,7 +22,6 @@ from tfbisect.core import catalogue
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import BackendUnavailableError, UsageError
 from tfbisect.core.outcome import Outcome
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, find
 from tfbisect.core.spec import EnvSpec, Flavour, LockSpec
@@ -30,7 +29,8 @@ from tfbisect.core.store import ResultStore
 from tfbisect.envs import registry
 from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock
-from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.platform.process import Finished
+from tfbisect.runs.runner import Runner, Settings
 
 from conftest import DATA
 

@@ -14,10 +14,10 @@ import pytest
 from tfbisect import cli
 from tfbisect.core.catalogue import load_snapshot
 from tfbisect.core.errors import NoInterpreterError
-from tfbisect.core.names import MAX_LENGTH, is_safe_component, safe_component
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
+from tfbisect.core.safe_names import MAX_LENGTH, is_safe_component, safe_component
 from tfbisect.core.scenario import Scenario, find
 from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.core.store import ResultStore
@@ -25,7 +25,7 @@ from tfbisect.envs import interpreters
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.options import MAX_JOBS, known_pythons
 from tfbisect.report.reportdata import collect
-from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.runs.runner import Runner, RunResult, Settings
 from tfbisect.search.bisection import Bisection, BisectRequest, log_name
 
 from conftest import cli as run_cli

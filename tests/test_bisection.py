@@ -18,7 +18,7 @@ from tfbisect.core.spec import EnvSpec, KerasVariant
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.report import findings
 from tfbisect.report.show import bisect_log_text, bisect_text
-from tfbisect.runs.workflow import Runner, RunResult, Settings
+from tfbisect.runs.runner import Runner, RunResult, Settings
 from tfbisect.search.bisection import Bisection, BisectRequest
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 

@@ -11,6 +11,7 @@ import pytest
 from tfbisect.core import catalogue
 from tfbisect.core.catalogue import Dist, ReleaseKind
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
+from tfbisect.envs import index as package_index
 
 from conftest import loopback
 
@@ -165,7 +166,7 @@ def index() -> Iterator[str]:
 
 
 def test_fetch_speaks_pep_691(index: str) -> None:
-    cat = catalogue.fetch(index)
+    cat = package_index.fetch(index)
     assert [r.version for r in cat.releases()] == ["2.2.0", "2.3.0", "2.16.1"]
     assert all("application/vnd.pypi.simple.v1+json" in accept for accept in _Index.seen_accept)
     # the nightly without a linux wheel is kept as a dist, but is no build one can run
@@ -180,7 +181,7 @@ def test_fetch_does_without_nightlies_on_a_mirror_that_lacks_them(
     index: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_Index, "pages", {k: v for k, v in _Index.pages.items() if k != "tf-nightly"})
-    cat = catalogue.fetch(index)
+    cat = package_index.fetch(index)
     assert [r.version for r in cat.releases()] == ["2.2.0", "2.3.0", "2.16.1"]
     assert cat.nightlies() == [] and cat.nightly_window() is None
 
@@ -188,13 +189,13 @@ def test_fetch_does_without_nightlies_on_a_mirror_that_lacks_them(
 def test_fetch_without_tensorflow_is_an_error(index: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_Index, "pages", {k: v for k, v in _Index.pages.items() if k != "tensorflow"})
     with pytest.raises(CatalogueError, match="404") as info:
-        catalogue.fetch(index)
+        package_index.fetch(index)
     assert "--index-url" in info.value.todo
 
 
 def test_fetch_failure_points_at_the_snapshot() -> None:
     with pytest.raises(CatalogueError) as info:
-        catalogue.fetch("http://127.0.0.1:9/simple", timeout=2)
+        package_index.fetch("http://127.0.0.1:9/simple", timeout=2)
     assert "snapshot" in info.value.todo
 
 

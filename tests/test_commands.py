@@ -12,7 +12,7 @@ import pytest
 from tfbisect.cli import build_parser
 from tfbisect.core.scenario import find
 from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
-from tfbisect.runs.workflow import reproduce_command
+from tfbisect.runs.runner import reproduce_command
 from tfbisect.search.bisection import BisectRequest
 
 from conftest import ROOT

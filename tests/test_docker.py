@@ -328,7 +328,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     from tfbisect.narrow.narrower import TRACED_PACKAGES
     from tfbisect.narrow.sources import read_places
     from tfbisect.narrow.traces import Trace
-    from tfbisect.runs.workflow import Runner, Settings
+    from tfbisect.runs.runner import Runner, Settings
 
     containers = docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").split()
     runner = Runner(

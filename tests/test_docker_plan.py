@@ -15,7 +15,6 @@ import pytest
 from tfbisect import __version__
 from tfbisect.core.cudasets import CU11
 from tfbisect.core.errors import LockError
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs import locks
@@ -31,6 +30,7 @@ from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_builds import _build_text
 from tfbisect.envs.docker_engine import BuildRequest, Engine
 from tfbisect.envs.locks import Lock, LockSpec
+from tfbisect.platform.process import Finished
 
 DOCKERFILE_BYTES = b"FROM ${BASE} AS base\n"
 BASE = Base("tfbisect-base:bookworm", "3.11", "debootstrap", "sha256:" + "b" * 64)

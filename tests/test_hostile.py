@@ -38,7 +38,7 @@ from tfbisect.envs import locks
 from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.envs.environments import Environments
 from tfbisect.envs.interpreters import Interpreter
-from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.runs.runner import Runner, Settings
 
 from conftest import ROOT, empty_locks
 

@@ -25,9 +25,9 @@ from tfbisect.core.errors import (
     machine_fault_in,
     machine_fault_of,
 )
-from tfbisect.core.process import abandon, reset_abandoned, run_logged
 from tfbisect.core.scenario import Scenario, find
 from tfbisect.core.spec import EnvSpec
+from tfbisect.platform.process import abandon, reset_abandoned, run_logged
 from tfbisect.runs.launching import Cell, skip_record
 from tfbisect.search.rounds import RoundExecutor
 

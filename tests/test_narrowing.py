@@ -27,8 +27,8 @@ from tfbisect.narrow.narrower import Narrower, NarrowOptions
 from tfbisect.narrow.traces import choose_probes
 from tfbisect.narrow.wiring import runner_seams
 from tfbisect.report.findings import note_text
+from tfbisect.runs.runner import Runner, RunResult, Settings
 from tfbisect.runs.tracing import TraceRun
-from tfbisect.runs.workflow import Runner, RunResult, Settings
 from tfbisect.search.bisectlog import BisectReport, Status, load_report
 from tfbisect.search.bisectplan import BisectRequest
 from tfbisect.search.narrowlog import Narrowing, NarrowStatus, NoteCode

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tfbisect.core.process import run_logged
+from tfbisect.platform.process import run_logged
 
 # About 10 MB of output, far more than a pipe holds: a reader that stops blocks the child.
 LOUD = "import sys\nfor i in range(200000):\n    sys.stdout.write('line %d %s\\n' % (i, 'x' * 40))\nprint('the end')\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tfbisect.core import catalogue
 from tfbisect.core.catalogue import ReleaseKind
+from tfbisect.envs import index
 from tfbisect.search.bisectlog import Status, load_report
 from tfbisect.search.narrowlog import NarrowStatus
 
@@ -46,7 +46,7 @@ def test_nightlies_are_bisected_by_build_date_and_traced(tmp_path: Path) -> None
     runs go through sys.monitoring (Python 3.12+)."""
     good, bad = "2.23.0.dev20261017", "2.23.0.dev20261019"
     # The index keeps nightlies for some months only: once these are gone, pick newer ones.
-    on_index = {d.version for d in catalogue.fetch(projects=("tf-nightly",)).dists}
+    on_index = {d.version for d in index.fetch(projects=("tf-nightly",)).dists}
     if not {good, "2.23.0.dev20261018", bad} <= on_index:
         pytest.skip("the index no longer has the 2026-10-17..19 nightlies this test bisects")
     out, err, log = bisect(tmp_path, "--good", good, "--bad", bad, "--probe", "changed")

@@ -11,7 +11,7 @@ import pytest
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
-from tfbisect.runs.workflow import RunResult
+from tfbisect.runs.runner import RunResult
 from tfbisect.search.prefetch import Prefetcher
 from tfbisect.search.rounds import RoundExecutor
 

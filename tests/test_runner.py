@@ -17,7 +17,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, find
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import interpreters, locks
-from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.runs.runner import Runner, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = catalogue.load_snapshot()

@@ -26,8 +26,8 @@ from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import locks
 from tfbisect.narrow.traces import refused_probe
 from tfbisect.report import mdsummary
+from tfbisect.runs.runner import Runner, RunResult, Settings, reproduce_command
 from tfbisect.runs.tracing import TraceRun
-from tfbisect.runs.workflow import Runner, RunResult, Settings, reproduce_command
 from tfbisect.search.bisectplan import BisectRequest
 
 from conftest import ROOT

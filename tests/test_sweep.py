@@ -14,7 +14,7 @@ from tfbisect.core.scenario import find
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.report import show
-from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.runs.runner import Runner, Settings
 from tfbisect.search import sweep
 
 from conftest import recorded

@@ -33,7 +33,7 @@ from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, SwarmImage
 from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_engine import Engine
 from tfbisect.envs.environments import Traced
-from tfbisect.runs.workflow import Runner, Settings
+from tfbisect.runs.runner import Runner, Settings
 
 from conftest import ROOT, empty_locks
 

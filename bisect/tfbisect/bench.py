@@ -160,7 +160,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     from tfbisect.core.scenario import find
     from tfbisect.core.spec import Flavour
     from tfbisect.envs.wheelhouse import pins
-    from tfbisect.runs.workflow import Runner, Settings
+    from tfbisect.runs.runner import Runner, Settings
 
     # force: the container's overhead is measured on a real run, never a stored result
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache, force=True), Progress(quiet=True))
@@ -242,7 +242,7 @@ def cuda_sharing(cache: Path, reports: Path, versions: tuple[str, ...]) -> dict[
     two images share is stored once) over the bytes of one image."""
     from tfbisect.core.progress import Progress
     from tfbisect.core.spec import Flavour
-    from tfbisect.runs.workflow import Runner, Settings
+    from tfbisect.runs.runner import Runner, Settings
 
     runner = Runner(catalogue.load_snapshot(), Settings(reports, cache), Progress(quiet=True))
     backend = runner.environment(DockerBackend.name)

@@ -32,7 +32,7 @@ from tfbisect.commands import (
 from tfbisect.commands.narrow import Narrowed
 from tfbisect.commands.report import Reports
 from tfbisect.core import argv as cmdline
-from tfbisect.core import interrupt, process
+from tfbisect.core import interrupt
 from tfbisect.core.errors import ExitCode, MachineFaultError, TfbisectError, as_machine_fault
 from tfbisect.core.fsio import minute_of
 from tfbisect.core.progress import Progress
@@ -40,6 +40,7 @@ from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import cache as budget
+from tfbisect.platform import process
 from tfbisect.report import github
 from tfbisect.report import show as shown
 

@@ -27,7 +27,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
 from tfbisect.narrow import builds
-from tfbisect.runs.workflow import Runner
+from tfbisect.runs.runner import Runner
 from tfbisect.search import bisection, bisectlog
 
 __all__ = [

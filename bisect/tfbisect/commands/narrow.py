@@ -15,7 +15,7 @@ from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIME
 from tfbisect.core.errors import ExitCode, MachineFaultError, NarrowError, TfbisectError
 from tfbisect.core.progress import Progress
 from tfbisect.narrow import builds, narrower, wiring
-from tfbisect.runs.workflow import Runner
+from tfbisect.runs.runner import Runner
 from tfbisect.search import bisection, bisectlog
 from tfbisect.search.narrowlog import NarrowStatus
 

@@ -15,7 +15,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
-from tfbisect.runs import givenenv
+from tfbisect.runs import given_interpreter
 
 __all__ = ["RUN_EXIT", "RunOptions", "RunResult", "run"]
 
@@ -49,7 +49,7 @@ def run(options: RunOptions, progress: Progress) -> RunResult:
     backends = allowed_backends(chosen, backends, trusted=env.trust_script, progress=progress)
     if options.interpreter is not None:
         # An environment made elsewhere (tox): checked to hold the line's Python and this TF.
-        spec = givenenv.spec_for(
+        spec = given_interpreter.spec_for(
             runner.catalogue,
             options.tf,
             options.interpreter,
@@ -59,7 +59,7 @@ def run(options: RunOptions, progress: Progress) -> RunResult:
             pre=env.pre,
         )
         record = runner.run_given(
-            spec, chosen, options.interpreter, givenenv.tags(options.via, options.interpreter)
+            spec, chosen, options.interpreter, given_interpreter.tags(options.via, options.interpreter)
         )
     else:
         spec = runner.spec_for(

@@ -9,7 +9,7 @@ from tfbisect.core import catalogue
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import ExitCode, UsageError
 from tfbisect.core.progress import Progress
-from tfbisect.envs import interpreters
+from tfbisect.envs import index, interpreters
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def versions(options: VersionsOptions, progress: Progress) -> VersionsResult:
         raise UsageError("--save writes the snapshot read with --refresh.", "add --refresh.")
     if options.refresh:
         with progress.step("catalogue", f"reading {options.index_url}"):
-            cat = catalogue.fetch(options.index_url)
+            cat = index.fetch(options.index_url)
         if options.save:
             catalogue.save_snapshot(cat, catalogue.default_snapshot_path())
             progress.say(f"saved the snapshot to {catalogue.default_snapshot_path()}")

@@ -1,1 +1,1 @@
-"""Core: what a run is and what it left (specs, records, outcomes, the catalogue, the store, processes, errors)."""
+"""Core: what a run is and what it left (specs, records, outcomes, the catalogue, the store, errors)."""

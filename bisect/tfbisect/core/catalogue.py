@@ -14,8 +14,6 @@ import difflib
 import enum
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from packaging.version import Version
 
 from tfbisect.core import jsonread
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
-from tfbisect.core.fsio import now_iso, write_text_atomic
+from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.versions import is_nightly, minor_line, parse, python_sort_key
 
@@ -416,41 +414,6 @@ def _cpython_versions(tag: str) -> Iterable[str]:
     for part in tag.split("."):
         if part.startswith("cp") and part[2:].isdigit() and len(part) >= 4:
             yield f"{part[2]}.{part[3:]}"
-
-
-def fetch(
-    index_url: str = DEFAULT_INDEX, projects: Iterable[str] = PROJECTS, timeout: float = 60
-) -> Catalogue:
-    dists: list[Dist] = []
-    for project in projects:
-        url = f"{index_url.rstrip('/')}/{project}/"
-        request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                kind = response.headers.get("Content-Type", "")
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the error response open
-            if exc.code == 404 and project in OPTIONAL_PROJECTS:
-                continue
-            raise CatalogueError(
-                f"Could not read {url}: {exc}.",
-                "check that --index-url is a PEP 691 simple index that has TensorFlow, or work offline from "
-                "the committed snapshot (omit --refresh).",
-            ) from exc
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise CatalogueError(
-                f"Could not read {url}: {exc}.",
-                "check the network or proxy settings, or work offline from the committed snapshot "
-                "(omit --refresh).",
-            ) from exc
-        if "json" not in kind:
-            raise CatalogueError(
-                f"{url} answered {kind or 'no content type'}, not the PEP 691 JSON simple API.",
-                "point --index-url at an index that serves application/vnd.pypi.simple.v1+json.",
-            )
-        dists.extend(dists_from_simple_json(project, jsonread.loads(body)))
-    return Catalogue(dists=tuple(dists), fetched_at=now_iso(), index_url=index_url)
 
 
 SNAPSHOT = "catalogue.json"

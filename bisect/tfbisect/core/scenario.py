@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect.core.errors import ScenarioError
-from tfbisect.core.names import safe_component
 from tfbisect.core.packagedata import data_file
+from tfbisect.core.safe_names import safe_component
 
 DEFAULT = "gradient_mismatch"
 HARNESS = "script_harness.py"  # package data: the harness a plain script runs under

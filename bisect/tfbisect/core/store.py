@@ -13,8 +13,8 @@ from pathlib import Path
 from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError
 from tfbisect.core.fsio import stamp, write_json_atomic
-from tfbisect.core.names import safe_component
 from tfbisect.core.record import RunRecord
+from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
 
 

@@ -36,7 +36,6 @@ from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.packagedata import data_file
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import HARNESS, Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
@@ -57,6 +56,7 @@ from tfbisect.envs.environments import (
 )
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, serve
+from tfbisect.platform.process import Finished
 
 DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 CUDA_CHECK = "cuda_check.py"  # package data, copied into the build context of CUDA images

@@ -25,7 +25,6 @@ from packaging.version import InvalidVersion, Version
 from tfbisect.core import jsonread
 from tfbisect.core.catalogue import Catalogue, Release
 from tfbisect.core.errors import EnvironmentBuildError, NoInterpreterError
-from tfbisect.core.process import Finished
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, LockSpec
 from tfbisect.core.textsafe import clip
@@ -34,6 +33,7 @@ from tfbisect.envs import locks
 from tfbisect.envs.backend_venv import VenvBackend
 from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock
+from tfbisect.platform.process import Finished
 
 # The distributions that install the `tensorflow` package.
 TF_DISTRIBUTIONS = frozenset(

@@ -37,7 +37,6 @@ from tfbisect.core import jsonread
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import BackendUnavailableError, DockerError, TraceError
 from tfbisect.core.limits import TOKEN_VARIABLES
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour
@@ -46,6 +45,7 @@ from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, c
 from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock, LockSpec
 from tfbisect.envs.swarm_task import GPU_LABEL, count_eligible
+from tfbisect.platform.process import Finished
 
 PIDS = 2048
 UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}

@@ -26,7 +26,6 @@ from packaging.version import InvalidVersion, Version
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.limits import TOKEN_VARIABLES
-from tfbisect.core.process import Finished, run_logged
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
@@ -35,6 +34,7 @@ from tfbisect.envs.environments import TRACE_NAME, Context, Ended, Launch, Optio
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec, uv_binary
 from tfbisect.envs.wheelhouse import pins
+from tfbisect.platform.process import Finished, run_logged
 
 READY = cache.READY
 

@@ -21,9 +21,9 @@ import requests
 from tfbisect.core import interrupt
 from tfbisect.core.errors import DockerError
 from tfbisect.core.limits import PIPE_GRACE_SECONDS
-from tfbisect.core.process import Finished
-from tfbisect.core.process import _Output as BoundedLog
 from tfbisect.envs.docker_calls import EngineCalls, clean, reason, shown
+from tfbisect.platform.process import Finished
+from tfbisect.platform.process import _Output as BoundedLog
 
 
 @dataclass(frozen=True)

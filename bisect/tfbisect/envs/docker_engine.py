@@ -33,7 +33,6 @@ import docker
 import docker.utils
 
 from tfbisect.core.errors import BackendUnavailableError
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.envs.docker_builds import BuildRequest as BuildRequest
 from tfbisect.envs.docker_builds import Builds
@@ -42,6 +41,7 @@ from tfbisect.envs.docker_calls import FAILURES as _FAILURES
 from tfbisect.envs.docker_calls import reason as _reason
 from tfbisect.envs.docker_containers import Containers
 from tfbisect.envs.docker_images import Images
+from tfbisect.platform.process import Finished
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # the SDK's and the CLI's default on Linux
 REQUEST_TIMEOUT = 300  # seconds one request may wait for the engine (removing a big image is slow)

@@ -28,12 +28,12 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import NoInterpreterError
-from tfbisect.core.process import Finished
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec
+from tfbisect.platform.process import Finished
 
 TRACE_NAME = "trace.json"  # the tracer's document, next to the result document
 Prepared = TypeVar("Prepared")  # what a backend's `prepare` makes and its `launch` runs in

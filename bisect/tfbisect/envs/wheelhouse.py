@@ -31,7 +31,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tfbisect.core import jsonread, loopback
+from tfbisect.core import jsonread, local_http
 from tfbisect.core.errors import EnvironmentBuildError, MachineFaultError, machine_fault_in
 from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
@@ -302,5 +302,5 @@ PORT = int(os.environ.get("TFBISECT_WHEEL_PORT", "38471"))
 @contextmanager
 def serve(folder: Path) -> Iterator[str]:
     """Serve a folder on loopback for `docker build --network host`; yields its URL."""
-    with loopback.serve(partial(_Quiet, directory=str(folder)), PORT) as url:
+    with local_http.serve(partial(_Quiet, directory=str(folder)), PORT) as url:
         yield url

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 from tfbisect.core import jsonread
 from tfbisect.core.errors import NarrowError
 from tfbisect.core.fsio import write_json_atomic
-from tfbisect.core.names import safe_component
 from tfbisect.core.record import RunRecord
+from tfbisect.core.safe_names import safe_component
 from tfbisect.narrow.sources import member_path
 
 TRACE_MAX_FILES = 20000  # the tracer's own cap
@@ -142,7 +142,7 @@ def choose_probes(asked: str | None, old: RunRecord, new: RunRecord) -> tuple[st
 
 
 class TracedRun(Protocol):
-    """What a traced run hands back (`runs.workflow.TraceRun`)."""
+    """What a traced run hands back (`runs.tracing.TraceRun`)."""
 
     @property
     def document(self) -> dict[str, Any]: ...  # the tracer's document, unchecked

@@ -15,8 +15,8 @@ from tfbisect.narrow.narrower import Seams
 from tfbisect.narrow.proof import PatchedRun
 from tfbisect.narrow.traces import KeptTraces
 from tfbisect.runs.patched import PatchedRuns
+from tfbisect.runs.runner import Runner
 from tfbisect.runs.tracing import TraceRun
-from tfbisect.runs.workflow import Runner
 from tfbisect.search.bisection import Bisection, Execute
 from tfbisect.search.bisectlog import BisectReport
 from tfbisect.search.bisectplan import BisectRequest, Plan, place_release

@@ -1,5 +1,5 @@
 """One run launched in a prepared environment and waited for, and what it left read back: the
-step a stored run (workflow.py) and a traced run (tracing.py) share.
+step a stored run (runner.py) and a traced run (tracing.py) share.
 
 The backend (`environments.Environments`) makes the command and reads how it ended in its own
 terms; here the process runs under the runner's timeout with a bounded log, the result document
@@ -18,7 +18,6 @@ from typing import Any
 from tfbisect.core import jsonread
 from tfbisect.core.errors import MACHINE_TODO, MachineFaultError, TfbisectError, machine_fault_in
 from tfbisect.core.outcome import Outcome
-from tfbisect.core.process import Finished, run_logged, temporary_prefix
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord, classify, ran_on
 from tfbisect.core.resultfile import read_result
@@ -26,6 +25,7 @@ from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs.environments import Ended, Environments, Launch, Traced
 from tfbisect.envs.locks import Lock
+from tfbisect.platform.process import Finished, run_logged, temporary_prefix
 
 # A trace of one TF probe is a few hundred files' line numbers (well under a MB); the cap bounds
 # what a hostile environment can make the driver read.

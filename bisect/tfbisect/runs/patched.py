@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING
 from tfbisect.core import interrupt
 from tfbisect.core.errors import TraceError
 from tfbisect.core.fsio import now_iso, stamp, write_json_atomic
-from tfbisect.core.process import run_logged
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.environments import Traced
 from tfbisect.envs.locks import uv_binary
+from tfbisect.platform.process import run_logged
 from tfbisect.runs.launching import Cell, launch_and_wait, record_of
 
 if TYPE_CHECKING:
-    from tfbisect.runs.workflow import Runner
+    from tfbisect.runs.runner import Runner
 
 STORE_FOLDER = "proofs"  # under the reports' results folder
 

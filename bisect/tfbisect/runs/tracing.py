@@ -22,7 +22,7 @@ from tfbisect.envs.environments import Traced
 from tfbisect.runs.launching import Launched, launch_and_wait, parse_json_object
 
 if TYPE_CHECKING:
-    from tfbisect.runs.workflow import Runner
+    from tfbisect.runs.runner import Runner
 
 TRACER = "probe_tracer.py"  # package data: the tracer a traced run runs the scenario under
 PROBE_NAME = re.compile(r"[a-z0-9_]{1,100}")  # as the result schema names probes; part of a log's name

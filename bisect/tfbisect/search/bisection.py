@@ -1,7 +1,7 @@
 """The bisect command's workflow: pick versions, run rounds, judge them, and write what was found.
 
 The search state lives in `search.BisectState`, the meaning of old and new in `judge`,
-the runs in `workflow.Runner` (a round's side by side in `rounds`, the next round's environments
+the runs in `runner.Runner` (a round's side by side in `rounds`, the next round's environments
 prepared ahead in `prefetch`); this module only drives them and keeps the log.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from tfbisect.core.errors import MachineFaultError, as_machine_fault
 from tfbisect.core.fsio import fine_stamp, now_iso, write_json_atomic
-from tfbisect.core.names import safe_component
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
+from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.versions import commit_of, git_tag, is_nightly
-from tfbisect.runs.workflow import Runner, RunResult
+from tfbisect.runs.runner import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest
 from tfbisect.search.bisectplan import Plan, plan

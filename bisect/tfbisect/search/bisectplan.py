@@ -20,7 +20,7 @@ from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import DEFAULT_BACKEND, EnvSpec, Flavour, KerasVariant, legacy_keras_applies
 from tfbisect.envs import registry
 from tfbisect.envs.environments import Environments, place
-from tfbisect.runs.workflow import scenario_argument
+from tfbisect.runs.runner import scenario_argument
 
 # The request's keys that say which scenario (`from_record` is given the scenario itself).
 SCENARIO_KEYS = ("scenario", "scenario_sha256", "scenario_argument", "script", "bad_if_raises")

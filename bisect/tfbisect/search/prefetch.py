@@ -13,9 +13,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 
-from tfbisect.core.process import kill_all
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.registry import cancel_all as cancel_builds
+from tfbisect.platform.process import kill_all
 
 # Preparing an environment ahead of its run: `Runner.prefetch` (none when a test scripts the runs).
 Prefetch = Callable[[EnvSpec], object]

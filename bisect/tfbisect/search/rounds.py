@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from tfbisect.core.errors import MachineFaultError, as_machine_fault
-from tfbisect.core.process import abandon, kill_all
 from tfbisect.core.spec import EnvSpec
-from tfbisect.runs.workflow import RunResult
+from tfbisect.platform.process import abandon, kill_all
+from tfbisect.runs.runner import RunResult
 
 # One run of the bisection's scenario in an environment: `Runner.run` unless a test scripts it.
 Execute = Callable[[EnvSpec], RunResult]

@@ -14,7 +14,7 @@ from tfbisect.core.errors import TfbisectError, UsageError
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, legacy_keras_applies
-from tfbisect.runs.workflow import Runner
+from tfbisect.runs.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ class Runner:
         """Run in an environment made elsewhere (a tox env): the "given" backend, made for this
         run alone (never kept for another spec), through the same `execute`.
 
-        `givenenv.spec_for` has checked that `python` is the spec's Python with the spec's TF.
+        `given_interpreter.spec_for` has checked that `python` is the spec's Python with the spec's TF.
         Nothing is built and no stored result is reused: the run happens and replaces the
         cell's stored record, with `tags` (via, tox env, interpreter: what the given backend
         says of its runs, from `via` and `python`) in its `extra`."""

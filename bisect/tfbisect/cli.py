@@ -34,14 +34,13 @@ from tfbisect.commands.report import Reports
 from tfbisect.core import argv as cmdline
 from tfbisect.core import interrupt
 from tfbisect.core.errors import ExitCode, MachineFaultError, TfbisectError, as_machine_fault
-from tfbisect.core.fsio import minute_of
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import cache as budget
 from tfbisect.platform import process
-from tfbisect.report import github
+from tfbisect.report import console
 from tfbisect.report import show as shown
 
 __all__ = ["build_parser", "main", "options_for", "resume_command"]
@@ -308,63 +307,18 @@ def cmd_gpu_check(options: gpu_check.GpuCheckOptions, progress: Progress) -> int
 def cmd_new(options: new.NewOptions, progress: Progress) -> int:
     """What was written, what the issue's text says about versions, and what to run next."""
     done = new.new(options)
-    what = "a scenario" if done.kind is new.Kind.SCENARIO else "a plain repro script"
-    emit(f"wrote {done.path}: {what}" + (f", the code from {done.origin}" if done.origin else ""))
-    if done.more_comments:
-        print(f"  (only the first {github.COMMENTS_PER_PAGE * github.MAX_COMMENT_PAGES} comments were read)")
-    if done.hint is not None:
-        for line in done.hint.evidence or ("the text names no TensorFlow version",):
-            emit(f"  versions: {line}")
-        if done.hint.good is None:
-            print(
-                "  no good version named: the bisection starts at the oldest release here (--good V narrows it)"
-            )
-        if done.hint.bad in (None, "nightly"):
-            print("  no bad release named: the bisection ends at the newest release here (--bad V)")
-    if done.marked:
-        print(
-            "  it is a stranger's code (its first line says so): tfbisect runs it only in containers "
-            "(no network, non-root, read-only root) unless you remove that line or pass --trust-script"
-        )
-    if done.origin is None:
-        print(f"  edit {'repro()' if done.kind is new.Kind.SCENARIO else 'the repro'} in it, then run:")
-    else:
-        print("  read it, then run:")
-    emit(f"  {done.next_command}")
+    emit(console.new_text(done, scenario=done.kind is new.Kind.SCENARIO))
     return done.exit_code
 
 
 def cmd_cache(options: cache.CacheOptions, progress: Progress) -> int:
     found = cache.cache_command(options, progress)
     if options.action == "list":
-        for entry in sorted(found.inventory.entries, key=lambda e: (e.kind, -e.last_used)):
-            emit(_cache_line(entry))
-        print(f"total: {_size(found.inventory.total)} in {len(found.inventory.entries)} entries")
+        emit(console.cache_list_text(found.inventory))
     else:
-        verb = "would remove" if options.dry_run else "removed"
-        for entry in found.planned:
-            emit(f"{verb}: {_cache_line(entry)}")
-        total = sum(e.size for e in found.planned)
-        print(f"{verb} {len(found.planned)} entries, {_size(total)}")
-        if found.freed is not None:
-            print(
-                f"free space where the cache lives: {_size(found.freed.free_before)} -> "
-                f"{_size(found.freed.free_after)} (statvfs; other writers count too)"
-            )
-    for note in found.inventory.notes:
-        emit(note)
+        notes = found.inventory.notes
+        emit(console.cache_prune_text(found.planned, found.freed, notes, dry_run=options.dry_run))
     return found.exit_code
-
-
-def _size(count: int) -> str:
-    return f"{count / 1000**3:.2f} GB" if count >= 1000**3 else f"{count / 1000**2:.1f} MB"
-
-
-def _cache_line(entry: budget.Entry) -> str:
-    when = minute_of(entry.last_used) if entry.last_used else "-"
-    state = "  (not prepared through this cache: left alone)" if entry.foreign else ""
-    state = state or ("" if entry.used else "  (prepared, never run)")
-    return f"{entry.kind:<6} {_size(entry.size):>10}  {when}  {entry.name}{state}"
 
 
 COMMANDS: dict[str, Callable[[Any, Progress], int]] = {

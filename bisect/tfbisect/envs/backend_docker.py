@@ -316,27 +316,10 @@ class DockerBackend:
                 self.progress.say(
                     f"[{spec.label}] no NVIDIA runtime on this engine: the CUDA image runs on CPU"
                 )
-            extra: dict[str, object] = {
-                "image": image.tag,
-                "image_id": image.image_id,  # the image's own ID (`docker image inspect` .Id)
-                # None for an image built here and never pushed (the usual case)
-                "image_repo_digest": self.engine.image_repo_digest(image.tag),
-                "base_image": image.base.ref,
-                "base_image_id": image.base.image_id,  # the base's ID, apart (older records: base_digest)
-                "base_source": image.base.source,
-                "flavour": spec.flavour.value,
-                "gpu_visible": gpu,
-                "container": name,
-            }
-            check = self.cuda_check(image)
-            if check is not None:
-                extra["cuda_check"] = check
-            if image.nvidia:
-                extra["nvidia_image"] = image.nvidia  # the CUDA set's layer, shared by its TF versions
             yield Launch(
                 argv=argv,
                 env=self.engine.run_env(os.environ),
-                extra=extra,
+                extra=run_extra(self.engine, image, spec, gpu, name, self.cuda_check(image)),
                 shown=reproducible(argv, name, results),
                 results=results,
                 trace=results / TRACE_NAME if traced is not None and traced.tracer is not None else None,
@@ -362,6 +345,29 @@ class DockerBackend:
         if code is not None and 128 < code < 128 + signal.NSIG:
             code = -(code - 128)  # its init reports a child killed by signal N as 128+N
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
+
+
+def run_extra(
+    engine: Engine, image: Image, spec: EnvSpec, gpu: bool, name: str, check: dict[str, object] | None
+) -> dict[str, object]:
+    """What a run's record keeps about its image and container (`extra`)."""
+    extra: dict[str, object] = {
+        "image": image.tag,
+        "image_id": image.image_id,  # the image's own ID (`docker image inspect` .Id)
+        # None for an image built here and never pushed (the usual case)
+        "image_repo_digest": engine.image_repo_digest(image.tag),
+        "base_image": image.base.ref,
+        "base_image_id": image.base.image_id,  # the base's ID, apart (older records: base_digest)
+        "base_source": image.base.source,
+        "flavour": spec.flavour.value,
+        "gpu_visible": gpu,
+        "container": name,
+    }
+    if check is not None:
+        extra["cuda_check"] = check
+    if image.nvidia:
+        extra["nvidia_image"] = image.nvidia  # the CUDA set's layer, shared by its TF versions
+    return extra
 
 
 def refuse_cuda(spec: EnvSpec, *, user_base: bool) -> None:

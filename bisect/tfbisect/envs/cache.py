@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError, TfbisectError, UsageError
 from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
@@ -327,7 +328,7 @@ def _drop_wheel(path: Path) -> None:
     with file_lock(folder / ".lock"):
         index_path = folder / "index.json"
         with contextlib.suppress(OSError, ValueError):
-            index = dict(json.loads(index_path.read_text()))
+            index = dict(jsonread.read(index_path, max_bytes=None))
             kept = {k: v for k, v in index.items() if v != path.name}
             write_text_atomic(index_path, json.dumps(kept, indent=1, sort_keys=True))
         path.unlink(missing_ok=True)

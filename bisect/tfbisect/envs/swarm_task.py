@@ -223,10 +223,9 @@ def remove(call: Any, what: str) -> None:
         call(what)
 
 
-def run_once(
-    client: Any, task: dict[str, Any], name: str, config_id: str, avoid: list[str], out: Path
-) -> dict[str, Any]:
-    """Create the one-shot service, wait for its task to end, read its output."""
+def task_template(task: dict[str, Any], config_id: str, avoid: list[str]) -> Any:
+    """The service's task: the scenario (and the harness) as configs, a read-only locked-down
+    container, the cell's limits, never on a node in `avoid`."""
     scenario = f"/scenario/{Path(task['scenario']).name}"
     configs = [ConfigReference(config_id, task["config"], filename=scenario, uid="0", gid="0", mode=0o444)]
     if task.get("harness_config_id"):
@@ -257,12 +256,19 @@ def run_once(
     resources = Resources(mem_limit=task["memory_bytes"])
     resources["Limits"]["Pids"] = task["pids"]
     constraints = list(task["constraints"]) + [f"node.id!={node}" for node in avoid]
-    template = TaskTemplate(
+    return TaskTemplate(
         spec,
         resources=resources,
         restart_policy=RestartPolicy(condition="none"),
         placement=Placement(constraints=constraints),
     )
+
+
+def run_once(
+    client: Any, task: dict[str, Any], name: str, config_id: str, avoid: list[str], out: Path
+) -> dict[str, Any]:
+    """Create the one-shot service, wait for its task to end, read its output."""
+    template = task_template(task, config_id, avoid)
     # A one-shot replicated service, not a `replicated-job`: Docker 20.10 keeps a removed job's
     # exited containers on the nodes (moby/moby#42789, #44312); a service's go with it.
     service = client.create_service(

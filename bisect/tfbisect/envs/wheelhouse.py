@@ -129,7 +129,7 @@ class Wheelhouse:
     def _verified(self, python: str) -> dict[str, str]:
         path = self.folder(python) / "verified.json"
         try:
-            return dict(json.loads(path.read_text())) if path.exists() else {}
+            return dict(jsonread.read(path, max_bytes=None)) if path.exists() else {}
         except (ValueError, TypeError):
             return {}  # unreadable: every wheel is checked again, nothing is trusted
 

@@ -3,16 +3,19 @@ index publishes in between (RCs, nightlies, in PEP 440 order), and notes on what
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from packaging.version import Version
 
 from tfbisect.core.catalogue import Catalogue, Release, ReleaseKind
 from tfbisect.core.errors import NarrowError, UnknownVersionError
+from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import KerasVariant
+from tfbisect.search.bisection import ref_of
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest
-from tfbisect.search.narrowlog import NarrowNote, NoteCode
+from tfbisect.search.narrowlog import Build, NarrowNote, NoteCode
 
 
 def applicable(report: BisectReport) -> str | None:
@@ -88,3 +91,39 @@ def notes_for(
         else:
             notes.append(NarrowNote.of(NoteCode.NO_NIGHTLY_BETWEEN))
     return notes
+
+
+def range_builds(
+    low: Release, high: Release, records: Mapping[str, RunRecord], git_versions: Mapping[str, str | None]
+) -> tuple[Build, Build]:
+    """The narrowed range's two ends as builds: each one's git version from its record, else
+    from the bisection's."""
+    builds = []
+    for release in (low, high):
+        record = records.get(release.version)
+        git_version = record.git_version if record else git_versions.get(release.version)
+        builds.append(
+            Build(
+                version=release.version,
+                kind=release.kind,
+                uploaded=release.uploaded,
+                git_version=git_version,
+                ref=ref_of(release.version, git_version),
+            )
+        )
+    return builds[0], builds[1]
+
+
+def backwards_in_time(low: Release, high: Release) -> list[NarrowNote]:
+    """A note when the range's old end was uploaded after its new end (an RC of an older line)."""
+    if low.uploaded and high.uploaded and low.uploaded > high.uploaded:
+        return [
+            NarrowNote.of(
+                NoteCode.BACKWARDS_IN_TIME,
+                old=low.version,
+                old_uploaded=low.uploaded[:10],
+                new=high.version,
+                new_uploaded=high.uploaded[:10],
+            )
+        ]
+    return []

@@ -18,39 +18,41 @@ from a `Runner`.
 from __future__ import annotations
 
 import time
-import zipfile
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tfbisect.core.catalogue import Catalogue, Release
-from tfbisect.core.errors import LockError, NarrowError, TfbisectError
+from tfbisect.core.errors import LockError, TfbisectError
 from tfbisect.core.fsio import now_iso
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
-from tfbisect.narrow.builds import between_builds, notes_for, refuse_unless_applicable
+from tfbisect.narrow.builds import (
+    backwards_in_time,
+    between_builds,
+    notes_for,
+    range_builds,
+    refuse_unless_applicable,
+)
 from tfbisect.narrow.dependencies import dependency_changes
-from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, ProofPlan, RunPatched, proof_of, unit_of
+from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, ProofStage, RunPatched
 from tfbisect.narrow.ranking import find_suspects
-from tfbisect.narrow.sources import read_places
 from tfbisect.narrow.traces import (
     KeptTraces,
+    ProbeRunner,
     ProbeTraces,
     Trace,
-    TracedRun,
+    TraceProbes,
     checked_trace,
     choose_probes,
-    refused_probe,
+    traced_sources,
 )
-from tfbisect.search.bisection import Execute, compare_url, ref_of
+from tfbisect.search.bisection import Execute, compare_url
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest, Plan
-from tfbisect.search.judge import state_of
 from tfbisect.search.narrowlog import (
     SUSPECTS_KEPT,
-    Build,
     Narrowing,
     NarrowNote,
     NarrowStatus,
@@ -72,8 +74,6 @@ _STATUS = {
 BisectBuilds = Callable[
     [BisectRequest, Plan, Callable[[BisectReport], None]], tuple[BisectReport, dict[int, RunRecord]]
 ]
-# One probe run alone in an environment: (spec, probes, packages to trace, traced or the yardstick).
-TraceProbes = Callable[[EnvSpec, Sequence[str], Sequence[str], bool], TracedRun]
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,7 @@ class Narrower:
         self.previous = report.narrowing if report.narrowing and report.narrowing.finished_at else None
         self.records: dict[str, RunRecord] = {}
         self.specs: dict[str, EnvSpec] = {}
-        # The scenario cannot run one probe alone (one written before `--probe`): it is traced whole.
-        self.whole = False
+        self.probes = ProbeRunner(seams.trace, options.packages, progress.say)
         self.ends: tuple[RunRecord, RunRecord] | None = None  # the narrowed range's two records
 
     def save(self) -> None:
@@ -208,19 +207,7 @@ class Narrower:
         self.records[release.version] = self.seams.execute(spec).record
 
     def set_range(self, low: Release, high: Release) -> None:
-        builds = []
-        for release in (low, high):
-            record = self.records.get(release.version)
-            git_version = record.git_version if record else self.report.git_versions.get(release.version)
-            builds.append(
-                Build(
-                    version=release.version,
-                    kind=release.kind,
-                    uploaded=release.uploaded,
-                    git_version=git_version,
-                    ref=ref_of(release.version, git_version),
-                )
-            )
+        builds = range_builds(low, high, self.records, self.report.git_versions)
         self.narrowing.last_old, self.narrowing.first_new = builds
         self.narrowing.compare_url = compare_url(builds[0].ref, builds[1].ref)
 
@@ -228,16 +215,7 @@ class Narrower:
     def compare(self, low: Release, high: Release, old: RunRecord, new: RunRecord) -> None:
         old_spec, new_spec = self.specs[low.version], self.specs[high.version]
         self.ends = (old, new)
-        if low.uploaded and high.uploaded and low.uploaded > high.uploaded:
-            self.narrowing.notes.append(
-                NarrowNote.of(
-                    NoteCode.BACKWARDS_IN_TIME,
-                    old=low.version,
-                    old_uploaded=low.uploaded[:10],
-                    new=high.version,
-                    new_uploaded=high.uploaded[:10],
-                )
-            )
+        self.narrowing.notes.extend(backwards_in_time(low, high))
         try:
             old_lock, new_lock = self.seams.lock_text(old_spec), self.seams.lock_text(new_spec)
         except (LockError, OSError) as exc:
@@ -276,7 +254,7 @@ class Narrower:
             self.traced("failing", summary.probe, "new", new_spec),
         )
         passing = None
-        if summary.passing_probe is not None and self.whole:
+        if summary.passing_probe is not None and self.probes.whole:
             # A whole run is no control: it traces the failing probe's work too.
             self.narrowing.notes.append(
                 NarrowNote.of(
@@ -302,7 +280,7 @@ class Narrower:
         sources = self.suspects(failing, passing, old_spec, new_spec)
         self.prove(old_spec, new_spec, failing, *sources)
         try:  # the yardstick of what tracing costs: last, so that its failure loses nothing
-            untraced = self.seams.trace(new_spec, [] if self.whole else [summary.probe], [], False)
+            untraced = self.probes.untraced(new_spec, summary.probe)
             self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
         except TfbisectError as exc:
             self.narrowing.notes.append(
@@ -320,12 +298,8 @@ class Narrower:
         reused = self.seams.kept.reused(role, side, spec.tf_version)
         if reused is None:
             self.progress.say(f"[{spec.label}] tracing probe {probe} alone")
-            done = self.seams.trace(spec, [] if self.whole else [probe], list(self.options.packages), True)
-            if not self.whole and refused_probe(done):
-                self.progress.say(f"[{spec.label}] the scenario takes no --probe: tracing it whole")
-                self.whole = True
-                done = self.seams.trace(spec, [], list(self.options.packages), True)
-            trace, document = checked_trace(done, probe, spec.label, whole=self.whole)
+            done = self.probes.traced(spec, probe)
+            trace, document = checked_trace(done, probe, spec.label, whole=self.probes.whole)
             self.seams.kept.keep(role, side, spec.tf_version, document)
             seconds = round(done.seconds, 2)
         else:
@@ -341,27 +315,8 @@ class Narrower:
         """The suspects ranked; back come both versions' sources of what ran (the proof's)."""
         last_old, first_new = self.narrowing.last_old, self.narrowing.first_new
         started = time.monotonic()
-        packages = set(self.options.packages)
-        traced = {
-            p for p in set(failing.old.lines) | set(failing.new.lines) if p.split("/", 1)[0] in packages
-        }
-        try:
-            old_sources = read_places(self.seams.sources(old_spec), traced)
-            new_sources = read_places(self.seams.sources(new_spec), traced)
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
-            raise NarrowError(
-                f"The installed sources could not be read: {exc}.",
-                "remove the environment from the cache (a venv under CACHE/venvs, or the wheel cache) and narrow again.",
-            ) from exc
-        # A file that ran must be readable where it ran: else every line of it would read as added.
-        lost = [p for p in failing.old.lines if p in traced and p not in old_sources]
-        lost += [p for p in failing.new.lines if p in traced and p not in new_sources]
-        if lost:
-            raise NarrowError(
-                f"The installed sources of {len(lost)} traced files could not be read (e.g. {lost[0]}): "
-                "the environment's wheels left the cache, or its files are links out of it.",
-                "remove the environment (CACHE/venvs, or the wheel cache) and narrow again.",
-            )
+        specs = (old_spec, new_spec)
+        old_sources, new_sources = traced_sources(self.seams.sources, specs, failing, self.options.packages)
         found = find_suspects(
             old_sources,
             new_sources,
@@ -385,43 +340,10 @@ class Narrower:
         old_sources: dict[str, str],
         new_sources: dict[str, str],
     ) -> None:
-        found, probe, ends = self.narrowing.suspects, self.trace_summary().probe, self.ends
-        if self.seams.run_patched is None or self.options.prove <= 0 or found is None or ends is None:
+        if self.seams.run_patched is None or self.options.prove <= 0 or self.ends is None:
             return
-        old_state, new_state = state_of(ends[0], probe), state_of(ends[1], probe)
-        if old_state is None or new_state is None:
-            return
-        units = [unit_of(s) for s in found.suspects if not s.documentation_only]
         ran = set(failing.old.lines) | set(failing.new.lines)
-        files = sorted(
-            p for p in ran if p in old_sources and p in new_sources and old_sources[p] != new_sources[p]
-        )
-        plan = ProofPlan(
-            probe=probe,
-            old_spec=old_spec,
-            new_spec=new_spec,
-            old_state=old_state.name,
-            new_state=new_state.name,
-            old_sources=old_sources,
-            new_sources=new_sources,
-            units=tuple(dict.fromkeys(units))[: self.options.prove],
-            files=tuple(files),
-            budget=self.options.prove_budget,
-        )
-        last_old, first_new = self.narrowing.last_old, self.narrowing.first_new
-        refs = (
-            (last_old.ref if last_old else None) or old_spec.tf_version,
-            (first_new.ref if first_new else None) or new_spec.tf_version,
-        )
-        self.progress.say(f"proving: putting the old code of up to {len(plan.units)} suspects back")
-        proof = proof_of(plan, self.seams.run_patched, self.progress.say, refs)
-        if proof.proven:  # the cause's links at both refs: its suspect's, where it ranked
-            linked = next((s for s in found.suspects if unit_of(s).label == proof.cause[0]), None)
-            if linked is not None:
-                proof = replace(proof, old_link=linked.old_link, new_link=linked.new_link)
-        self.narrowing.proof = proof
-        if not self.narrowing.proof.proven and self.narrowing.proof.skipped:
-            self.narrowing.notes.append(
-                NarrowNote.of(NoteCode.PROOF_FAILED, what=self.narrowing.proof.skipped)
-            )
-        self.save()
+        top = (self.options.prove, self.options.prove_budget)
+        stage = ProofStage(self.seams.run_patched, top, self.progress.say, self.ends, (old_spec, new_spec))
+        if stage.prove(self.narrowing, ran, (old_sources, new_sources)):
+            self.save()

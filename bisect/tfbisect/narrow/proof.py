@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -25,7 +25,17 @@ from tfbisect.core.textsafe import clip
 from tfbisect.narrow.analysis import MODULE_LEVEL
 from tfbisect.narrow.sources import source_lines
 from tfbisect.search.judge import state_of
-from tfbisect.search.narrowlog import PATCH_CHARS_MAX, Proof, Suspect, Trial, TrialKind, Verdict
+from tfbisect.search.narrowlog import (
+    PATCH_CHARS_MAX,
+    Narrowing,
+    NarrowNote,
+    NoteCode,
+    Proof,
+    Suspect,
+    Trial,
+    TrialKind,
+    Verdict,
+)
 
 DEFAULT_BUDGET = DEFAULT_PROVE_BUDGET
 WHOLE_FILE = "<file>"  # a unit that is a whole file (module-level changes, import-time code)
@@ -380,3 +390,70 @@ def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs:
         sufficient=sufficient,
         patch=unified(plan.new_sources, patched, refs[1], refs[0]),
     )
+
+
+@dataclass(frozen=True)
+class ProofStage:
+    """The narrowing's last step: the top suspects' old code put back into the first new
+    environment, and the proof (or why there is none) noted in the narrowing."""
+
+    run: RunPatched
+    limits: tuple[int, int]  # the top suspects to put back, the patched runs it may make
+    say: Callable[[str], None]
+    ends: tuple[RunRecord, RunRecord]  # the narrowed range's two records
+    specs: tuple[EnvSpec, EnvSpec]
+
+    def plan(
+        self,
+        suspects: Sequence[Suspect],
+        probe: str,
+        ran: Collection[str],
+        sources: tuple[dict[str, str], ...],
+    ) -> ProofPlan | None:
+        """The plan for the ranked suspects; None when the probe has no state at an end."""
+        old_state, new_state = state_of(self.ends[0], probe), state_of(self.ends[1], probe)
+        if old_state is None or new_state is None:
+            return None
+        old_sources, new_sources = sources
+        units = [unit_of(s) for s in suspects if not s.documentation_only]
+        files = sorted(
+            p for p in ran if p in old_sources and p in new_sources and old_sources[p] != new_sources[p]
+        )
+        return ProofPlan(
+            probe=probe,
+            old_spec=self.specs[0],
+            new_spec=self.specs[1],
+            old_state=old_state.name,
+            new_state=new_state.name,
+            old_sources=old_sources,
+            new_sources=new_sources,
+            units=tuple(dict.fromkeys(units))[: self.limits[0]],
+            files=tuple(files),
+            budget=self.limits[1],
+        )
+
+    def prove(self, narrowing: Narrowing, ran: Collection[str], sources: tuple[dict[str, str], ...]) -> bool:
+        """Prove the narrowing's suspects (`ran`: the files the failing probe ran; `sources`: both
+        versions' texts of them); False when there was nothing to prove, the narrowing untouched."""
+        found, summary = narrowing.suspects, narrowing.trace
+        assert summary is not None
+        if found is None:
+            return False
+        plan = self.plan(found.suspects, summary.probe, ran, sources)
+        if plan is None:
+            return False
+        last_old, first_new = narrowing.last_old, narrowing.first_new
+        refs = (
+            (last_old.ref if last_old else None) or self.specs[0].tf_version,
+            (first_new.ref if first_new else None) or self.specs[1].tf_version,
+        )
+        self.say(f"proving: putting the old code of up to {len(plan.units)} suspects back")
+        proof = proof_of(plan, self.run, self.say, refs)
+        if proof.proven:  # the cause's links at both refs: its suspect's, where it ranked
+            linked = next((s for s in found.suspects if unit_of(s).label == proof.cause[0]), None)
+            if linked is not None:
+                proof = replace(proof, old_link=linked.old_link, new_link=linked.new_link)
+        narrowing.proof = proof
+        if not proof.proven and proof.skipped:
+            narrowing.notes.append(NarrowNote.of(NoteCode.PROOF_FAILED, what=proof.skipped))
+        return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import zipfile
+import zlib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,7 +14,8 @@ from tfbisect.core.errors import NarrowError
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.record import RunRecord
 from tfbisect.core.safe_names import safe_component
-from tfbisect.narrow.sources import member_path
+from tfbisect.core.spec import EnvSpec
+from tfbisect.narrow.sources import member_path, read_places
 
 TRACE_MAX_FILES = 20000  # the tracer's own cap
 TRACE_MAX_LINES_PER_FILE = 1_000_000
@@ -162,6 +165,33 @@ def refused_probe(done: TracedRun) -> bool:
     return done.exit_code == 2 and done.result is None
 
 
+# One probe run alone in an environment: (spec, probes, packages to trace, traced or the yardstick).
+TraceProbes = Callable[[EnvSpec, Sequence[str], Sequence[str], bool], TracedRun]
+
+
+@dataclass
+class ProbeRunner:
+    """Runs one probe alone through `trace`; a scenario that cannot run one probe alone (one
+    written before `--probe`) is run whole from then on, `whole` set."""
+
+    trace: TraceProbes
+    packages: tuple[str, ...]
+    say: Callable[[str], None]
+    whole: bool = False
+
+    def traced(self, spec: EnvSpec, probe: str) -> TracedRun:
+        done = self.trace(spec, [] if self.whole else [probe], list(self.packages), True)
+        if not self.whole and refused_probe(done):
+            self.say(f"[{spec.label}] the scenario takes no --probe: tracing it whole")
+            self.whole = True
+            done = self.trace(spec, [], list(self.packages), True)
+        return done
+
+    def untraced(self, spec: EnvSpec, probe: str) -> TracedRun:
+        """The yardstick: the same run, untraced."""
+        return self.trace(spec, [] if self.whole else [probe], [], False)
+
+
 def checked_trace(
     done: TracedRun, probe: str, label: str, *, whole: bool = False
 ) -> tuple[Trace, dict[str, Any]]:
@@ -217,3 +247,33 @@ class KeptTraces:
     def keep(self, role: str, side: str, version: str, document: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path(role, side, version), document)
+
+
+def traced_sources(
+    places: Callable[[EnvSpec], list[Path]],
+    specs: tuple[EnvSpec, EnvSpec],
+    failing: ProbeTraces,
+    packages: Collection[str],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Both versions' sources of the traced packages' files the failing probe ran; NarrowError
+    when they cannot be read, or a file that ran is missing where it ran."""
+    wanted = set(packages)
+    traced = {p for p in set(failing.old.lines) | set(failing.new.lines) if p.split("/", 1)[0] in wanted}
+    try:
+        old_sources = read_places(places(specs[0]), traced)
+        new_sources = read_places(places(specs[1]), traced)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise NarrowError(
+            f"The installed sources could not be read: {exc}.",
+            "remove the environment from the cache (a venv under CACHE/venvs, or the wheel cache) and narrow again.",
+        ) from exc
+    # A file that ran must be readable where it ran: else every line of it would read as added.
+    lost = [p for p in failing.old.lines if p in traced and p not in old_sources]
+    lost += [p for p in failing.new.lines if p in traced and p not in new_sources]
+    if lost:
+        raise NarrowError(
+            f"The installed sources of {len(lost)} traced files could not be read (e.g. {lost[0]}): "
+            "the environment's wheels left the cache, or its files are links out of it.",
+            "remove the environment (CACHE/venvs, or the wheel cache) and narrow again.",
+        )
+    return old_sources, new_sources

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tfbisect.core import interrupt
+from tfbisect.core import interrupt, jsonread
 from tfbisect.core.errors import MachineFaultError
 from tfbisect.core.limits import (
     LOG_FILE_HEAD_BYTES,
@@ -50,6 +50,7 @@ MARKER_VARIABLE = "TFBISECT_RUN_ID"
 _WATCH_INTERVAL = 0.2
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_PDEATHSIG = 1
+_NOTE_MAX_BYTES = 64 * 1024  # a run note is four short fields: anything larger is not one
 
 _ACTIVE: dict[int, _Tree] = {}
 # Reentrant: the stop handler (kill_all) runs in the main thread, which may hold it already.
@@ -160,9 +161,9 @@ def reap_orphans() -> int:
         return 0
     for path in notes:
         try:
-            note = json.loads(path.read_text(encoding="utf-8"))
+            note = jsonread.read(path, max_bytes=_NOTE_MAX_BYTES)
             driver, start, marker = int(note["driver"]), note["driver_start"], str(note["marker"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError):
             path.unlink(missing_ok=True)
             continue
         if start is not None and _start_time(driver) == start:

@@ -483,7 +483,7 @@ def _get_json(reader: _Reader, url: str, what: str) -> Any:
     if not answer.complete:
         _not_github(reader, f"{what} larger than {MAX_ISSUE_ANSWER_BYTES // (1024 * 1024)} MiB")
     try:
-        return json.loads(answer.body.decode("utf-8"))
+        return jsonread.loads(answer.body)
     except (ValueError, RecursionError):
         _not_github(reader, f"{what} that is not JSON")
 

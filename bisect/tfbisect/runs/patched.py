@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfbisect.core import interrupt
+from tfbisect.core import interrupt, jsonread
 from tfbisect.core.errors import TraceError
 from tfbisect.core.fsio import now_iso, stamp, write_json_atomic
 from tfbisect.core.record import RunRecord
@@ -177,6 +177,6 @@ class PatchedRuns:
     def stored(self, scenario: Scenario, key: str) -> RunRecord | None:
         path = self.store_path(scenario, key)
         try:
-            return RunRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            return RunRecord.from_dict(jsonread.read(path, max_bytes=None))
         except (OSError, ValueError, KeyError, TypeError):
             return None

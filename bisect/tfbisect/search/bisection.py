@@ -284,31 +284,15 @@ class Bisection:
         )
         failing_index = low if terms.failing_old else high
         failure = self.failure_at(failing_index)
-        self.report.question = (
-            (
-                "where the scenario starts to fail"
-                if not terms.failing_old
-                else "where the scenario stops failing"
-            )
-            if any_failure
-            else self.report.question
-        )
+        if any_failure:
+            stops = terms.failing_old
+            self.report.question = f"where the scenario {'stops failing' if stops else 'starts to fail'}"
         state = self.narrow(low, high, terms)
         result = state.result()
         change = self.confirm(result.change, state, terms, low)
-        names = self.report.versions
-        last_old, first_new = names[change.last_old + low], names[change.first_new + low]
-        candidates = [names[i + low] for i in change.candidates]
-        without, with_ = (first_new, last_old) if terms.failing_old else (last_old, first_new)
-        self.report.failure_finding = {
-            "failure": failure,
-            "direction": "stops" if terms.failing_old else "starts",
-            "last_without": None if terms.failing_old else without,
-            "first_with": with_ if not terms.failing_old else None,
-            "last_with": with_ if terms.failing_old else None,
-            "first_without": without if terms.failing_old else None,
-            "candidates": candidates,
-        }
+        self.report.failure_finding = failure_finding(
+            failure, self.report.versions[low:], change, failing_old=terms.failing_old
+        )
         self.label_steps(terms)
         if any_failure:
             self.report.term_old, self.report.term_new = terms.old_name, terms.new_name
@@ -394,6 +378,25 @@ class Bisection:
             for i in cheap:
                 state.record(i, terms.classify(self.state(i + low)))
         return state.result().change
+
+
+def failure_finding(
+    failure: str, names: Sequence[str], change: ChangePoint, *, failing_old: bool
+) -> dict[str, object]:
+    """Where a failure begins (or goes away) in `names` (the versions from the range's low end),
+    as the log keeps it."""
+    last_old, first_new = names[change.last_old], names[change.first_new]
+    candidates = [names[i] for i in change.candidates]
+    without, with_ = (first_new, last_old) if failing_old else (last_old, first_new)
+    return {
+        "failure": failure,
+        "direction": "stops" if failing_old else "starts",
+        "last_without": None if failing_old else without,
+        "first_with": with_ if not failing_old else None,
+        "last_with": with_ if failing_old else None,
+        "first_without": without if failing_old else None,
+        "candidates": candidates,
+    }
 
 
 def ref_of(version: str, git_version: str | None) -> str | None:

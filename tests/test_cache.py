@@ -67,6 +67,25 @@ def wheel(tmp_path: Path) -> Path:
 # -- wheels ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def own_uv_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tfbisect's uv cache is one per machine; each test here gets one of its own beside its cache."""
+    path = tmp_path / "cache" / cache.UV_CACHE
+    monkeypatch.setenv(cache.UV_CACHE_VARIABLE, str(path))
+    return path
+
+
+def test_the_uv_cache_is_one_per_machine_whatever_the_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(cache.UV_CACHE_VARIABLE)
+    monkeypatch.setenv("TFBISECT_CACHE", str(tmp_path / "default"))
+    assert cache.uv_cache_dir() == tmp_path / "default" / cache.UV_CACHE
+    monkeypatch.delenv("TFBISECT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.uv_cache_dir() == tmp_path / "xdg" / "tfbisect" / cache.UV_CACHE
+
+
 def test_a_wheel_is_kept_only_when_its_sha256_matches_the_lock(wheel: Path, tmp_path: Path) -> None:
     pin = pins(f"tinypkg==1.0 \\\n    --hash=sha256:{sha(wheel)}\n")[0]
     assert wheel_problem(wheel, pin) is None

@@ -434,8 +434,10 @@ def prefetch_ratio(tmp: Path) -> dict[str, float]:
             "gradient_eager_plain",
         ]
         command += ["--backend", "venv", "--prefetch", prefetch, "--no-narrow"]
-        # Cold for both: tfbisect's caches and uv's own wheel cache fresh.
-        env = dict(os.environ, UV_CACHE_DIR=str(folder / "uv-cache"))
+        # Cold for both: tfbisect's caches and its uv wheel cache fresh.
+        env = dict(
+            os.environ, UV_CACHE_DIR=str(folder / "uv-cache"), TFBISECT_UV_CACHE=str(folder / "uv-cache")
+        )
         start = time.monotonic()
         subprocess.run(command, check=False, capture_output=True, env=env)
         timings[prefetch] = time.monotonic() - start

@@ -10,7 +10,7 @@ from tfbisect.core import argv as cmdline
 from tfbisect.core.errors import ExitCode, UsageError
 from tfbisect.core.progress import Progress
 from tfbisect.envs import cache, locks
-from tfbisect.runs.runner import default_cache_dir
+from tfbisect.envs.cache import default_cache_dir
 
 
 @dataclass(frozen=True)

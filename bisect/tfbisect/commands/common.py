@@ -14,7 +14,8 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
-from tfbisect.runs.runner import Runner, Settings, default_cache_dir
+from tfbisect.envs.cache import default_cache_dir
+from tfbisect.runs.runner import Runner, Settings
 
 # The commands other than `run` exit 0 when all went well and 1 when something is to report, the
 # two codes `git bisect run` reads as good and bad.

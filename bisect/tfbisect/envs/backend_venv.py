@@ -157,9 +157,10 @@ class VenvBackend:
 
     def _install(self, target: Path, lock: Lock, interpreter: Interpreter, log_path: Path) -> Finished:
         uv = uv_binary()
-        # tfbisect's own uv cache, beside the venvs (hard links need one file system), so that
-        # `tfbisect cache prune` can free what only its venvs used without touching the user's.
-        uv_cache = str(self.cache_dir / cache.UV_CACHE)
+        # tfbisect's own uv cache, one per machine (hard links need one file system: the default
+        # cache folder), so that `tfbisect cache prune` can free what only its venvs used without
+        # touching the user's, and a release's wheels are fetched once for every --cache folder.
+        uv_cache = str(cache.uv_cache_dir())
         env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=uv_cache)
         script = (
             f"set -e; {uv} venv --quiet --python {interpreter.path} {target}; "

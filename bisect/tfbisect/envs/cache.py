@@ -3,7 +3,7 @@ own uv cache, wheels, resolved locks, narrowing traces, images), a pure plan of 
 and the eviction.
 
 Sizes are blocks on disk, each inode counted once per entry.  The venvs are hard-linked to
-the uv cache they were installed from (`<cache>/uv`, tfbisect's own: see `UV_CACHE`), so
+the uv cache they were installed from (tfbisect's own, one per machine: `uv_cache_dir`), so
 removing a venv alone frees only its own files; after venvs go, `sweep_uv` removes the uv
 archives that no venv links any more (every file's link count back to 1), which is what makes
 the space come back.
@@ -34,7 +34,8 @@ from tfbisect.core.progress import Progress
 
 READY = ".tfbisect-ready"  # a venv whose install and check finished (its lock's sha256)
 USED = ".tfbisect-used"  # touched on each run in a venv
-UV_CACHE = "uv"  # tfbisect's own uv cache, under the cache folder (never the user's)
+UV_CACHE = "uv"  # tfbisect's own uv cache, under the default cache folder (never the user's)
+UV_CACHE_VARIABLE = "TFBISECT_UV_CACHE"
 BUDGET_VARIABLE = "TFBISECT_CACHE_BUDGET"
 # Nothing younger is swept from the uv cache: an install in another process may be between
 # unpacking an archive and linking it into its venv.
@@ -172,8 +173,24 @@ def _wheels(cache_dir: Path) -> list[Entry]:
     return out
 
 
+def default_cache_dir() -> Path:
+    """Where tfbisect keeps venvs, wheels and images' marks unless --cache says otherwise."""
+    if os.environ.get("TFBISECT_CACHE"):
+        return Path(os.environ["TFBISECT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfbisect"
+
+
+def uv_cache_dir() -> Path:
+    """tfbisect's own uv cache, one per machine (`$TFBISECT_UV_CACHE`, else `uv` in the default
+    cache folder) whatever `--cache` says: a release's wheels are fetched once for every cache
+    folder (the tests each use one), and never mixed with the user's own uv cache, so `prune`
+    can sweep what only tfbisect's venvs used."""
+    asked = os.environ.get(UV_CACHE_VARIABLE)
+    return Path(asked) if asked else default_cache_dir() / UV_CACHE
+
+
 def _uv(cache_dir: Path) -> list[Entry]:
-    path = cache_dir / UV_CACHE
+    path = uv_cache_dir()
     if not path.is_dir():
         return []
     # Only what no venv links: the rest is already counted with the venvs.
@@ -338,7 +355,7 @@ def sweep_uv(cache_dir: Path, *, now: float, min_age: float = UV_SWEEP_MIN_AGE_S
     """Remove the uv archives that no venv links any more (every file's link count is 1) and
     that are older than `min_age`; uv fetches a removed archive again when a venv needs it.
     Returns the bytes of the archives removed."""
-    archives = cache_dir / UV_CACHE
+    archives = uv_cache_dir()
     removed = 0
     with _INSTALLS:
         _INSTALLS.wait_for(lambda: _ACTIVE[0] == 0)

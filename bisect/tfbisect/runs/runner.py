@@ -75,12 +75,6 @@ class Settings:
 PREFETCH_MIN_FREE_BYTES = 20 * 1024**3
 
 
-def default_cache_dir() -> Path:
-    if os.environ.get("TFBISECT_CACHE"):
-        return Path(os.environ["TFBISECT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfbisect"
-
-
 @dataclass(frozen=True)
 class RunResult:
     """What `Runner.run` did: the record, and whether it was reused or made now (and where it logged)."""

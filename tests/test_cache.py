@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tfbisect.core.errors import ExitCode
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, LockSpec
 from tfbisect.envs import cache, interpreters
@@ -292,6 +293,7 @@ def test_too_little_free_space_stops_with_the_figure_and_the_prune_command(tmp_p
         cache.require_free(tmp_path, 10**18, "a venv of TF 2.20.0")
     assert "GB is free" in caught.value.what
     assert "tfbisect cache prune" in caught.value.todo
+    assert caught.value.exit_code is ExitCode.MACHINE  # a machine fault: never a skip, never a verdict
 
 
 def test_the_budget_is_enforced_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

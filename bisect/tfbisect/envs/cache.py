@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tfbisect.core import jsonread
-from tfbisect.core.errors import StoreError, TfbisectError, UsageError
+from tfbisect.core.errors import MachineFaultError, TfbisectError, UsageError
 from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.progress import Progress
 
@@ -51,9 +51,9 @@ _INSTALLS = threading.Condition()
 _ACTIVE = [0]
 
 
-class NoSpaceError(StoreError):
-    """Too little free space to prepare an environment.  An infrastructure fault, never a skip:
-    StoreError is not one of the preparation failures a run records as a skip."""
+class NoSpaceError(MachineFaultError):
+    """Too little free space to prepare an environment: a machine fault (exit 15), never a skip
+    and never a verdict; the command stops before half-making the environment."""
 
 
 @dataclass(frozen=True)

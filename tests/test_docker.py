@@ -86,7 +86,8 @@ def built(done: subprocess.CompletedProcess[str], prefix: str) -> bool:
     """Whether this call built the image whose tag starts with `prefix` (else it was reused)."""
     if not any("building the image " + prefix in line for line in done.stderr.splitlines()):
         return False
-    assert f"+ docker build --network host --file {ROOT / 'Dockerfile'}" in done.stderr  # the echo
+    # the echo: --force-rm, so a failed or cancelled step leaves no container behind
+    assert f"+ docker build --force-rm --network host --file {ROOT / 'Dockerfile'}" in done.stderr
     return True
 
 

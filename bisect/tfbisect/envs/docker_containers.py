@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import io
 import os
 import shlex
@@ -29,6 +30,9 @@ KEEP_LABEL = "tfbisect.keep"  # --keep-containers: an ended one is left for debu
 # A `docker build` step's container passes the Dockerfile's build arguments in its environment
 # and command; this one is tfbisect's own (Dockerfile: ARG WHEELS_URL).
 BUILD_MARK = "WHEELS_URL="
+# How long an ended step container of a build must have sat before a sweep takes it for a
+# leftover (a build in another process commits its step's container within seconds).
+BUILD_LEFTOVER_AGE_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -169,17 +173,29 @@ class Containers(EngineCalls):
             if deadline < now and not kept:
                 removed += self._remove_quietly(str(found["Id"]))
         for found in ended:
-            if DEADLINE_LABEL not in (found.get("Labels") or {}) and self._is_build_step(str(found["Id"])):
+            if DEADLINE_LABEL not in (found.get("Labels") or {}) and self._is_left_build_step(
+                str(found["Id"]), now
+            ):
                 removed += self._remove_quietly(str(found["Id"]))
         return removed
 
-    def _is_build_step(self, container: str) -> bool:
+    def _is_left_build_step(self, container: str, now: float) -> bool:
+        """A step container of one of tfbisect's builds that no build will commit any more.  A
+        build running in another tfbisect process has its step's container for seconds between
+        the step's end and its commit (and a created one before it starts): only one that has
+        sat there for BUILD_LEFTOVER_AGE_S is a leftover."""
         try:
-            config = self.api.inspect_container(container).get("Config") or {}
+            found = self.api.inspect_container(container)
         except FAILURES:
             return False
+        config = found.get("Config") or {}
         words = [*(config.get("Env") or []), *(config.get("Cmd") or [])]
-        return any(isinstance(w, str) and BUILD_MARK in w for w in words)
+        if not any(isinstance(w, str) and BUILD_MARK in w for w in words):
+            return False
+        state = found.get("State") or {}
+        since = state.get("FinishedAt") if state.get("Status") == "exited" else found.get("Created")
+        moment = _moment(since)
+        return moment is not None and now - moment > BUILD_LEFTOVER_AGE_S
 
     def _remove_quietly(self, container: str) -> int:
         try:
@@ -187,3 +203,13 @@ class Containers(EngineCalls):
         except FAILURES:
             return 0
         return 1
+
+
+def _moment(text: object) -> float | None:
+    """An engine's RFC 3339 time (`2026-12-05T14:41:59.123456789Z`) in epoch seconds; None when absent."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -208,6 +209,11 @@ def test_an_error_at_the_older_end_is_never_called_good(tmp_path: Path) -> None:
     assert finding is not None and finding["direction"] == "stops"
     assert (finding["last_with"], finding["first_without"]) == ("2.3.4", "2.4.0")
     assert all(step.cls != "old" or step.state != "match" for step in report.steps)
+    # Read back from its log, it says the same (the direction and both versions survive).
+    again = BisectReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.failure_finding == finding
+    assert findings.explain(again) == findings.explain(report)
+    assert findings.failure_finding_text(again) == "last run with the failure 2.3.4, first without it 2.4.0"
 
 
 def test_regress_error_bisects_the_failure_with_words_of_its_own(tmp_path: Path) -> None:

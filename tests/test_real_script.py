@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tfbisect.search.bisectlog import Status, load_report
+from tfbisect.search.steps import StepOutcome
 
 from conftest import cli
 
@@ -70,3 +71,104 @@ def test_a_plain_script_bisects_and_its_summary_reruns_elsewhere(tmp_path: Path)
     )  # fmt: skip
     assert rerun.returncode == 1, rerun.stdout + rerun.stderr  # reproduced, as in the summary
     assert "installing" not in rerun.stderr
+
+
+# Repro scripts as reporters wrote them in real TensorFlow issues, each with the boundary its
+# thread states (checked by hand on real TF: 2.4.4 -> 2.5.0 and 2.6.5 -> 2.7.0).
+RETRACE = """\
+# tensorflow/tensorflow#49463: a tf.function retraces once per tf.random.Generator
+import tensorflow as tf
+
+num_traces = 0
+
+@tf.function
+def foo(g):
+    global num_traces
+    num_traces += 1
+    return g.normal([])
+
+foo(tf.random.Generator.from_seed(1))
+foo(tf.random.Generator.from_seed(2))
+assert num_traces == 1, "retraced once per generator: %d traces" % num_traces
+"""
+TNP_TILE = """\
+# tensorflow/tensorflow#50438: 'EagerTensor' object has no attribute 'reshape' (worked in 2.4.1)
+import tensorflow.experimental.numpy as tnp
+
+arange = tnp.arange(10, dtype=tnp.float32)
+pos_vs = tnp.tile(arange, (4, 10, 1))
+print(tnp.transpose(pos_vs, [0, 2, 1]).shape)
+"""
+PREDICT_UPRANK = """\
+# tensorflow/tensorflow#55573: model.predict upranked 1-D input to (N, 1) before 2.7
+import numpy as np
+import tensorflow as tf
+
+model = tf.keras.Sequential([tf.keras.layers.Lambda(lambda x: x * 2.0)])
+out = model.predict(np.arange(8.0))
+assert out.shape == (8, 1), "predict no longer upranks 1-D input: %s" % (out.shape,)
+"""
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reports folder and cache for the reporters' scripts: their venvs are built once."""
+    return tmp_path_factory.mktemp("reporters")
+
+
+def bisect_script(shared: Path, name: str, text: str, *args: str) -> tuple[int, str, Path]:
+    script = shared / f"{name}.py"
+    script.write_text(text)
+    done = cli(
+        shared / "reports", "bisect", "--script", str(script), *args, "--backend", "venv", "--no-narrow"
+    )
+    [log] = sorted((shared / "reports" / "bisect").glob(f"*-{name}.script*.json"))[-1:]
+    return done.returncode, done.stdout + done.stderr, log
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "answer"),
+    [
+        ("retrace", RETRACE, ("--good", "2.4.4", "--bad", "2.5.0", "--python", "3.8"), ("2.4.4", "2.5.0")),
+        (
+            "tnp_tile",
+            TNP_TILE,
+            (
+                "--good",
+                "2.4.4",
+                "--bad",
+                "2.5.0",
+                "--python",
+                "3.8",
+                "--bad-if-raises",
+                "AttributeError:reshape",
+            ),
+            ("2.4.4", "2.5.0"),
+        ),
+        (
+            "predict_uprank",
+            PREDICT_UPRANK,
+            ("--good", "2.6.5", "--bad", "2.7.1", "--python", "3.9"),
+            ("2.6.5", "2.7.0"),
+        ),
+    ],
+)
+def test_reporters_scripts_bisect_to_the_boundary_their_issue_states(
+    shared: Path, name: str, text: str, args: tuple[str, ...], answer: tuple[str, str]
+) -> None:
+    code, output, log = bisect_script(shared, name, text, *args)
+    assert code == 0, output
+    report = load_report(log)
+    assert report.status is Status.FOUND and (report.last_old, report.first_new) == answer, output
+
+
+def test_an_exception_that_is_not_named_the_bug_is_a_failing_end_never_bad(shared: Path) -> None:
+    """Without --bad-if-raises, 2.5.0's AttributeError is an error (the newer end fails), not the bug."""
+    code, output, log = bisect_script(
+        shared, "tnp_tile_unnamed", TNP_TILE, "--good", "2.4.4", "--bad", "2.5.0", "--python", "3.8"
+    )
+    assert code != 0, output
+    report = load_report(log)
+    assert report.status is Status.END_FAILS, output
+    [newer] = [step for step in report.steps if step.version == "2.5.0"]
+    assert newer.outcome is StepOutcome.ERROR and "AttributeError" in newer.summary, newer

@@ -335,7 +335,13 @@ def _failure_finding(raw: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     where = "its field 'failure_finding'"
     found: dict[str, Any] = {"failure": _str(raw.get("failure", ""), where)}
-    for key in ("last_without", "first_with"):
+    direction = raw.get("direction", "starts")
+    if direction not in ("starts", "stops"):
+        raise DamagedLog(f"{where} says the failure {_kind(direction)} instead of starts or stops.", _TODO)
+    found["direction"] = direction
+    # A failure that starts is found between its last run without and first with it; one that
+    # stops (a failing older end), between its last run with and first without it.
+    for key in ("last_without", "first_with", "last_with", "first_without"):
         found[key] = None if raw.get(key) is None else _version(raw[key], where)
     candidates = raw.get("candidates", [])
     if not isinstance(candidates, list):

@@ -283,3 +283,20 @@ def test_harness_source_stays_python36() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert imported <= set(sys.stdlib_module_names) | {"tensorflow"}
+
+
+def test_the_keras_a_script_used_is_in_its_environment(python: str, fake_tf: Path, tmp_path: Path) -> None:
+    """`show` names the Keras a script ran with (not "Keras None"), and a script that never used
+    Keras does not get one imported for the record's sake."""
+    (fake_tf / "keras").mkdir()
+    (fake_tf / "keras" / "__init__.py").write_text("__version__ = '2.7.0'\n")
+    used = run(python, fake_tf, write(tmp_path, "import tensorflow, keras\n", name="uses.py"))
+    assert used.document is not None, used.log
+    assert used.document["environment"]["keras"] == {
+        "version": "2.7.0",
+        "flavour": "keras2-bundled",
+        "module": "keras",
+    }
+    (fake_tf / "keras" / "__init__.py").write_text("raise SystemExit('keras was imported')\n")
+    unused = run(python, fake_tf, write(tmp_path, "import tensorflow\n", name="plain.py"))
+    assert unused.outcome is Outcome.NOT_REPRODUCED, unused.log  # keras was never imported

@@ -249,6 +249,9 @@ def tf_environment(tf, environment):
         environment["is_cuda_build"] = bool(info.get("is_cuda_build", False))
     except Exception:
         pass
+    keras = keras_environment()
+    if keras is not None:
+        environment["keras"] = keras
     try:
         lister = (
             getattr(tf.config, "list_physical_devices", None) or tf.config.experimental.list_physical_devices
@@ -258,6 +261,33 @@ def tf_environment(tf, environment):
     except Exception:
         pass
     return environment
+
+
+def keras_environment():
+    """The Keras the script ran with, as the scenarios report it, without importing one the
+    script did not (tf.keras is lazy: touching it would import Keras into a script that never
+    used it): the loaded module first, else the installed distribution's version."""
+    module = None
+    for name in ("tf_keras", "keras", "tensorflow.python.keras"):
+        if name in sys.modules:
+            module = sys.modules[name]
+            break
+    version = getattr(module, "__version__", None) if module is not None else None
+    if version is None:
+        try:
+            from importlib import metadata  # Python 3.8+
+
+            version = metadata.version("keras")
+        except Exception:
+            return None
+    name = getattr(module, "__name__", "") if module is not None else ""
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1" or name.startswith("tf_keras"):
+        flavour = "tf-keras"
+    elif str(version).startswith("3"):
+        flavour = "keras3"
+    else:
+        flavour = "keras2-bundled"
+    return {"version": str(version), "flavour": flavour, "module": name}
 
 
 def write_json(path, document):

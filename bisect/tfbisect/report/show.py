@@ -162,7 +162,8 @@ def bisect_text(report: BisectReport, log_path: Path | None = None) -> str:
         if compare and report.narrowing.status is NarrowStatus.NARROWED:
             lines.append(f"  compare:    {compare}")
     lines.append(
-        f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} rounds; "
+        f"runs: {report.runs} new, {report.reused} reused, in {report.rounds} "
+        f"round{'' if report.rounds == 1 else 's'}; "
         f"a sweep of the range needs {len(report.versions)}"
     )
     if log_path is not None:

@@ -1875,7 +1875,12 @@ def text_hostile(ctx: Ctx) -> str:
     path.write_text(
         HOSTILE_SCENARIO.format(doc=doc, folder=str(SCENARIOS), text=HOSTILE_TEXT), encoding="utf-8"
     )
-    call = bisection(ctx, path)
+    # The terms are the user's free text, shown in the summary's prose (not only in code).
+    old, new = (
+        f"fine{INVISIBLE} {AUTOLINKS[0]} {AUTOLINKS[1]}",
+        f"broken {AUTOLINKS[2]} {AUTOLINKS[3]}\n{FORGED_LINE}",
+    )
+    call = bisection(ctx, path, "--term-old", old, "--term-new", new)
     ctx.no_traceback(call)
     ctx.rc(call, [0], "bisect")
     log = ctx.tfb("bisect", "log")
@@ -1887,14 +1892,15 @@ def text_hostile(ctx: Ctx) -> str:
     for view, shown in views.items():
         found = invisible_in(shown)
         ctx.expect(not found, f"{view}: raw {' '.join(found)}")
+        ctx.expect("\\u202e" in shown or view == "report", f"{view} does not show the bidi control escaped")
+        # A console line forged by a newline (HTML and Markdown escape their text their own way).
         forged = [line for line in shown.splitlines() if line.lstrip().startswith(FORGED_LINE)]
-        ctx.expect(not forged, f"{view}: a newline in the scenario's text forged a line")
-    for view in ("report.html", "summary.md"):
-        ctx.expect("\\u202e" in views[view], f"{view} does not show the bidi control escaped")
-    markdown = views["summary.md"]
+        ctx.expect(view.endswith((".html", ".md")) or not forged, f"{view}: a newline forged a line")
+    # GitHub links nothing in code; in the prose, every autolink form must be defused.
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"(?ms)^```.*?^```", "", views["summary.md"]))
     for link in AUTOLINKS:
-        ctx.expect(link not in markdown, f"summary.md: {link!r} is a live GitHub reference")
-        ctx.expect(link in markdown.replace("<!-- -->", ""), f"summary.md does not show {link!r} at all")
+        ctx.expect(link not in prose, f"summary.md: {link!r} is a live GitHub reference")
+        ctx.expect(link in prose.replace("<!-- -->", ""), f"summary.md does not show {link!r} (the terms)")
     return "terminal, report.html and summary.md: escaped, one line each, no live reference"
 
 

@@ -25,6 +25,7 @@ at the end, also on failure and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -44,6 +45,7 @@ import time
 import traceback
 import unicodedata
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -2083,6 +2085,69 @@ def docker_sigterm(ctx: Ctx) -> str:
     left = containers_mounting([ctx.dir])
     ctx.expect(not left, f"container(s) left: {left}")
     return f"exit {call.rc} {took:.1f}s after SIGTERM, no container left"
+
+
+FAULT_WHEEL = "tfbisect_fault_wheel-1.0-py3-none-any.whl"
+
+
+def fault_wheel(folder: Path) -> str:
+    """A small pure-Python wheel made here (nothing is fetched from an index); its sha256."""
+    info = "tfbisect_fault_wheel-1.0.dist-info"
+    files = {
+        "tfbisect_fault_wheel/__init__.py": b"VALUE = 1\n",
+        "tfbisect_fault_wheel/padding.txt": secrets.token_hex(64 * 1024).encode(),
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: tfbisect-fault-wheel\nVersion: 1.0\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fault-table\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    path = folder / FAULT_WHEEL
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@case("cache/wheel-cut-short", "docker")
+def cache_wheel_cut_short(ctx: Ctx) -> str:
+    """A wheel in the wheel cache cut short (a full disk during a fetch): the next build that
+    needs it finds it damaged, fetches it again and judges the version: never a skip.  (The venv
+    backend installs through uv's own cache; the wheel cache is the Docker backend's.)"""
+    if ctx.table.docker_broken:
+        raise RuntimeError(f"the Docker image does not build: {ctx.table.docker_broken}")
+    links, locks = ctx.dir / "index", ctx.dir / "locks"
+    links.mkdir()
+    locks.mkdir()
+    sha = fault_wheel(links)
+    for version in (TF_OLD, TF_NEW):
+        pinned = f"tfbisect-fault-wheel==1.0 \\\n    --hash=sha256:{sha}\n"
+        header = LOCK_TEXT.format(version=version, python=PY, flavour="cpu")
+        (locks / f"tf{version}-py{PY}-cpu.txt").write_text(header + pinned)
+    # The host's `pip wheel` fills the wheel cache from this folder, as from an index.
+    env = {"TFBISECT_LOCKS": str(locks), "PIP_FIND_LINKS": str(links), "PIP_NO_INDEX": "1"}
+    calls = []
+    kept = ctx.table.cache / "wheels" / f"py{PY}" / FAULT_WHEEL
+    for version in (TF_NEW, TF_OLD):
+        args = ["run", "--tf", version, "--python", PY, "--backend", "docker", "--timeout", "60"]
+        calls.append(ctx.tfb(*args, "--scenario", str(scenario("fault_ok")), env=env, wall=900))
+        record = record_of(ctx.reports, "fault_ok", version) or {}
+        ctx.table.image_tags.add(str(record.get("extra", {}).get("image") or ""))
+        if version == TF_NEW and ctx.expect(kept.is_file(), "the wheel was not kept in the wheel cache"):
+            with open(kept, "r+b") as handle:  # cut short, as by ENOSPC
+                handle.truncate(kept.stat().st_size // 2)
+    for call, version in zip(calls, (TF_NEW, TF_OLD), strict=True):
+        ctx.no_traceback(call)
+        ctx.rc(call, [0], f"TF {version}")
+        outcome = (record_of(ctx.reports, "fault_ok", version) or {}).get("outcome")
+        ctx.expect(outcome == "not_reproduced", f"TF {version} stored as {outcome!r}, not a verdict")
+    said = calls[-1].text
+    ctx.expect("not a complete wheel" in said, f"the damaged wheel was not named: {last_line(calls[-1])}")
+    whole = kept.is_file() and hashlib.sha256(kept.read_bytes()).hexdigest() == sha
+    ctx.expect(whole, "the wheel cache does not hold the whole wheel again")
+    return "the cut wheel was found, fetched again, and the version judged (no skip)"
 
 
 # ---------------------------------------------------------------------------------- main

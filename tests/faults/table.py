@@ -2118,22 +2118,25 @@ def cache_wheel_cut_short(ctx: Ctx) -> str:
     backend installs through uv's own cache; the wheel cache is the Docker backend's.)"""
     if ctx.table.docker_broken:
         raise RuntimeError(f"the Docker image does not build: {ctx.table.docker_broken}")
+    stem = "docker_sandbox"  # a valid document, no venv-only import
     links, locks = ctx.dir / "index", ctx.dir / "locks"
     links.mkdir()
     locks.mkdir()
     sha = fault_wheel(links)
+    pinned = f"tfbisect-fault-wheel==1.0 \\\n    --hash=sha256:{sha}\n"
     for version in (TF_OLD, TF_NEW):
-        pinned = f"tfbisect-fault-wheel==1.0 \\\n    --hash=sha256:{sha}\n"
-        header = LOCK_TEXT.format(version=version, python=PY, flavour="cpu")
-        (locks / f"tf{version}-py{PY}-cpu.txt").write_text(header + pinned)
+        # Both flavours: a CPU image of TF 2.14+ installs from its CUDA lock.
+        for flavour in ("cpu", "cuda"):
+            header = LOCK_TEXT.format(version=version, python=PY, flavour=flavour)
+            (locks / f"tf{version}-py{PY}-{flavour}.txt").write_text(header + pinned)
     # The host's `pip wheel` fills the wheel cache from this folder, as from an index.
     env = {"TFBISECT_LOCKS": str(locks), "PIP_FIND_LINKS": str(links), "PIP_NO_INDEX": "1"}
     calls = []
     kept = ctx.table.cache / "wheels" / f"py{PY}" / FAULT_WHEEL
     for version in (TF_NEW, TF_OLD):
         args = ["run", "--tf", version, "--python", PY, "--backend", "docker", "--timeout", "60"]
-        calls.append(ctx.tfb(*args, "--scenario", str(scenario("fault_ok")), env=env, wall=900))
-        record = record_of(ctx.reports, "fault_ok", version) or {}
+        calls.append(ctx.tfb(*args, "--scenario", str(scenario(stem)), env=env, wall=900))
+        record = record_of(ctx.reports, stem, version) or {}
         ctx.table.image_tags.add(str(record.get("extra", {}).get("image") or ""))
         if version == TF_NEW and ctx.expect(kept.is_file(), "the wheel was not kept in the wheel cache"):
             with open(kept, "r+b") as handle:  # cut short, as by ENOSPC
@@ -2141,7 +2144,7 @@ def cache_wheel_cut_short(ctx: Ctx) -> str:
     for call, version in zip(calls, (TF_NEW, TF_OLD), strict=True):
         ctx.no_traceback(call)
         ctx.rc(call, [0], f"TF {version}")
-        outcome = (record_of(ctx.reports, "fault_ok", version) or {}).get("outcome")
+        outcome = (record_of(ctx.reports, stem, version) or {}).get("outcome")
         ctx.expect(outcome == "not_reproduced", f"TF {version} stored as {outcome!r}, not a verdict")
     said = calls[-1].text
     ctx.expect("not a complete wheel" in said, f"the damaged wheel was not named: {last_line(calls[-1])}")

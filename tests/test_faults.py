@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "tests" / "faults" / "table.py"
 TOTALS = re.compile(
     r"^faults: cases (?P<cases>\d+), passed (?P<passed>\d+), containers leaked (?P<containers>\d+), "
-    r"processes leaked (?P<processes>\d+), results lost (?P<lost>\d+), secrets leaked (?P<secrets>\d+)$"
+    r"processes leaked (?P<processes>\d+), temporary folders leaked (?P<tmp>\d+), "
+    r"results lost (?P<lost>\d+), secrets leaked (?P<secrets>\d+)$"
 )
 
 pytestmark = [pytest.mark.slow]

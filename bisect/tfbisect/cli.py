@@ -288,9 +288,10 @@ def cmd_report(options: report.ReportOptions, progress: Progress) -> int:
 def print_reports(reports: Reports | None) -> None:
     if reports is None:
         return
-    emit(reports.headline)
+    # One line each: a term or scenario text with a newline must not forge a console line.
+    print(printable(reports.headline, newlines=False))
     if reports.note:
-        emit(reports.note)
+        print(printable(reports.note, newlines=False))
     print("report files written:")
     for path in reports.files:
         print(f"  {path}")

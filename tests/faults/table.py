@@ -8,12 +8,14 @@ Docker backend one bare image): no TensorFlow is needed.  It prints one line per
 `PASS|FAIL  <category>/<case>  <detail>` (SKIP where a case cannot run here, e.g. mknod without
 root; skips are not counted), then exactly one totals line:
 
-    faults: cases N, passed N, containers leaked N, processes leaked N, results lost N, secrets leaked N
+    faults: cases N, passed N, containers leaked N, processes leaked N, temporary folders leaked N,
+    results lost N, secrets leaked N
 
-and exits 0 only when every case passed and the four counts are 0.  The counts are global:
-containers named `tfbisect-*` that mount the table's folders and outlive their run, processes
-of a scenario (each carries the case's marker in its command line or environment) that
-outlive their run, finished results missing from the store after an interruption or a run that
+(on one line) and exits 0 only when every case passed and the five counts are 0.  The counts are
+global: containers named `tfbisect-*` that mount the table's folders and outlive their run,
+processes of a scenario (each carries the case's marker in its command line or environment) that
+outlive their run, tfbisect's temporary folders (`tfbisect-*`) left in a case's TMPDIR when the
+case ends, finished results missing from the store after an interruption or a run that
 said it stored one, and the table's secrets (a file a scenario links to, the GitHub token) found
 in any output of tfbisect, any file under the table's folder or any request a server should
 not have had.  Everything the table makes (folders, processes, containers, images) is removed
@@ -23,6 +25,7 @@ at the end, also on failure and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -40,7 +43,9 @@ import tempfile
 import threading
 import time
 import traceback
+import unicodedata
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -360,7 +365,7 @@ class Table:
             FAULT_TABLE=self.id,
         )
         self.lock = threading.Lock()
-        self.counts = {"containers": 0, "processes": 0, "lost": 0}
+        self.counts = {"containers": 0, "processes": 0, "tmp": 0, "lost": 0}
         self.leaks: set[str] = set()  # where a secret was found, each place once
         self.active: set[subprocess.Popen[bytes]] = set()
         self.call_number = 0
@@ -654,6 +659,15 @@ class Ctx:
             docker("rm", "--force", *left)
             self.problems.append(f"container(s) left: {', '.join(left)}")
 
+    def temporary_folders(self) -> None:
+        """tfbisect's temporary folders still in this case's TMPDIR: counted, reported, removed."""
+        left = sorted(self.tmp.glob("tfbisect-*"))
+        if left:
+            self.table.count("tmp", len(left))
+            self.problems.append(f"temporary folder(s) left: {', '.join(p.name for p in left[:3])}")
+            for path in left:
+                shutil.rmtree(path, ignore_errors=True)
+
     def repository_untouched(self) -> None:
         """Nothing of this case's scenarios landed in the repository's own reports/."""
         for stem in self.stems:
@@ -694,6 +708,7 @@ def run_case(table: Table, spec: Case) -> Result:
             if spec.phase == "docker":
                 ctx.containers()
             ctx.repository_untouched()
+            ctx.temporary_folders()
         except Exception as exc:
             ctx.problems.append(f"checking for leftovers raised {type(exc).__name__}: {exc}")
     if status != "SKIP" and ctx.problems:
@@ -1202,8 +1217,9 @@ for _signame in SIGNALS:
     interrupt_run_case(_signame)
 
 
-def interrupted_search(ctx: Ctx, sub: str) -> str:
-    """SIGTERM while TF 2.21.0 hangs and 2.20.0 is done; then resume with the printed command."""
+def interrupted_search(ctx: Ctx, sub: str, sig: signal.Signals = signal.SIGTERM, force: bool = False) -> str:
+    """A stop signal while TF 2.21.0 hangs and 2.20.0 is done; then resume with the printed
+    command (after `--force`, a resume that forced again would run TF 2.20.0 twice)."""
     stem = "fault_bisect_hang"
     hang, flag, counter = ctx.dir / "hang", ctx.dir / "started", ctx.dir / "counter"
     hang.touch()
@@ -1214,19 +1230,19 @@ def interrupted_search(ctx: Ctx, sub: str) -> str:
         args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, "--no-narrow", *common]
     else:
         args = ["sweep", "--tf", f"{TF_OLD},{TF_NEW}", "--jobs", "1", *common]
-    running = ctx.start(*args, env=env)
+    running = ctx.start(*args, *(["--force"] if force else []), env=env)
     if not wait_for(flag.exists, 90, running):
         call = ctx.finish(running, 5)
         ctx.problems.append(f"TF {TF_NEW} never started: {last_line(call)}")
         return ""
     time.sleep(0.5)
     sent = time.monotonic()
-    running.popen.send_signal(signal.SIGTERM)
+    running.popen.send_signal(sig)
     call = ctx.finish(running, 40)
     took = time.monotonic() - sent
     ctx.no_traceback(call)
-    ctx.rc(call, [143])
-    ctx.expect(took < 10, f"took {took:.1f}s to stop after SIGTERM")
+    ctx.rc(call, [128 + sig])
+    ctx.expect(took < 10, f"took {took:.1f}s to stop after {sig.name}")
     ctx.survivors([ctx.marker.encode()])
     left = run_dirs_left(ctx)
     ctx.expect(not left, f"temporary folder(s) left in TMPDIR: {', '.join(left)}")
@@ -1245,6 +1261,7 @@ def interrupted_search(ctx: Ctx, sub: str) -> str:
     if not ctx.expect(line is not None, "the output names no resume command"):
         return ""
     assert line is not None
+    ctx.expect("--force" not in shlex.split(line), f"the resume command carries --force: {line!r}")
     hang.unlink()
     resumed = ctx.shell(runnable(line, env), env)
     ctx.no_traceback(resumed)
@@ -1262,7 +1279,7 @@ def interrupted_search(ctx: Ctx, sub: str) -> str:
             with contextlib.suppress(OSError, ValueError):
                 statuses.append(json.loads(log.read_text()).get("status"))
         ctx.expect("found" in statuses, f"the resumed bisection did not find the change (status {statuses})")
-    return f"exit 143 {took:.1f}s after SIGTERM; resumed with {clean(line, 80)!r}"
+    return f"exit {call.rc} {took:.1f}s after {sig.name}; resumed with {clean(line, 80)!r}"
 
 
 @case("interrupt/sigterm-during-bisect-then-resume", "serial")
@@ -1684,6 +1701,224 @@ def machine_kill_driver(ctx: Ctx) -> str:
     return "the scenario died with its driver; the next command reaped the rest"
 
 
+# ----------------------------------------------------- cases: logs, text and resuming
+def bisection(ctx: Ctx, path: Path, *extra: str, env: dict[str, str] | None = None) -> Call:
+    """A whole bisection of TF 2.20.0..2.21.0 (the empty venvs: nothing to narrow below them)."""
+    args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, "--no-narrow", "--backend", "venv"]
+    args += ["--python", PY, "--scenario", str(path), "--timeout", "60"]
+    return ctx.tfb(*args, *extra, env=env, wall=180)
+
+
+def bisect_logs(reports: Path) -> list[Path]:
+    folder = reports / "bisect"
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def refusal(ctx: Ctx, call: Call, codes: Sequence[int], what: str) -> None:
+    """A refusal in two parts with one of `codes` (the README's table), never a traceback."""
+    ctx.no_traceback(call)
+    if ctx.rc(call, codes, what):
+        ctx.expect("What to do" in call.err, f"{what}: not a two-part message: {last_line(call)}")
+
+
+def found_log(ctx: Ctx) -> Path | None:
+    """The log of a real bisection of this case (`fault_bisect_hang` without its hang): found."""
+    call = bisection(ctx, scenario("fault_bisect_hang"))
+    ctx.no_traceback(call)
+    ctx.rc(call, [0], "bisect")
+    logs = bisect_logs(ctx.reports)
+    ctx.expect(len(logs) == 1, f"{len(logs)} bisection logs, expected 1")
+    return logs[0] if logs else None
+
+
+def read_out(ctx: Ctx, name: str) -> str:
+    path = ctx.out / name
+    return path.read_text(errors="replace") if ctx.expect(path.is_file(), f"report wrote no {name}") else ""
+
+
+def refused_log(ctx: Ctx, forged: Path) -> str:
+    """`bisect log` and `narrow` on a damaged log: exit 6 or 14, two parts, no false story."""
+    log = ctx.tfb("bisect", "log", str(forged), limit_memory=True)
+    refusal(ctx, log, [6], "bisect log")
+    ctx.expect(forged.name in log.err, "bisect log does not name the damaged file")
+    narrow = ctx.tfb("narrow", str(forged), wall=120)
+    refusal(ctx, narrow, [6, 14], "narrow")
+    for call, what in ((log, "bisect log"), (narrow, "narrow")):
+        for word in ("interrupted", "catalogue"):
+            ctx.expect(word not in call.err, f"{what}'s refusal speaks of {word!r}: {last_line(call)}")
+    return f"bisect log exit {log.rc}, narrow exit {narrow.rc}"
+
+
+def damaged_log_case(name: str, damage: Callable[[dict[str, Any]], Any], clipped: bool = False) -> None:
+    @case(name)
+    def check(ctx: Ctx) -> str:
+        good = found_log(ctx)
+        if good is None:
+            return ""
+        data = json.loads(good.read_text(encoding="utf-8"))
+        # Named to sort after the real one: the newest log of the scenario is the damaged one.
+        forged = good.parent / ("29991231-235959-000000-" + good.name.split("-", 3)[-1])
+        forged.write_text(json.dumps(damage(data)), encoding="utf-8")
+        if clipped:
+            log = ctx.tfb("bisect", "log", str(forged), limit_memory=True)
+            ctx.no_traceback(log)
+            ctx.rc(log, [0], "bisect log")
+            ctx.expect(len(log.raw) < 100_000, f"bisect log printed {len(log.raw) >> 10} KiB (not clipped)")
+            detail = f"bisect log exit {log.rc} ({len(log.raw)} bytes)"
+        else:
+            detail = refused_log(ctx, forged)
+        report = ctx.tfb(
+            "report",
+            "--scenario",
+            str(scenario("fault_bisect_hang")),
+            "--out",
+            str(ctx.out),
+            limit_memory=True,
+        )
+        ctx.no_traceback(report)
+        ctx.rc(report, [0], "report")
+        html, markdown = read_out(ctx, "report.html"), read_out(ctx, "summary.md")
+        ctx.expect(
+            f"changed between {TF_OLD} and {TF_NEW}" in html, "report.html lost the readable bisection"
+        )
+        if clipped:
+            ctx.expect(len(html) < REPORT_MAX, f"report.html is {len(html) >> 20} MiB (not clipped)")
+            ctx.expect(len(markdown) < 65536, f"summary.md is {len(markdown) >> 10} KiB (not clipped)")
+        else:
+            ctx.expect(forged.name in html, "report.html does not list the damaged log as unreadable")
+        ctx.expect(good.exists() and forged.exists(), "a log was removed")
+        return f"{detail}; report exit {report.rc}, the good log still rendered"
+
+
+def first_step(data: dict[str, Any], **field: Any) -> dict[str, Any]:
+    return {**data, "steps": [{**data["steps"][0], **field}, *data["steps"][1:]]}
+
+
+damaged_log_case("logs/forged-newer-version", lambda d: {**d, "log_version": 99})
+damaged_log_case("logs/mistyped-field", lambda d: first_step(d, seconds="fast"))
+damaged_log_case("logs/last-old-outside-range", lambda d: {**d, "last_old": "../../etc"})
+damaged_log_case("logs/20mb-command", lambda d: {**d, "command": "tfbisect bisect " + "x" * 20_000_000}, True)
+
+
+@case("logs/two-bisections-same-second", "serial")
+def logs_same_second(ctx: Ctx) -> str:
+    """Two bisections of one scenario started together: two logs, both whole."""
+    args = ["bisect", "--good", TF_OLD, "--bad", TF_NEW, "--no-narrow", "--backend", "venv", "--python", PY]
+    args += ["--scenario", str(scenario("fault_bisect_hang")), "--timeout", "60"]
+    both = [ctx.start(*args), ctx.start(*args)]
+    calls = [ctx.finish(running, 180) for running in both]
+    for call in calls:
+        ctx.no_traceback(call)
+        ctx.rc(call, [0], "bisect")
+    logs = bisect_logs(ctx.reports)
+    ctx.expect(len(logs) == 2, f"{len(logs)} bisection log(s) for two bisections: {[p.name for p in logs]}")
+    for log in logs:
+        status = None
+        with contextlib.suppress(OSError, ValueError):
+            status = json.loads(log.read_text(encoding="utf-8")).get("status")
+        ctx.expect(status == "found", f"{log.name}: status {status!r}")
+    same = len({p.name[:15] for p in logs}) == 1
+    return f"{len(logs)} logs ({'the same second' if same else 'seconds apart'}): " + ", ".join(
+        p.name[:22] for p in logs
+    )
+
+
+# What a scenario controls and a reader must not be fooled by: bidirectional and zero-width
+# controls, a newline that would forge a console line, and GitHub's autolink forms.
+INVISIBLE = "\u202e\u2066\u200b"
+AUTOLINKS = ("GH-7", "www.evil.example", "owner/repo@1234567", "someone@evil.example")
+FORGED_LINE = "forged-console-line"
+HOSTILE_TEXT = f"look{INVISIBLE}here {' '.join(AUTOLINKS)}\n{FORGED_LINE} round 9 good"
+# Written into the case's folder at run time, so that the repository holds no raw control.
+HOSTILE_SCENARIO = """'''Hostile free text: {doc}'''
+
+import json
+import sys
+
+sys.path.insert(0, {folder!r})
+
+from _valid import EXIT, document, output_path
+
+TEXT = {text!r}
+
+
+def main():
+    outcome = "reproduced" if "tf2.21.0" in sys.prefix else "not_reproduced"
+    doc = document(__file__, outcome, summary=TEXT)
+    doc["probes"][0]["summary"] = TEXT
+    doc["probes"][0]["kind"] = TEXT
+    output_path().write_text(json.dumps(doc), encoding="utf-8")
+    print(TEXT, flush=True)
+    sys.exit(EXIT[outcome])
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def invisible_in(text: str) -> list[str]:
+    """Bidirectional, zero-width and other format characters, line separators, C0/C1 controls."""
+    return sorted(
+        {
+            f"U+{ord(c):04X}"
+            for c in text
+            if unicodedata.category(c) in ("Cf", "Zl", "Zp", "Cc") and c not in "\n\t\r"
+        }
+    )
+
+
+@case("text/bidi-zero-width-and-autolinks")
+def text_hostile(ctx: Ctx) -> str:
+    folder = ctx.dir / "scenarios"
+    folder.mkdir()
+    path = folder / "fault_hostile_text.py"
+    doc = HOSTILE_TEXT.replace("\n", " ")
+    path.write_text(
+        HOSTILE_SCENARIO.format(doc=doc, folder=str(SCENARIOS), text=HOSTILE_TEXT), encoding="utf-8"
+    )
+    # The terms are the user's free text, shown in the summary's prose (not only in code).
+    old, new = (
+        f"fine{INVISIBLE} {AUTOLINKS[0]} {AUTOLINKS[1]}",
+        f"broken {AUTOLINKS[2]} {AUTOLINKS[3]}\n{FORGED_LINE}",
+    )
+    call = bisection(ctx, path, "--term-old", old, "--term-new", new)
+    ctx.no_traceback(call)
+    ctx.rc(call, [0], "bisect")
+    log = ctx.tfb("bisect", "log")
+    ctx.rc(log, [0], "bisect log")
+    report = ctx.tfb("report", "--scenario", str(path), "--out", str(ctx.out))
+    ctx.rc(report, [0], "report")
+    views = {"bisect": call.text, "bisect log": log.text, "report": report.text}
+    views.update({name: read_out(ctx, name) for name in ("report.html", "summary.md")})
+    for view, shown in views.items():
+        found = invisible_in(shown)
+        ctx.expect(not found, f"{view}: raw {' '.join(found)}")
+        ctx.expect("\\u202e" in shown or view == "report", f"{view} does not show the bidi control escaped")
+        # A console line forged by a newline (HTML and Markdown escape their text their own way).
+        forged = [line for line in shown.splitlines() if line.lstrip().startswith(FORGED_LINE)]
+        ctx.expect(view.endswith((".html", ".md")) or not forged, f"{view}: a newline forged a line")
+    # GitHub links nothing in code; in the prose, every autolink form must be defused.
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"(?ms)^```.*?^```", "", views["summary.md"]))
+    for link in AUTOLINKS:
+        ctx.expect(link not in prose, f"summary.md: {link!r} is a live GitHub reference")
+        ctx.expect(link in prose.replace("<!-- -->", ""), f"summary.md does not show {link!r} (the terms)")
+    return "terminal, report.html and summary.md: escaped, one line each, no live reference"
+
+
+@case("resume/sigint-of-bisect-force-resumes-without-force", "serial")
+def resume_no_force(ctx: Ctx) -> str:
+    return interrupted_search(ctx, "bisect", sig=signal.SIGINT, force=True)
+
+
+@case("trace/hostile-kept")
+def trace_hostile(ctx: Ctx) -> str:
+    raise Skip(
+        "a trace needs TensorFlow in the environment (the probe tracer wraps TF's API) and the table's "
+        "venvs are empty: tests/test_narrowing.py refuses a hostile trace before it is kept, and --force re-traces"
+    )
+
+
 # ------------------------------------------------------------------------ cases: Docker
 def docker_run(ctx: Ctx, stem: str, *, timeout: float = 60, reports: Path | None = None, **kw: Any) -> Call:
     if ctx.table.docker_broken:
@@ -1852,6 +2087,72 @@ def docker_sigterm(ctx: Ctx) -> str:
     return f"exit {call.rc} {took:.1f}s after SIGTERM, no container left"
 
 
+FAULT_WHEEL = "tfbisect_fault_wheel-1.0-py3-none-any.whl"
+
+
+def fault_wheel(folder: Path) -> str:
+    """A small pure-Python wheel made here (nothing is fetched from an index); its sha256."""
+    info = "tfbisect_fault_wheel-1.0.dist-info"
+    files = {
+        "tfbisect_fault_wheel/__init__.py": b"VALUE = 1\n",
+        "tfbisect_fault_wheel/padding.txt": secrets.token_hex(64 * 1024).encode(),
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: tfbisect-fault-wheel\nVersion: 1.0\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fault-table\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    path = folder / FAULT_WHEEL
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@case("cache/wheel-cut-short", "docker")
+def cache_wheel_cut_short(ctx: Ctx) -> str:
+    """A wheel in the wheel cache cut short (a full disk during a fetch): the next build that
+    needs it finds it damaged, fetches it again and judges the version: never a skip.  (The venv
+    backend installs through uv's own cache; the wheel cache is the Docker backend's.)"""
+    if ctx.table.docker_broken:
+        raise RuntimeError(f"the Docker image does not build: {ctx.table.docker_broken}")
+    stem = "docker_sandbox"  # a valid document, no venv-only import
+    links, locks = ctx.dir / "index", ctx.dir / "locks"
+    links.mkdir()
+    locks.mkdir()
+    sha = fault_wheel(links)
+    pinned = f"tfbisect-fault-wheel==1.0 \\\n    --hash=sha256:{sha}\n"
+    for version in (TF_OLD, TF_NEW):
+        # Both flavours: a CPU image of TF 2.14+ installs from its CUDA lock.
+        for flavour in ("cpu", "cuda"):
+            header = LOCK_TEXT.format(version=version, python=PY, flavour=flavour)
+            (locks / f"tf{version}-py{PY}-{flavour}.txt").write_text(header + pinned)
+    # The host's `pip wheel` fills the wheel cache from this folder, as from an index.
+    env = {"TFBISECT_LOCKS": str(locks), "PIP_FIND_LINKS": str(links), "PIP_NO_INDEX": "1"}
+    calls = []
+    kept = ctx.table.cache / "wheels" / f"py{PY}" / FAULT_WHEEL
+    for version in (TF_NEW, TF_OLD):
+        args = ["run", "--tf", version, "--python", PY, "--backend", "docker", "--timeout", "60"]
+        calls.append(ctx.tfb(*args, "--scenario", str(scenario(stem)), env=env, wall=900))
+        record = record_of(ctx.reports, stem, version) or {}
+        ctx.table.image_tags.add(str(record.get("extra", {}).get("image") or ""))
+        if version == TF_NEW and ctx.expect(kept.is_file(), "the wheel was not kept in the wheel cache"):
+            with open(kept, "r+b") as handle:  # cut short, as by ENOSPC
+                handle.truncate(kept.stat().st_size // 2)
+    for call, version in zip(calls, (TF_NEW, TF_OLD), strict=True):
+        ctx.no_traceback(call)
+        ctx.rc(call, [0], f"TF {version}")
+        outcome = (record_of(ctx.reports, stem, version) or {}).get("outcome")
+        ctx.expect(outcome == "not_reproduced", f"TF {version} stored as {outcome!r}, not a verdict")
+    said = calls[-1].text
+    ctx.expect("not a complete wheel" in said, f"the damaged wheel was not named: {last_line(calls[-1])}")
+    whole = kept.is_file() and hashlib.sha256(kept.read_bytes()).hexdigest() == sha
+    ctx.expect(whole, "the wheel cache does not hold the whole wheel again")
+    return "the cut wheel was found, fetched again, and the version judged (no skip)"
+
+
 # ---------------------------------------------------------------------------------- main
 def select(only: str | None, use_docker: bool) -> list[Case]:
     chosen = [c for c in CASES if (only is None or only in c.name) and (use_docker or c.phase != "docker")]
@@ -1922,7 +2223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = table.counts
     print(
         f"faults: cases {len(counted)}, passed {passed}, containers leaked {counts['containers']}, "
-        f"processes leaked {counts['processes']}, results lost {counts['lost']}, secrets leaked {len(table.leaks)}",
+        f"processes leaked {counts['processes']}, temporary folders leaked {counts['tmp']}, results lost {counts['lost']}, secrets leaked {len(table.leaks)}",
         flush=True,
     )
     print(f"faults: took {time.monotonic() - began:.0f}s", file=sys.stderr)

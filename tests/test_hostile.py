@@ -329,7 +329,7 @@ def test_one_cell_runs_once_when_two_ask_for_it_at_once(
     class Local(Runner):
         """The real `run`, with this Python standing in for the installed venv."""
 
-        def lock_for(self, spec: EnvSpec) -> locks.Lock:
+        def lock_for(self, spec: EnvSpec, extras: tuple[str, ...] = ()) -> locks.Lock:
             return LOCK
 
         def _make(self, name: str) -> Environments[Any]:

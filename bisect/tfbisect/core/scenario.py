@@ -3,7 +3,9 @@
 A plain repro script (`--script FILE`) is a scenario too: it runs under the package's
 `data/script_harness.py`, which writes the result document for it.  Its identity is the
 file's sha256 and, folded into its name, the harness options that change the verdict
-(`--bad-if-raises`), so a stored result is never reused for another flag.
+(`--bad-if-raises`), so a stored result is never reused for another flag.  A script's PEP 723
+block may list extra packages (`dependencies`): they are installed in every environment (the
+runner's lock) and the harness reports their versions; the sha256 covers the block too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from tfbisect.core.errors import ScenarioError
+from tfbisect.core.issuetext import script_metadata
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.safe_names import safe_component
 
@@ -33,6 +38,7 @@ class Scenario:
     sha256: str
     script: bool = False  # a plain script, run under the harness
     bad_if_raises: tuple[str, ...] = ()  # the harness's --bad-if-raises values (scripts only)
+    dependencies: tuple[str, ...] = ()  # a script's PEP 723 `dependencies`, installed with TF
 
     def arguments(self, path: str, harness: str) -> list[str]:
         """What follows `python` to run it, given where its file (and the harness) are in the
@@ -40,6 +46,8 @@ class Scenario:
         if not self.script:
             return [path]
         flags = [part for value in self.bad_if_raises for part in ("--bad-if-raises", value)]
+        # The harness reports each declared dependency's installed version (by project name).
+        flags += [part for dep in self.dependencies for part in ("--dependency", Requirement(dep).name)]
         return [harness, "--script", path, *flags, "--name", self.name]
 
     @property
@@ -120,12 +128,14 @@ def find_script(path_text: str, bad_if_raises: tuple[str, ...] = ()) -> Scenario
             "pass the path of a Python file that asserts (or exits non-zero) when the bug is there.",
         )
     data = path.read_bytes()
+    metadata = script_metadata(data.decode("utf-8", errors="replace"))
     return Scenario(
         name=script_name(path.stem, bad_if_raises),
         path=path.resolve(),
         sha256=hashlib.sha256(data).hexdigest(),
         script=True,
         bad_if_raises=tuple(bad_if_raises),
+        dependencies=metadata.dependencies if metadata is not None else (),
     )
 
 

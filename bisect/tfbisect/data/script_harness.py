@@ -6,7 +6,8 @@ environment (a venv or an image, Python 3.6 to 3.13; standard library only, no s
 than 3.6) and runs it where it would run a scenario:
 
     python script_harness.py --script REPRO.py --output result.json [--probe script]
-        [--bad-if-raises TYPE[:REGEX]]... [--name NAME] [--quiet] [--exit-zero]
+        [--bad-if-raises TYPE[:REGEX]]... [--dependency PROJECT]... [--name NAME] [--quiet]
+        [--exit-zero]
 
 The script's ending decides, as ``git bisect run`` reads a command's exit status:
 
@@ -31,7 +32,8 @@ so a traced run sees the script's own work only.  The script runs as ``__main__`
 Besides the schema's fields, the document has a ``script`` object: the script's file name,
 sha256 (also the scenario's sha256: the script is what a result is about), size and text
 (bounded), how it ended (status, the exception with the last frames of its traceback, file
-and line) and the tails of what it printed through ``sys.stdout``/``sys.stderr`` (output that
+and line), the installed version of each dependency its PEP 723 block declares (``--dependency``),
+and the tails of what it printed through ``sys.stdout``/``sys.stderr`` (output that
 C code writes straight to the file descriptors is in the run's log only).
 """
 
@@ -290,6 +292,23 @@ def keras_environment():
     return {"version": str(version), "flavour": flavour, "module": name}
 
 
+def dependency_versions(names):
+    """Each declared dependency's installed version, None where it is not installed or this
+    Python (before 3.8) has no importlib.metadata; read from the distributions' metadata,
+    without importing them."""
+    try:
+        from importlib import metadata  # Python 3.8+
+    except ImportError:
+        return dict((name, None) for name in names)
+    found = {}
+    for name in names:
+        try:
+            found[name] = str(metadata.version(name))
+        except Exception:
+            found[name] = None
+    return found
+
+
 def write_json(path, document):
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False)
     tmp = path + ".tmp"
@@ -312,6 +331,13 @@ def parse_arguments(argv):
         help="this uncaught exception is the bug (repeatable)",
     )
     parser.add_argument("--probe", action="append", metavar="NAME", help="run only this probe: " + PROBE)
+    parser.add_argument(
+        "--dependency",
+        action="append",
+        default=[],
+        metavar="PROJECT",
+        help="a package the script declares (PEP 723): its installed version goes into the document",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the verdict")
     parser.add_argument("--exit-zero", action="store_true", help="exit 0 for either verdict (tox)")
     # The scenario contract's other option (the flagship's); a plain script has no epochs.
@@ -332,6 +358,8 @@ def skeleton(args, script):
         parameters["probes"] = list(args.probe)
     described = {"name": os.path.basename(script), "sha256": sha256}
     described.update(script_text(script))
+    if args.dependency:
+        described["dependencies"] = dependency_versions(args.dependency)
     return {
         "schema_version": SCHEMA_VERSION,
         "scenario": {

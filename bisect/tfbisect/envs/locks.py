@@ -4,18 +4,24 @@ Old releases do not install with today's dependencies (numpy 2 breaks TF 2.7-2.1
 2.14.0, protobuf 4 breaks 2.0-2.5), and pip alone picks those.  So every environment
 (venv, tox, Docker) installs from a lock that uv resolved with `--exclude-newer` set to
 the newest pinned package's upload time plus a grace period.  A tf-nightly build is locked
-the same way with a short grace, so that it gets the keras-nightly of its day.
+the same way with a short grace, so that it gets the keras-nightly of its day.  A plain
+script's own dependencies (PEP 723) are resolved together with TF's, as of the same date, into
+a lock of their own in the user's cache.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tfbisect.core.catalogue import Catalogue, Release, ReleaseKind
 from tfbisect.core.cudasets import CudaSet, cuda_plan
@@ -181,11 +187,18 @@ def parse(spec: LockSpec, path: Path) -> Lock:
 
 
 def compile_lock(
-    spec: LockSpec, catalogue: Catalogue, interpreter: Path | None, *, index_url: str | None = None
+    spec: LockSpec,
+    catalogue: Catalogue,
+    interpreter: Path | None,
+    *,
+    index_url: str | None = None,
+    dependencies: tuple[str, ...] = (),
 ) -> Lock:
     """Resolve with uv as of the release date and write the lock atomically, into the user's
     cache (`written_locks_dir`): a committed lock is seed data, regenerated with
-    `TFBISECT_LOCKS=bisect/tfbisect/data/locks tfbisect lock …`."""
+    `TFBISECT_LOCKS=bisect/tfbisect/data/locks tfbisect lock …`.  With a script's
+    `dependencies` (PEP 723) they are resolved together with TF's own, as of the same date, into
+    a lock of their own (`dependencies_filename`)."""
     requirements, cutoff = top_level_requirements(spec, catalogue)
     header = [
         f"# tensorflow: {spec.tf_version}",
@@ -195,9 +208,77 @@ def compile_lock(
     ]
     python = str(interpreter) if interpreter else None
     prerelease = catalogue.resolve(spec.tf_version, pre=True).prerelease
-    path = written_locks_dir() / spec.filename
-    write_lock(path, requirements, cutoff, header, spec.python, python, index_url, prerelease=prerelease)
+    extras = normalized_dependencies(dependencies)
+    if not extras:
+        path = written_locks_dir() / spec.filename
+        write_lock(path, requirements, cutoff, header, spec.python, python, index_url, prerelease=prerelease)
+        return parse(spec, path)
+    path = written_locks_dir() / dependencies_filename(spec, extras)
+    # The `requirements` line stays TF's own (split on spaces when read); the script's, whose
+    # markers may hold spaces, are a JSON list of their own.
+    header.append(f"# script-dependencies: {json.dumps(extras)}")
+    try:
+        write_lock(
+            path,
+            [*requirements, *extras],
+            cutoff,
+            header,
+            spec.python,
+            python,
+            index_url,
+            prerelease=prerelease,
+            listed=requirements,
+        )
+    except LockError as exc:
+        raise dependencies_error(spec, extras, cutoff, exc) from exc
     return parse(spec, path)
+
+
+def normalized_dependencies(dependencies: tuple[str, ...]) -> tuple[str, ...]:
+    """A script's dependencies as one canonical, sorted set: `Pandas >= 1.0` and `pandas>=1.0`
+    are one lock."""
+    normal = set()
+    for text in dependencies:
+        requirement = Requirement(text)
+        requirement.name = canonicalize_name(requirement.name)
+        normal.add(str(requirement))
+    return tuple(sorted(normal))
+
+
+def dependencies_filename(spec: LockSpec, dependencies: tuple[str, ...]) -> str:
+    """`tf2.7.0-py3.9-cpu+deps-<hash8>.txt`: the release's lock name and a short hash of the
+    script's (normalized) dependencies, so that each set has a lock, and an environment, of its own."""
+    normal = normalized_dependencies(dependencies)
+    digest = hashlib.sha256("\n".join(normal).encode("utf-8")).hexdigest()[:8]
+    return f"{spec.filename.removesuffix('.txt')}+deps-{digest}.txt"
+
+
+def load_with_dependencies(spec: LockSpec, dependencies: tuple[str, ...]) -> Lock:
+    """The lock of the release plus a script's dependencies, resolved earlier into the user's
+    cache; LockError when there is none yet."""
+    path = written_locks_dir() / dependencies_filename(spec, dependencies)
+    if not path.is_file():
+        raise LockError(
+            f"There is no lock for TF {spec.tf_version} on Python {spec.python} with the script's "
+            f"dependencies ({', '.join(normalized_dependencies(dependencies))}): {path} does not exist.",
+            "let tfbisect resolve locks on the fly (it does by default; needs the package index).",
+        )
+    return parse(spec, path)
+
+
+def dependencies_error(
+    spec: LockSpec, dependencies: tuple[str, ...], cutoff: str, exc: LockError
+) -> LockError:
+    """Which of a script's dependencies cannot be installed with this release, and uv's reason:
+    those uv's answer names (all of them when it names none)."""
+    reason = exc.what.partition("\n")[2] or exc.what
+    said = reason.lower().replace("_", "-")
+    named = [d for d in dependencies if canonicalize_name(Requirement(d).name) in said] or list(dependencies)
+    return LockError(
+        f"The script's dependency {', '.join(named)} cannot be installed with TF {spec.tf_version} "
+        f"on Python {spec.python} as of {cutoff}:\n{reason}",
+        "loosen or drop it in the script's `# /// script` block, or bisect releases it exists for.",
+    )
 
 
 def set_lock_path(cuda_set: CudaSet) -> Path:
@@ -225,9 +306,11 @@ def write_lock(
     index_url: str | None,
     *,
     prerelease: bool = False,
+    listed: list[str] | None = None,
 ) -> None:
     """Resolve `requirements` with uv as of `cutoff` and write the hashed lock atomically;
-    `prerelease`: TF itself is a pre-release (see PRERELEASE_STRATEGY)."""
+    `prerelease`: TF itself is a pre-release (see PRERELEASE_STRATEGY); `listed`: what its
+    `requirements` header line names, when not all of them (a script's dependencies have a line of their own)."""
     command = [
         uv_binary(),
         "pip",
@@ -262,7 +345,7 @@ def write_lock(
     header = [
         f"{HEADER} (generated by `tfbisect lock`; regenerate rather than edit)",
         *header_fields,
-        f"# requirements: {' '.join(requirements)}",
+        f"# requirements: {' '.join(requirements if listed is None else listed)}",
         f"# exclude-newer: {cutoff}",
         f"# platform: {PLATFORM}",
     ]

@@ -74,7 +74,7 @@ def runner_seams(
         place=lambda release: place_release(request, release, runner.environment),
         execute=execute or (lambda spec: runner.run(spec, scenario)),
         bisect=bisect,
-        lock_text=lambda spec: runner.lock_for(spec).path.read_text(encoding="utf-8"),
+        lock_text=lambda spec: runner.lock_for(spec, scenario.dependencies).path.read_text(encoding="utf-8"),
         trace=trace,
         sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
         kept=KeptTraces(traces_folder(log_path), force=force),

@@ -40,6 +40,10 @@ def record_text(record: RunRecord, path: Path | None = None) -> str:
         lines.append(
             f"  devices        {devices}; CUDA {o(env.get('cuda') or '-')}, cuDNN {o(env.get('cudnn') or '-')}"
         )
+    dependencies = ((record.document or {}).get("script") or {}).get("dependencies")
+    if isinstance(dependencies, dict) and dependencies:  # a script's PEP 723 packages, as installed
+        shown = ", ".join(f"{name} {version or 'not installed'}" for name, version in dependencies.items())
+        lines.append(f"  dependencies   {o(shown, LINE_LONG)}")
     if record.ran_on is not None:
         lines.append(f"  ran on         {o(record.ran_on)}")
     libraries = findings.cuda_libraries(record)

@@ -145,16 +145,25 @@ class Runner:
         return EnvSpec(release.version, chosen, flavour, keras, environments.name)
 
     # -- step 2: the lock ---------------------------------------------------------------
-    def lock_for(self, spec: EnvSpec) -> locks.Lock:
+    def lock_for(self, spec: EnvSpec, extras: tuple[str, ...] = ()) -> locks.Lock:
+        """The spec's lock; with `extras` (a script's PEP 723 dependencies) the release's
+        requirements and those, resolved together as of the release date (cached after the first time)."""
         lock_spec = self.environment(spec.backend).lock_spec(spec)
         try:
-            return locks.load(lock_spec)
+            return locks.load_with_dependencies(lock_spec, extras) if extras else locks.load(lock_spec)
         except LockError:
             if not self.settings.lock_missing:
                 raise
         interpreter = self.have.get(spec.python)
-        with self.progress.step(spec.label, "no committed lock; resolving one as of the release date"):
-            return locks.compile_lock(lock_spec, self.catalogue, interpreter.path if interpreter else None)
+        what = (
+            "the script's dependencies; resolving them with TF's"
+            if extras
+            else "no committed lock; resolving one"
+        )
+        with self.progress.step(spec.label, f"{what} as of the release date"):
+            return locks.compile_lock(
+                lock_spec, self.catalogue, interpreter.path if interpreter else None, dependencies=extras
+            )
 
     # -- step 3..5: reuse, or install, run and store ----------------------------------
     def run(self, spec: EnvSpec, scenario: Scenario) -> RunResult:
@@ -187,7 +196,7 @@ class Runner:
         with self._environments_lock:
             building = self._preparing.setdefault(f"{spec.backend}:{spec.key}", threading.Lock())
         with building:
-            lock = self.lock_for(spec)
+            lock = self.lock_for(spec, scenario.dependencies)
             return lock, self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
 
     def source_places(self, spec: EnvSpec, scenario: Scenario) -> list[Path]:

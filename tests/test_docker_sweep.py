@@ -8,7 +8,13 @@ import time
 from typing import Any
 
 from tfbisect.core.progress import Progress
-from tfbisect.envs.docker_containers import BUILD_LEFTOVER_AGE_S, BUILD_MARK, DEADLINE_LABEL, Containers
+from tfbisect.envs.docker_containers import (
+    BUILD_ENV,
+    BUILD_LEFTOVER_AGE_S,
+    BUILD_MARK,
+    DEADLINE_LABEL,
+    Containers,
+)
 
 
 def rfc3339(seconds_ago: float) -> str:
@@ -49,6 +55,14 @@ def step(status: str, seconds_ago: float, mark: str = BUILD_MARK) -> dict[str, A
     }
 
 
+def nop(instruction: str, labels: dict[str, str], env: tuple[str, ...], seconds_ago: float) -> dict[str, Any]:
+    return {
+        "Config": {"Env": list(env), "Cmd": ["/bin/sh", "-c", "#(nop) ", instruction], "Labels": labels},
+        "State": {"Status": "created", "FinishedAt": "0001-01-01T00:00:00Z"},
+        "Created": rfc3339(seconds_ago),
+    }
+
+
 def test_only_leftovers_are_swept_never_a_build_or_run_in_progress_elsewhere() -> None:
     old = BUILD_LEFTOVER_AGE_S + 60
     api = _Api(
@@ -62,8 +76,19 @@ def test_only_leftovers_are_swept_never_a_build_or_run_in_progress_elsewhere() -
             "step-created-just-now": step("created", 0),
             "step-created-long-ago": step("created", old),
             "someone-elses": step("exited", old, mark="OTHER="),
+            # metadata steps of a cancelled build, left `Created`: our labels, or only our base ENV
+            "label-step": nop("LABEL tfbisect.hash=3e82", {"tfbisect.hash": "3e82"}, BUILD_ENV, old),
+            "arg-step": nop("ARG NVIDIA_REST=", {}, BUILD_ENV, old),
+            "arg-step-now": nop("ARG NVIDIA_REST=", {}, BUILD_ENV, 0),
+            "a-users-own": nop("ARG X=", {}, ("VIRTUAL_ENV=/opt/venv",), old),
         },
     )
     containers = Containers(Progress(quiet=True), _Client(api), False, "unix:///nowhere")  # type: ignore[arg-type]
-    assert containers.sweep_leftovers() == 3
-    assert sorted(api.removed) == ["run-late", "step-created-long-ago", "step-left-long-ago"]
+    assert containers.sweep_leftovers() == 5
+    assert sorted(api.removed) == [
+        "arg-step",
+        "label-step",
+        "run-late",
+        "step-created-long-ago",
+        "step-left-long-ago",
+    ]

@@ -30,6 +30,8 @@ KEEP_LABEL = "tfbisect.keep"  # --keep-containers: an ended one is left for debu
 # A `docker build` step's container passes the Dockerfile's build arguments in its environment
 # and command; this one is tfbisect's own (Dockerfile: ARG WHEELS_URL).
 BUILD_MARK = "WHEELS_URL="
+# The Dockerfile's base ENV, which every step of its builds from then on carries.
+BUILD_ENV = ("VIRTUAL_ENV=/opt/venv", "TF_CPP_MIN_LOG_LEVEL=2")
 # How long an ended step container of a build must have sat before a sweep takes it for a
 # leftover (a build in another process commits its step's container within seconds).
 BUILD_LEFTOVER_AGE_S = 15 * 60
@@ -188,9 +190,7 @@ class Containers(EngineCalls):
             found = self.api.inspect_container(container)
         except FAILURES:
             return False
-        config = found.get("Config") or {}
-        words = [*(config.get("Env") or []), *(config.get("Cmd") or [])]
-        if not any(isinstance(w, str) and BUILD_MARK in w for w in words):
+        if not _from_our_build(found.get("Config") or {}):
             return False
         state = found.get("State") or {}
         since = state.get("FinishedAt") if state.get("Status") == "exited" else found.get("Created")
@@ -203,6 +203,25 @@ class Containers(EngineCalls):
         except FAILURES:
             return 0
         return 1
+
+
+def _from_our_build(config: dict[str, object]) -> bool:
+    """Whether a container's config is that of a step of tfbisect's Dockerfile: a RUN step passes
+    its build arguments (WHEELS_URL), a later step carries the image's tfbisect.* labels, and every
+    step from the base stage's ENV on carries that ENV (a metadata step such as `ARG NVIDIA_REST`,
+    left `Created` when its build was cancelled, has nothing else of ours)."""
+    env, cmd, labels = config.get("Env") or [], config.get("Cmd") or [], config.get("Labels") or {}
+    words = (
+        [w for w in [*env, *cmd] if isinstance(w, str)]
+        if isinstance(env, list) and isinstance(cmd, list)
+        else []
+    )
+    if any(BUILD_MARK in w for w in words):
+        return True
+    if isinstance(labels, dict) and any(str(k).startswith("tfbisect.") for k in labels):
+        return True
+    text = " ".join(words)
+    return all(part in text for part in BUILD_ENV)
 
 
 def _moment(text: object) -> float | None:

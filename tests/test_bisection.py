@@ -384,7 +384,7 @@ def test_auto_runs_what_no_base_fits_in_venvs_without_contacting_an_engine(
 def test_the_log_is_typed_versioned_and_reads_the_first_version(tmp_path: Path) -> None:
     report, _ = bisect(tmp_path, regression_at("2.4.0"), good="2.3.0", bad="2.5.0", jobs=2)
     data = report.to_dict()
-    assert data["log_version"] == 3 and data["narrowing"] is None
+    assert data["log_version"] == 4 and data["narrowing"] is None
     assert data["request"]["jobs"] == 2 and data["request"]["confirm"] is False  # not "2", "False"
     assert {s["cls"] for s in data["steps"]} <= {"old", "new", "skip", "other"}
     assert BisectReport.from_dict(data).to_dict() == data

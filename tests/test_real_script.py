@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tfbisect.core.timing import Phase
+from tfbisect.report import findings
 from tfbisect.search.bisectlog import Status, load_report
 from tfbisect.search.steps import StepOutcome
 
@@ -51,8 +53,19 @@ def test_a_plain_script_bisects_and_its_summary_reruns_elsewhere(tmp_path: Path)
     [log] = (reports / "bisect").glob("*.json")
     report = load_report(log)
     assert report.status is Status.FOUND and (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    # Where the time went (issue 21): one line at the end, the same numbers in the log and report.
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("Time: ")]
+    assert line.endswith(" tracing (summed over parallel work)"), line
+    assert report.time_spent is not None and report.time_spent[Phase.RUN] >= 2, report.time_spent
+    assert report.time_spent[Phase.BUILD] > 0 and report.time_spent[Phase.TRACE] == 0
+    assert f", {findings.duration_text(report.time_spent[Phase.RUN])} running" in line, line
 
     summary = (reports / "summary.md").read_text()
+    assert "**Time:** " in summary
+    # The same bisection again: everything is stored, so nothing is built or run.
+    repeat = cli(reports, "bisect", *args, "--backend", "venv", "--no-narrow")
+    assert repeat.returncode == 0, repeat.stdout + repeat.stderr
+    assert "Time: 0 s downloading, 0 s building, 0 s running, 0 s tracing" in repeat.stdout, repeat.stdout
     assert "assert np.allclose(grad, exact, atol=1e-5)" in summary  # the script itself
     assert str(tmp_path) not in summary  # no local path anywhere
     commands = re.findall(r"`(tfbisect run [^`]*--script repro\.py[^`]*)`", summary)

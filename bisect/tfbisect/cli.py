@@ -40,7 +40,7 @@ from tfbisect.core.textsafe import printable
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs import cache as budget
 from tfbisect.platform import process
-from tfbisect.report import console
+from tfbisect.report import console, findings
 from tfbisect.report import show as shown
 
 __all__ = ["build_parser", "main", "options_for", "resume_command"]
@@ -237,6 +237,7 @@ def cmd_bisect(options: cmdline.BisectOptions, progress: Progress) -> int:
         return found.exit_code
     done = bisect.bisect(options, progress, print_bisect_event)
     print_reports(done.reports)
+    emit(findings.time_line(done.spent))
     return done.exit_code
 
 
@@ -268,12 +269,16 @@ def cmd_narrow(options: cmdline.NarrowOptions, progress: Progress) -> int:
 
     found = narrow.narrow(options, progress, done)
     print_reports(found.reports)
+    if found.spent is not None:
+        emit(findings.time_line(found.spent))
     return found.exit_code
 
 
 def cmd_sweep(options: cmdline.SweepOptions, progress: Progress) -> int:
     found = sweep.sweep(options, progress)
     emit(shown.sweep_text(found.cells, found.probe))
+    if found.spent is not None:
+        emit(findings.time_line(found.spent))
     return found.exit_code
 
 

@@ -23,8 +23,10 @@ from tfbisect.commands.report import Reports, write_reports
 from tfbisect.core import scenario
 from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT, BisectOptions
 from tfbisect.core.errors import ExitCode, MachineFaultError
+from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import registry
 from tfbisect.narrow import builds
 from tfbisect.runs.runner import Runner
@@ -69,6 +71,7 @@ class BisectResult:
     variants: tuple[Variant, ...]
     reports: Reports | None  # with --report
     exit_code: ExitCode
+    spent: dict[Phase, float]  # seconds per phase over every variant (summed over parallel work)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     """Bisect each variant in turn; `on_event` hears of each step as it ends.  Exit 0 when
     every variant found its change point (or an ambiguous one), else 1: the bisection's status
     stands whatever its narrowing could do (the narrowing says that itself)."""
+    before = SPENT.totals()
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
     chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
@@ -107,7 +111,7 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     reports = options.common.reports
     written = write_reports(reports, chosen, reports) if options.report else None
     status = max((v.exit_code for v in done), default=DONE)
-    return BisectResult(tuple(done), written, status)
+    return BisectResult(tuple(done), written, status, SPENT.since(before))
 
 
 def request_for(
@@ -153,7 +157,7 @@ def _variant(
 ) -> Variant:
     log_path = bisect_dir / bisection.log_name(request, bisect_dir)
     try:
-        report = bisection.Bisection(request, runner, progress, log_path).run()
+        report = bisection.Bisection(request, runner, progress, log_path, save=timed_saver(log_path)).run()
     except (KeyboardInterrupt, MachineFaultError) as exc:
         exc.add_note(f"tfbisect: the sequence so far: tfbisect bisect log {log_path}")
         raise
@@ -173,6 +177,17 @@ def _variant(
     )
     on_event(variant)
     return variant
+
+
+def timed_saver(log_path: Path) -> Callable[[bisectlog.BisectReport], None]:
+    """Writes a bisection's log after each round with the time spent on it so far (from now)."""
+    before = SPENT.totals()
+
+    def save(report: bisectlog.BisectReport) -> None:
+        report.time_spent = SPENT.since(before)
+        write_json_atomic(log_path, report.to_dict())
+
+    return save
 
 
 def result_paths(report: bisectlog.BisectReport, runner: Runner, chosen: scenario.Scenario) -> list[Path]:

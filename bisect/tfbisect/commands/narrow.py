@@ -14,6 +14,7 @@ from tfbisect.core import scenario
 from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT, NarrowOptions
 from tfbisect.core.errors import ExitCode, MachineFaultError, NarrowError, TfbisectError
 from tfbisect.core.progress import Progress
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.narrow import builds, narrower, wiring
 from tfbisect.runs.runner import Runner
 from tfbisect.search import bisection, bisectlog
@@ -43,6 +44,7 @@ class NarrowResult:
     narrowed: Narrowed
     reports: Reports | None  # with --report
     exit_code: ExitCode
+    spent: dict[Phase, float] | None = None  # seconds per phase (summed over parallel work)
 
 
 def run_narrowing(
@@ -85,6 +87,7 @@ def run_narrowing(
 
 def narrow(options: NarrowOptions, progress: Progress, done: Callable[[Narrowed], None]) -> NarrowResult:
     """`done` hears of the narrowing before the reports are written."""
+    before = SPENT.totals()
     reports = options.common.reports
     log_path = options.logfile or newest(reports / "bisect")
     report, request = _request(options, log_path)
@@ -115,7 +118,7 @@ def narrow(options: NarrowOptions, progress: Progress, done: Callable[[Narrowed]
     )
     done(narrowed)
     written = write_reports(reports, request.scenario, reports, bisect=log_path) if options.report else None
-    return NarrowResult(narrowed, written, narrowed.exit_code)
+    return NarrowResult(narrowed, written, narrowed.exit_code, SPENT.since(before))
 
 
 def _request(

@@ -10,6 +10,7 @@ from tfbisect.core.argv import SweepOptions
 from tfbisect.core.errors import ExitCode
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import Flavour, KerasVariant
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import registry
 from tfbisect.search import sweep as sweeping
 
@@ -21,9 +22,11 @@ class SweepResult:
     cells: tuple[sweeping.Cell, ...]
     probe: str | None  # the probe whose outcome each cell shows
     exit_code: ExitCode = DONE
+    spent: dict[Phase, float] | None = None  # seconds per phase (summed over parallel work)
 
 
 def sweep(options: SweepOptions, progress: Progress) -> SweepResult:
+    before = SPENT.totals()
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
     chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
@@ -44,4 +47,4 @@ def sweep(options: SweepOptions, progress: Progress) -> SweepResult:
         jobs_for(options.jobs, runner, choice, Flavour.CPU),
         options.python,
     )
-    return SweepResult(tuple(cells), options.probe)
+    return SweepResult(tuple(cells), options.probe, spent=SPENT.since(before))

@@ -10,6 +10,7 @@ from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs.registry import traced_spec
 from tfbisect.narrow.narrower import Seams
 from tfbisect.narrow.proof import PatchedRun
@@ -29,10 +30,15 @@ def traces_folder(log_path: Path) -> Path:
 
 
 def log_saver(report: BisectReport, log_path: Path) -> Callable[[Narrowing], None]:
-    """Keeps a narrowing in its bisection's log (the report's `narrowing`, the whole log written)."""
+    """Keeps a narrowing in its bisection's log (the report's `narrowing`, the whole log written),
+    with the time spent since this saver was made added to the log's `time_spent`."""
+    earlier = dict(report.time_spent or {})
+    before = SPENT.totals()
 
     def save(narrowing: Narrowing) -> None:
         report.narrowing = narrowing
+        since = SPENT.since(before)
+        report.time_spent = {phase: earlier.get(phase, 0.0) + since[phase] for phase in Phase}
         write_json_atomic(log_path, report.to_dict())
 
     return save
@@ -59,15 +65,18 @@ def runner_seams(
         return search.run(), search.records
 
     def trace(spec: EnvSpec, probes: Sequence[str], packages: Sequence[str], traced: bool) -> TraceRun:
-        # No probes: the scenario whole, from its start (it may have no window to open).
-        return runner.trace(
-            traced_spec(spec), scenario, probes, packages, traced=traced, window_only=bool(probes)
-        )
+        # No probes: the scenario whole, from its start (it may have no window to open).  Its
+        # environment's preparation inside counts as building (runner.prepare measures it).
+        with SPENT.measure(Phase.TRACE):
+            return runner.trace(
+                traced_spec(spec), scenario, probes, packages, traced=traced, window_only=bool(probes)
+            )
 
     patched = PatchedRuns(runner)
 
     def run_patched(spec: EnvSpec, probe: str, patches: Mapping[str, str]) -> PatchedRun:
-        return patched.run(traced_spec(spec), scenario, probe, patches=patches)
+        with SPENT.measure(Phase.TRACE):  # the proof's runs count with the traced runs
+            return patched.run(traced_spec(spec), scenario, probe, patches=patches)
 
     return Seams(
         catalogue=runner.catalogue,

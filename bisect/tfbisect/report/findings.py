@@ -10,11 +10,13 @@ verdict, or where a failure begins), with the bisection's own names for its two 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tfbisect.core.catalogue import ReleaseKind
 from tfbisect.core.record import RunRecord
+from tfbisect.core.timing import Phase
 from tfbisect.report.style import KIND_LOOK, Kind, Look
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.judge import BAD_STATES, state_of
@@ -624,3 +626,36 @@ def trial_text(trial: Trial) -> str:
         return f"{doing}: not testable: {trial.error or '?'}"
     stored = ", stored" if trial.reused else ""
     return f"{doing}: {_VERDICT_WORDS[trial.verdict]} ({trial.outcome}{stored})"
+
+
+# -- where the time went (core/timing.py adds it up) ---------------------------------------------
+PHASE_WORDS = {
+    Phase.DOWNLOAD: "downloading",
+    Phase.BUILD: "building",
+    Phase.RUN: "running",
+    Phase.TRACE: "tracing",
+}
+
+
+def duration_text(seconds: float) -> str:
+    """ "41 s", "2 min 10 s", "1 h 5 min": a duration as a person reads it (whole seconds)."""
+    whole = max(round(seconds), 0)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def time_spent_text(spent: Mapping[Phase, float]) -> str:
+    """ "41 s downloading, 2 min 10 s building, 1 min 3 s running, 22 s tracing (summed over
+    parallel work)": every phase, in their order, even at 0 (a repeat that reused everything)."""
+    parts = ", ".join(f"{duration_text(spent.get(phase, 0.0))} {PHASE_WORDS[phase]}" for phase in Phase)
+    return f"{parts} (summed over parallel work)"
+
+
+def time_line(spent: Mapping[Phase, float]) -> str:
+    """The line a bisection, sweep or narrowing ends with."""
+    return f"Time: {time_spent_text(spent)}"

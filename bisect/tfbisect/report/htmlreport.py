@@ -77,4 +77,5 @@ def render(data: ReportData) -> str:
         suspect_facts=findings.suspect_facts,
         proof_answer=findings.proof_answer,
         trial_text=findings.trial_text,
+        time_spent_text=findings.time_spent_text,
     )

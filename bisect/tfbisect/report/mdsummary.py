@@ -241,6 +241,8 @@ def _bisection(b: BisectReport) -> list[str]:
         link = f" · [compare]({below})" if below else ""
         lines.append(f"**Below the releases:** {escape(findings.narrowing_finding(b))}{link}")
         lines += _proof(b.narrowing.proof)
+    if b.time_spent is not None:
+        lines.append(f"**Time:** {escape(findings.time_spent_text(b.time_spent))}")
     return [*lines, ""]
 
 

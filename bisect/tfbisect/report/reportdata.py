@@ -19,6 +19,7 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, KerasVariant
 from tfbisect.core.store import ResultStore
+from tfbisect.core.timing import to_dict as spent_to_dict
 from tfbisect.report import findings, style
 from tfbisect.report.style import Look
 from tfbisect.search.bisectlog import BisectReport, DamagedLog, load_report
@@ -415,6 +416,11 @@ def bisect_summary(report: BisectReport, log: Path | None, *, narrowing: bool = 
         "failure_finding": findings.failure_finding_text(report),
         "failure": (report.failure_finding or {}).get("failure"),
         "narrowing_finding": findings.narrowing_finding(report) or None,
+        # Seconds per phase of the work done for this log (None: a log older than version 4).
+        "time_spent": spent_to_dict(report.time_spent) if report.time_spent is not None else None,
+        "time_spent_text": findings.time_spent_text(report.time_spent)
+        if report.time_spent is not None
+        else None,
     }
     if narrowing:
         found["narrowing"] = narrowing_summary(report.narrowing) if report.narrowing is not None else None

@@ -15,6 +15,9 @@ from tfbisect.core import jsonread
 from tfbisect.core.errors import StoreError
 from tfbisect.core.limits import TEXT_MAX_CHARS
 from tfbisect.core.textsafe import bounded, clip, no_surrogates, one_line
+from tfbisect.core.timing import Phase
+from tfbisect.core.timing import from_dict as spent_from_dict
+from tfbisect.core.timing import to_dict as spent_to_dict
 from tfbisect.search.narrowlog import Narrowing
 from tfbisect.search.state import Class
 from tfbisect.search.steps import Step as Step
@@ -22,8 +25,9 @@ from tfbisect.search.steps import StepOutcome as StepOutcome
 
 # 1: the first landing (request values flattened with str(), steps' fields as plain strings);
 # 2: typed request values, steps' outcome and class as enums, this field;
-# 3: the narrowing below the releases.
-LOG_VERSION = 3
+# 3: the narrowing below the releases;
+# 4: `time_spent`, the seconds per phase (core/timing.py) of the work done for this log.
+LOG_VERSION = 4
 
 
 class Status(enum.StrEnum):
@@ -69,6 +73,9 @@ class BisectReport:
     ends: list[str] = field(default_factory=list)
     # Below the releases: RCs, nightlies, dependency changes and suspect code (narrowlog.py).
     narrowing: Narrowing | None = None
+    # Seconds downloading, building, running and tracing for this log (its bisection and its
+    # narrowing, summed over parallel work); None in logs older than version 4.
+    time_spent: dict[Phase, float] | None = None
 
     @property
     def first_new_text(self) -> str:
@@ -95,6 +102,7 @@ class BisectReport:
         data["status"] = self.status.value
         data["steps"] = [s.to_dict() for s in self.steps]
         data["narrowing"] = self.narrowing.to_dict() if self.narrowing else None
+        data["time_spent"] = spent_to_dict(self.time_spent) if self.time_spent is not None else None
         data["summary"] = {"runs": self.runs, "reused": self.reused, "rounds": self.rounds}
         return data
 
@@ -199,6 +207,8 @@ def read(data: object) -> BisectReport:
         failure_finding=_failure_finding(field.get("failure_finding", dict, None)),
         ends=field.versions("ends", 2),
         narrowing=_narrowing(data.get("narrowing")),
+        # Only how long things took: a missing or damaged one is no reason to refuse the log.
+        time_spent=spent_from_dict(data.get("time_spent")),
     )
     if len(report.steps) > STEPS_MAX:
         raise DamagedLog(f"it has more than {STEPS_MAX} steps.", _TODO)

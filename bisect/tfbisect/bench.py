@@ -10,7 +10,8 @@ swarm    (--swarm) a 2-node local swarm (.ci/swarm-up 2): the flagship on the sa
          swarm against local Docker, once the image is on the nodes (target <= 1.3); and a
          sweep of 4 cells: both nodes used, imbalance <= 1 cell.
 prefetch (--prefetch) a cold bisection (fresh caches) with --prefetch 2 against --prefetch 0,
-         same versions (target <= 0.7).
+         same versions (target <= 0.7); (--docker-prefetch) the same for the flagship with containers
+         (TF 2.3.4..2.7.0, --backend auto), no tfbisect image before each side.
 narrow   the narrowing's search over k candidate RCs or nightlies between two judged releases, every
          single change point, k = 1..64: runs / (ceil(log2 k) + 1) must be <= 1; and (--narrow) a
          real narrowing of the flagship (TF 2.3.4..2.4.0): the traced run of the failing probe over
@@ -452,6 +453,56 @@ def prefetch_ratio(tmp: Path) -> dict[str, float]:
     }
 
 
+# The flagship's main command in small: TF 2.3.4 runs in a venv (no Debian base has its Python
+# 3.8), 2.5 and later in containers on the Python 3.9 base; the change (2.4.0) is found in 4-5 rounds
+# of one run each, while the next round's environments (images among them) are prepared ahead.
+DOCKER_PREFETCH_RANGE = ("2.3.4", "2.7.0")
+
+
+def docker_prefetch_ratio(tmp: Path) -> dict[str, Any]:
+    """A cold flagship bisection with containers (`--backend auto`) with --prefetch 2 over the
+    same one with 0, one after the other: no tfbisect image and a fresh tfbisect cache (wheels,
+    Debian base) for each, every image either made removed after it (uv's cache is kept)."""
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.docker_engine import connect
+
+    engine = connect(Progress(quiet=True), echo=False)
+    listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
+    before = set(engine.capture(*listing, quiet=True).split())
+    good, bad = DOCKER_PREFETCH_RANGE
+    found: dict[str, Any] = {"images_before": float(len(before))}
+    for prefetch in ("0", "2"):
+        folder = tmp / f"docker-prefetch{prefetch}"
+        command = [*tfbisect(folder, folder / "cache"), "bisect", "--good", good, "--bad", bad]
+        command += ["--probe", "gradient_eager_plain", "--backend", "auto", "--jobs", "1"]
+        command += ["--prefetch", prefetch, "--no-narrow"]
+        start = time.monotonic()
+        try:
+            done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=3600)
+            found[f"s_{prefetch}"] = time.monotonic() - start
+        finally:
+            _remove_images_since(engine, listing, before)
+        log = max((folder / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        summary = jsonread.read(log, max_bytes=None)
+        found[f"runs_{prefetch}"] = summary["summary"]["runs"]
+        found[f"answer_{prefetch}"] = f"{summary.get('last_old')} -> {summary.get('first_new')}"
+        found[f"time_{prefetch}"] = next(
+            (line for line in done.stdout.splitlines() if line.startswith("Time: ")), "(no time line)"
+        )
+    found["with_over_without"] = found["s_2"] / found["s_0"]
+    return found
+
+
+def _remove_images_since(engine: Any, listing: list[str], before: set[str]) -> None:
+    """Every tfbisect image made since `before`, children before the images they are built on."""
+    for _ in range(4):
+        left = set(engine.capture(*listing, quiet=True).split()) - before
+        for created in left:
+            engine.remove_image(created)
+        if not left:
+            return
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
@@ -462,6 +513,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--swarm", action="store_true", help="also measure a 2-node local swarm (root)")
     parser.add_argument(
         "--prefetch", action="store_true", help="also bisect cold twice, with and without prefetch"
+    )
+    parser.add_argument(
+        "--docker-prefetch",
+        action="store_true",
+        help="also bisect the flagship cold with containers twice, with and without prefetch (needs an engine)",
     )
     parser.add_argument(
         "--narrow", action="store_true", help="also narrow the flagship's change point for real (minutes)"
@@ -482,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.docker, docker_promise),
         (args.swarm, swarm_promise),
         (args.prefetch, prefetch_promise),
+        (args.docker_prefetch, docker_prefetch_promise),
         (args.cuda, cuda_promise),
     ]
     for wanted, measure in optional:
@@ -576,6 +633,27 @@ def prefetch_promise() -> bool:
         f"({r['runs_with']:.0f} runs); ratio {r['with_over_without']:.2f} (target <= 0.7)"
     )
     return r["with_over_without"] > 0.7
+
+
+def docker_prefetch_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-prefetch-") as tmp:
+        r = docker_prefetch_ratio(Path(tmp))
+    good, bad = DOCKER_PREFETCH_RANGE
+    print(
+        f"prefetch with containers (the flagship, TF {good}..{bad}, --backend auto: 2.5+ in images; "
+        "no tfbisect image and a fresh cache each):"
+    )
+    print(
+        f"  without: {r['s_0']:.0f}s ({r['runs_0']:.0f} runs, {r['answer_0']}); with --prefetch 2: "
+        f"{r['s_2']:.0f}s ({r['runs_2']:.0f} runs, {r['answer_2']}); ratio {r['with_over_without']:.2f} "
+        "(target <= 0.7)\n"
+        f"  without: {r['time_0']}\n  with:    {r['time_2']}"
+    )
+    if r["images_before"]:
+        print(
+            f"  NOTE: {r['images_before']:.0f} tfbisect images were there before (kept): the bases may be warm"
+        )
+    return bool(r["with_over_without"] > 0.7)
 
 
 def cuda_promise() -> bool:

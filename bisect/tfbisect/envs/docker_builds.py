@@ -5,6 +5,8 @@ and cancelled by a stop signal (`cancel_all`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import shlex
 import socket
 import threading
@@ -37,9 +39,12 @@ class BuildRequest:
     build_args: Mapping[str, str]
     labels: Mapping[str, str]
     network: str = "host"
+    cpu_shares: int | None = None  # low priority (a prefetch's build): see `low_priority_thread`
 
     def argv(self) -> list[str]:
         args = ["build", "--force-rm", "--network", self.network, "--file", str(self.dockerfile)]
+        if self.cpu_shares is not None:
+            args += ["--cpu-shares", str(self.cpu_shares)]
         args += ["--target", self.target, "--tag", self.tag]
         for key, value in self.build_args.items():
             args += ["--build-arg", f"{key}={value}"]
@@ -62,7 +67,25 @@ class BuildRequest:
             "rm": True,
             "forcerm": True,
             "decode": True,
+            **({"container_limits": {"cpushares": self.cpu_shares}} if self.cpu_shares is not None else {}),
         }
+
+
+# -- low priority: a prefetch's builds (search/prefetch.py) ----------------------------------------
+# The prefetch thread runs niced, and the installs it starts inherit that; an image build runs in
+# the engine instead, so a build asked for from a niced thread gets the fewest CPU shares the
+# engine accepts (2): its steps' containers yield the CPU to the runs a search waits for.
+LOW_CPU_SHARES = 2
+
+
+def low_priority_thread() -> bool:
+    """Whether the calling thread runs at a lower CPU priority than the process's main thread."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) > os.getpriority(
+            os.PRIO_PROCESS, os.getpid()
+        )
+    except (OSError, AttributeError):  # no per-thread priorities here: every build as asked
+        return False
 
 
 class _Stream:
@@ -161,10 +184,17 @@ class Builds(EngineCalls):
                 "check that the registry is reachable from the engine, then run again.",
             )
 
-    def build(self, request: BuildRequest, log_path: Path, timeout: float) -> Finished:
+    def build(
+        self, request: BuildRequest, log_path: Path, timeout: float, *, low_priority: bool | None = None
+    ) -> Finished:
         """Build with the classic builder, each line of its output written to `log_path` as it
         arrives (the log keeps its head and tail, like a run's); exit code 0 or 1, None on timeout.
-        A stop signal cancels the build and raises `interrupt.Interrupted`."""
+        A stop signal cancels the build and raises `interrupt.Interrupted`.  `low_priority`
+        (default: whether the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES."""
+        if low_priority is None:
+            low_priority = low_priority_thread()
+        if low_priority and request.cpu_shares is None:
+            request = dataclasses.replace(request, cpu_shares=LOW_CPU_SHARES)
         argv = request.argv()
         self._echo(argv)
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -410,7 +410,12 @@ def _trace_document(files: object) -> dict[str, object]:
 
 
 def _traced_narrowing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: dict[str, object], *, force: bool = False
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    document: dict[str, object],
+    *,
+    force: bool = False,
+    reused: bool = False,
 ) -> tuple[Narrowing, list[str]]:
     """A narrowing of 2.3.4 .. 2.4.0 whose traced runs all write `document`; the probes traced."""
     real = catalogue.load_snapshot()
@@ -424,7 +429,8 @@ def _traced_narrowing(
     ) -> TraceRun:
         traced.append(f"{probes[0]}@{spec.tf_version}")
         result = {"probes": [{"name": p} for p in probes]}
-        return TraceRun(spec, tuple(probes), document, result, 1.0, 0, tmp_path / "logs" / "trace.log")
+        log = tmp_path / "logs" / "trace.log"
+        return TraceRun(spec, tuple(probes), document, result, 1.0, 0, log, reused=reused)
 
     monkeypatch.setattr(runner, "trace", trace)
     monkeypatch.setattr(runner, "source_places", lambda spec, scenario: [])
@@ -461,3 +467,19 @@ def test_force_traces_again_instead_of_reusing_a_kept_trace(
     assert "gradient_eager_plain@2.3.4" not in again  # reused: only the untraced yardstick ran
     _, forced = _traced_narrowing(tmp_path, monkeypatch, good, force=True)
     assert "gradient_eager_plain@2.3.4" in forced and "gradient_eager_plain@2.4.0" in forced
+
+
+def test_the_log_counts_the_traced_runs_made_and_those_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _trace_document({"tensorflow/x.py": {"lines": [1]}})
+    found, traced = _traced_narrowing(tmp_path / "made", monkeypatch, good)
+    # Both probes traced in both builds (the sources are not there to read: that ends it).
+    assert found.trace is not None and len(traced) == 4
+    assert (found.trace.runs, found.trace.reused) == (4, 0)
+    # Stored traced runs (a repeated bisection: a new log, nothing kept beside it) run nothing.
+    again, traced = _traced_narrowing(tmp_path / "stored", monkeypatch, good, reused=True)
+    assert again.trace is not None and (again.trace.runs, again.trace.reused) == (0, len(traced))
+    logged = load_report(tmp_path / "stored" / "log.json").narrowing
+    assert logged is not None and logged.trace is not None
+    assert (logged.trace.runs, logged.trace.reused) == (0, len(traced))

@@ -1,6 +1,6 @@
 """The flagship proven for real: the old `categorical_crossentropy` put back into a hard-linked
 copy of the TF 2.4.0 venv turns the eager plain gradient from mismatch back to match; the cached
-venv is byte-identical afterwards and a repeat runs nothing."""
+venv is byte-identical afterwards, and a repeated narrowing or bisection runs nothing."""
 
 from __future__ import annotations
 
@@ -50,3 +50,17 @@ def test_the_flagship_answer_opens_with_the_proven_revert(tmp_path: Path) -> Non
     assert repeated.proof.cause == proof.cause
     assert venvs_hash(tmp_path / "cache") == before
     assert not list((tmp_path / "cache" / "proof-copies").glob("*"))
+
+    # A repeated bisection (a new log, no traces kept beside it) runs nothing at all: the
+    # releases' runs, the traced runs, the ranking and the proof's runs are all stored.
+    repeat = cli(tmp_path, "bisect", *args)
+    assert repeat.returncode == 0, repeat.stdout + repeat.stderr
+    newest = max((tmp_path / "bisect").glob("*.json"), key=lambda path: path.stat().st_mtime)
+    report = load_report(newest)
+    found = report.narrowing
+    assert newest != log and report.runs == 0 and found is not None and found.runs == 0
+    assert found.trace is not None and found.trace.error is None
+    assert (found.trace.runs, found.trace.reused) == (0, 5)  # both probes in both builds, the yardstick
+    assert found.proof is not None and found.proof.runs == 0 and found.proof.cause == proof.cause
+    assert found.suspects == narrowing.suspects
+    assert "under the tracer" not in repeat.stderr and "patched (timeout" not in repeat.stderr

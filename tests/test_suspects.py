@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from tfbisect.narrow import ranking, traces
 from tfbisect.narrow.diff import EXCERPT_MAX_LINES, FileDiff, Hunk, diff_file, diff_sources, excerpt
 from tfbisect.narrow.links import github_link, release_tag
-from tfbisect.narrow.ranking import find_suspects, ochiai
+from tfbisect.narrow.ranking import find_suspects, kept_suspects, ochiai, ranking_key
 from tfbisect.narrow.sources import MEMBER_MAX_BYTES, read_sources, read_wheel_sources, source_lines
-from tfbisect.narrow.traces import ProbeTraces, Trace
+from tfbisect.narrow.traces import RANKING_SUFFIX, KeptTraces, ProbeTraces, Trace
+from tfbisect.search.narrowlog import SUSPECTS_KEPT, Suspects
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACER = ROOT / "bisect" / "tfbisect" / "data" / "probe_tracer.py"
@@ -121,10 +123,21 @@ def test_keras_2_13_moved_every_module_under_src(keras_sources: dict[str, dict[s
     ]
     for path in identical:
         assert path not in diffs and diff_file(path, old[path], new[path]).hunks == ()
-    gone = diffs["keras/losses.py"]  # a file only in the old version: one hunk, every line removed
+    # Each moved file is diffed against its old self under its new path: what it kept is unchanged.
+    assert "keras/losses.py" not in diffs
+    moved = diffs["keras/src/losses.py"]
+    assert moved.old_path == moved.old_at == "keras/losses.py" and moved.old == old["keras/losses.py"]
+    lines = len(source_lines(old["keras/losses.py"]))
+    changed = sum(len(hunk.old_changed) for hunk in moved.hunks)
+    assert 0 < changed < lines // 10, (changed, lines)  # the imports moved with it; the code stayed
+    before, after = source_lines(old["keras/losses.py"]), source_lines(new["keras/src/losses.py"])
+    assert patched(before, moved.hunks) == after
+    # Without the move, a file only in the old version is one hunk, every line removed.
+    gone = diff_file("keras/losses.py", old["keras/losses.py"], None)
     assert gone.new is None and len(gone.hunks) == 1
-    assert gone.hunks[0].old_changed == tuple(range(1, len(source_lines(old["keras/losses.py"])) + 1))
+    assert gone.hunks[0].old_changed == tuple(range(1, lines + 1))
     assert gone.hunks[0].new_changed == () and gone.hunks[0].header.endswith(" +0,0 @@")
+    assert sum(1 for diff in diffs.values() if diff.old_path) > 300  # every module moved under src
 
 
 def test_real_hunks_rebuild_the_new_version(keras_sources: dict[str, dict[str, str]]) -> None:
@@ -350,10 +363,11 @@ def test_failing_path_only_ranks_above_both_paths_and_documentation_last() -> No
     assert (first.executed_old, first.executed_new) == ((15, 16), (16, 17))
     assert first.old_link is None and first.excerpt.startswith("@@ -")
     assert found.hunks == 4 and found.files_changed == 1  # `never` changed, but no probe ran it
-    # Without a passing probe every score is 1: more changed lines that ran rank first, and
+    # Without a passing probe every score is 1: neither function's own flow diverged, so the
+    # denser change ranks first (2 changed lines of `second`'s 2 before 4 of `first`'s 5), and
     # documentation stays last.
     alone = find_suspects(old, new, failing)
-    assert [(s.function, s.changed_executed) for s in alone.suspects][:2] == [("first", 4), ("second", 2)]
+    assert [(s.function, s.changed_executed) for s in alone.suspects][:2] == [("second", 2), ("first", 4)]
     assert alone.suspects[-1].function == "documented"
 
 
@@ -739,3 +753,197 @@ def test_diff_of_a_new_file(tmp_path: Path) -> None:
     failing = ProbeTraces(trace({}), trace({"p/new.py": [2]}))
     (suspect,) = find_suspects({}, {"p/new.py": "a = 1\nb = 2\n"}, failing).suspects
     assert suspect.old_lines is None and suspect.new_lines == (1, 2) and suspect.executed_new == (2,)
+
+
+# ---- Ties broken by what the traces say; moves are no change ----------------------------------------
+
+DIVERGING_OLD = """\
+def loss(x, cached):
+    y = x
+    if cached:
+        y = y + 1
+    z = y * 2
+    w = z - 1
+    return w
+
+
+def spacer():
+    return 0
+
+
+def rewritten(a):
+    b = a + 1
+    c = b + 2
+    d = c + 3
+    return d
+"""
+# `loss` gains one line that returns early: its unchanged lines after it stop running (its own
+# flow diverged).  `rewritten` has every line rewritten: more changed lines ran, its flow is the same.
+DIVERGING_NEW = """\
+def loss(x, cached):
+    y = x
+    if cached:
+        return y
+    z = y * 2
+    w = z - 1
+    return w
+
+
+def spacer():
+    return 0
+
+
+def rewritten(a):
+    b2 = a + 1
+    c2 = b2 + 2
+    d2 = c2 + 3
+    return d2
+"""
+
+
+def test_a_unit_whose_own_flow_diverged_breaks_the_tie_before_more_changed_lines() -> None:
+    failing = ProbeTraces(
+        trace({"p/m.py": [1, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17, 18]}),
+        trace({"p/m.py": [1, 2, 3, 4, 14, 15, 16, 17, 18]}),
+    )
+    found = find_suspects({"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}, failing)
+    ranked = [(s.function, s.score, s.changed_executed) for s in found.suspects]
+    assert ranked == [("loss", 1.0, 2), ("rewritten", 1.0, 8)]
+    # The same change where the flow after it did not diverge (the branch was not taken in either
+    # run): the rewrite's more changed lines rank first again.
+    same_flow = ProbeTraces(
+        trace({"p/m.py": [1, 2, 3, 5, 6, 7, 14, 15, 16, 17, 18]}),
+        trace({"p/m.py": [1, 2, 3, 5, 6, 7, 14, 15, 16, 17, 18]}),
+    )
+    found = find_suspects({"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}, same_flow)
+    assert [s.function for s in found.suspects] == ["rewritten"], "loss's changed line did not run"
+
+
+def test_the_denser_change_breaks_the_tie() -> None:
+    small_old = "def small(x):\n    return x\n"
+    small_new = "def small(x):\n    return x + 1\n"
+    body = "".join(f"    v{i} = {i}\n" for i in range(40))
+    big_old = f"def big(x):\n{body}    a = 1\n    b = 2\n    return x\n"
+    big_new = f"def big(x):\n{body}    a = 10\n    b = 20\n    return x\n"
+    old = {"p/small.py": small_old, "p/big.py": big_old}
+    new = {"p/small.py": small_new, "p/big.py": big_new}
+    failing = ProbeTraces(
+        trace({"p/small.py": [1, 2], "p/big.py": range(1, 45)}),
+        trace({"p/small.py": [1, 2], "p/big.py": range(1, 45)}),
+    )
+    found = find_suspects(old, new, failing)
+    assert [(s.function, s.changed_executed) for s in found.suspects] == [("small", 2), ("big", 4)]
+
+
+def test_a_moved_file_counts_only_what_changed_in_it() -> None:
+    """`p/losses.py` moved to `p/src/losses.py` with one function changed on the way: one
+    suspect, under the new path, its old lines and link those of the old path."""
+    helpers = "".join(f"def helper{i}(x):\n    return x + {i}\n\n\n" for i in range(10))
+    old_text = helpers + "def loss(x):\n    return x * 2\n"
+    new_text = helpers + "def loss(x):\n    return x * 3\n"
+    lines = len(old_text.splitlines())
+    failing = ProbeTraces(
+        trace({"p/losses.py": range(1, lines + 1)}, {"p": "1.0"}),
+        trace({"p/src/losses.py": range(1, lines + 1)}, {"p": "1.1"}),
+    )
+    found = find_suspects({"p/losses.py": old_text}, {"p/src/losses.py": new_text}, failing)
+    (suspect,) = found.suspects
+    assert (suspect.file, suspect.function) == ("p/src/losses.py", "loss")
+    assert suspect.executed_old == suspect.executed_new == (lines,)
+    assert found.files_changed == 1 and found.hunks == 1
+    # Another file of that name that is mostly different is no move: every line counts.
+    other = "".join(f"x{i} = {i}\n" for i in range(30)) + "def loss(x):\n    return x * 3\n"
+    elsewhere = find_suspects(
+        {"p/losses.py": old_text},
+        {"p/src/losses.py": other},
+        ProbeTraces(trace({"p/losses.py": range(1, lines + 1)}), trace({"p/src/losses.py": range(1, 33)})),
+    )
+    assert elsewhere.files_changed == 2
+
+
+def test_the_same_function_text_under_a_new_path_is_no_suspect() -> None:
+    """`clip` left `p/ops.py` for a file of its own (as a method's text, indented deeper): an
+    unchanged unit.  `scale`, changed in place, stays the one suspect."""
+    old = {"p/ops.py": "def scale(x):\n    return x * 2\n\n\ndef clip(x):\n    return min(x, 1)\n"}
+    new = {
+        "p/ops.py": "def scale(x):\n    return x * 3\n",
+        "p/clipping.py": "class Ops:\n    def clip(x):\n        return min(x, 1)\n",
+    }
+    failing = ProbeTraces(
+        trace({"p/ops.py": [1, 2, 5, 6]}), trace({"p/ops.py": [1, 2], "p/clipping.py": [3]})
+    )
+    found = find_suspects(old, new, failing)
+    assert [(s.file, s.function) for s in found.suspects] == [("p/ops.py", "scale")]
+    # Changed on the way, it is a suspect in its new file (its removal shares `scale`'s hunk).
+    new["p/clipping.py"] = "class Ops:\n    def clip(x):\n        return max(x, 1)\n"
+    found = find_suspects(old, new, failing)
+    assert {(s.file, s.function) for s in found.suspects} == {
+        ("p/ops.py", "scale"),
+        ("p/clipping.py", "Ops.clip"),
+    }
+
+
+class Memo:
+    """A ranking memo in memory (KeptTraces keeps them in files: test_narrowing)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Suspects] = {}
+        self.asked = 0
+
+    def ranking(self, key: str) -> Suspects | None:
+        self.asked += 1
+        return self.kept.get(key)
+
+    def keep_ranking(self, key: str, suspects: Suspects) -> None:
+        self.kept[key] = suspects
+
+
+def test_a_ranking_of_the_same_inputs_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = {"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}
+    failing = ProbeTraces(trace({"p/m.py": range(1, 19)}), trace({"p/m.py": range(1, 19)}))
+    memo = Memo()
+    first = kept_suspects(memo, old, new, failing)
+    assert len(memo.kept) == 1 and first == find_suspects(old, new, failing).cut(SUSPECTS_KEPT)
+    calls: list[object] = []
+    monkeypatch.setattr(ranking, "find_suspects", lambda *args, **kwargs: calls.append(args))
+    assert kept_suspects(memo, old, new, failing) is first and not calls, "reused, not ranked"
+    key = ranking_key(old, new, failing, None, (None, None))
+    # Anything the ranking follows from changes the key: a source, a trace, a ref, a passing probe.
+    assert key != ranking_key(old, {"p/m.py": DIVERGING_NEW + "\n"}, failing, None, (None, None))
+    other = ProbeTraces(failing.old, trace({"p/m.py": range(1, 18)}))
+    assert key != ranking_key(old, new, other, None, (None, None))
+    assert key != ranking_key(old, new, failing, None, ("v1", None))
+    assert key != ranking_key(old, new, failing, failing, (None, None))
+
+
+def test_rankings_kept_in_files_are_read_back_defensively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = {"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}
+    failing = ProbeTraces(trace({"p/m.py": range(1, 19)}), trace({"p/m.py": range(1, 19)}))
+    kept = KeptTraces(tmp_path / "log.traces", store=tmp_path / "rankings")
+    first = kept_suspects(kept, old, new, failing)
+    [path] = (tmp_path / "rankings").iterdir()
+    assert path.suffix == RANKING_SUFFIX and first.suspects
+    ranked: list[object] = []
+    real = ranking.find_suspects
+
+    def counted(*args: Any, **kwargs: Any) -> Suspects:
+        ranked.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ranking, "find_suspects", counted)
+    assert kept_suspects(kept, old, new, failing) == first and not ranked
+    for damage in ("{", "[]", json.dumps({"key": "0" * 64, "suspects": first.to_dict()}), "x" * 100):
+        path.write_text(damage)
+        assert kept_suspects(kept, old, new, failing) == first  # ranked again, and kept again
+    assert len(ranked) == 4 and kept.ranking(path.stem) == first
+    monkeypatch.setattr(traces, "RANKING_MAX_BYTES", 10)
+    assert kept.ranking(path.stem) is None, "a file over the cap is not read"
+    monkeypatch.undo()
+    assert (
+        KeptTraces(tmp_path / "log.traces", force=True, store=tmp_path / "rankings").ranking(path.stem)
+        is None
+    )
+    assert KeptTraces(tmp_path / "log.traces").ranking(path.stem) is None, "no store: nothing kept"
+    assert kept.ranking("../../x") is None

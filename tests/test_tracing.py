@@ -7,6 +7,7 @@ tests)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 from unittest.mock import ANY
@@ -33,7 +35,9 @@ from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, SwarmImage
 from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_engine import Engine
 from tfbisect.envs.environments import Traced
+from tfbisect.runs import tracing
 from tfbisect.runs.runner import Runner, Settings
+from tfbisect.runs.tracing import STORE_FOLDER, STORED_SUFFIX
 
 from conftest import ROOT, empty_locks
 
@@ -514,7 +518,7 @@ def venv_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Runner
     return runner, EnvSpec("2.21.0", "3.11"), find(str(tmp_path / "contract.py"))
 
 
-def test_runner_traces_probes_alone_and_stores_nothing(
+def test_runner_traces_probes_alone(
     venv_runner: tuple[Runner, EnvSpec, Scenario],
 ) -> None:
     runner, spec, scenario = venv_runner
@@ -528,7 +532,7 @@ def test_runner_traces_probes_alone_and_stores_nothing(
     assert re.fullmatch(r"tf2\.21\.0-py3\.11-cpu-venv\.trace-first\+bad\.\d{8}T\d{6}-\d+\.log", done.log.name)
     assert done.log.parent == runner.log_dir(scenario)
     assert "--window-only" in done.log.read_text().splitlines()[0]
-    assert not list((runner.settings.reports_dir / "results").rglob("*.json")), "nothing is stored"
+    assert not list((runner.settings.reports_dir / "results").rglob("*.json")), "no run's record"
     assert runner.stored(spec, scenario) is None
 
     plain = runner.trace(spec, scenario, ["first"], ["json"], traced=False)  # the tracer's yardstick
@@ -536,6 +540,85 @@ def test_runner_traces_probes_alone_and_stores_nothing(
     assert ".probes-first." in plain.log.name and str(TRACER.name) not in plain.log.read_text()
     whole = runner.trace(spec, scenario, ["first"], ["json"], window_only=False)
     assert whole.document["window"] == {"only": False, "opened": 1}
+
+
+def stored_traces(runner: Runner) -> list[Path]:
+    return sorted((runner.settings.reports_dir / "results" / STORE_FOLDER).rglob(f"*{STORED_SUFFIX}"))
+
+
+def test_traced_runs_are_stored_and_reused_unless_forced(
+    venv_runner: tuple[Runner, EnvSpec, Scenario], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner, spec, scenario = venv_runner
+    first = runner.trace(spec, scenario, ["first", "bad"], ["json"])
+    [path] = stored_traces(runner)
+    assert not first.reused and path.parent.name == scenario.slug
+    logs = sorted(runner.log_dir(scenario).glob("*.log"))
+    again = runner.trace(spec, scenario, ["first", "bad"], ["json"])
+    assert again.reused and sorted(runner.log_dir(scenario).glob("*.log")) == logs, "no run now"
+    assert (again.document, again.result, again.exit_code) == (first.document, first.result, 1)
+    assert (again.probes, again.log, again.seconds) == (first.probes, first.log, round(first.seconds, 3))
+    # Keyed by the probes, the packages, traced or not: each of these is a run of its own.
+    for probes, packages, traced in ((["first"], ["json"], True), (["first", "bad"], ["csv"], True)):
+        assert not runner.trace(spec, scenario, probes, packages, traced=traced).reused
+    untraced = runner.trace(spec, scenario, ["first"], ["json"], traced=False)
+    assert not untraced.reused and runner.trace(spec, scenario, ["first"], [], traced=False).reused
+    # csv is no package here: that run traced nothing, so it was not stored and runs again.
+    assert len(stored_traces(runner)) == 3
+    assert not runner.trace(spec, scenario, ["first", "bad"], ["csv"]).reused
+    forced = Runner(CAT, replace(runner.settings, force=True), Progress(quiet=True), have=runner.have)
+    assert not forced.trace(spec, scenario, ["first", "bad"], ["json"]).reused
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"{not json",
+        b'{"schema": 1}',
+        b"[]",
+        b'{"schema": 2, "key": "x"}',
+        "too large",
+        "another key",
+        "a bad field",
+    ],
+)
+def test_a_damaged_stored_trace_is_run_again_with_a_note(
+    venv_runner: tuple[Runner, EnvSpec, Scenario],
+    damage: bytes | str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner, spec, scenario = venv_runner
+    said = io.StringIO()
+    runner.progress = Progress(said)
+    first = runner.trace(spec, scenario, ["first"], ["json"])
+    [path] = stored_traces(runner)
+    stored = json.loads(path.read_text())
+    if damage == "too large":
+        monkeypatch.setattr(tracing, "STORED_MAX_BYTES", 100)
+    elif damage == "another key":
+        path.write_text(json.dumps({**stored, "key": "0" * 64}))
+    elif damage == "a bad field":
+        path.write_text(json.dumps({**stored, "seconds": -1, "exit_code": "1"}))
+    else:
+        assert isinstance(damage, bytes)
+        path.write_bytes(damage)
+    again = runner.trace(spec, scenario, ["first"], ["json"])
+    assert not again.reused and again.document["files"] == first.document["files"]
+    assert f"the stored traced run {path} is damaged" in said.getvalue(), said.getvalue()
+    monkeypatch.setattr(tracing, "STORED_MAX_BYTES", 64 * 2**20)
+    assert runner.trace(spec, scenario, ["first"], ["json"]).reused, "the rerun replaced it"
+
+
+def test_a_traced_run_too_large_to_store_is_not_stored(
+    venv_runner: tuple[Runner, EnvSpec, Scenario], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, spec, scenario = venv_runner
+    said = io.StringIO()
+    runner.progress = Progress(said)
+    monkeypatch.setattr(tracing, "STORED_MAX_BYTES", 100)
+    assert not runner.trace(spec, scenario, ["first"], ["json"]).reused
+    assert not stored_traces(runner) and "not stored" in said.getvalue()
+    assert not runner.trace(spec, scenario, ["first"], ["json"]).reused
 
 
 def test_runner_trace_without_a_trace_is_a_trace_error(

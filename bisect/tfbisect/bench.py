@@ -4,6 +4,10 @@ search   every single-change position over the real catalogue, for 1..8 workers:
          runs / (ceil(log2 n) + 2) and rounds / (ceil(log_{N+1} n) + 1), both must be <= 1,
          and runs against a naive sweep of the range.
 repeat   (--real) a real bisection run twice: the second must need 0 builds and 0 runs.
+proof    (--proof) the flagship bisected with its narrowing and proof (venvs, TF 2.3.0..2.4.1),
+         then again: the repeat must make 0 runs of any kind (releases, builds, traced, patched)
+         and finish in < 5 s; the proof's runs over the units it tried, and the seconds of one
+         hard-linked copy of a cached venv (the copy each patched run is made in).
 docker   (--docker) two TF versions on one base: rebuild time of an unchanged image, layers
          shared, bytes fetched over unique wheel bytes (must be 1.0), container overhead.
 swarm    (--swarm) a 2-node local swarm (.ci/swarm-up 2): the flagship on the same image, on the
@@ -110,6 +114,64 @@ def real_repeat(reports: Path) -> dict[str, float]:
         "repeat_reused": second["reused"],
         "repeat_time_over_first": timings[1] / timings[0],
     }
+
+
+FLAGSHIP = ("--good", "2.3.0", "--bad", "2.4.1", "--probe", "gradient_eager_plain", "--backend", "venv")
+
+
+def new_runs(log: dict[str, Any]) -> int:
+    """Every run a bisection log says was made now: the releases', the builds' between them, the
+    traced (and untraced) probe runs and the proof's patched runs; stored ones reused are not."""
+    narrowing = log.get("narrowing") or {}
+    trace = narrowing.get("trace") or {}
+    proof = narrowing.get("proof") or {}
+    return int(log["summary"]["runs"]) + sum(int(part.get("runs") or 0) for part in (narrowing, trace, proof))
+
+
+def real_repeat_proven(reports: Path) -> dict[str, float]:
+    """The flagship bisected with its narrowing and proof, twice (the venvs cached as they are):
+    what each made, how long each took, and the proof's cost."""
+    command = [*tfbisect(reports), "bisect", *FLAGSHIP]
+    timings = []
+    for _ in range(2):
+        start = time.monotonic()
+        subprocess.run(command, check=True, capture_output=True)
+        timings.append(time.monotonic() - start)
+    logs = sorted((reports / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    first, second = (jsonread.read(p, max_bytes=None) for p in logs[-2:])
+    proof = (first.get("narrowing") or {}).get("proof") or {}
+    units = {unit for trial in proof.get("trials") or [] for unit in trial.get("units") or []}
+    trace = (second.get("narrowing") or {}).get("trace") or {}
+    return {
+        "first_s": timings[0],
+        "repeat_s": timings[1],
+        "first_runs": new_runs(first),
+        "repeat_runs": new_runs(second),
+        "repeat_traced_reused": int(trace.get("reused") or 0),
+        "proof_runs": int(proof.get("runs") or 0),
+        "proof_units": len(units),
+        "proof_runs_over_units": int(proof.get("runs") or 0) / max(len(units), 1),
+        "copy_s": venv_copy_seconds(reports),
+    }
+
+
+def venv_copy_seconds(reports: Path, copies: int = 3) -> float:
+    """Seconds of one hard-linked copy of the cached TF 2.4.0 venv (made and removed), the mean of
+    `copies`: what each proof run pays before it runs."""
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.cache import default_cache_dir
+    from tfbisect.runs.patched import venv_copy, venv_root
+    from tfbisect.runs.runner import Runner, Settings
+
+    cache = default_cache_dir()
+    runner = Runner(catalogue.load_snapshot(), Settings(reports, cache), Progress(quiet=True))
+    spec = runner.spec_for("2.4.0", python="3.8", backends=("venv",))
+    root = venv_root(runner.environment(spec.backend).prepare(spec, runner.lock_for(spec), reports / "logs"))
+    start = time.monotonic()
+    for _ in range(copies):
+        with venv_copy(root, cache / "proof-copies"):
+            pass
+    return (time.monotonic() - start) / copies
 
 
 def narrow_search_ratio(candidates: int) -> dict[str, float]:
@@ -523,6 +585,11 @@ def parser() -> argparse.ArgumentParser:
         "--narrow", action="store_true", help="also narrow the flagship's change point for real (minutes)"
     )
     parser.add_argument(
+        "--proof",
+        action="store_true",
+        help="also bisect the flagship with narrowing and proof twice: the repeat's runs and time (minutes)",
+    )
+    parser.add_argument(
         "--cuda", action="store_true", help="also build three CUDA images on each of two CUDA sets (~15 GB)"
     )
     return parser
@@ -535,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     optional: list[tuple[bool, Callable[[], bool]]] = [
         (args.narrow, narrow_promise),
         (args.real, lambda: repeat_promise(args.reports)),
+        (args.proof, lambda: proven_repeat_promise(args.reports)),
         (args.docker, docker_promise),
         (args.swarm, swarm_promise),
         (args.prefetch, prefetch_promise),
@@ -589,6 +657,21 @@ def repeat_promise(reports: Path | None) -> bool:
         f"{r['repeat_reused']:.0f} reused; repeat time / first time = {r['repeat_time_over_first']:.3f}"
     )
     return r["repeat_runs"] != 0
+
+
+def proven_repeat_promise(reports: Path | None) -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-proof-") as tmp:
+        r = real_repeat_proven(reports or Path(tmp))
+    print(
+        "repeat of a finished bisection with its narrowing and proof (the flagship, TF 2.3.0..2.4.1, venvs):"
+    )
+    print(
+        f"  first: {r['first_runs']:.0f} runs in {r['first_s']:.1f}s; repeat: {r['repeat_runs']:.0f} runs "
+        f"(target 0; {r['repeat_traced_reused']:.0f} traced runs reused) in {r['repeat_s']:.1f}s (target < 5s)\n"
+        f"  proof: {r['proof_runs']:.0f} patched runs over {r['proof_units']:.0f} units tried "
+        f"= {r['proof_runs_over_units']:.2f}; one hard-linked venv copy: {r['copy_s']:.2f}s (about 1s promised)"
+    )
+    return r["repeat_runs"] != 0 or r["repeat_s"] >= 5
 
 
 def docker_promise() -> bool:

@@ -45,17 +45,29 @@ class FileDiff:
     old: str | None  # the old version's text; None when the file is new
     new: str | None  # the new version's text; None when the file is gone
     hunks: tuple[Hunk, ...]
+    # Where the old text was when the file moved (`keras/losses.py` -> `keras/src/losses.py`): the
+    # hunks are then those of the move's two texts, and the old line numbers are that file's.
+    old_path: str | None = None
+    # The unchanged lines: (old first, new first, count) blocks, 1-based, as the matcher found them.
+    same: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def old_at(self) -> str:
+        """The path of the old version's text."""
+        return self.old_path or self.path
 
 
-def diff_file(path: str, old: str | None, new: str | None) -> FileDiff:
+def diff_file(path: str, old: str | None, new: str | None, old_path: str | None = None) -> FileDiff:
     """The hunks between two versions of one file (None: the file is absent in that version)."""
     if old == new:
-        return FileDiff(path, old, new, ())
+        return FileDiff(path, old, new, (), old_path)
     a = source_lines(old) if old is not None else []
     b = source_lines(new) if new is not None else []
     hunks = []
     # The same matcher `difflib.unified_diff` uses, so the hunks are the ones `diff -u` people know.
-    for group in difflib.SequenceMatcher(None, a, b).get_grouped_opcodes(CONTEXT_LINES):
+    matcher = difflib.SequenceMatcher(None, a, b)
+    same = tuple((i1 + 1, j1 + 1, i2 - i1) for tag, i1, i2, j1, _ in matcher.get_opcodes() if tag == "equal")
+    for group in matcher.get_grouped_opcodes(CONTEXT_LINES):
         body: list[str] = []
         old_changed: list[int] = []
         new_changed: list[int] = []
@@ -79,20 +91,68 @@ def diff_file(path: str, old: str | None, new: str | None) -> FileDiff:
                 body=tuple(body),
             )
         )
-    return FileDiff(path, old, new, tuple(hunks))
+    return FileDiff(path, old, new, tuple(hunks), old_path, same)
 
 
 def diff_sources(
     old: Mapping[str, str], new: Mapping[str, str], paths: Iterable[str] | None = None
 ) -> list[FileDiff]:
-    """The files that differ (present in either version), in path order; `paths` narrows them."""
+    """The files that differ (present in either version), in path order; `paths` narrows them.
+    A file moved (or renamed) between the versions is diffed against its old self, under its
+    new path: its unchanged text is unchanged, not every line removed and added."""
     chosen = sorted(set(paths) if paths is not None else set(old) | set(new))
+    moved = moves(
+        {path: old[path] for path in chosen if path in old and path not in new},
+        {path: new[path] for path in chosen if path in new and path not in old},
+    )
+    gone = set(moved.values())
     diffs = []
     for path in chosen:
+        if path in gone:
+            continue
         before, after = old.get(path), new.get(path)
-        if before != after:
+        if path in moved:
+            diffs.append(diff_file(path, old[moved[path]], after, moved[path]))
+        elif before != after:
             diffs.append(diff_file(path, before, after))
     return diffs
+
+
+MOVE_MIN_SHARED = 0.5  # the share of a moved file's distinct lines that both texts hold
+
+
+def moves(gone: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
+    """New path -> old path, for the files only the new version has that are a file only the old
+    one has, moved: the same name, the longest common tail of folders among those, and at least
+    half of the lines shared.  Each old file is paired once."""
+    found: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for path in gone:
+        by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
+    for path in sorted(added):
+        candidates = [c for c in by_name.get(path.rsplit("/", 1)[-1], []) if c not in found.values()]
+        candidates.sort(key=lambda c: (-_common_tail(c, path), c))
+        for candidate in candidates:
+            if _shared(gone[candidate], added[path]) >= MOVE_MIN_SHARED:
+                found[path] = candidate
+                break
+    return found
+
+
+def _common_tail(a: str, b: str) -> int:
+    count = 0
+    for x, y in zip(reversed(a.split("/")), reversed(b.split("/")), strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+def _shared(a: str, b: str) -> float:
+    """The share of the distinct non-blank lines of the larger text that the other text holds."""
+    first = {line.strip() for line in source_lines(a) if line.strip()}
+    second = {line.strip() for line in source_lines(b) if line.strip()}
+    return len(first & second) / max(len(first), len(second), 1)
 
 
 def excerpt(hunk: Hunk, executed_old: Collection[int], executed_new: Collection[int]) -> str:

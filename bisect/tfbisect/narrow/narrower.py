@@ -37,7 +37,7 @@ from tfbisect.narrow.builds import (
 )
 from tfbisect.narrow.dependencies import dependency_changes
 from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, ProofStage, RunPatched
-from tfbisect.narrow.ranking import find_suspects
+from tfbisect.narrow.ranking import kept_suspects
 from tfbisect.narrow.traces import (
     KeptTraces,
     ProbeRunner,
@@ -286,6 +286,7 @@ class Narrower:
             self.narrowing.notes.append(
                 NarrowNote.of(NoteCode.UNTRACED_FAILED, probe=summary.probe, error=exc.what)
             )
+        self.narrowing.trace = replace(self.trace_summary(), runs=self.probes.runs, reused=self.probes.reused)
         self.save()
 
     def trace_summary(self) -> TraceSummary:
@@ -304,7 +305,7 @@ class Narrower:
             seconds = round(done.seconds, 2)
         else:
             trace, seconds = reused
-        summary = self.trace_summary()
+        summary = replace(self.trace_summary(), runs=self.probes.runs, reused=self.probes.reused)
         self.narrowing.trace = replace(summary, seconds={**summary.seconds, f"{role}_{side}": seconds})
         self.save()
         return trace
@@ -317,7 +318,8 @@ class Narrower:
         started = time.monotonic()
         specs = (old_spec, new_spec)
         old_sources, new_sources = traced_sources(self.seams.sources, specs, failing, self.options.packages)
-        found = find_suspects(
+        found = kept_suspects(  # ranked, or reused from a ranking of the same inputs
+            self.seams.kept,
             old_sources,
             new_sources,
             failing,

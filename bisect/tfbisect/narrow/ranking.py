@@ -5,31 +5,106 @@ documentation-only changes last.  Pure logic: no process, no network."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, Tokens
-from tfbisect.narrow.diff import Hunk, diff_sources, excerpt
+from tfbisect.narrow.diff import FileDiff, Hunk, diff_sources, excerpt
 from tfbisect.narrow.links import GENERATED, suspect_link
 from tfbisect.narrow.traces import ProbeTraces, Trace
-from tfbisect.search.narrowlog import Suspect, Suspects
+from tfbisect.search.narrowlog import SUSPECTS_KEPT, Suspect, Suspects
 
 TOTAL_FAILED = 1  # one failing probe: Ochiai's denominator is sqrt(total_failed * (failed + passed))
 
 
-def rank_key(suspect: Suspect) -> tuple[bool, bool, float, int, str, int]:
-    """Documentation-only after code, generated code after hand-written, then by score, then more
-    changed lines that ran before fewer."""
+def rank_key(suspect: Suspect, ties: TieBreak | None = None) -> tuple[object, ...]:
+    """Documentation-only after code, generated code after hand-written, then by score; among
+    equal scores (with one failing probe, most are) by what the traces say of the unit (`TieBreak`),
+    then more changed lines that ran before fewer."""
     first = (suspect.new_lines or suspect.old_lines or (0, 0))[0]
+    ties = ties or TieBreak(0, 0.0)
     return (
         suspect.documentation_only,
         suspect.generated,
         -suspect.score,
+        -min(ties.diverged, 1),
+        -ties.density,
         -suspect.changed_executed,
         suspect.file,
         first,
     )
+
+
+@dataclass(frozen=True)
+class TieBreak:
+    """What the traces say of a suspect's unit besides its score."""
+
+    # Unchanged lines of the unit that ran in one version's failing run and not in the other's:
+    # the unit's own flow diverged there, so its change did something (a function that ran in
+    # one version only counts none: its caller diverged).
+    diverged: int
+    # The changed lines that ran over the unit's size (its function's lines, or the file's at
+    # module level): a small edit in a small function before a rewrite spread over a big one.
+    density: float
+
+
+# The modules whose code decides the suspects: a ranking kept by an older version of any is not reused.
+RANKED_BY = ("ranking.py", "analysis.py", "diff.py", "links.py", "sources.py")
+
+
+class RankingMemo(Protocol):
+    """Where rankings are kept by the hash of everything they follow from (`ranking_key`)."""
+
+    def ranking(self, key: str) -> Suspects | None: ...
+    def keep_ranking(self, key: str, suspects: Suspects) -> None: ...
+
+
+def ranking_key(
+    old_sources: Mapping[str, str],
+    new_sources: Mapping[str, str],
+    failing: ProbeTraces,
+    passing: ProbeTraces | None,
+    tf_refs: tuple[str | None, str | None],
+) -> str:
+    """The hash of all a ranking follows from: both versions' sources, the traces, the refs the
+    links name, and this code.  A repeated narrowing of the same builds finds the same key."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in RANKED_BY:
+        digest.update(hashlib.sha256((here / name).read_bytes()).digest())
+    for side, sources in (("old", old_sources), ("new", new_sources)):
+        for path in sorted(sources):
+            text = sources[path].encode("utf-8", "surrogatepass")
+            digest.update(json.dumps([side, path, len(text)]).encode("utf-8") + text)
+    traces = [failing.old, failing.new, *((passing.old, passing.new) if passing else ())]
+    for trace in traces:
+        lines = {path: sorted(found) for path, found in sorted(trace.lines.items())}
+        digest.update(json.dumps([dict(trace.versions), lines], sort_keys=True).encode("utf-8"))
+    digest.update(json.dumps(list(tf_refs)).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def kept_suspects(
+    memo: RankingMemo,
+    old_sources: Mapping[str, str],
+    new_sources: Mapping[str, str],
+    failing: ProbeTraces,
+    passing: ProbeTraces | None = None,
+    tf_refs: tuple[str | None, str | None] = (None, None),
+) -> Suspects:
+    """`find_suspects`, cut to what a log keeps, reused from `memo` when it ranked the same
+    inputs before (a repeated bisection: seconds of parsing saved), else ranked and kept."""
+    key = ranking_key(old_sources, new_sources, failing, passing, tf_refs)
+    found = memo.ranking(key)
+    if found is None:
+        found = find_suspects(old_sources, new_sources, failing, passing, tf_refs).cut(SUSPECTS_KEPT)
+        memo.keep_ranking(key, found)
+    return found
 
 
 def ochiai(failed: int, passed: int, total_failed: int = TOTAL_FAILED) -> float:
@@ -56,16 +131,16 @@ def find_suspects(
     traced = sorted(set(failing.old.lines) | set(failing.new.lines))
     missing = tuple(path for path in traced if path not in old_sources and path not in new_sources)
     diffs = diff_sources(old_sources, new_sources, [path for path in traced if path not in missing])
-    found = []
+    found: list[tuple[Suspect, TieBreak]] = []
     for diff in diffs:
-        ran = _Ran.of(diff.path, old, new, failing, passing)
+        ran = _Ran.of(diff, old, new, failing, passing)
         for hunk in diff.hunks:
-            suspect = _suspect(diff.path, hunk, old, new, failing, ran, tf_refs)
-            if suspect is not None:
-                found.append(suspect)
-    found.sort(key=rank_key)
+            suspect = _suspect(diff, hunk, old, new, failing, ran, tf_refs)
+            if suspect is not None and not _moved_unit(diff, suspect, old, new):
+                found.append((suspect, _tie_break(diff, suspect, old, new, ran)))
+    found.sort(key=lambda pair: rank_key(*pair))
     return Suspects.of(
-        suspects=tuple(found),
+        suspects=tuple(suspect for suspect, _ in found),
         files_traced=len(traced),
         files_changed=len(diffs),
         hunks=sum(len(diff.hunks) for diff in diffs),
@@ -85,17 +160,20 @@ class _Ran:
     @classmethod
     def of(
         cls,
-        path: str,
+        diff: FileDiff,
         old: SourceVersion,
         new: SourceVersion,
         failing: ProbeTraces,
         passing: ProbeTraces | None,
     ) -> _Ran:
-        before, after = old.source(path), new.source(path)
+        path, old_path = diff.path, diff.old_at
+        before, after = old.source(old_path), new.source(path)
         return cls(
-            failing_old=frozenset(before.ran(failing.old.lines.get(path, ()))),
+            failing_old=frozenset(before.ran(failing.old.lines.get(old_path, ()))),
             failing_new=frozenset(after.ran(failing.new.lines.get(path, ()))),
-            passing_old=frozenset(before.ran(passing.old.lines.get(path, ()))) if passing else frozenset(),
+            passing_old=frozenset(before.ran(passing.old.lines.get(old_path, ())))
+            if passing
+            else frozenset(),
             passing_new=frozenset(after.ran(passing.new.lines.get(path, ()))) if passing else frozenset(),
         )
 
@@ -110,7 +188,7 @@ def _changed_that_ran(
 
 
 def _suspect(
-    path: str,
+    diff: FileDiff,
     hunk: Hunk,
     old: SourceVersion,
     new: SourceVersion,
@@ -125,16 +203,18 @@ def _suspect(
         all(line in ran.passing_old for line in executed_old)
         and all(line in ran.passing_new for line in executed_new)
     )
-    before, after = old.source(path), new.source(path)
+    path, old_path = diff.path, diff.old_at
+    before, after = old.source(old_path), new.source(path)
     function = after.function(executed_new[0]) if executed_new else before.function(executed_old[0])
-    only_in = _only_in(path, function, old, new, failing)
+    only_in = _only_in((old_path, path), function, old, new, failing)
     caller = None
     if only_in is not None:
         version, trace = (old, failing.old) if only_in == "old" else (new, failing.new)
         other = before if only_in == "new" else after
         other_line = hunk.old_first if only_in == "new" else hunk.new_first
-        caller = _caller(path, function, version, trace) or _other_caller(function, other, other_line)
-    old_version, new_version = failing.old.version_of(path), failing.new.version_of(path)
+        where = old_path if only_in == "old" else path
+        caller = _caller(where, function, version, trace) or _other_caller(function, other, other_line)
+    old_version, new_version = failing.old.version_of(old_path), failing.new.version_of(path)
     old_lines = (hunk.old_first, hunk.old_last) if hunk.old_last >= hunk.old_first else None
     new_lines = (hunk.new_first, hunk.new_last) if hunk.new_last >= hunk.new_first else None
     return Suspect(
@@ -145,13 +225,13 @@ def _suspect(
         passed=passed,
         executed_old=executed_old,
         executed_new=executed_new,
-        documentation_only=_documentation_only(path, hunk, old, new),
+        documentation_only=_documentation_only((old_path, path), hunk, old, new),
         old_lines=old_lines,
         new_lines=new_lines,
         excerpt=excerpt(hunk, set(executed_old), set(executed_new)),
         only_in=only_in,
         caller=caller,
-        old_link=suspect_link(path, old_version, old_lines, tf_refs[0]),
+        old_link=suspect_link(old_path, old_version, old_lines, tf_refs[0]),
         new_link=suspect_link(path, new_version, new_lines, tf_refs[1]),
         # The build generates these (op wrappers `gen_*.py`, the API tree): their changes follow
         # op registrations in C++, so they rank after the hand-written code that ran.
@@ -159,11 +239,76 @@ def _suspect(
     )
 
 
-def _documentation_only(path: str, hunk: Hunk, old: SourceVersion, new: SourceVersion) -> bool:
+def _tie_break(
+    diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion, ran: _Ran
+) -> TieBreak:
+    """The suspect's `TieBreak`, from its unit on the side whose changed lines ran (the new first)."""
+    side_new = bool(suspect.executed_new)
+    source = new.source(diff.path) if side_new else old.source(diff.old_at)
+    line = (suspect.executed_new or suspect.executed_old)[0]
+    unit = source.function_at[line] if 0 <= line < len(source.function_at) else -1
+    lines = [at for at, found in enumerate(source.function_at) if found == unit and at > 0]
+    # At module level the unit is the file: its size is the file's, its own lines those outside functions.
+    size = len(lines) if unit >= 0 else max(len(source.function_at) - 2, 1)
+    density = suspect.changed_executed / max(size, 1)
+    if suspect.only_in is not None:
+        return TieBreak(0, density)
+    own = set(lines)
+    diverged = 0
+    ran_old = ran_new = False
+    for old_first, new_first, count in diff.same:
+        for offset in range(count):
+            if (new_first if side_new else old_first) + offset in own:
+                before, after = old_first + offset in ran.failing_old, new_first + offset in ran.failing_new
+                diverged += before != after
+                ran_old, ran_new = ran_old or before, ran_new or after
+    # A unit whose unchanged lines ran in one version only (a module imported in one only) did
+    # not diverge itself: what ran it did.
+    return TieBreak(diverged if ran_old and ran_new else 0, density)
+
+
+def _moved_unit(diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion) -> bool:
+    """Whether the suspect's function left its file and is the same text in the other version
+    under another path (moved to a file of its own, or out of one, or out of a class): then it is
+    one unchanged unit, no suspect."""
+    if suspect.function == MODULE_LEVEL:
+        return False
+    side_new = bool(suspect.executed_new)
+    here = new.source(diff.path) if side_new else old.source(diff.old_at)
+    there, there_path = (old, diff.old_at) if side_new else (new, diff.path)
+    if there_path in there.sources and suspect.function in there.source(there_path).functions:
+        return False  # still in its file in the other version: changed in place
+    text = _function_text(here, suspect.function)
+    name = suspect.function.rsplit(".", 1)[-1]
+    for path, source_text in there.sources.items():
+        if text is None or f"def {name}" not in source_text:
+            continue
+        source = there.source(path)
+        if any(
+            _function_text(source, function) == text
+            for function in source.functions
+            if function.rsplit(".", 1)[-1] == name
+        ):
+            return True
+    return False
+
+
+def _function_text(source: Source, function: str) -> str | None:
+    """A function's text, dedented line by line (a method moved out of a class stays the same)."""
+    if function not in source.functions:
+        return None
+    index = source.functions.index(function)
+    lines = source.text.split("\n")
+    span = [at for at, found in enumerate(source.function_at) if found == index]
+    return "\n".join(lines[at - 1].strip() for at in span) if span else None
+
+
+def _documentation_only(paths: tuple[str, str], hunk: Hunk, old: SourceVersion, new: SourceVersion) -> bool:
     """Whether the code tokens of the changed lines are the same on both sides: then only
-    comments, docstrings, blank lines (or the layout) changed.  Unreadable source is code."""
-    before = old.tokens(path) if path in old.sources else Tokens((), {})
-    after = new.tokens(path) if path in new.sources else Tokens((), {})
+    comments, docstrings, blank lines (or the layout) changed.  Unreadable source is code.
+    `paths`: the file's old path and its new one (the same unless it moved)."""
+    before = old.tokens(paths[0]) if paths[0] in old.sources else Tokens((), {})
+    after = new.tokens(paths[1]) if paths[1] in new.sources else Tokens((), {})
     if before is None or after is None:
         return False
     return before.between(hunk.old_changed) == after.between(hunk.new_changed)
@@ -174,14 +319,14 @@ def _ran_functions(source: Source, lines: Iterable[int]) -> set[str]:
 
 
 def _only_in(
-    path: str, function: str, old: SourceVersion, new: SourceVersion, failing: ProbeTraces
+    paths: tuple[str, str], function: str, old: SourceVersion, new: SourceVersion, failing: ProbeTraces
 ) -> str | None:
     """The one version whose environment ran the function ("old" or "new": a call that happens in
-    that version only), or None when it ran in both."""
+    that version only), or None when it ran in both.  `paths`: the file's old and new path."""
     if function == MODULE_LEVEL:
         return None
-    ran_old = function in _ran_functions(old.source(path), failing.old.lines.get(path, ()))
-    ran_new = function in _ran_functions(new.source(path), failing.new.lines.get(path, ()))
+    ran_old = function in _ran_functions(old.source(paths[0]), failing.old.lines.get(paths[0], ()))
+    ran_new = function in _ran_functions(new.source(paths[1]), failing.new.lines.get(paths[1], ()))
     if ran_old == ran_new:
         return None
     return "old" if ran_old else "new"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -16,11 +17,15 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.sources import member_path, read_places
+from tfbisect.search.narrowlog import Suspects
 
 TRACE_MAX_FILES = 20000  # the tracer's own cap
 TRACE_MAX_LINES_PER_FILE = 1_000_000
 TRACE_MAX_LINE = 10_000_000
 KEPT_MAX_BYTES = 512 * 1024 * 1024  # a kept trace larger than this was not written by the tracer
+RANKING_MAX_BYTES = 16 * 1024 * 1024  # a kept ranking holds SUSPECTS_KEPT bounded suspects: ~100 KB
+RANKING_SUFFIX = ".suspects"  # not ".json": the results' listing reads those as runs' records
+RANKING_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ class TracedRun(Protocol):
     def exit_code(self) -> int | None: ...
     @property
     def log(self) -> Path: ...
+    @property
+    def reused(self) -> bool: ...  # read back from the store: no run now
 
 
 def refused_probe(done: TracedRun) -> bool:
@@ -178,18 +185,27 @@ class ProbeRunner:
     packages: tuple[str, ...]
     say: Callable[[str], None]
     whole: bool = False
+    runs: int = 0  # the runs made now (traced or the yardstick), not those reused from the store
+    reused: int = 0
 
     def traced(self, spec: EnvSpec, probe: str) -> TracedRun:
-        done = self.trace(spec, [] if self.whole else [probe], list(self.packages), True)
+        done = self.counted(self.trace(spec, [] if self.whole else [probe], list(self.packages), True))
         if not self.whole and refused_probe(done):
             self.say(f"[{spec.label}] the scenario takes no --probe: tracing it whole")
             self.whole = True
-            done = self.trace(spec, [], list(self.packages), True)
+            done = self.counted(self.trace(spec, [], list(self.packages), True))
         return done
 
     def untraced(self, spec: EnvSpec, probe: str) -> TracedRun:
         """The yardstick: the same run, untraced."""
-        return self.trace(spec, [] if self.whole else [probe], [], False)
+        return self.counted(self.trace(spec, [] if self.whole else [probe], [], False))
+
+    def counted(self, done: TracedRun) -> TracedRun:
+        if done.reused:
+            self.reused += 1
+        else:
+            self.runs += 1
+        return done
 
 
 def checked_trace(
@@ -223,10 +239,35 @@ def checked_trace(
 class KeptTraces:
     """The traces kept beside a bisection log (`LOG.traces/`), so that an interrupted narrowing
     traces no build twice.  Only valid traces are kept, a kept one is validated again when read
-    (the folder is anyone's to edit), and with `force` none is reused."""
+    (the folder is anyone's to edit), and with `force` none is reused.
+
+    With a `store` (under the reports' results) the rankings are kept there too, by the hash of
+    what they follow from (`ranking.kept_suspects`): a repeated bisection, whose log is new,
+    ranks nothing again."""
 
     folder: Path
     force: bool = False
+    store: Path | None = None
+
+    def ranking(self, key: str) -> Suspects | None:
+        """A kept ranking, read back bounded and defensively; None when there is none, forced, or
+        it is damaged (then it is ranked again)."""
+        if self.store is None or self.force or not RANKING_KEY.fullmatch(key):
+            return None
+        path = self.store / f"{key}{RANKING_SUFFIX}"
+        try:
+            data = jsonread.read(path, max_bytes=RANKING_MAX_BYTES)
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != key:
+            return None
+        return Suspects.read(data.get("suspects"))
+
+    def keep_ranking(self, key: str, suspects: Suspects) -> None:
+        if self.store is not None and RANKING_KEY.fullmatch(key):
+            write_json_atomic(
+                self.store / f"{key}{RANKING_SUFFIX}", {"key": key, "suspects": suspects.to_dict()}
+            )
 
     def path(self, role: str, side: str, version: str) -> Path:
         return self.folder / f"{safe_component(f'{role}-{side}-{version}')}.json"

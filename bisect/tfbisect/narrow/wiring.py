@@ -17,7 +17,7 @@ from tfbisect.narrow.proof import PatchedRun
 from tfbisect.narrow.traces import KeptTraces
 from tfbisect.runs.patched import PatchedRuns
 from tfbisect.runs.runner import Runner
-from tfbisect.runs.tracing import TraceRun
+from tfbisect.runs.tracing import STORE_FOLDER, TraceRun
 from tfbisect.search.bisection import Bisection, Execute
 from tfbisect.search.bisectlog import BisectReport
 from tfbisect.search.bisectplan import BisectRequest, Plan, place_release
@@ -27,6 +27,11 @@ from tfbisect.search.narrowlog import Narrowing
 def traces_folder(log_path: Path) -> Path:
     """Where the traces of a bisection log's narrowing are kept."""
     return log_path.with_suffix(".traces")
+
+
+def rankings_folder(runner: Runner) -> Path:
+    """Where rankings are kept for any log to reuse: beside the stored traced runs."""
+    return runner.settings.reports_dir / "results" / STORE_FOLDER / "rankings"
 
 
 def log_saver(report: BisectReport, log_path: Path) -> Callable[[Narrowing], None]:
@@ -86,7 +91,7 @@ def runner_seams(
         lock_text=lambda spec: runner.lock_for(spec, scenario.dependencies).path.read_text(encoding="utf-8"),
         trace=trace,
         sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
-        kept=KeptTraces(traces_folder(log_path), force=force),
+        kept=KeptTraces(traces_folder(log_path), force=force, store=rankings_folder(runner)),
         save=log_saver(report, log_path),
         run_patched=None if execute is not None else run_patched,
     )

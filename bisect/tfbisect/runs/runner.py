@@ -216,7 +216,7 @@ class Runner:
     ) -> TraceRun:
         """Run the probes alone (`--probe`) in the spec's environment, prepared or reused as for
         `run`, under the probe tracer limited to `packages`; with `traced=False` without it, as
-        the yardstick of what tracing costs.  Same timeout as `run`; nothing is stored.
+        the yardstick of what tracing costs.  Same timeout as `run`; stored like a run (tracing.py).
 
         Raises TraceError when the environment cannot be prepared or the run cannot start, and
         when a traced run leaves no trace document (a timeout, a crash of the tracer itself)."""

@@ -1,10 +1,20 @@
 """The narrowing's measuring runs beside the stored ones: some probes alone, in an environment
-prepared (or reused) exactly as for a stored run, under the probe tracer, read back and never
-stored; and where an environment's installed sources can be read (`source_places`).
+prepared (or reused) exactly as for a stored run, under the probe tracer, read back; and where an
+environment's installed sources can be read (`source_places`).
+
+A traced run is stored under the reports' results (`traces/`, beside the proof runs), keyed like
+a run: the environment and its lock, the scenario's sha256, the probes, the traced packages,
+traced or not, and the tracer's own text; so a repeated bisection or narrowing reuses it (unless
+`--force`).  A stored one is read back bounded and checked; a damaged one is run again, with a
+note.  Only a run that answered is stored: the scenario wrote its result and, traced, the tracer
+saw lines (a run that could not trace is rerun next time, never reused).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -12,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfbisect.core import interrupt
-from tfbisect.core.errors import TraceError
-from tfbisect.core.fsio import stamp
+from tfbisect.core import interrupt, jsonread
+from tfbisect.core.errors import TfbisectError, TraceError
+from tfbisect.core.fsio import now_iso, stamp, write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec
@@ -26,6 +36,14 @@ if TYPE_CHECKING:
 
 TRACER = "probe_tracer.py"  # package data: the tracer a traced run runs the scenario under
 PROBE_NAME = re.compile(r"[a-z0-9_]{1,100}")  # as the result schema names probes; part of a log's name
+STORE_FOLDER = "traces"  # under the reports' results folder, beside the proofs' "proofs"
+# A stored traced run is its tracer document and the scenario's result: a real TF step's is a few
+# hundred KB; one larger than this is not stored (and a file larger than this is not read).
+STORED_MAX_BYTES = 64 * 1024 * 1024
+STORED_SCHEMA = 1
+# Not ".json": the stored runs' listing (`tfbisect show`) reads every .json under the results as
+# a run's record, which a traced run is not.
+STORED_SUFFIX = ".trace"
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,7 @@ class TraceRun:
     seconds: float  # the wall time of the (traced) process
     exit_code: int | None  # the scenario's, through the tracer; None when it timed out
     log: Path
+    reused: bool = False  # read back from the store: no run now (`seconds` are the stored run's)
 
 
 class Tracer:
@@ -72,30 +91,96 @@ class Tracer:
         interrupt.check()
         names = tuple(probes)
         _refuse(spec, names, traced)
+        what = f"{', '.join(names) or 'the whole scenario'} alone"
+        try:  # the lock alone names a stored run: a reused one needs no environment
+            lock = self.runner.lock_for(spec, scenario.dependencies)
+        except self.runner.PREPARE_FAILURES as exc:
+            raise _unprepared(spec, what, exc) from exc
+        key = trace_key(spec, lock.sha256, scenario.sha256, names, tuple(packages), window_only, traced)
+        if not self.runner.settings.force:
+            stored = self.stored(spec, scenario, key)
+            if stored is not None:
+                self.runner.progress.say(
+                    f"[{spec.label}] {what}{' traced' if traced else ''}: reusing the stored run "
+                    f"(exit {stored.exit_code}, {stored.seconds:.1f}s)"
+                )
+                return stored
         try:
             _, prepared = self.runner.prepare(spec, scenario)
         except self.runner.PREPARE_FAILURES as exc:
-            raise TraceError(
-                f"{spec.label}: the environment for running {', '.join(names) or 'the whole scenario'} alone could not be "
-                f"prepared: {exc.what}",
-                exc.todo,
-            ) from exc
+            raise _unprepared(spec, what, exc) from exc
         request = Traced(
             Path(str(data_file(TRACER))) if traced else None, tuple(packages), names, window_only
         )
-        what = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120] or 'whole'}"
-        log_path = self.runner.log_dir(scenario) / f"{spec.key}.{what}.{stamp()}-{os.getpid()}.log"
+        kind = f"{'trace' if traced else 'probes'}-{'+'.join(names)[:120] or 'whole'}"
+        log_path = self.runner.log_dir(scenario) / f"{spec.key}.{kind}.{stamp()}-{os.getpid()}.log"
         done = launch_and_wait(
             self.runner.environment(spec.backend),
             spec,
             scenario,
             prepared,
             log_path,
-            f"running {', '.join(names) or 'the whole scenario'} alone{' under the tracer' if traced else ''}",
+            f"running {what}{' under the tracer' if traced else ''}",
             self.runner.waiting,
             request,
         )
-        return self._read(spec, names, done, log_path)
+        run = self._read(spec, names, done, log_path)
+        self.store(scenario, key, run, traced)
+        return run
+
+    # -- the stored traced runs --------------------------------------------------------------
+    def store_path(self, scenario: Scenario, key: str) -> Path:
+        return (
+            self.runner.settings.reports_dir
+            / "results"
+            / STORE_FOLDER
+            / scenario.slug
+            / f"{key}{STORED_SUFFIX}"
+        )
+
+    def store(self, scenario: Scenario, key: str, run: TraceRun, traced: bool) -> None:
+        """Keep a run that answered (see the module's docstring); one too large is not kept."""
+        if run.result is None or (traced and not run.document.get("files")):
+            return
+        stored = {
+            "schema": STORED_SCHEMA,
+            "key": key,
+            "spec": run.spec.key,
+            "probes": list(run.probes),
+            "traced": traced,
+            "stored_at": now_iso(),
+            "seconds": round(run.seconds, 3),
+            "exit_code": run.exit_code,
+            "log": str(run.log),
+            "result": run.result,
+            "document": run.document,
+        }
+        try:
+            text = json.dumps(stored, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError):  # parsed from JSON, so it serialises; a NaN would not store
+            return
+        if len(text.encode("utf-8")) > STORED_MAX_BYTES:
+            self.runner.progress.say(
+                f"[{run.spec.label}] the traced run's document is over {STORED_MAX_BYTES // 2**20} MiB: "
+                "not stored, so a repeat traces it again (nothing to do)"
+            )
+            return
+        write_text_atomic(self.store_path(scenario, key), text + "\n")
+
+    def stored(self, spec: EnvSpec, scenario: Scenario, key: str) -> TraceRun | None:
+        """The stored run of `key`, read back bounded and checked; None when there is none, and
+        (with a note) when it is damaged: it is then run again and replaced."""
+        path = self.store_path(scenario, key)
+        if not path.is_file():
+            return None
+        try:
+            return stored_run(jsonread.read(path, max_bytes=STORED_MAX_BYTES), spec, key)
+        except (OSError, ValueError, RecursionError) as exc:
+            self.runner.progress.say(
+                f"[{spec.label}] the stored traced run {path} is damaged ({str(exc)[:200]}): "
+                "running it again, which replaces it (nothing to do)"
+            )
+            return None
 
     def _read(self, spec: EnvSpec, names: tuple[str, ...], done: Launched, log_path: Path) -> TraceRun:
         finished, raw, ended = done.finished, done.raw, done.ended
@@ -117,6 +202,57 @@ class Tracer:
             f"[{spec.label}] {', '.join(names) or 'the whole scenario'} alone: exit {ended.exit_code} in {finished.seconds:.1f}s"
         )
         return TraceRun(spec, names, document, result, finished.seconds, ended.exit_code, log_path)
+
+
+def _unprepared(spec: EnvSpec, what: str, exc: TfbisectError) -> TraceError:
+    return TraceError(
+        f"{spec.label}: the environment for running {what} could not be prepared: {exc.what}", exc.todo
+    )
+
+
+def tracer_sha256() -> str:
+    """The tracer's own text, hashed: a stored trace of an older tracer is not reused."""
+    return hashlib.sha256(Path(str(data_file(TRACER))).read_bytes()).hexdigest()
+
+
+def trace_key(
+    spec: EnvSpec,
+    lock_sha256: str,
+    scenario_sha256: str,
+    probes: tuple[str, ...],
+    packages: tuple[str, ...],
+    window_only: bool,
+    traced: bool,
+) -> str:
+    """The stored key of a traced (or untraced) run, hashed like a proof run's: the environment,
+    its lock, the scenario, the probes, and how it was traced (by which tracer)."""
+    how = [sorted(packages), window_only, tracer_sha256()] if traced else None
+    payload = json.dumps(["trace", spec.key, lock_sha256, scenario_sha256, list(probes), how])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def stored_run(data: object, spec: EnvSpec, key: str) -> TraceRun:
+    """A stored traced run checked (the results folder is anyone's to edit): ValueError saying
+    what is wrong.  The tracer's document itself is checked by its reader (narrow/traces.py)."""
+    if not isinstance(data, dict) or data.get("schema") != STORED_SCHEMA:
+        raise ValueError(f"not a stored traced run of schema {STORED_SCHEMA}")
+    if data.get("key") != key or data.get("spec") != spec.key:
+        raise ValueError("it is stored under another run's key")
+    probes, document, result = data.get("probes"), data.get("document"), data.get("result")
+    seconds, exit_code, log = data.get("seconds"), data.get("exit_code"), data.get("log")
+    if not isinstance(probes, list) or not all(
+        isinstance(p, str) and PROBE_NAME.fullmatch(p) for p in probes
+    ):
+        raise ValueError("its probes are not probe names")
+    if not isinstance(document, dict) or not isinstance(result, dict):
+        raise ValueError("its tracer document or its result document is not an object")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
+        raise ValueError("its seconds are not a duration")
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise ValueError("its exit code is not an integer")
+    if not isinstance(log, str) or len(log) > 4096:
+        raise ValueError("its log is not a path")
+    return TraceRun(spec, tuple(probes), document, result, float(seconds), exit_code, Path(log), reused=True)
 
 
 def _refuse(spec: EnvSpec, names: tuple[str, ...], traced: bool) -> None:

@@ -200,6 +200,8 @@ class TraceSummary:
     packages: tuple[str, ...]  # what was traced: "tensorflow", "keras", …
     error: NarrowNote | None = None  # why there are no suspects, when tracing failed (TRACE_FAILED)
     diff_seconds: float | None = None  # reading both versions' sources, the diff and the ranking
+    runs: int = 0  # traced and untraced runs made now (stored ones reused are not counted)
+    reused: int = 0  # traced and untraced runs read back from the store
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -212,6 +214,8 @@ class TraceSummary:
             "packages": list(self.packages),
             "error": self.error.to_dict() if self.error else None,
             "diff_seconds": self.diff_seconds,
+            "runs": self.runs,
+            "reused": self.reused,
         }
 
     @classmethod
@@ -226,6 +230,8 @@ class TraceSummary:
             packages=tuple(data.get("packages") or ()),
             error=NarrowNote.read(data.get("error")) if data.get("error") else None,
             diff_seconds=data.get("diff_seconds"),
+            runs=_count(data.get("runs")),
+            reused=_count(data.get("reused")),
         )
 
 

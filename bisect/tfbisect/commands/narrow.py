@@ -136,9 +136,20 @@ def _request(
     if not isinstance(report.request, dict):
         raise NarrowError(f"The bisection log {log_path} holds no request.", "bisect again.")
     name = str(
-        options.scenario or report.request.get("scenario_argument") or report.request.get("scenario", "")
+        options.script
+        or options.scenario
+        or report.request.get("scenario_argument")
+        or report.request.get("scenario", "")
     )
-    chosen = scenario.find(name)
+    # A plain script stays one (run under the harness, with its --bad-if-raises) unless told otherwise.
+    given_raises = report.request.get("bad_if_raises")
+    raises = options.bad_if_raises or tuple(
+        str(r) for r in (given_raises if isinstance(given_raises, list) else [])
+    )
+    as_script = options.script is not None or (
+        options.scenario is None and report.request.get("script") is True
+    )
+    chosen = scenario.find_script(name, raises) if as_script else scenario.find(name)
     if chosen.sha256 != report.request.get("scenario_sha256"):
         raise NarrowError(
             f"The scenario {name!r} ({chosen.path}) changed since this bisection ran, so its stored results "

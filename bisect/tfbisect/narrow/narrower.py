@@ -7,8 +7,9 @@
 3. the failing probe (and a probe that passes in the same environments) runs alone once more in
    both, traced (`traces`); both versions' sources of what ran are diffed and the hunks ranked
    (`sources`, `diff`, `ranking`);
-4. the top suspects' old text is put back into a copy of the first new environment, one at a
-   time and then by delta debugging, until the probe's outcome flips back (`proof`).
+4. the proof: each changed package the failing probe imported is put back at its old version into
+   a copy of the first new environment (`transplant`); unless one flips the probe's outcome back,
+   the top suspects' old text is put back, one at a time and then by delta debugging (`proof`).
 
 `Seams.save` gets the narrowing after every step (the caller keeps it in the bisection's log, so an
 interrupted narrowing loses nothing); `run` returns it.  `wiring.runner_seams` makes the seams
@@ -36,7 +37,7 @@ from tfbisect.narrow.builds import (
     refuse_unless_applicable,
 )
 from tfbisect.narrow.dependencies import dependency_changes
-from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, ProofStage, RunPatched
+from tfbisect.narrow.proof import DEFAULT_BUDGET, DEFAULT_PROVE, RunPatched
 from tfbisect.narrow.ranking import kept_suspects
 from tfbisect.narrow.traces import (
     KeptTraces,
@@ -48,6 +49,7 @@ from tfbisect.narrow.traces import (
     choose_probes,
     traced_sources,
 )
+from tfbisect.narrow.transplant import Proving, RunPinned
 from tfbisect.search.bisection import Execute, compare_url
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.bisectplan import BisectRequest, Plan
@@ -98,6 +100,7 @@ class Seams:
     kept: KeptTraces  # the traces kept beside the log
     save: Callable[[Narrowing], None]  # keep the narrowing so far (the bisection's log)
     run_patched: RunPatched | None = None  # the probe in a patched copy (None: no proof)
+    run_pinned: RunPinned | None = None  # the probe in a copy with a package pinned (None: none)
 
 
 class Narrower:
@@ -277,8 +280,12 @@ class Narrower:
                 self.narrowing.trace = replace(self.trace_summary(), passing_probe=None)
         imported = set(failing.old.imported) | set(failing.new.imported)
         self.narrowing.dependencies = dependency_changes(old_lock, new_lock, imported)
+        proving, ran = self.proving(old_spec, new_spec), set(failing.old.lines) | set(failing.new.lines)
+        if proving is not None and proving.transplant(self.narrowing, self.seams.sources, ran):
+            self.save()  # a package that flips the outcome is the answer: no code is put back then
         sources = self.suspects(failing, passing, old_spec, new_spec)
-        self.prove(old_spec, new_spec, failing, *sources)
+        if proving is not None and proving.revert(self.narrowing, ran, sources):
+            self.save()
         try:  # the yardstick of what tracing costs: last, so that its failure loses nothing
             untraced = self.probes.untraced(new_spec, summary.probe)
             self.narrowing.trace = replace(self.trace_summary(), untraced_seconds=round(untraced.seconds, 2))
@@ -333,19 +340,12 @@ class Narrower:
         self.save()
         return old_sources, new_sources
 
-    # -- 4. the proof: the old code put back ----------------------------------------------
-    def prove(
-        self,
-        old_spec: EnvSpec,
-        new_spec: EnvSpec,
-        failing: ProbeTraces,
-        old_sources: dict[str, str],
-        new_sources: dict[str, str],
-    ) -> None:
-        if self.seams.run_patched is None or self.options.prove <= 0 or self.ends is None:
-            return
-        ran = set(failing.old.lines) | set(failing.new.lines)
-        top = (self.options.prove, self.options.prove_budget)
-        stage = ProofStage(self.seams.run_patched, top, self.progress.say, self.ends, (old_spec, new_spec))
-        if stage.prove(self.narrowing, ran, (old_sources, new_sources)):
-            self.save()
+    # -- 4. the proof: the old package, or the old code, put back ---------------------------
+    def proving(self, old_spec: EnvSpec, new_spec: EnvSpec) -> Proving | None:
+        if self.options.prove <= 0 or self.ends is None:
+            return None
+        limits = (self.options.prove, self.options.prove_budget)
+        seams = self.seams
+        return Proving(
+            seams.run_pinned, seams.run_patched, limits, self.progress.say, self.ends, (old_spec, new_spec)
+        )

@@ -392,6 +392,18 @@ def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs:
     )
 
 
+def with_transplants(transplants: Proof | None, reverts: Proof) -> Proof:
+    """One proof of both steps: the transplants' trials first, the runs of both, the whole budget."""
+    if transplants is None:
+        return reverts
+    return replace(
+        reverts,
+        trials=transplants.trials + reverts.trials,
+        runs=transplants.runs + reverts.runs,
+        budget=transplants.budget,
+    )
+
+
 @dataclass(frozen=True)
 class ProofStage:
     """The narrowing's last step: the top suspects' old code put back into the first new
@@ -448,12 +460,13 @@ class ProofStage:
             (first_new.ref if first_new else None) or self.specs[1].tf_version,
         )
         self.say(f"proving: putting the old code of up to {len(plan.units)} suspects back")
+        transplanted = narrowing.proof  # the packages tried first (narrow/transplant.py)
         proof = proof_of(plan, self.run, self.say, refs)
         if proof.proven:  # the cause's links at both refs: its suspect's, where it ranked
             linked = next((s for s in found.suspects if unit_of(s).label == proof.cause[0]), None)
             if linked is not None:
                 proof = replace(proof, old_link=linked.old_link, new_link=linked.new_link)
-        narrowing.proof = proof
+        narrowing.proof = with_transplants(transplanted, proof)
         if not proof.proven and proof.skipped:
             narrowing.notes.append(NarrowNote.of(NoteCode.PROOF_FAILED, what=proof.skipped))
         return True

@@ -15,7 +15,7 @@ from tfbisect.envs.registry import traced_spec
 from tfbisect.narrow.narrower import Seams
 from tfbisect.narrow.proof import PatchedRun
 from tfbisect.narrow.traces import KeptTraces
-from tfbisect.runs.patched import PatchedRuns
+from tfbisect.runs.patched import PatchedRuns, PinError
 from tfbisect.runs.runner import Runner
 from tfbisect.runs.tracing import STORE_FOLDER, TraceRun
 from tfbisect.search.bisection import Bisection, Execute
@@ -83,6 +83,12 @@ def runner_seams(
         with SPENT.measure(Phase.TRACE):  # the proof's runs count with the traced runs
             return patched.run(traced_spec(spec), scenario, probe, patches=patches)
 
+    def run_pinned(spec: EnvSpec, probe: str, pins: Mapping[str, str]) -> PatchedRun | str:
+        try:
+            return patched.run(traced_spec(spec), scenario, probe, pins=pins)
+        except PinError as exc:  # the pin itself: not testable (a copy that cannot be made ends the proof)
+            return exc.what
+
     return Seams(
         catalogue=runner.catalogue,
         place=lambda release: place_release(request, release, runner.environment),
@@ -94,4 +100,5 @@ def runner_seams(
         kept=KeptTraces(traces_folder(log_path), force=force, store=rankings_folder(runner)),
         save=log_saver(report, log_path),
         run_patched=None if execute is not None else run_patched,
+        run_pinned=None if execute is not None else run_pinned,
     )

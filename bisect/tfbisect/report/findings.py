@@ -589,16 +589,34 @@ def proof_answer(proof: Proof) -> str:
         )
         return f"reverting {units} to {proof.old} restores the old behaviour ({_transition(proof)}){also} ({runs})"
     if proof.proven:
-        return (
-            f"{proof.cause[0]} in the {proof.new} environment restores the old behaviour "
-            f"({_transition(proof)}): the change came with that package ({runs})"
-        )
+        return _transplant_answer(proof, runs)
     if proof.skipped:
         return f"nothing was proven: {proof.skipped}"
     tried = len(proof.trials)
+    what = "the old code of the suspects"
+    if any(t.kind in (TrialKind.TRANSPLANT_OLD, TrialKind.TRANSPLANT_NEW) for t in proof.trials):
+        what = "the changed packages' old versions and the old code of the suspects"
     return (
-        f"nothing flipped: putting back the old code of the suspects ({tried} tr{'ies' if tried != 1 else 'y'}, "
+        f"nothing flipped: putting back {what} ({tried} tr{'ies' if tried != 1 else 'y'}, "
         f"{runs} of a budget of {proof.budget}) left {proof.probe} at {proof.new_state} on {proof.new}"
+    )
+
+
+def _transplant_answer(proof: Proof, runs: str) -> str:
+    """A package's answer: 'keras 2.7.0 → 2.6.0 in the 2.7.0 environment restores the old behaviour
+    …: the change came with keras' (the cause names the package and its two versions)."""
+    cause = proof.cause[0]
+    name = cause.split(" ", 1)[0]
+    parts = cause.split(" ")
+    also = ""
+    if proof.sufficient and len(parts) == 4:  # "keras 2.7.0 → 2.6.0": its new version in the old too
+        also = (
+            f"; {name} {parts[3]} → {parts[1]} in {proof.old} turns it too ({proof.old_state} → "
+            f"{proof.new_state}): confirmed necessary and sufficient"
+        )
+    return (
+        f"{cause} in the {proof.new} environment restores the old behaviour ({_transition(proof)}): "
+        f"the change came with {name}{also} ({runs})"
     )
 
 
@@ -611,7 +629,7 @@ _VERDICT_WORDS = {
 
 
 def trial_text(trial: Trial) -> str:
-    """One try: "reverting X in 2.4.0: did not flip (mismatch)"."""
+    """One try: "reverting X in 2.4.0: did not flip (mismatch)", "keras 2.7.0 → 2.6.0 in 2.7.0: flipped"."""
     what = ", ".join(trial.units)
     doing = {
         TrialKind.REVERT: f"reverting {what} in {trial.environment}",
@@ -619,6 +637,11 @@ def trial_text(trial: Trial) -> str:
         TrialKind.TRANSPLANT_OLD: f"{what} in {trial.environment}",
         TrialKind.TRANSPLANT_NEW: f"{what} in {trial.environment}",
     }[trial.kind]
+    if trial.verdict is Verdict.INCONCLUSIVE and trial.kind in (
+        TrialKind.TRANSPLANT_OLD,
+        TrialKind.TRANSPLANT_NEW,
+    ):
+        return f"{doing}: inconclusive: with {what} the probe fails with {trial.error or trial.outcome}"
     if trial.verdict is Verdict.INCONCLUSIVE:
         alone = " alone" if len(trial.units) == 1 else ""
         return f"{doing}: inconclusive: reverting {what}{alone} fails with {trial.error or trial.outcome}"

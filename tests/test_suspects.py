@@ -861,21 +861,20 @@ def test_a_moved_file_counts_only_what_changed_in_it() -> None:
     assert elsewhere.files_changed == 2
 
 
-def test_the_same_function_text_under_a_new_path_is_no_suspect() -> None:
-    """`clip` left `p/ops.py` for a file of its own (as a method's text, indented deeper): an
-    unchanged unit.  `scale`, changed in place, stays the one suspect."""
+def test_the_same_function_code_under_a_new_path_is_no_suspect() -> None:
+    """`clip` left `p/ops.py` for a file of its own, as a method (indented deeper), its signature
+    wrapped and a comment added: the same code, an unchanged unit.  `scale`, changed in place,
+    stays the one suspect."""
     old = {"p/ops.py": "def scale(x):\n    return x * 2\n\n\ndef clip(x):\n    return min(x, 1)\n"}
-    new = {
-        "p/ops.py": "def scale(x):\n    return x * 3\n",
-        "p/clipping.py": "class Ops:\n    def clip(x):\n        return min(x, 1)\n",
-    }
+    moved = "class Ops:\n    def clip(\n        x\n    ):\n        return min(x, 1)  # moved\n"
+    new = {"p/ops.py": "def scale(x):\n    return x * 3\n", "p/clipping.py": moved}
     failing = ProbeTraces(
-        trace({"p/ops.py": [1, 2, 5, 6]}), trace({"p/ops.py": [1, 2], "p/clipping.py": [3]})
+        trace({"p/ops.py": [1, 2, 5, 6]}), trace({"p/ops.py": [1, 2], "p/clipping.py": [5]})
     )
     found = find_suspects(old, new, failing)
     assert [(s.file, s.function) for s in found.suspects] == [("p/ops.py", "scale")]
     # Changed on the way, it is a suspect in its new file (its removal shares `scale`'s hunk).
-    new["p/clipping.py"] = "class Ops:\n    def clip(x):\n        return max(x, 1)\n"
+    new["p/clipping.py"] = moved.replace("min(", "max(")
     found = find_suspects(old, new, failing)
     assert {(s.file, s.function) for s in found.suspects} == {
         ("p/ops.py", "scale"),

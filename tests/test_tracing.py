@@ -580,6 +580,7 @@ def test_traced_runs_are_stored_and_reused_unless_forced(
         "too large",
         "another key",
         "a bad field",
+        "not a trace",
     ],
 )
 def test_a_damaged_stored_trace_is_run_again_with_a_note(
@@ -599,6 +600,8 @@ def test_a_damaged_stored_trace_is_run_again_with_a_note(
         path.write_text(json.dumps({**stored, "key": "0" * 64}))
     elif damage == "a bad field":
         path.write_text(json.dumps({**stored, "seconds": -1, "exit_code": "1"}))
+    elif damage == "not a trace":
+        path.write_text(json.dumps({**stored, "document": {"schema": 1, "files": []}}))
     else:
         assert isinstance(damage, bytes)
         path.write_bytes(damage)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tokenize
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,39 +269,41 @@ def _tie_break(
 
 
 def _moved_unit(diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion) -> bool:
-    """Whether the suspect's function left its file and is the same text in the other version
-    under another path (moved to a file of its own, or out of one, or out of a class): then it is
-    one unchanged unit, no suspect."""
+    """Whether the suspect's function left its file and is the same code in the other version
+    under another path (moved to a file of its own, or out of one, or out of a class; its layout,
+    comments and docstrings aside): then it is one unchanged unit, no suspect."""
     if suspect.function == MODULE_LEVEL:
         return False
     side_new = bool(suspect.executed_new)
-    here = new.source(diff.path) if side_new else old.source(diff.old_at)
+    here, here_path = (new, diff.path) if side_new else (old, diff.old_at)
     there, there_path = (old, diff.old_at) if side_new else (new, diff.path)
     if there_path in there.sources and suspect.function in there.source(there_path).functions:
         return False  # still in its file in the other version: changed in place
-    text = _function_text(here, suspect.function)
+    code = _function_code(here, here_path, suspect.function)
     name = suspect.function.rsplit(".", 1)[-1]
-    for path, source_text in there.sources.items():
-        if text is None or f"def {name}" not in source_text:
+    for path, text in there.sources.items():
+        if code is None or f"def {name}" not in text:
             continue
-        source = there.source(path)
-        if any(
-            _function_text(source, function) == text
-            for function in source.functions
-            if function.rsplit(".", 1)[-1] == name
-        ):
+        functions = there.source(path).functions
+        if any(_function_code(there, path, f) == code for f in functions if f.rsplit(".", 1)[-1] == name):
             return True
     return False
 
 
-def _function_text(source: Source, function: str) -> str | None:
-    """A function's text, dedented line by line (a method moved out of a class stays the same)."""
-    if function not in source.functions:
+def _function_code(version: SourceVersion, path: str, function: str) -> tuple[tuple[int, str], ...] | None:
+    """A function's code tokens (`Tokens`: no comments, docstrings or layout), without the
+    indentation around it, so that a method moved out of its class reads the same."""
+    source, tokens = version.source(path), version.tokens(path)
+    if tokens is None or function not in source.functions:
         return None
     index = source.functions.index(function)
-    lines = source.text.split("\n")
-    span = [at for at, found in enumerate(source.function_at) if found == index]
-    return "\n".join(lines[at - 1].strip() for at in span) if span else None
+    found = tokens.between(at for at, unit in enumerate(source.function_at) if unit == index)
+    edges = (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE)
+    while found and found[0][0] in edges:
+        found.pop(0)
+    while found and found[-1][0] in edges:
+        found.pop()
+    return tuple(found) or None
 
 
 def _documentation_only(paths: tuple[str, str], hunk: Hunk, old: SourceVersion, new: SourceVersion) -> bool:

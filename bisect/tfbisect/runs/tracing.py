@@ -246,6 +246,10 @@ def stored_run(data: object, spec: EnvSpec, key: str) -> TraceRun:
         raise ValueError("its probes are not probe names")
     if not isinstance(document, dict) or not isinstance(result, dict):
         raise ValueError("its tracer document or its result document is not an object")
+    if data.get("traced") is True and (
+        document.get("schema") != 1 or not isinstance(document.get("files"), dict)
+    ):
+        raise ValueError("its tracer document is not a probe trace")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
         raise ValueError("its seconds are not a duration")
     if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):

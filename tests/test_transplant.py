@@ -141,10 +141,11 @@ def test_the_package_whose_old_version_flips_the_probe_is_the_proven_cause() -> 
     seen: list[tuple[str, Mapping[str, str]]] = []
     pure = {"keras": False, "tensorflow-estimator": True, "numpy": False}.get
     found = transplant_proof(plan(), keras_decides(seen), CHANGES, pure)  # type: ignore[arg-type]
-    # tensorflow-estimator first (pure), both ways, then keras flips both ways; numpy is not run.
+    # tensorflow-estimator first (pure) alone, then the rest together (a flip), then each alone:
+    # keras flips, and its new version turns the old environment too; numpy alone is not run.
     assert seen == [
         ("2.7.0rc1", {"tensorflow-estimator": "2.6.0"}),
-        ("2.7.0rc0", {"tensorflow-estimator": "2.7.0"}),
+        ("2.7.0rc1", {"keras": "2.6.0", "numpy": "1.19.5"}),
         ("2.7.0rc1", {"keras": "2.6.0"}),
         ("2.7.0rc0", {"keras": "2.7.0"}),
     ]
@@ -153,10 +154,13 @@ def test_the_package_whose_old_version_flips_the_probe_is_the_proven_cause() -> 
     assert [t.verdict for t in found.trials] == [
         Verdict.NOT_TESTABLE,  # libclang: installed at one end only, not run
         Verdict.NO_FLIP,
-        Verdict.NO_FLIP,
+        Verdict.FLIPPED,  # keras and numpy together
         Verdict.FLIPPED,
         Verdict.FLIPPED,
     ]
+    assert trial_text(found.trials[2]) == (
+        "keras 2.7.0 → 2.6.0, numpy 1.21.4 → 1.19.5 in 2.7.0rc1: flipped (not_reproduced)"
+    )
     assert proof_answer(found) == (
         "keras 2.7.0 → 2.6.0 in the 2.7.0rc1 environment restores the old behaviour "
         "(reproduced → not_reproduced): the change came with keras; keras 2.6.0 → 2.7.0 in 2.7.0rc0 "
@@ -181,8 +185,10 @@ def test_a_pin_that_does_not_install_or_import_is_not_testable_and_never_a_flip(
         return Done(record(spec, "error", ("ValueError", "bad shapes")))  # keras: fails otherwise
 
     found = transplant_proof(plan(), run, CHANGES, PURE.get)
-    assert not found.proven and found.runs == 4  # the failed install made no run
-    by_label = {t.units[0]: t for t in found.trials}
+    # keras alone (a run), the other two together (numpy does not install), then each alone.
+    assert not found.proven and found.runs == 2  # the failed installs made no run
+    assert [len(t.units) for t in found.trials] == [1, 1, 2, 1, 1]  # libclang first, not run
+    by_label = {t.units[0]: t for t in found.trials if len(t.units) == 1}
     estimator = by_label["tensorflow-estimator 2.7.0 → 2.6.0"]
     assert estimator.verdict is Verdict.NOT_TESTABLE
     assert estimator.error == (
@@ -218,10 +224,16 @@ def test_a_backend_that_cannot_copy_ends_the_transplants_saying_why() -> None:
     )
 
 
-def test_the_budget_bounds_the_transplants_and_stored_runs_are_free() -> None:
+def test_the_rest_together_spare_a_run_each_and_the_budget_bounds_the_transplants() -> None:
     never = lambda spec, probe, pins: Done(record(spec, NEW_STATE if spec is NEW_SPEC else OLD_STATE))  # noqa: E731
-    spent = transplant_proof(plan(budget=3), never, CHANGES, PURE.get)
-    assert spent.runs == 3 and len([t for t in spent.trials if t.outcome != "not run"]) == 3
+    cheap = transplant_proof(plan(), never, CHANGES, PURE.get)
+    assert cheap.runs == 2  # keras alone, then tensorflow-estimator and numpy together: no flip, done
+    assert [t.units for t in cheap.trials[1:]] == [
+        ("keras 2.7.0 → 2.6.0",),
+        ("tensorflow-estimator 2.7.0 → 2.6.0", "numpy 1.21.4 → 1.19.5"),
+    ]
+    spent = transplant_proof(plan(budget=1), never, CHANGES, PURE.get)
+    assert spent.runs == 1 and len([t for t in spent.trials if t.outcome != "not run"]) == 1
     seen: list[tuple[str, Mapping[str, str]]] = []
     stored = transplant_proof(plan(budget=0), keras_decides(seen, reused=True), CHANGES, PURE.get)  # type: ignore[arg-type]
     # Budget 0 refuses the first run outright; stored results are only reached with budget left.
@@ -317,18 +329,22 @@ def test_when_no_package_flips_the_code_is_put_back_within_what_is_left_of_the_b
     never = lambda spec, probe, pins: Done(record(spec, NEW_STATE if spec is NEW_SPEC else OLD_STATE))  # noqa: E731
     patched: list[int] = []
     narrowing = narrowing_with_suspects()
-    both = proving(never, patched, budget=5)
+    both = proving(never, patched, budget=3)
     assert both.transplant(narrowing, lambda spec: [], set())
-    assert narrowing.proof is not None and narrowing.proof.runs == 4  # keras and numpy, both ways
+    assert narrowing.proof is not None and narrowing.proof.runs == 2  # keras, numpy
     old = "class Lambda:\n    def call(self):\n        return 1\n"
     new = "class Lambda:\n    def call(self):\n        return 2\n"
     assert both.revert(narrowing, {KERAS_FILE}, ({KERAS_FILE: old}, {KERAS_FILE: new}))
     proof = narrowing.proof
     assert patched == [1]  # one revert: the budget's last run
-    assert proof.runs == 5 and proof.budget == 5 and not proof.proven
-    old_new = [TrialKind.TRANSPLANT_OLD, TrialKind.TRANSPLANT_NEW]
-    assert [t.kind for t in proof.trials] == [*old_new, *old_new, TrialKind.REVERT]
+    assert proof.runs == 3 and proof.budget == 3 and not proof.proven
+    assert [t.kind for t in proof.trials] == [TrialKind.TRANSPLANT_OLD] * 2 + [TrialKind.REVERT]
     assert proof_answer(proof).startswith(
         "nothing flipped: putting back the changed packages' old versions and the old code of the suspects "
-        "(5 tries, 5 runs of a budget of 5)"
+        "(3 tries, 3 runs of a budget of 3)"
     )
+    spent, none = narrowing_with_suspects(), list[int]()  # the transplants took the whole budget
+    tight = proving(never, none, budget=2)
+    assert tight.transplant(spent, lambda spec: [], set())
+    assert tight.revert(spent, {KERAS_FILE}, ({KERAS_FILE: old}, {KERAS_FILE: new}))
+    assert not none and spent.proof is not None and spent.proof.runs == 2

@@ -3,8 +3,10 @@ environment, and that the failing probe imported, is put back at its old version
 first new environment (and at its new version into a copy of the last old one), and the deciding
 probe is run again.  A flip to the old outcome says the change came with that package.
 
-Each package is tried alone, the cheapest first (pure-Python wheels install in about a second,
-then the rest).  A pin that does not install, or whose package then does not import, is "not
+The cheapest first (pure-Python wheels, those whose code the probe ran), the likeliest alone, then
+the rest together (when all of them at their old versions leave the outcome, none alone would; a
+group that flips, or does not install, is then tried one package at a time).  The new version in
+the last old environment is tried for the package that flipped (sufficient, as for a code revert).  A pin that does not install, or whose package then does not import, is "not
 testable", never a flip.  The runs go through `RunPinned`, a seam (`wiring.runner_seams` makes it
 from the runner's patched runs, runs/patched.py); the planning here is pure.
 """
@@ -118,7 +120,7 @@ class TransplantPlan:
 
 @dataclass
 class Transplanter:
-    """Runs each candidate's two transplants through `run`; `trials` is the log of each try."""
+    """Runs the candidates' transplants through `run`; `trials` is the log of each try."""
 
     plan: TransplantPlan
     run: RunPinned
@@ -126,21 +128,21 @@ class Transplanter:
     trials: list[Trial] = field(default_factory=list)
     runs: int = 0
 
-    def verdict(self, kind: TrialKind, candidate: Candidate) -> Verdict:
-        """One transplant: the package at its other end's version in a copy of this end's
-        environment.  OutOfBudget when the runs are spent."""
+    def verdict(self, kind: TrialKind, group: Sequence[Candidate]) -> Verdict:
+        """One transplant: the packages at their other end's versions in a copy of this end's
+        environment (one package, or a group put back together).  OutOfBudget when the runs are spent."""
         plan = self.plan
         to_old = kind is TrialKind.TRANSPLANT_OLD
         spec = plan.new_spec if to_old else plan.old_spec
-        version = candidate.old if to_old else candidate.new
+        pins = {c.name: c.old if to_old else c.new for c in group}
         if self.runs >= plan.budget:
             raise OutOfBudget()
-        label = candidate.label(kind)
-        self.say(f"[{spec.label}] transplanting {label}")
-        done = self.run(spec, plan.probe, {candidate.name: version})
+        labels = tuple(c.label(kind) for c in group)
+        self.say(f"[{spec.label}] transplanting {', '.join(labels)[:300]}")
+        done = self.run(spec, plan.probe, pins)
         if isinstance(done, str):
             return self._keep(
-                Trial(kind, (label,), spec.tf_version, "not installed", Verdict.NOT_TESTABLE, error=done)
+                Trial(kind, labels, spec.tf_version, "not installed", Verdict.NOT_TESTABLE, error=done)
             )
         self.runs += 0 if done.reused else 1
         state = self._state(done.record)
@@ -153,13 +155,11 @@ class Transplanter:
         elif state == before:
             verdict = Verdict.NO_FLIP
         elif error is not None and error.startswith(_NO_IMPORT):
-            verdict, error = (
-                Verdict.NOT_TESTABLE,
-                f"{candidate.name} {version} does not import there: {error}",
-            )
+            pinned = " ".join(f"{name} {version}" for name, version in sorted(pins.items()))
+            verdict, error = Verdict.NOT_TESTABLE, f"{pinned[:200]} does not import there: {error}"
         else:
             verdict = Verdict.INCONCLUSIVE
-        return self._keep(Trial(kind, (label,), spec.tf_version, state, verdict, done.reused, error))
+        return self._keep(Trial(kind, labels, spec.tf_version, state, verdict, done.reused, error))
 
     def _state(self, record: RunRecord) -> str:
         found = state_of(record, self.plan.probe)
@@ -170,14 +170,23 @@ class Transplanter:
         return trial.verdict
 
     def transplant(self, found: Sequence[Candidate]) -> tuple[Candidate, bool] | None:
-        """The first package whose old version restores the old outcome in the new environment,
-        and whether its new version alone turns the old environment too (sufficient)."""
+        """The first package whose old version alone restores the old outcome in the new
+        environment, and whether its new version alone turns the old environment too (sufficient).
+
+        The likeliest first, alone; then the rest all together: when all of them at their old
+        versions leave the outcome as it is, none alone is tried (one run instead of one each);
+        otherwise (a flip, or a group that does not install) each alone, in order."""
         try:
-            for candidate in found:
-                necessary = self.verdict(TrialKind.TRANSPLANT_OLD, candidate) is Verdict.FLIPPED
-                sufficient = self.verdict(TrialKind.TRANSPLANT_NEW, candidate) is Verdict.FLIPPED
-                if necessary:
-                    return candidate, sufficient
+            for index, candidate in enumerate(found):
+                rest = found[index:]
+                if (
+                    index == 1
+                    and len(rest) > 1
+                    and self.verdict(TrialKind.TRANSPLANT_OLD, rest) is Verdict.NO_FLIP
+                ):
+                    return None
+                if self.verdict(TrialKind.TRANSPLANT_OLD, [candidate]) is Verdict.FLIPPED:
+                    return candidate, self.verdict(TrialKind.TRANSPLANT_NEW, [candidate]) is Verdict.FLIPPED
         except OutOfBudget:
             return None
         return None
@@ -211,9 +220,8 @@ def transplant_proof(
     transplanter = Transplanter(plan, run, say)
     transplanter.trials.extend(one_sided_trial(change, plan) for change in one_sided)
     if found:
-        say(
-            f"proving: transplanting {len(found)} changed package{'s' if len(found) != 1 else ''} one at a time"
-        )
+        many = f"{len(found)} changed packages (the likeliest alone, then the rest together)"
+        say(f"proving: transplanting {many if len(found) > 2 else ', '.join(c.name for c in found)}")
     answer, skipped = None, None
     try:
         answer = transplanter.transplant(found)

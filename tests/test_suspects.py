@@ -10,13 +10,17 @@ import math
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tfbisect.core.spec import EnvSpec
+from tfbisect.narrow import diff as diffing
 from tfbisect.narrow import ranking, traces
 from tfbisect.narrow.diff import EXCERPT_MAX_LINES, FileDiff, Hunk, diff_file, diff_sources, excerpt
 from tfbisect.narrow.links import github_link, release_tag
@@ -946,3 +950,180 @@ def test_rankings_kept_in_files_are_read_back_defensively(
     )
     assert KeptTraces(tmp_path / "log.traces").ranking(path.stem) is None, "no store: nothing kept"
     assert kept.ranking("../../x") is None
+
+
+@pytest.mark.parametrize(
+    "damage", ["a FIFO", "a link to /dev/zero", "nested too deeply", "suspects not a ranking"]
+)
+def test_a_damaged_stored_ranking_is_ranked_again_with_a_note(tmp_path: Path, damage: str) -> None:
+    """A FIFO would hang a plain read and /dev/zero fill the memory: neither is read."""
+    old, new = {"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}
+    failing = ProbeTraces(trace({"p/m.py": range(1, 19)}), trace({"p/m.py": range(1, 19)}))
+    said: list[str] = []
+    kept = KeptTraces(tmp_path / "log.traces", store=tmp_path / "rankings", say=said.append)
+    first = kept_suspects(kept, old, new, failing)
+    [path] = (tmp_path / "rankings").iterdir()
+    path.unlink()
+    if damage == "a FIFO":
+        os.mkfifo(path)
+    elif damage == "a link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif damage == "nested too deeply":
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        path.write_text(json.dumps({"key": path.stem, "suspects": []}))
+    assert kept.ranking(path.stem) is None
+    assert len(said) == 1 and f"the stored ranking {path} is damaged (" in said[0], said
+    assert "ranking again, which replaces it" in said[0]
+    assert kept_suspects(kept, old, new, failing) == first
+    assert path.is_file() and not path.is_symlink() and kept.ranking(path.stem) == first, "replaced"
+    assert KeptTraces(tmp_path / "log.traces", store=tmp_path / "none").ranking(path.stem) is None
+    assert len(said) == 2, "no ranking stored yet is no damage"
+
+
+def test_a_disk_that_cannot_store_a_ranking_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = {"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}
+    failing = ProbeTraces(trace({"p/m.py": range(1, 19)}), trace({"p/m.py": range(1, 19)}))
+    said: list[str] = []
+    kept = KeptTraces(tmp_path / "log.traces", store=tmp_path / "rankings", say=said.append)
+
+    def read_only(path: Path, data: object) -> None:
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(traces, "write_json_atomic", read_only)
+    found = kept_suspects(kept, old, new, failing)
+    assert found == find_suspects(old, new, failing).cut(SUSPECTS_KEPT) and found.suspects
+    [note] = said
+    assert "the ranking of the suspects was not stored (" in note and "Read-only file system" in note
+    assert "free space (or make" in note, "what to do"
+
+
+def test_the_ranking_key_covers_all_the_ranking_code_and_the_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = {"p/m.py": DIVERGING_OLD}, {"p/m.py": DIVERGING_NEW}
+    failing = ProbeTraces(trace({"p/m.py": range(1, 19)}), trace({"p/m.py": range(1, 19)}))
+
+    def key() -> str:
+        ranking.code_digest.cache_clear()
+        return ranking_key(old, new, failing, None, (None, None))
+
+    here = key()
+    copy = tmp_path / "narrow"
+    copy.mkdir()
+    for path in ranking.RANKED_BY_FOLDER.glob("*.py"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    log = tmp_path / "narrowlog.py"
+    log.write_bytes(ranking.RANKED_BY_FILES[0].read_bytes())
+    monkeypatch.setattr(ranking, "RANKED_BY_FOLDER", copy)
+    monkeypatch.setattr(ranking, "RANKED_BY_FILES", (log,))
+    assert key() == here, "the same code, the same key"
+    for changed in (copy / "traces.py", copy / "proof.py", log):  # any module of narrow/, the log's
+        text = changed.read_bytes()
+        changed.write_bytes(text + b"\n# changed\n")
+        assert key() != here, changed
+        changed.write_bytes(text)
+    assert key() == here
+    monkeypatch.setattr(sys, "version_info", (3, 99, 0, "final", 0))  # tokenize and ast differ
+    assert key() != here
+    monkeypatch.undo()
+    assert key() == here
+
+
+def test_matching_moved_files_costs_a_few_comparisons_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """800 `__init__.py` files removed and 800 added, all different: the same name everywhere, so
+    each added one used to be compared with every removed one (7.8 s)."""
+    gone = {f"pkg/old{i}/__init__.py": f"value_{i} = {i}\nother_{i} = {i}\n" for i in range(800)}
+    added = {f"pkg/new{i}/__init__.py": f"value_{i}_{i} = 0\n" for i in range(800)}
+    # Two real moves among them: the same folder under src/, and a renamed folder.
+    gone["pkg/layers/__init__.py"] = added["pkg/src/layers/__init__.py"] = "from .core import Dense\n"
+    gone["pkg/ops/util.py"] = "def f():\n    return 1\n"
+    added["pkg/ops2/util.py"] = "def f():\n    return 1\n\n# moved\n"
+    compared: list[int] = []
+    real = diffing._shared
+
+    def counted(first: frozenset[str], second: frozenset[str]) -> float:
+        compared.append(1)
+        return real(first, second)
+
+    monkeypatch.setattr(diffing, "_shared", counted)
+    started = time.monotonic()
+    found = diffing.moves(gone, added)
+    seconds = time.monotonic() - started
+    assert found == {
+        "pkg/src/layers/__init__.py": "pkg/layers/__init__.py",
+        "pkg/ops2/util.py": "pkg/ops/util.py",
+    }
+    assert len(compared) <= len(added) * diffing.MOVE_CANDIDATES, len(compared)
+    assert seconds < 5, f"{seconds:.1f}s (under 0.5 s on the 2-core machine)"
+
+
+def test_the_best_candidate_by_folder_tail_is_paired_first() -> None:
+    gone = {"a/x/mod.py": "one\ntwo\n", "b/y/mod.py": "one\ntwo\n", "c/y/mod.py": "one\ntwo\n"}
+    assert diffing.moves(gone, {"src/c/y/mod.py": "one\ntwo\n"}) == {"src/c/y/mod.py": "c/y/mod.py"}
+    assert diffing.moves(gone, {"z/mod.py": "one\ntwo\n"}) == {"z/mod.py": "a/x/mod.py"}, "then by path"
+    # Each old file is paired once: the second is paired with the next best.
+    two = diffing.moves(gone, {"src/c/y/mod.py": "one\ntwo\n", "src2/c/y/mod.py": "one\ntwo\n"})
+    assert two == {"src/c/y/mod.py": "c/y/mod.py", "src2/c/y/mod.py": "b/y/mod.py"}
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    """A traced run as `runs.tracing.TraceRun` hands it back, its store counted."""
+
+    document: dict[str, Any]
+    result: dict[str, Any] | None
+    reused: bool
+    log: Path = Path("/log")
+    seconds: float = 1.0
+    exit_code: int | None = 0
+    events: list[str] = field(default_factory=list)
+
+    def keep(self) -> None:
+        self.events.append("keep")
+
+    def drop(self) -> None:
+        self.events.append("drop")
+
+
+def test_only_a_trace_the_checks_accept_is_stored_and_a_rejected_stored_one_is_run_again() -> None:
+    good = {
+        "schema": 1,
+        "python": "3.11",
+        "exit_code": 0,
+        "packages": {},
+        "files": {"p/m.py": {"lines": [1]}},
+    }
+    good["window"] = {"opened": 1}
+    ran = {"probes": [{"name": "f"}]}
+    events: list[str] = []
+    answers: list[FakeRun] = []
+    said: list[str] = []
+    spec = EnvSpec("2.21.0", "3.11")
+
+    def runner(*answered: FakeRun) -> traces.ProbeRunner:
+        answers[:] = answered
+        events.clear()
+        return traces.ProbeRunner(lambda *args: answers.pop(0), ("p",), said.append)
+
+    assert runner(FakeRun(good, ran, False, events=events)).traced(spec, "f").document is good
+    assert events == ["keep"]
+    no_window = {**good, "window": {"opened": 0}}
+    runner(FakeRun(no_window, ran, False, events=events)).traced(spec, "f")
+    assert events == [], "the narrowing rejects it: not stored, so a repeat traces it again"
+    runner(FakeRun({**good, "files": {"../x.py": {"lines": [1]}}}, ran, False, events=events)).traced(
+        spec, "f"
+    )
+    assert events == [], "not a valid trace: not stored"
+    probes = runner(FakeRun(no_window, ran, True, events=events), FakeRun(good, ran, False, events=events))
+    assert probes.traced(spec, "f").document is good and events == ["drop", "keep"]
+    assert (probes.runs, probes.reused) == (1, 1)
+    assert "the stored traced run of f is no usable trace" in said[-1] and "tracing it again" in said[-1]
+    untraced = runner(
+        FakeRun({}, ran, False, events=events), FakeRun({}, {"probes": []}, False, events=events)
+    )
+    untraced.untraced(spec, "f")
+    untraced.untraced(spec, "f")
+    assert events == ["keep"], "a yardstick that did not run the probe is not stored"

@@ -7,6 +7,7 @@ tests)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -35,9 +36,10 @@ from tfbisect.envs.backend_swarm import SwarmAddress, SwarmBackend, SwarmImage
 from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_engine import Engine
 from tfbisect.envs.environments import Traced
+from tfbisect.narrow.traces import ProbeRunner, checked_trace
 from tfbisect.runs import tracing
 from tfbisect.runs.runner import Runner, Settings
-from tfbisect.runs.tracing import STORE_FOLDER, STORED_SUFFIX
+from tfbisect.runs.tracing import STORE_FOLDER, STORED_SUFFIX, TraceRun
 
 from conftest import ROOT, empty_locks
 
@@ -542,6 +544,12 @@ def test_runner_traces_probes_alone(
     assert whole.document["window"] == {"only": False, "opened": 1}
 
 
+def kept(run: tracing.TraceRun) -> tracing.TraceRun:
+    """A run stored as the narrowing stores one its checks accept (`ProbeRunner.traced`)."""
+    run.keep()
+    return run
+
+
 def stored_traces(runner: Runner) -> list[Path]:
     return sorted((runner.settings.reports_dir / "results" / STORE_FOLDER).rglob(f"*{STORED_SUFFIX}"))
 
@@ -550,24 +558,24 @@ def test_traced_runs_are_stored_and_reused_unless_forced(
     venv_runner: tuple[Runner, EnvSpec, Scenario], capsys: pytest.CaptureFixture[str]
 ) -> None:
     runner, spec, scenario = venv_runner
-    first = runner.trace(spec, scenario, ["first", "bad"], ["json"])
+    first = kept(runner.trace(spec, scenario, ["first", "bad"], ["json"]))
     [path] = stored_traces(runner)
     assert not first.reused and path.parent.name == scenario.slug
     logs = sorted(runner.log_dir(scenario).glob("*.log"))
-    again = runner.trace(spec, scenario, ["first", "bad"], ["json"])
+    again = kept(runner.trace(spec, scenario, ["first", "bad"], ["json"]))
     assert again.reused and sorted(runner.log_dir(scenario).glob("*.log")) == logs, "no run now"
     assert (again.document, again.result, again.exit_code) == (first.document, first.result, 1)
     assert (again.probes, again.log, again.seconds) == (first.probes, first.log, round(first.seconds, 3))
     # Keyed by the probes, the packages, traced or not: each of these is a run of its own.
     for probes, packages, traced in ((["first"], ["json"], True), (["first", "bad"], ["csv"], True)):
-        assert not runner.trace(spec, scenario, probes, packages, traced=traced).reused
-    untraced = runner.trace(spec, scenario, ["first"], ["json"], traced=False)
-    assert not untraced.reused and runner.trace(spec, scenario, ["first"], [], traced=False).reused
+        assert not kept(runner.trace(spec, scenario, probes, packages, traced=traced)).reused
+    untraced = kept(runner.trace(spec, scenario, ["first"], ["json"], traced=False))
+    assert not untraced.reused and kept(runner.trace(spec, scenario, ["first"], [], traced=False)).reused
     # csv is no package here: that run traced nothing, so it was not stored and runs again.
     assert len(stored_traces(runner)) == 3
-    assert not runner.trace(spec, scenario, ["first", "bad"], ["csv"]).reused
+    assert not kept(runner.trace(spec, scenario, ["first", "bad"], ["csv"])).reused
     forced = Runner(CAT, replace(runner.settings, force=True), Progress(quiet=True), have=runner.have)
-    assert not forced.trace(spec, scenario, ["first", "bad"], ["json"]).reused
+    assert not kept(forced.trace(spec, scenario, ["first", "bad"], ["json"])).reused
 
 
 @pytest.mark.parametrize(
@@ -581,6 +589,9 @@ def test_traced_runs_are_stored_and_reused_unless_forced(
         "another key",
         "a bad field",
         "not a trace",
+        "stored untraced",
+        "a FIFO",
+        "a link to /dev/zero",
     ],
 )
 def test_a_damaged_stored_trace_is_run_again_with_a_note(
@@ -591,7 +602,7 @@ def test_a_damaged_stored_trace_is_run_again_with_a_note(
     runner, spec, scenario = venv_runner
     said = io.StringIO()
     runner.progress = Progress(said)
-    first = runner.trace(spec, scenario, ["first"], ["json"])
+    first = kept(runner.trace(spec, scenario, ["first"], ["json"]))
     [path] = stored_traces(runner)
     stored = json.loads(path.read_text())
     if damage == "too large":
@@ -602,14 +613,22 @@ def test_a_damaged_stored_trace_is_run_again_with_a_note(
         path.write_text(json.dumps({**stored, "seconds": -1, "exit_code": "1"}))
     elif damage == "not a trace":
         path.write_text(json.dumps({**stored, "document": {"schema": 1, "files": []}}))
+    elif damage == "stored untraced":  # the same key, flipped by hand: asked traced, not reused
+        path.write_text(json.dumps({**stored, "traced": False}))
+    elif damage == "a FIFO":  # read blocking, it would wait for a writer forever
+        path.unlink()
+        os.mkfifo(path)
+    elif damage == "a link to /dev/zero":  # read whole, it would fill the memory
+        path.unlink()
+        path.symlink_to("/dev/zero")
     else:
         assert isinstance(damage, bytes)
         path.write_bytes(damage)
-    again = runner.trace(spec, scenario, ["first"], ["json"])
+    again = kept(runner.trace(spec, scenario, ["first"], ["json"]))
     assert not again.reused and again.document["files"] == first.document["files"]
     assert f"the stored traced run {path} is damaged" in said.getvalue(), said.getvalue()
     monkeypatch.setattr(tracing, "STORED_MAX_BYTES", 64 * 2**20)
-    assert runner.trace(spec, scenario, ["first"], ["json"]).reused, "the rerun replaced it"
+    assert kept(runner.trace(spec, scenario, ["first"], ["json"])).reused, "the rerun replaced it"
 
 
 def test_a_traced_run_too_large_to_store_is_not_stored(
@@ -619,9 +638,95 @@ def test_a_traced_run_too_large_to_store_is_not_stored(
     said = io.StringIO()
     runner.progress = Progress(said)
     monkeypatch.setattr(tracing, "STORED_MAX_BYTES", 100)
-    assert not runner.trace(spec, scenario, ["first"], ["json"]).reused
+    assert not kept(runner.trace(spec, scenario, ["first"], ["json"])).reused
     assert not stored_traces(runner) and "not stored" in said.getvalue()
+    assert not kept(runner.trace(spec, scenario, ["first"], ["json"])).reused
+
+
+def test_a_traced_run_is_stored_only_once_kept_and_a_dropped_one_runs_again(
+    venv_runner: tuple[Runner, EnvSpec, Scenario],
+) -> None:
+    runner, spec, scenario = venv_runner
+    first = runner.trace(spec, scenario, ["first"], ["json"])
+    assert not stored_traces(runner), "not stored before its caller's checks accept it"
     assert not runner.trace(spec, scenario, ["first"], ["json"]).reused
+    first.keep()
+    [path] = stored_traces(runner)
+    again, inode = runner.trace(spec, scenario, ["first"], ["json"]), path.stat().st_ino
+    again.keep()  # a reused run is not written again
+    assert again.reused and path.stat().st_ino == inode
+    again.drop()  # its caller's checks rejected it
+    assert not stored_traces(runner) and not runner.trace(spec, scenario, ["first"], ["json"]).reused
+    first.drop()  # a run made now has nothing stored to forget
+    assert not stored_traces(runner)
+
+
+def test_the_narrowing_stores_only_the_traces_its_checks_accept(
+    venv_runner: tuple[Runner, EnvSpec, Scenario], tmp_path: Path
+) -> None:
+    """The contract scenario names its probes as bare strings, so the narrowing's check finds the
+    probe did not run: that trace is not stored (it was, and was reused, before); one whose
+    result names the probe is stored, and a second narrowing reuses it."""
+    runner, spec, scenario = venv_runner
+
+    def probe_runner(on: Scenario) -> ProbeRunner:
+        def trace(spec: EnvSpec, probes: Sequence[str], packages: Sequence[str], traced: bool) -> TraceRun:
+            return runner.trace(spec, on, probes, packages, traced=traced, window_only=bool(probes))
+
+        return ProbeRunner(trace, ("json",), lambda text: None)
+
+    for _ in range(2):
+        rejected = probe_runner(scenario)
+        rejected.traced(spec, "first")
+        assert (rejected.runs, rejected.reused) == (1, 0) and not stored_traces(runner)
+    named = tmp_path / "named.py"
+    named.write_text(
+        CONTRACT_SCENARIO.replace('{"probes": args.probe}', '{"probes": [{"name": p} for p in args.probe]}')
+    )
+    accepted = probe_runner(find(str(named)))
+    checked_trace(accepted.traced(spec, "first"), "first", spec.label)
+    assert (accepted.runs, accepted.reused) == (1, 0) and len(stored_traces(runner)) == 1
+    again = probe_runner(find(str(named)))
+    checked_trace(again.traced(spec, "first"), "first", spec.label)
+    assert (again.runs, again.reused) == (0, 1)
+
+
+def test_a_disk_that_cannot_store_a_traced_run_loses_nothing(
+    venv_runner: tuple[Runner, EnvSpec, Scenario], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, spec, scenario = venv_runner
+    said = io.StringIO()
+    runner.progress = Progress(said)
+
+    def full(path: Path, text: str, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(tracing, "write_text_atomic", full)
+    done = runner.trace(spec, scenario, ["first"], ["json"])
+    done.keep()  # no exception: the run stands
+    assert done.result == {"probes": ["first"]} and not stored_traces(runner)
+    note = said.getvalue()
+    assert "the traced run of first was not stored (" in note and "No space left on device" in note
+    assert "free space (or make" in note, "what to do"
+
+
+def test_the_trace_key_covers_a_plain_scripts_harness_and_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = EnvSpec("2.21.0", "3.11")
+
+    def key(scenario: Scenario) -> str:
+        return tracing.trace_key(spec, "lock", scenario, ("script",), ("tensorflow",), True, True)
+
+    plain = Scenario("repro", Path("/x/repro.py"), "a" * 64)
+    script = replace(plain, script=True)
+    flagged = replace(script, bad_if_raises=("ValueError",))
+    keys = {key(plain), key(script), key(flagged), key(replace(script, bad_if_raises=("TypeError",)))}
+    assert len(keys) == 4
+    real = tracing.data_sha256
+    monkeypatch.setattr(
+        tracing, "data_sha256", lambda name: "0" * 64 if name == "script_harness.py" else real(name)
+    )
+    assert key(script) not in keys, "another harness: another key"
+    assert key(plain) in keys, "a scenario that runs no harness keeps its key"
 
 
 def test_runner_trace_without_a_trace_is_a_trace_error(

@@ -119,39 +119,58 @@ def diff_sources(
 
 
 MOVE_MIN_SHARED = 0.5  # the share of a moved file's distinct lines that both texts hold
+# A file only the new version has is compared with at most this many of the old version's files of
+# its name, those with the longest common tail of folders first: a release that moves hundreds of
+# `__init__.py` files costs hundreds of comparisons, not their square.
+MOVE_CANDIDATES = 4
 
 
 def moves(gone: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
     """New path -> old path, for the files only the new version has that are a file only the old
-    one has, moved: the same name, the longest common tail of folders among those, and at least
-    half of the lines shared.  Each old file is paired once."""
+    one has, moved: the same name, the longest common tail of folders among those (the first
+    MOVE_CANDIDATES of them), and at least half of the lines shared.  Each old file is paired
+    once."""
     found: dict[str, str] = {}
-    by_name: dict[str, list[str]] = {}
-    for path in gone:
-        by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
+    by_tail: dict[tuple[str, ...], list[str]] = {}  # a tail of folders and the name -> old paths
+    for path in sorted(gone):
+        parts = path.split("/")
+        for size in range(1, len(parts) + 1):
+            by_tail.setdefault(tuple(parts[-size:]), []).append(path)
+    taken: set[str] = set()
+    lines: dict[str, frozenset[str]] = {}  # each old file's distinct lines, made once
     for path in sorted(added):
-        candidates = [c for c in by_name.get(path.rsplit("/", 1)[-1], []) if c not in found.values()]
-        candidates.sort(key=lambda c: (-_common_tail(c, path), c))
-        for candidate in candidates:
-            if _shared(gone[candidate], added[path]) >= MOVE_MIN_SHARED:
+        mine: frozenset[str] | None = None
+        for candidate in _candidates(by_tail, path, taken):
+            mine = mine if mine is not None else _distinct_lines(added[path])
+            if candidate not in lines:
+                lines[candidate] = _distinct_lines(gone[candidate])
+            if _shared(lines[candidate], mine) >= MOVE_MIN_SHARED:
                 found[path] = candidate
+                taken.add(candidate)
                 break
     return found
 
 
-def _common_tail(a: str, b: str) -> int:
-    count = 0
-    for x, y in zip(reversed(a.split("/")), reversed(b.split("/")), strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
+def _candidates(by_tail: Mapping[tuple[str, ...], list[str]], path: str, taken: set[str]) -> list[str]:
+    """The old files of `path`'s name not yet paired, the longest common tail of folders first
+    (then by path), at most MOVE_CANDIDATES of them."""
+    parts = path.split("/")
+    chosen: list[str] = []
+    for size in range(len(parts), 0, -1):
+        for candidate in by_tail.get(tuple(parts[-size:]), ()):
+            if candidate not in taken and candidate not in chosen:
+                chosen.append(candidate)
+                if len(chosen) == MOVE_CANDIDATES:
+                    return chosen
+    return chosen
 
 
-def _shared(a: str, b: str) -> float:
+def _distinct_lines(text: str) -> frozenset[str]:
+    return frozenset(line.strip() for line in source_lines(text) if line.strip())
+
+
+def _shared(first: frozenset[str], second: frozenset[str]) -> float:
     """The share of the distinct non-blank lines of the larger text that the other text holds."""
-    first = {line.strip() for line in source_lines(a) if line.strip()}
-    second = {line.strip() for line in source_lines(b) if line.strip()}
     return len(first & second) / max(len(first), len(second), 1)
 
 

@@ -5,9 +5,11 @@ documentation-only changes last.  Pure logic: no process, no network."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import sys
 import tokenize
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, Tokens
 from tfbisect.narrow.diff import FileDiff, Hunk, diff_sources, excerpt
 from tfbisect.narrow.links import GENERATED, suspect_link
 from tfbisect.narrow.traces import ProbeTraces, Trace
+from tfbisect.search import narrowlog
 from tfbisect.search.narrowlog import SUSPECTS_KEPT, Suspect, Suspects
 
 TOTAL_FAILED = 1  # one failing probe: Ochiai's denominator is sqrt(total_failed * (failed + passed))
@@ -54,8 +57,22 @@ class TieBreak:
     density: float
 
 
-# The modules whose code decides the suspects: a ranking kept by an older version of any is not reused.
-RANKED_BY = ("ranking.py", "analysis.py", "diff.py", "links.py", "sources.py")
+# The code whose text decides the suspects, hashed into a ranking's key: the whole narrow/
+# package and the log's Suspects (what a ranking is kept as), and the host Python's major.minor
+# (its tokenize and ast read sources differently).  A ranking kept by another version of any is
+# not reused.
+RANKED_BY_FOLDER = Path(__file__).parent
+RANKED_BY_FILES = (Path(narrowlog.__file__),)
+
+
+@functools.cache
+def code_digest() -> bytes:
+    """The hash of the code a ranking follows from (`RANKED_BY_*`), made once per process."""
+    digest = hashlib.sha256(f"python {sys.version_info[0]}.{sys.version_info[1]}".encode())
+    for path in (*sorted(RANKED_BY_FOLDER.glob("*.py")), *RANKED_BY_FILES):
+        digest.update(json.dumps(path.name).encode("utf-8"))
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.digest()
 
 
 class RankingMemo(Protocol):
@@ -73,11 +90,9 @@ def ranking_key(
     tf_refs: tuple[str | None, str | None],
 ) -> str:
     """The hash of all a ranking follows from: both versions' sources, the traces, the refs the
-    links name, and this code.  A repeated narrowing of the same builds finds the same key."""
-    digest = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in RANKED_BY:
-        digest.update(hashlib.sha256((here / name).read_bytes()).digest())
+    links name, and the code that ranks (`code_digest`).  A repeated narrowing of the same builds
+    finds the same key."""
+    digest = hashlib.sha256(code_digest())
     for side, sources in (("old", old_sources), ("new", new_sources)):
         for path in sorted(sources):
             text = sources[path].encode("utf-8", "surrogatepass")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 import zlib
@@ -13,7 +14,9 @@ from typing import Any, Protocol
 from tfbisect.core import jsonread
 from tfbisect.core.errors import NarrowError
 from tfbisect.core.fsio import write_json_atomic
+from tfbisect.core.limits import RESULT_MAX_BYTES
 from tfbisect.core.record import RunRecord
+from tfbisect.core.resultfile import read_result
 from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.sources import member_path, read_places
@@ -23,7 +26,9 @@ TRACE_MAX_FILES = 20000  # the tracer's own cap
 TRACE_MAX_LINES_PER_FILE = 1_000_000
 TRACE_MAX_LINE = 10_000_000
 KEPT_MAX_BYTES = 512 * 1024 * 1024  # a kept trace larger than this was not written by the tracer
-RANKING_MAX_BYTES = 16 * 1024 * 1024  # a kept ranking holds SUSPECTS_KEPT bounded suspects: ~100 KB
+# A kept ranking holds SUSPECTS_KEPT bounded suspects: ~100 KB.  It is read by the bounded reader
+# of result documents (regular files only), whose cap is the larger bound.
+RANKING_MAX_BYTES = min(16 * 1024 * 1024, RESULT_MAX_BYTES)
 RANKING_SUFFIX = ".suspects"  # not ".json": the results' listing reads those as runs' records
 RANKING_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -164,6 +169,8 @@ class TracedRun(Protocol):
     def log(self) -> Path: ...
     @property
     def reused(self) -> bool: ...  # read back from the store: no run now
+    def keep(self) -> None: ...  # store it, checked, for a repeat to reuse (nothing when reused)
+    def drop(self) -> None: ...  # forget the stored one it was read from (nothing when run now)
 
 
 def refused_probe(done: TracedRun) -> bool:
@@ -189,6 +196,23 @@ class ProbeRunner:
     reused: int = 0
 
     def traced(self, spec: EnvSpec, probe: str) -> TracedRun:
+        """The probe traced alone (or the scenario whole); a run now is stored only once
+        `checked_trace` accepts it, and a stored one it rejects is forgotten and run again."""
+        done = self.traced_once(spec, probe)
+        rejected = unusable(done, probe, spec.label, self.whole)
+        if done.reused and rejected is not None:
+            self.say(
+                f"[{spec.label}] the stored traced run of {probe} is no usable trace ({rejected[:300]}): "
+                "tracing it again, which replaces it (nothing to do)"
+            )
+            done.drop()
+            done = self.traced_once(spec, probe)
+            rejected = unusable(done, probe, spec.label, self.whole)
+        if rejected is None:
+            done.keep()
+        return done
+
+    def traced_once(self, spec: EnvSpec, probe: str) -> TracedRun:
         done = self.counted(self.trace(spec, [] if self.whole else [probe], list(self.packages), True))
         if not self.whole and refused_probe(done):
             self.say(f"[{spec.label}] the scenario takes no --probe: tracing it whole")
@@ -197,8 +221,12 @@ class ProbeRunner:
         return done
 
     def untraced(self, spec: EnvSpec, probe: str) -> TracedRun:
-        """The yardstick: the same run, untraced."""
-        return self.counted(self.trace(spec, [] if self.whole else [probe], [], False))
+        """The yardstick: the same run, untraced; stored when the probe ran (or the scenario whole
+        answered)."""
+        done = self.counted(self.trace(spec, [] if self.whole else [probe], [], False))
+        if done.result is not None and (self.whole or probe in probes_ran(done)):
+            done.keep()
+        return done
 
     def counted(self, done: TracedRun) -> TracedRun:
         if done.reused:
@@ -208,6 +236,21 @@ class ProbeRunner:
         return done
 
 
+def probes_ran(done: TracedRun) -> set[object]:
+    """The probes a run's result document names."""
+    listed = (done.result or {}).get("probes", [])
+    return {p.get("name") for p in (listed if isinstance(listed, list) else []) if isinstance(p, dict)}
+
+
+def unusable(done: TracedRun, probe: str, label: str, whole: bool) -> str | None:
+    """Why `checked_trace` rejects a traced run, or None when it accepts it."""
+    try:
+        checked_trace(done, probe, label, whole=whole)
+    except NarrowError as exc:
+        return exc.what
+    return None
+
+
 def checked_trace(
     done: TracedRun, probe: str, label: str, *, whole: bool = False
 ) -> tuple[Trace, dict[str, Any]]:
@@ -215,7 +258,7 @@ def checked_trace(
     that traced nothing, or not the probe, is an error: no trace must read as "no Python changed";
     a document that is not a valid trace is one too.  A `whole` run (the scenario traced whole,
     from its start: it has no window of its own to open) needs no window."""
-    ran = {p.get("name") for p in (done.result or {}).get("probes", []) if isinstance(p, dict)}
+    ran = probes_ran(done)
     window = done.document.get("window")
     opened = window.get("opened", 0) if isinstance(window, dict) else 0
     if not done.document.get("files") or not (opened or whole) or probe not in ran:
@@ -248,26 +291,44 @@ class KeptTraces:
     folder: Path
     force: bool = False
     store: Path | None = None
+    say: Callable[[str], None] | None = None  # where a damaged or unstorable ranking is noted
 
     def ranking(self, key: str) -> Suspects | None:
-        """A kept ranking, read back bounded and defensively; None when there is none, forced, or
-        it is damaged (then it is ranked again)."""
+        """A kept ranking, read back bounded (a regular file only: a link or a FIFO there is
+        damage, never followed nor waited on) and defensively; None when there is none, forced,
+        or it is damaged (then, with a note, it is ranked again and replaced)."""
         if self.store is None or self.force or not RANKING_KEY.fullmatch(key):
             return None
         path = self.store / f"{key}{RANKING_SUFFIX}"
+        if not os.path.lexists(path):
+            return None
         try:
-            data = jsonread.read(path, max_bytes=RANKING_MAX_BYTES)
-        except (OSError, ValueError, RecursionError):
+            found = _read_ranking(path, key)
+        except (OSError, ValueError, RecursionError) as exc:
+            self.note(
+                f"the stored ranking {path} is damaged ({str(exc)[:200]}): ranking again, which "
+                "replaces it (nothing to do)"
+            )
             return None
-        if not isinstance(data, dict) or data.get("key") != key:
-            return None
-        return Suspects.read(data.get("suspects"))
+        return found
 
     def keep_ranking(self, key: str, suspects: Suspects) -> None:
-        if self.store is not None and RANKING_KEY.fullmatch(key):
-            write_json_atomic(
-                self.store / f"{key}{RANKING_SUFFIX}", {"key": key, "suspects": suspects.to_dict()}
+        """Store a ranking for any repeat to reuse; a disk that cannot hold it (full, read-only)
+        loses nothing but the reuse: a note, and the narrowing goes on."""
+        if self.store is None or not RANKING_KEY.fullmatch(key):
+            return
+        path = self.store / f"{key}{RANKING_SUFFIX}"
+        try:
+            write_json_atomic(path, {"key": key, "suspects": suspects.to_dict()})
+        except OSError as exc:
+            self.note(
+                f"the ranking of the suspects was not stored ({str(exc)[:200]}), so a repeat ranks "
+                f"them again; free space (or make {self.store} writable) for a repeat to reuse it"
             )
+
+    def note(self, text: str) -> None:
+        if self.say is not None:
+            self.say(text)
 
     def path(self, role: str, side: str, version: str) -> Path:
         return self.folder / f"{safe_component(f'{role}-{side}-{version}')}.json"
@@ -288,6 +349,24 @@ class KeptTraces:
     def keep(self, role: str, side: str, version: str, document: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path(role, side, version), document)
+
+
+def _read_ranking(path: Path, key: str) -> Suspects:
+    """A stored ranking, read bounded and checked: ValueError (or OSError) saying what is wrong."""
+    raw, unsafe = read_result(path.parent, path.name)
+    if unsafe is not None:  # its words are of a result document: "the result document is a FIFO"
+        raise ValueError(unsafe.message.replace("the result document", "it"))
+    if raw is None:
+        raise ValueError("it went missing while it was read")
+    if len(raw) > RANKING_MAX_BYTES:
+        raise ValueError(f"it is larger than the {RANKING_MAX_BYTES} bytes' cap")
+    data = jsonread.loads(raw)
+    if not isinstance(data, dict) or data.get("key") != key:
+        raise ValueError("it is not a ranking stored under its key")
+    found = Suspects.read(data.get("suspects"))
+    if found is None:
+        raise ValueError("its suspects are not a ranking")
+    return found
 
 
 def traced_sources(

@@ -97,7 +97,9 @@ def runner_seams(
         lock_text=lambda spec: runner.lock_for(spec, scenario.dependencies).path.read_text(encoding="utf-8"),
         trace=trace,
         sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
-        kept=KeptTraces(traces_folder(log_path), force=force, store=rankings_folder(runner)),
+        kept=KeptTraces(
+            traces_folder(log_path), force=force, store=rankings_folder(runner), say=progress.say
+        ),
         save=log_saver(report, log_path),
         run_patched=None if execute is not None else run_patched,
         run_pinned=None if execute is not None else run_pinned,

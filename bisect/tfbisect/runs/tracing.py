@@ -3,11 +3,14 @@ prepared (or reused) exactly as for a stored run, under the probe tracer, read b
 environment's installed sources can be read (`source_places`).
 
 A traced run is stored under the reports' results (`traces/`, beside the proof runs), keyed like
-a run: the environment and its lock, the scenario's sha256, the probes, the traced packages,
-traced or not, and the tracer's own text; so a repeated bisection or narrowing reuses it (unless
-`--force`).  A stored one is read back bounded and checked; a damaged one is run again, with a
-note.  Only a run that answered is stored: the scenario wrote its result and, traced, the tracer
-saw lines (a run that could not trace is rerun next time, never reused).
+a run: the environment and its lock, the scenario's sha256 (a plain script's harness, its text
+and its --bad-if-raises too), the probes, the traced packages, traced or not, and the tracer's
+own text; so a repeated bisection or narrowing reuses it (unless `--force`).  A stored one is read
+back bounded (a regular file only, never through a link) and checked; a damaged one is run again,
+with a note.  A run is stored only when its caller, having checked it, keeps it
+(`TraceRun.keep`: the narrowing keeps a trace its checks accept, so one they reject is rerun next
+time, never reused); and only one that answered (the scenario wrote its result and, traced, the
+tracer saw lines).  A disk that cannot store it loses nothing but the reuse: a note says so.
 """
 
 from __future__ import annotations
@@ -18,18 +21,18 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfbisect.core import interrupt, jsonread
+from tfbisect.core import interrupt
 from tfbisect.core.errors import TfbisectError, TraceError
 from tfbisect.core.fsio import now_iso, stamp, write_text_atomic
 from tfbisect.core.packagedata import data_file
-from tfbisect.core.scenario import Scenario
+from tfbisect.core.scenario import HARNESS, Scenario
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.environments import Traced
-from tfbisect.runs.launching import Launched, launch_and_wait, parse_json_object
+from tfbisect.runs.launching import Launched, launch_and_wait, parse_json_object, read_json_object
 
 if TYPE_CHECKING:
     from tfbisect.runs.runner import Runner
@@ -58,6 +61,27 @@ class TraceRun:
     exit_code: int | None  # the scenario's, through the tracer; None when it timed out
     log: Path
     reused: bool = False  # read back from the store: no run now (`seconds` are the stored run's)
+    slot: StoreSlot | None = field(default=None, compare=False, repr=False)  # where it is stored
+
+    def keep(self) -> None:
+        """Store this run (its caller checked it): a repeat reuses it.  Nothing for a reused one."""
+        if self.slot is not None and not self.reused:
+            self.slot.tracer.store(self.slot.scenario, self.slot.key, self, self.slot.traced)
+
+    def drop(self) -> None:
+        """Forget this reused run (its caller's checks reject it): a repeat runs it again."""
+        if self.slot is not None and self.reused:
+            self.slot.tracer.forget(self.spec, self.slot.scenario, self.slot.key)
+
+
+@dataclass(frozen=True)
+class StoreSlot:
+    """Where a traced run is stored: its scenario's folder and its key, by which tracer."""
+
+    tracer: Tracer
+    scenario: Scenario
+    key: str
+    traced: bool
 
 
 class Tracer:
@@ -87,7 +111,8 @@ class Tracer:
         window_only: bool = True,
         traced: bool = True,
     ) -> TraceRun:
-        """See `Runner.trace`."""
+        """See `Runner.trace`.  A new run comes back unstored: its caller stores it with
+        `TraceRun.keep` once its checks accept it."""
         interrupt.check()
         names = tuple(probes)
         _refuse(spec, names, traced)
@@ -96,9 +121,10 @@ class Tracer:
             lock = self.runner.lock_for(spec, scenario.dependencies)
         except self.runner.PREPARE_FAILURES as exc:
             raise _unprepared(spec, what, exc) from exc
-        key = trace_key(spec, lock.sha256, scenario.sha256, names, tuple(packages), window_only, traced)
+        key = trace_key(spec, lock.sha256, scenario, names, tuple(packages), window_only, traced)
+        slot = StoreSlot(self, scenario, key, traced)
         if not self.runner.settings.force:
-            stored = self.stored(spec, scenario, key)
+            stored = self.stored(spec, slot)
             if stored is not None:
                 self.runner.progress.say(
                     f"[{spec.label}] {what}{' traced' if traced else ''}: reusing the stored run "
@@ -124,9 +150,7 @@ class Tracer:
             self.runner.waiting,
             request,
         )
-        run = self._read(spec, names, done, log_path)
-        self.store(scenario, key, run, traced)
-        return run
+        return replace(self._read(spec, names, done, log_path), slot=slot)
 
     # -- the stored traced runs --------------------------------------------------------------
     def store_path(self, scenario: Scenario, key: str) -> Path:
@@ -139,7 +163,8 @@ class Tracer:
         )
 
     def store(self, scenario: Scenario, key: str, run: TraceRun, traced: bool) -> None:
-        """Keep a run that answered (see the module's docstring); one too large is not kept."""
+        """Keep a run that answered (see the module's docstring); one too large is not kept, and
+        one the disk cannot hold (full, read-only) is not kept either: a note, the run goes on."""
         if run.result is None or (traced and not run.document.get("files")):
             return
         stored = {
@@ -157,7 +182,7 @@ class Tracer:
         }
         try:
             text = json.dumps(stored, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError):  # parsed from JSON, so it serialises; a NaN would not store
+        except (TypeError, ValueError, RecursionError):  # parsed from JSON, so it serialises
             return
         if len(text.encode("utf-8")) > STORED_MAX_BYTES:
             self.runner.progress.say(
@@ -165,16 +190,41 @@ class Tracer:
                 "not stored, so a repeat traces it again (nothing to do)"
             )
             return
-        write_text_atomic(self.store_path(scenario, key), text + "\n")
-
-    def stored(self, spec: EnvSpec, scenario: Scenario, key: str) -> TraceRun | None:
-        """The stored run of `key`, read back bounded and checked; None when there is none, and
-        (with a note) when it is damaged: it is then run again and replaced."""
         path = self.store_path(scenario, key)
-        if not path.is_file():
+        try:
+            write_text_atomic(path, text + "\n")
+        except OSError as exc:  # a full or read-only disk: the run stands, only its reuse is lost
+            self.runner.progress.say(
+                f"[{run.spec.label}] the traced run of {', '.join(run.probes) or 'the whole scenario'} "
+                f"was not stored ({str(exc)[:200]}), so a repeat runs it again; free space (or make "
+                f"{path.parent} writable) for a repeat to store and reuse it"
+            )
+
+    def forget(self, spec: EnvSpec, scenario: Scenario, key: str) -> None:
+        """Remove a stored run its caller rejected, so that no repeat reuses it."""
+        path = self.store_path(scenario, key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.runner.progress.say(
+                f"[{spec.label}] the rejected stored traced run {path} could not be removed "
+                f"({str(exc)[:200]}); remove it by hand, or repeat with --force"
+            )
+
+    def stored(self, spec: EnvSpec, slot: StoreSlot) -> TraceRun | None:
+        """The stored run of the slot's key, read back bounded (a regular file only: a link or a
+        FIFO there is damage, never followed nor waited on) and checked; None when there is none,
+        and (with a note) when it is damaged: it is then run again and replaced."""
+        path = self.store_path(slot.scenario, slot.key)
+        if not os.path.lexists(path):
             return None
         try:
-            return stored_run(jsonread.read(path, max_bytes=STORED_MAX_BYTES), spec, key)
+            data, why = read_json_object(path, STORED_MAX_BYTES)
+            if data is None:
+                # launching's words are of a run's trace: "left a trace that is not JSON"
+                said = why.replace("left a trace that ", "it ").replace("left a trace ", "it is ")
+                raise ValueError(said.replace("wrote no trace", "it went missing"))
+            return replace(stored_run(data, spec, slot.key, slot.traced), slot=slot)
         except (OSError, ValueError, RecursionError) as exc:
             self.runner.progress.say(
                 f"[{spec.label}] the stored traced run {path} is damaged ({str(exc)[:200]}): "
@@ -210,34 +260,44 @@ def _unprepared(spec: EnvSpec, what: str, exc: TfbisectError) -> TraceError:
     )
 
 
+def data_sha256(name: str) -> str:
+    """A package data file's text, hashed: a stored trace made with an older tracer (or, for a
+    plain script, an older harness) is not reused."""
+    return hashlib.sha256(Path(str(data_file(name))).read_bytes()).hexdigest()
+
+
 def tracer_sha256() -> str:
-    """The tracer's own text, hashed: a stored trace of an older tracer is not reused."""
-    return hashlib.sha256(Path(str(data_file(TRACER))).read_bytes()).hexdigest()
+    """The tracer's own text, hashed."""
+    return data_sha256(TRACER)
 
 
 def trace_key(
     spec: EnvSpec,
     lock_sha256: str,
-    scenario_sha256: str,
+    scenario: Scenario,
     probes: tuple[str, ...],
     packages: tuple[str, ...],
     window_only: bool,
     traced: bool,
 ) -> str:
     """The stored key of a traced (or untraced) run, hashed like a proof run's: the environment,
-    its lock, the scenario, the probes, and how it was traced (by which tracer)."""
+    its lock, the scenario (a plain script: the harness it runs under and the harness's verdict
+    flags too), the probes, and how it was traced (by which tracer)."""
     how = [sorted(packages), window_only, tracer_sha256()] if traced else None
-    payload = json.dumps(["trace", spec.key, lock_sha256, scenario_sha256, list(probes), how])
+    harness = [list(scenario.bad_if_raises), data_sha256(HARNESS)] if scenario.script else None
+    payload = json.dumps(["trace", spec.key, lock_sha256, scenario.sha256, harness, list(probes), how])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def stored_run(data: object, spec: EnvSpec, key: str) -> TraceRun:
+def stored_run(data: object, spec: EnvSpec, key: str, traced: bool) -> TraceRun:
     """A stored traced run checked (the results folder is anyone's to edit): ValueError saying
     what is wrong.  The tracer's document itself is checked by its reader (narrow/traces.py)."""
     if not isinstance(data, dict) or data.get("schema") != STORED_SCHEMA:
         raise ValueError(f"not a stored traced run of schema {STORED_SCHEMA}")
     if data.get("key") != key or data.get("spec") != spec.key:
         raise ValueError("it is stored under another run's key")
+    if data.get("traced") is not traced:
+        raise ValueError(f"it is stored as {'an untraced' if traced else 'a traced'} run")
     probes, document, result = data.get("probes"), data.get("document"), data.get("result")
     seconds, exit_code, log = data.get("seconds"), data.get("exit_code"), data.get("log")
     if not isinstance(probes, list) or not all(
@@ -246,9 +306,7 @@ def stored_run(data: object, spec: EnvSpec, key: str) -> TraceRun:
         raise ValueError("its probes are not probe names")
     if not isinstance(document, dict) or not isinstance(result, dict):
         raise ValueError("its tracer document or its result document is not an object")
-    if data.get("traced") is True and (
-        document.get("schema") != 1 or not isinstance(document.get("files"), dict)
-    ):
+    if traced and (document.get("schema") != 1 or not isinstance(document.get("files"), dict)):
         raise ValueError("its tracer document is not a probe trace")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
         raise ValueError("its seconds are not a duration")

@@ -4,6 +4,7 @@ round's runs, and what stopping the search does to a preparation still running."
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,25 @@ def test_stopping_the_search_stops_a_preparation_still_running_and_nothing_idle(
     idle.stop()
     assert halted == [True], "nothing was being prepared: nothing to stop"
     assert Prefetcher(work, 0, said.append).ahead is None, "--prefetch 0 prepares nothing"
+
+
+def test_up_to_the_limit_are_prepared_at_once() -> None:
+    """--prefetch 2: the round's other end and the next midpoint build side by side (an image
+    takes minutes; one at a time, the second waits while the CPUs idle on its downloads)."""
+    started: list[str] = []
+    both, release = threading.Barrier(2, timeout=30), threading.Event()
+
+    def work(spec: EnvSpec) -> object:
+        started.append(spec.tf_version)
+        both.wait()  # broken (an error) unless two preparations run at the same time
+        assert release.wait(30)
+        return True
+
+    ahead = Prefetcher(work, 2, lambda _: None, halt=lambda: None)
+    ahead.prepare([(i, spec, spec.tf_version) for i, spec in enumerate(SPECS)])
+    deadline = time.monotonic() + 30
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(started) == sorted(spec.tf_version for spec in SPECS[:2]) and not both.broken
+    release.set()
+    ahead.stop()

@@ -531,8 +531,11 @@ def docker_prefetch_ratio(tmp: Path) -> dict[str, Any]:
     engine = connect(Progress(quiet=True), echo=False)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
     before = set(engine.capture(*listing, quiet=True).split())
-    good, bad = DOCKER_PREFETCH_RANGE
     found: dict[str, Any] = {"images_before": float(len(before))}
+    before |= set(
+        engine.capture("images", "--quiet", "--no-trunc", "--filter", "dangling=true", quiet=True).split()
+    )
+    good, bad = DOCKER_PREFETCH_RANGE
     for prefetch in ("0", "2"):
         folder = tmp / f"docker-prefetch{prefetch}"
         command = [*tfbisect(folder, folder / "cache"), "bisect", "--good", good, "--bad", bad]
@@ -556,9 +559,12 @@ def docker_prefetch_ratio(tmp: Path) -> dict[str, Any]:
 
 
 def _remove_images_since(engine: Any, listing: list[str], before: set[str]) -> None:
-    """Every tfbisect image made since `before`, children before the images they are built on."""
+    """Every tfbisect image made since `before`, children before the images they are built on, and
+    the untagged ones: a prefetch's build cancelled when the search ends leaves its last layer."""
+    dangling = ["images", "--quiet", "--no-trunc", "--filter", "dangling=true"]
     for _ in range(4):
-        left = set(engine.capture(*listing, quiet=True).split()) - before
+        made = engine.capture(*listing, quiet=True).split() + engine.capture(*dangling, quiet=True).split()
+        left = set(made) - before
         for created in left:
             engine.remove_image(created)
         if not left:

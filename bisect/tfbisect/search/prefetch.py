@@ -1,6 +1,7 @@
 """Prefetch: the environments the next round may need, prepared while this round runs (both
-outcomes of a midpoint, as mozregression does), one at a time on a daemon thread, at a lower
-CPU priority than the runs the search waits for.
+outcomes of a midpoint, as mozregression does), up to --prefetch of them at once on daemon
+threads, at a lower CPU priority than the runs the search waits for (an image's build in the
+engine too: envs/docker_builds.py gives a build from a niced thread the fewest CPU shares).
 
 What to prepare is the search's choice; this module only queues it, prepares it through a
 `prefetch` callable, and stops what is still being prepared once the search is over.
@@ -25,24 +26,29 @@ AHEAD_NICENESS = 10
 
 
 class Ahead:
-    """Environments prepared ahead, one at a time, on a daemon thread (a driver that stops never
-    waits for one).  `want` replaces what is queued; what is being prepared finishes."""
+    """Environments prepared ahead, `workers` at a time, on daemon threads (a driver that stops
+    never waits for one).  `want` replaces what is queued; what is being prepared finishes.
 
-    def __init__(self, work: Prefetch) -> None:
+    Several at once because a cold image takes far longer to build than a run takes: one at a
+    time, the second image of a round (its other end, the next midpoint) waits behind the first
+    while the CPUs idle on downloads and unpacking."""
+
+    def __init__(self, work: Prefetch, workers: int = 1) -> None:
         self.work = work
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.queue: list[tuple[int, EnvSpec]] = []
-        self.running: int | None = None
+        self.running: set[int] = set()
         self.done: set[int] = set()
         self.stopped = False
-        threading.Thread(target=self._loop, name="tfbisect-prefetch", daemon=True).start()
+        for n in range(max(1, workers)):
+            threading.Thread(target=self._loop, name=f"tfbisect-prefetch-{n}", daemon=True).start()
 
     def want(self, items: list[tuple[int, EnvSpec]]) -> list[int]:
         """Queue these (in order) instead of what was queued; the ones new to the queue."""
         with self.lock:
             before = {i for i, _ in self.queue}
-            self.queue = [(i, spec) for i, spec in items if i != self.running and i not in self.done]
+            self.queue = [(i, spec) for i, spec in items if i not in self.running and i not in self.done]
             fresh = [i for i, _ in self.queue if i not in before]
         self.wake.set()
         return fresh
@@ -52,7 +58,7 @@ class Ahead:
         with self.lock:
             self.stopped = True
             self.queue.clear()
-            busy = self.running is not None
+            busy = bool(self.running)
         self.wake.set()
         return busy
 
@@ -70,14 +76,14 @@ class Ahead:
                     self.wake.clear()
                     continue
                 index, spec = self.queue.pop(0)
-                self.running = index
+                self.running.add(index)
             try:
                 self.work(spec)
             except BaseException:
                 pass
             finally:
                 with self.lock:
-                    self.running = None
+                    self.running.discard(index)
                     self.done.add(index)
 
 
@@ -98,8 +104,8 @@ class Prefetcher:
         say: Callable[[str], None],
         halt: Callable[[], None] = halt_preparations,
     ) -> None:
-        # One environment prepared ahead at a time, next to the round's runs.
-        self.ahead = Ahead(work) if work and limit > 0 else None
+        # Up to `limit` environments prepared at once, next to the round's runs.
+        self.ahead = Ahead(work, workers=limit) if work and limit > 0 else None
         self.limit = limit
         self.say = say
         self.halt = halt

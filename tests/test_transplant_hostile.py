@@ -8,6 +8,7 @@ hard-link guard: the cached venv keeps every byte and inode)."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import subprocess
@@ -29,6 +30,7 @@ from tfbisect.core.store import ResultStore
 from tfbisect.envs import cache
 from tfbisect.envs.locks import uv_binary
 from tfbisect.envs.wheelhouse import Pin, pins
+from tfbisect.narrow.proof import ProofPlan, Unit, proof_of
 from tfbisect.narrow.transplant import (
     MAX_CANDIDATES,
     NotInstalled,
@@ -337,6 +339,42 @@ def test_a_machine_fault_in_a_transplant_stops_the_proof() -> None:
     plan = TransplantPlan("probe", EnvSpec("1.0", "3.9"), SPEC, "not_reproduced", "reproduced", 30)
     with pytest.raises(MachineFaultError):
         transplant_proof(plan, run, [DependencyChange("keras", "1.0", "2.0", True)], lambda name: None)
+
+
+def test_a_full_disk_while_setting_up_a_copy_is_a_machine_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = PatchedRuns(fake_runner(tmp_path, []))
+
+    def install(copy: Path, wanted: object, log_path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(copy))
+
+    monkeypatch.setattr(patched, "install_pins", install)
+    with pytest.raises(MachineFaultError, match="No space left"):
+        runs.run(SPEC, SCENARIO, "probe", pins=KERAS)  # type: ignore[arg-type]
+    assert not list((tmp_path / "reports").rglob("*.not-installed"))
+
+
+def test_a_machine_fault_in_a_revert_stops_the_proof() -> None:
+    def run(spec: EnvSpec, probe: str, texts: object) -> NotInstalled:
+        raise MachineFaultError(
+            "the machine failed while copying the venv: No space left on device", "free space."
+        )
+
+    plan = ProofPlan(
+        probe="probe",
+        old_spec=EnvSpec("1.0", "3.9"),
+        new_spec=SPEC,
+        old_state="match",
+        new_state="mismatch",
+        old_sources={"m.py": "def f():\n    return 1\n"},
+        new_sources={"m.py": "def f():\n    return 2\n"},
+        units=(Unit("m.py", "f"),),
+        files=("m.py",),
+        budget=30,
+    )
+    with pytest.raises(MachineFaultError):
+        proof_of(plan, run, lambda text: None, ("a", "b"))  # type: ignore[arg-type]
 
 
 # ---- 7. copies a killed driver left -------------------------------------------------------------

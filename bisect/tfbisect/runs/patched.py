@@ -40,7 +40,7 @@ from packaging.utils import InvalidName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from tfbisect.core import interrupt
-from tfbisect.core.errors import TraceError, machine_fault_in
+from tfbisect.core.errors import TraceError, as_machine_fault, machine_fault_in
 from tfbisect.core.fsio import now_iso, stamp, write_json_atomic
 from tfbisect.core.limits import RESULT_MAX_BYTES
 from tfbisect.core.record import RunRecord
@@ -368,14 +368,7 @@ class PatchedRuns:
         copies = self.runner.settings.cache_dir / COPIES_FOLDER
         sweep_proof_copies(copies)
         with venv_copy(root, copies) as copy:
-            write_patches(copy, texts)
-            if pins:
-                try:
-                    install_pins(copy, pins, log_path.with_suffix(".install.log"))
-                except PinError as exc:
-                    if exc.lasting:
-                        self.keep_not_installed(scenario, key, exc.what)
-                    raise
+            self.set_up(copy, texts, pins, (scenario, key), log_path.with_suffix(".install.log"))
             started = now_iso()
             done = launch_and_wait(
                 self.runner.environment(spec.backend),
@@ -396,6 +389,27 @@ class PatchedRuns:
         record = record_of(cell, done, lock, extra)
         self.keep(self.store_path(scenario, key), record.to_dict())
         return PatchedResult(record, reused=False)
+
+    def set_up(
+        self,
+        copy: Path,
+        texts: Mapping[str, str],
+        pins: Sequence[Pin],
+        key: tuple[Scenario, str],
+        log_path: Path,
+    ) -> None:
+        """The copy patched, or pinned (a pin uv cannot resolve stored); an OSError here (a full
+        disk) is the machine's fault, never a verdict."""
+        try:
+            write_patches(copy, texts)
+            if pins:
+                install_pins(copy, pins, log_path)
+        except PinError as exc:
+            if exc.lasting:
+                self.keep_not_installed(*key, exc.what)
+            raise
+        except OSError as exc:
+            raise as_machine_fault(exc) from exc
 
     def keep(self, path: Path, document: dict[str, object]) -> None:
         """A record stored; where it cannot be (a full disk), said, never raised over the work done."""

@@ -16,6 +16,7 @@ from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.proof import with_transplants
 from tfbisect.narrow.transplant import (
     Candidate,
+    NotInstalled,
     Proving,
     TransplantPlan,
     TransplantStage,
@@ -175,9 +176,9 @@ def test_the_package_whose_old_version_flips_the_probe_is_the_proven_cause() -> 
 
 
 def test_a_pin_that_does_not_install_or_import_is_not_testable_and_never_a_flip() -> None:
-    def run(spec: EnvSpec, probe: str, pins: Mapping[str, str]) -> Done | str:
+    def run(spec: EnvSpec, probe: str, pins: Mapping[str, str]) -> Done | NotInstalled:
         if "numpy" in pins:
-            return "numpy==1.19.5 did not install: no wheel for cp311"
+            return NotInstalled("numpy==1.19.5 did not install: no wheel for cp311")
         if "tensorflow-estimator" in pins:
             return Done(
                 record(spec, "error", ("ModuleNotFoundError", "No module named 'tensorflow_estimator.x'"))
@@ -186,7 +187,8 @@ def test_a_pin_that_does_not_install_or_import_is_not_testable_and_never_a_flip(
 
     found = transplant_proof(plan(), run, CHANGES, PURE.get)
     # keras alone (a run), the other two together (numpy does not install), then each alone.
-    assert not found.proven and found.runs == 2  # the failed installs made no run
+    # Each install tried counts against the budget, the failed ones too (a copy and uv's time).
+    assert not found.proven and found.runs == 4
     assert [len(t.units) for t in found.trials] == [1, 1, 2, 1, 1]  # libclang first, not run
     by_label = {t.units[0]: t for t in found.trials if len(t.units) == 1}
     estimator = by_label["tensorflow-estimator 2.7.0 → 2.6.0"]
@@ -278,7 +280,8 @@ def test_the_code_reverts_after_the_transplants_make_one_proof() -> None:
 
 def test_pins_are_part_of_the_stored_key_and_a_failed_install_is_kept_for_a_repeat(tmp_path: Path) -> None:
     def key(pins: dict[str, str]) -> str:
-        return patch_key(NEW_SPEC, "l" * 64, "s" * 64, PROBE, {"patches": {}, "pins": pins})
+        hashes = {name: ["a" * 64] for name in pins}
+        return patch_key(NEW_SPEC, "l" * 64, "s" * 64, PROBE, {"patches": {}, "pins": pins, "hashes": hashes})
 
     assert key({"keras": "2.6.0"}) == key({"keras": "2.6.0"})
     assert len({key({}), key({"keras": "2.6.0"}), key({"keras": "2.5.0"})}) == 3

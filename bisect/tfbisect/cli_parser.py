@@ -334,15 +334,18 @@ def add_narrow_options(parser: argparse.ArgumentParser) -> None:
         type=options.whole_number("--prove", 0, 100),
         default=DEFAULT_PROVE,
         metavar="N",
-        help=f"put the old code of the top N suspects back into a copy of the first bad venv and rerun the "
-        f"deciding probe, to prove which change did it (default {DEFAULT_PROVE}; 0: no proof)",
+        help="prove which change did it by rerunning the deciding probe in copies of the venvs: first the "
+        "changed packages the probe imported put back at their old versions (transplants, each wheel "
+        f"checked against its lock's hashes), then the old code of the top N suspects (default {DEFAULT_PROVE}; "
+        "0: no proof)",
     )
     parser.add_argument(
         "--prove-budget",
         type=options.whole_number("--prove-budget", 1, 1000),
         default=DEFAULT_PROVE_BUDGET,
         metavar="RUNS",
-        help=f"the most probe runs the proof makes (default {DEFAULT_PROVE_BUDGET})",
+        help=f"the most probe runs and package installs the proof makes, transplants and code reverts "
+        f"together; a failed install counts too (default {DEFAULT_PROVE_BUDGET})",
     )
 
 

@@ -40,6 +40,9 @@ BUDGET_VARIABLE = "TFBISECT_CACHE_BUDGET"
 # Nothing younger is swept from the uv cache: an install in another process may be between
 # unpacking an archive and linking it into its venv.
 UV_SWEEP_MIN_AGE_S = 30 * 60
+# A proof's venv copy lives as long as one run; one older than this, whose process is gone, a
+# killed driver left behind.
+PROOF_COPY_MAX_AGE_S = 60 * 60
 GB = 1000**3
 # What preparing one environment takes on disk when nothing of it is cached yet (measured:
 # CPU venvs 0.7-2.2 GB, nightlies the largest; the CUDA sets are 3-6 GB of NVIDIA wheels).
@@ -369,6 +372,39 @@ def sweep_uv(cache_dir: Path, *, now: float, min_age: float = UV_SWEEP_MIN_AGE_S
     return removed
 
 
+def sweep_proof_copies(
+    copies: Path, *, now: float | None = None, min_age: float = PROOF_COPY_MAX_AGE_S
+) -> int:
+    """Remove the proof's venv copies (`tfbisect-proof-<pid>-*`) that a killed driver left: older
+    than `min_age` and whose process is gone, so that their hard links keep no pruned venv's
+    space.  Returns how many went."""
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in sorted(copies.glob("tfbisect-proof-*")) if copies.is_dir() else []:
+        owner = folder.name.removeprefix("tfbisect-proof-").split("-", 1)[0]
+        if (
+            folder.is_symlink()
+            or now - _mtime(folder, now) < min_age
+            or (owner.isdigit() and _alive(int(owner)))
+        ):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0) would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def evict(
     entries: Sequence[Entry],
     cache_dir: Path,
@@ -380,6 +416,7 @@ def evict(
     """Remove `entries`; when a venv went, sweep the uv archives only it linked.  Free space is
     measured (statvfs) before and after, where the cache lives."""
     before = free_bytes(cache_dir)
+    sweep_proof_copies(cache_dir / "proof-copies", now=now)
     for entry in entries:
         _remove(entry, engine)
     if any(e.kind == "venv" for e in entries) and not any(e.kind == "uv" for e in entries):
@@ -455,4 +492,5 @@ __all__ = [
     "inventory",
     "plan_budget",
     "plan_prune",
+    "sweep_proof_copies",
 ]

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from tfbisect.core.argv import DEFAULT_PROVE as DEFAULT_PROVE
 from tfbisect.core.argv import DEFAULT_PROVE_BUDGET
-from tfbisect.core.errors import TfbisectError
+from tfbisect.core.errors import MachineFaultError, TfbisectError
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.textsafe import clip
@@ -366,6 +366,8 @@ def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs:
     if skipped is None:
         try:
             found = prover.prove()
+        except MachineFaultError:  # the machine failed, not a revert: no verdict, the run stops
+            raise
         except TfbisectError as exc:
             skipped = f"{exc.what} {exc.todo}"
     proof = Proof(

@@ -7,7 +7,8 @@ The cheapest first (pure-Python wheels, those whose code the probe ran), the lik
 the rest together (when all of them at their old versions leave the outcome, none alone would; a
 group that flips, or does not install, is then tried one package at a time).  The new version in
 the last old environment is tried for the package that flipped (sufficient, as for a code revert).  A pin that does not install, or whose package then does not import, is "not
-testable", never a flip.  The runs go through `RunPinned`, a seam (`wiring.runner_seams` makes it
+testable", never a flip; one that timed out or met a network error is inconclusive.  Every install
+tried counts against the budget, and at most MAX_CANDIDATES packages are tried.  The runs go through `RunPinned`, a seam (`wiring.runner_seams` makes it
 from the runner's patched runs, runs/patched.py); the planning here is pure.
 """
 
@@ -19,9 +20,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from tfbisect.core.errors import TfbisectError
+from tfbisect.core.errors import MachineFaultError, TfbisectError
 from tfbisect.core.record import RunRecord
+from tfbisect.core.resultfile import read_result
 from tfbisect.core.spec import EnvSpec
+from tfbisect.core.textsafe import one_line
 from tfbisect.narrow.dependencies import TF_DISTRIBUTIONS
 from tfbisect.narrow.proof import OutOfBudget, PatchedRun, ProofStage, RunPatched
 from tfbisect.search.judge import failure_text, state_of
@@ -42,11 +45,22 @@ TF_OWN = TF_DISTRIBUTIONS | {
 }
 # A transplant that fails with one of these did not import the pinned package: not testable.
 _NO_IMPORT = ("ImportError", "ModuleNotFoundError")
-WHEEL_BYTES_MAX = 64_000
+# The packages tried at most (each install costs a venv copy and up to 10 minutes of uv).
+MAX_CANDIDATES = 12
 
-# The deciding probe in a copy of an environment with some packages pinned (name -> version); a
-# str back is why the pins could not be installed there (not testable).
-RunPinned = Callable[[EnvSpec, str, Mapping[str, str]], PatchedRun | str]
+
+@dataclass(frozen=True)
+class NotInstalled:
+    """Why a transplant's pins did not install: `reused`, stored by an earlier try (nothing ran
+    now, the budget untouched); `inconclusive`, a timeout or the network (tried again next time)."""
+
+    reason: str
+    reused: bool = False
+    inconclusive: bool = False
+
+
+# The deciding probe in a copy of an environment with some packages pinned (name -> version).
+RunPinned = Callable[[EnvSpec, str, Mapping[str, str]], PatchedRun | NotInstalled]
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,12 @@ def wheel_is_pure(places: Sequence[Path], name: str) -> bool | None:
         for info in place.glob("*.dist-info"):
             if canonicalize_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]) != wanted:
                 continue
-            try:
-                with (info / "WHEEL").open("rb") as handle:
-                    text = handle.read(WHEEL_BYTES_MAX).decode("utf-8", "replace")
-            except OSError:
+            # Hostile input (a scenario may have replaced it with a link or a FIFO): read bounded,
+            # a regular file only, never through a link.
+            raw, _ = read_result(info, "WHEEL")
+            if raw is None:
                 return None
+            text = raw.decode("utf-8", "replace")
             fields = [line.partition(":") for line in text.splitlines()]
             tags = [value.strip() for key, _, value in fields if key.strip() == "Tag"]
             purelib = any(k.strip() == "Root-Is-Purelib" and v.strip() == "true" for k, _, v in fields)
@@ -140,11 +155,13 @@ class Transplanter:
         labels = tuple(c.label(kind) for c in group)
         self.say(f"[{spec.label}] transplanting {', '.join(labels)[:300]}")
         done = self.run(spec, plan.probe, pins)
-        if isinstance(done, str):
+        self.runs += 0 if done.reused else 1  # a failed install costs its copy and uv's time too
+        if isinstance(done, NotInstalled):
+            verdict = Verdict.INCONCLUSIVE if done.inconclusive else Verdict.NOT_TESTABLE
+            reason = one_line(done.reason, 600)
             return self._keep(
-                Trial(kind, labels, spec.tf_version, "not installed", Verdict.NOT_TESTABLE, error=done)
+                Trial(kind, labels, spec.tf_version, "not installed", verdict, done.reused, reason)
             )
-        self.runs += 0 if done.reused else 1
         state = self._state(done.record)
         wanted, before = (plan.old_state, plan.new_state) if to_old else (plan.new_state, plan.old_state)
         error = None
@@ -206,6 +223,19 @@ def one_sided_trial(change: DependencyChange, plan: TransplantPlan) -> Trial:
     )
 
 
+def left_out_trial(left: Sequence[Candidate], plan: TransplantPlan) -> Trial:
+    """The packages past MAX_CANDIDATES: not tried, said (no run)."""
+    names = ", ".join(c.name for c in left)
+    return Trial(
+        TrialKind.TRANSPLANT_OLD,
+        (one_line(f"{len(left)} more packages: {names}", 300),),
+        plan.new_spec.tf_version,
+        "not run",
+        Verdict.NOT_TESTABLE,
+        error=f"more than {MAX_CANDIDATES} changed packages were imported: the least likely were not tried",
+    )
+
+
 def transplant_proof(
     plan: TransplantPlan,
     run: RunPinned,
@@ -219,12 +249,17 @@ def transplant_proof(
     found, one_sided = candidates(changes, pure, ran)
     transplanter = Transplanter(plan, run, say)
     transplanter.trials.extend(one_sided_trial(change, plan) for change in one_sided)
+    if len(found) > MAX_CANDIDATES:
+        transplanter.trials.append(left_out_trial(found[MAX_CANDIDATES:], plan))
+        found = found[:MAX_CANDIDATES]
     if found:
         many = f"{len(found)} changed packages (the likeliest alone, then the rest together)"
         say(f"proving: transplanting {many if len(found) > 2 else ', '.join(c.name for c in found)}")
     answer, skipped = None, None
     try:
         answer = transplanter.transplant(found)
+    except MachineFaultError:  # the machine failed, not a transplant: no verdict, the run stops
+        raise
     except TfbisectError as exc:  # no copy can be made here (not a venv): said, and the proof goes on
         skipped = f"{exc.what} {exc.todo}"
     proof = Proof(

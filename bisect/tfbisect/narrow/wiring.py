@@ -6,15 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs.registry import traced_spec
+from tfbisect.envs.wheelhouse import Pin, pins
 from tfbisect.narrow.narrower import Seams
 from tfbisect.narrow.proof import PatchedRun
 from tfbisect.narrow.traces import KeptTraces
+from tfbisect.narrow.transplant import NotInstalled
 from tfbisect.runs.patched import PatchedRuns, PinError
 from tfbisect.runs.runner import Runner
 from tfbisect.runs.tracing import STORE_FOLDER, TraceRun
@@ -78,23 +82,29 @@ def runner_seams(
             )
 
     patched = PatchedRuns(runner)
+    locked = LockedHashes()
+
+    def lock_text(spec: EnvSpec) -> str:
+        text = runner.lock_for(spec, scenario.dependencies).path.read_text(encoding="utf-8")
+        locked.learn(text)  # both ends' locks are read before any transplant: their hashes
+        return text
 
     def run_patched(spec: EnvSpec, probe: str, patches: Mapping[str, str]) -> PatchedRun:
         with SPENT.measure(Phase.TRACE):  # the proof's runs count with the traced runs
             return patched.run(traced_spec(spec), scenario, probe, patches=patches)
 
-    def run_pinned(spec: EnvSpec, probe: str, pins: Mapping[str, str]) -> PatchedRun | str:
+    def run_pinned(spec: EnvSpec, probe: str, wanted: Mapping[str, str]) -> PatchedRun | NotInstalled:
         try:
-            return patched.run(traced_spec(spec), scenario, probe, pins=pins)
-        except PinError as exc:  # the pin itself: not testable (a copy that cannot be made ends the proof)
-            return exc.what
+            return patched.run(traced_spec(spec), scenario, probe, pins=locked.pins(wanted))
+        except PinError as exc:  # the pin itself (a copy that cannot be made ends the proof)
+            return not_installed(exc)
 
     return Seams(
         catalogue=runner.catalogue,
         place=lambda release: place_release(request, release, runner.environment),
         execute=execute or (lambda spec: runner.run(spec, scenario)),
         bisect=bisect,
-        lock_text=lambda spec: runner.lock_for(spec, scenario.dependencies).path.read_text(encoding="utf-8"),
+        lock_text=lock_text,
         trace=trace,
         sources=lambda spec: runner.source_places(traced_spec(spec), scenario),
         kept=KeptTraces(
@@ -104,3 +114,28 @@ def runner_seams(
         run_patched=None if execute is not None else run_patched,
         run_pinned=None if execute is not None else run_pinned,
     )
+
+
+class LockedHashes:
+    """The sha256 hashes each lock read so far gives a package's version: a transplanted wheel is
+    checked against the hashes of the lock it comes from (the other end's)."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[tuple[str, str], frozenset[str]] = {}
+
+    def learn(self, lock_text: str) -> None:
+        for pin in pins(lock_text):
+            self.hashes[(canonicalize_name(pin.name), pin.version)] = pin.hashes
+
+    def pins(self, wanted: Mapping[str, str]) -> list[Pin]:
+        """The pins (name -> version) with their hashes; none known: empty (refused, not testable)."""
+        return [
+            Pin(name, version, self.hashes.get((canonicalize_name(name), version), frozenset()))
+            for name, version in sorted(wanted.items())
+        ]
+
+
+def not_installed(exc: PinError) -> NotInstalled:
+    """A pin's failure as the transplant's trial keeps it: what happened and what to do (the log,
+    or that --force tries a stored one again), and whether it was stored from before."""
+    return NotInstalled(f"{exc.what} ({exc.todo})", reused=exc.reused, inconclusive=exc.inconclusive)

@@ -637,6 +637,8 @@ def trial_text(trial: Trial) -> str:
         TrialKind.TRANSPLANT_OLD: f"{what} in {trial.environment}",
         TrialKind.TRANSPLANT_NEW: f"{what} in {trial.environment}",
     }[trial.kind]
+    if trial.verdict is Verdict.INCONCLUSIVE and trial.outcome == "not installed":  # a timeout, the network
+        return f"{doing}: inconclusive: {trial.error or '?'}"
     if trial.verdict is Verdict.INCONCLUSIVE and trial.kind in (
         TrialKind.TRANSPLANT_OLD,
         TrialKind.TRANSPLANT_NEW,

@@ -30,7 +30,7 @@ from tfbisect.narrow.proof import (
 )
 from tfbisect.report.findings import note_text, proof_answer, trial_text
 from tfbisect.runs.patched import patch_key, venv_copy, venv_root, write_patches
-from tfbisect.search.narrowlog import NarrowNote, NoteCode, Proof, Suspect, TrialKind, Verdict
+from tfbisect.search.narrowlog import NarrowNote, NoteCode, Proof, Suspect, Trial, TrialKind, Verdict
 
 OLD = '''"""The loss module."""
 import math
@@ -264,6 +264,14 @@ def test_a_revert_that_fails_with_a_name_error_is_inconclusive_then_tried_with_i
     assert trial_text(first).endswith(
         f"inconclusive: reverting {PATH}:categorical_crossentropy alone fails with NameError: "
         "name '_epsilon' is not defined"
+    )
+
+
+def test_new_text_that_fails_in_the_old_environment_says_applying_not_reverting() -> None:
+    unit = f"{PATH}:categorical_crossentropy"
+    applied = Trial(TrialKind.APPLY, (unit,), "2.3.4", "skip", Verdict.INCONCLUSIVE)
+    assert trial_text(applied) == (
+        f"applying the new {unit} in 2.3.4: inconclusive: applying {unit} alone fails with skip"
     )
 
 

@@ -646,7 +646,8 @@ def trial_text(trial: Trial) -> str:
         return f"{doing}: inconclusive: with {what} the probe fails with {trial.error or trial.outcome}"
     if trial.verdict is Verdict.INCONCLUSIVE:
         alone = " alone" if len(trial.units) == 1 else ""
-        return f"{doing}: inconclusive: reverting {what}{alone} fails with {trial.error or trial.outcome}"
+        verb = "applying" if trial.kind is TrialKind.APPLY else "reverting"
+        return f"{doing}: inconclusive: {verb} {what}{alone} fails with {trial.error or trial.outcome}"
     if trial.verdict is Verdict.NOT_TESTABLE:
         return f"{doing}: not testable: {trial.error or '?'}"
     stored = ", stored" if trial.reused else ""

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from tfbisect.core.local_http import serve
+from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
+from tfbisect.core.spec import EnvSpec
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def recorded(name: str) -> RunRecord:
     """A record stored by a real run (TF 2.2.3 on py3.8, TF 2.21.0 on py3.11)."""
     return RunRecord.from_dict(json.loads((DATA / f"record-{name}.json").read_text()))
+
+
+def probe_record(
+    spec: EnvSpec, scenario: str, probe: str, kind: str, outcome: str, error: tuple[str, str] | None = None
+) -> RunRecord:
+    """A run's record whose document holds one probe with this outcome (and error), for the
+    proof's and transplant's pure logic."""
+    entry: dict[str, object] = {"name": probe, "kind": kind, "outcome": outcome}
+    if error is not None:
+        entry["error"] = {"type": error[0], "message": error[1]}
+    return RunRecord(
+        spec=spec,
+        scenario=scenario,
+        scenario_sha256="0" * 64,
+        outcome=Outcome.REPRODUCED,
+        exit_code=0,
+        document={"probes": [entry]},
+        failure=None,
+        log_tail="",
+        command="",
+        started_at="",
+        duration_s=1.0,
+    )
 
 
 @pytest.fixture

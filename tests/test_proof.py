@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tfbisect.core.errors import TraceError
-from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.proof import (
@@ -31,6 +30,8 @@ from tfbisect.narrow.proof import (
 from tfbisect.report.findings import note_text, proof_answer, trial_text
 from tfbisect.runs.patched import patch_key, venv_copy, venv_root, write_patches
 from tfbisect.search.narrowlog import NarrowNote, NoteCode, Proof, Suspect, Trial, TrialKind, Verdict
+
+from conftest import probe_record
 
 OLD = '''"""The loss module."""
 import math
@@ -170,22 +171,7 @@ class Done:
 
 
 def record(spec: EnvSpec, probe: str, outcome: str, error: tuple[str, str] | None = None) -> RunRecord:
-    entry: dict[str, object] = {"name": probe, "kind": "gradient", "outcome": outcome}
-    if error is not None:
-        entry["error"] = {"type": error[0], "message": error[1]}
-    return RunRecord(
-        spec=spec,
-        scenario="flagship",
-        scenario_sha256="0" * 64,
-        outcome=Outcome.REPRODUCED,
-        exit_code=0,
-        document={"probes": [entry]},
-        failure=None,
-        log_tail="",
-        command="",
-        started_at="",
-        duration_s=1.0,
-    )
+    return probe_record(spec, "flagship", probe, "gradient", outcome, error)
 
 
 OLD_SPEC, NEW_SPEC = EnvSpec("2.3.4", "3.8"), EnvSpec("2.4.0", "3.8")

@@ -38,6 +38,8 @@ from tfbisect.search.narrowlog import (
     Verdict,
 )
 
+from conftest import probe_record
+
 OLD_SPEC, NEW_SPEC = EnvSpec("2.7.0rc0", "3.9"), EnvSpec("2.7.0rc1", "3.9")
 PROBE = "predict_uprank"
 OLD_STATE, NEW_STATE = "not_reproduced", "reproduced"
@@ -56,22 +58,7 @@ PURE = {"keras": True, "tensorflow-estimator": True, "numpy": False}
 
 
 def record(spec: EnvSpec, outcome: str, error: tuple[str, str] | None = None) -> RunRecord:
-    entry: dict[str, object] = {"name": PROBE, "kind": "script", "outcome": outcome}
-    if error is not None:
-        entry["error"] = {"type": error[0], "message": error[1]}
-    return RunRecord(
-        spec=spec,
-        scenario="predict_uprank.script",
-        scenario_sha256="0" * 64,
-        outcome=Outcome.REPRODUCED,
-        exit_code=0,
-        document={"probes": [entry]},
-        failure=None,
-        log_tail="",
-        command="",
-        started_at="",
-        duration_s=1.0,
-    )
+    return probe_record(spec, "predict_uprank.script", PROBE, "script", outcome, error)
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,24 @@ def test_markdown_escapes_table_breakers_and_html(tmp_path: Path) -> None:
     )  # no links from records
 
 
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        # A code span stays one, unbroken: GitHub would show a break inside it as typed.
+        (
+            "reverting `tensorflow/python/keras/backend.py:f` to 2.3.4",
+            "reverting `tensorflow/python/keras/backend.py:f` to 2.3.4",
+        ),
+        ("`a|b` and c|d", "`a\\|b` and c\\|d"),  # its pipe still cannot end a table cell
+        ("``x`y`` @team", "``x`y`` @<!-- -->team"),
+        ("a lone ` and #7", "a lone \\` and #<!-- -->7"),  # no span: escaped as prose
+        ("`<b>` <b>", "`<b>` &lt;b&gt;"),
+    ],
+)
+def test_markdown_keeps_code_spans_whole_and_escapes_around_them(text: str, escaped: str) -> None:
+    assert mdsummary.escape(text) == escaped
+
+
 def test_markdown_stays_under_githubs_limit_however_many_versions(tmp_path: Path) -> None:
     base = recorded("tf2.2.3")
     many = [

@@ -86,13 +86,34 @@ def escape(text: str) -> str:
     no control or invisible characters, and nothing GitHub would turn into a mention (@team), an
     issue reference (#123, GH-123, owner/repo#123), a commit link (a SHA, owner/repo@sha) or a
     link (https://…, www.…, a bare domain, an e-mail address) when the summary is posted.  The
-    summary's own links are written as Markdown links by their makers, never through here."""
+    summary's own links are written as Markdown links by their makers, never through here.
+
+    A code span in the text (`backend.py:categorical_crossentropy`) stays one: GitHub links and
+    renders nothing inside it, and would show a break or an entity there as typed, so inside it
+    only its pipes are escaped (a table cell ends at any unescaped pipe, code or not)."""
+    text = printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
+    pieces = []
+    start = 0
+    for span in _CODE_SPAN.finditer(text):
+        pieces.append(_escape_prose(text[start : span.start()]))
+        pieces.append(span.group().replace("|", "\\|"))
+        start = span.end()
+    pieces.append(_escape_prose(text[start:]))
+    return "".join(pieces)
+
+
+# A code span as CommonMark reads one: a run of backticks, then the shortest text up to a run of
+# the same length (a lone backtick is prose, and escaped as such).
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+
+
+def _escape_prose(text: str) -> str:
     text = (
-        printable(text.replace("\r", " ").replace("\n", " "), newlines=False)
-        .replace("\\", "\\\\")
+        text.replace("\\", "\\\\")
         .replace("|", "\\|")
         .replace("[", "\\[")
         .replace("]", "\\]")
+        .replace("`", "\\`")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
     )

@@ -104,9 +104,8 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:tf{version}-py{python}-cpu-")
     assert built(done, image) or "building" not in done.stderr
     if built(done, image):  # installed by the host's uv, served with its sha256 (see install_wheels.py)
-        build_log = (
-            workspace / "reports" / "logs" / f"tf{version}-py{python}-cpu-docker.build.log"
-        ).read_text()
+        [log] = (workspace / "reports" / "logs").rglob(f"tf{version}-py{python}-cpu-docker.build.log")
+        build_log = log.read_text()
         assert "tfbisect: installing with uv (sha256 " in build_log
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
     assert str(extra["base_image_id"]).startswith("sha256:")

@@ -480,6 +480,7 @@ def cold_side(tmp: Path, name: str, backend: str) -> dict[str, Any]:
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
     from tfbisect.core.spec import Flavour
+    from tfbisect.core.timing import SPENT, Phase
     from tfbisect.runs.runner import Runner, Settings
 
     version, python = COLD_RELEASE
@@ -493,10 +494,14 @@ def cold_side(tmp: Path, name: str, backend: str) -> dict[str, Any]:
     environment: Any = runner.environment(backend)
     if backend == DockerBackend.name:
         environment.bases.get(python, None)  # the base is shared by every release: not part of the cold cost
+    before = SPENT.totals()
     cold = _timed_runs(runner, spec, scenario, 1)[0]
+    spent = SPENT.since(before)  # where the cold run's time went: fetching, building, the rest running
     warm = sorted(_timed_runs(runner, spec, scenario, 3))[1]
     return {
         "cold_s": cold,
+        "download_s": spent[Phase.DOWNLOAD],
+        "build_s": spent[Phase.BUILD],
         "warm_s": warm,
         "fetched": environment.wheels.fetched_bytes,
         "cache": cache,
@@ -536,6 +541,10 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
             )
     return {
         "image_cold_s": image["cold_s"],
+        "image_download_s": image["download_s"],
+        "image_build_s": image["build_s"],
+        "venv_download_s": venv["download_s"],
+        "venv_build_s": venv["build_s"],
         "venv_cold_s": venv["cold_s"],
         "cold_ratio": image["cold_s"] / venv["cold_s"],
         "image_warm_s": image["warm_s"],
@@ -683,6 +692,8 @@ def cold_promise() -> bool:
     print(
         f"  image built and run: {r['image_cold_s']:.1f}s; venv installed and run: {r['venv_cold_s']:.1f}s; "
         f"ratio {r['cold_ratio']:.2f} (target <= 1.5)\n"
+        f"    image: {r['image_download_s']:.1f}s fetching wheels, {r['image_build_s']:.1f}s building; "
+        f"venv: {r['venv_download_s']:.1f}s fetching wheels, {r['venv_build_s']:.1f}s installing\n"
         f"  warm runs (median of 3): container {r['image_warm_s']:.1f}s, venv {r['venv_warm_s']:.1f}s; "
         f"ratio {r['warm_ratio']:.2f} (target <= 1.2)\n"
         f"  bytes fetched for the release as an image and a venv / unique wheel bytes: "

@@ -103,6 +103,10 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     image = str(extra["image"])
     assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:tf{version}-py{python}-cpu-")
     assert built(done, image) or "building" not in done.stderr
+    if built(done, image):  # installed by the host's uv, served with its sha256 (see install_wheels.py)
+        [log] = (workspace / "reports" / "logs").rglob(f"tf{version}-py{python}-cpu-docker.build.log")
+        build_log = log.read_text()
+        assert "tfbisect: installing with uv (sha256 " in build_log
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
     assert str(extra["base_image_id"]).startswith("sha256:")
     assert in_docker.command.startswith("docker run ") and "--network none" in in_docker.command
@@ -111,6 +115,10 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
 
     venv = tfbisect(workspace, "run", "--tf", version, "--python", python)
     assert venv.returncode in (0, 1), venv.stdout + venv.stderr
+    if built(done, image) and version == "2.9.3":
+        # One lock for both backends (TF 2.14+ images install the and-cuda lock): the venv took
+        # the wheels the image build fetched, none fetched again.
+        assert "fetching" not in venv.stderr
     in_venv = record(workspace, f"tf{version}-py{python}-cpu-venv")
     assert probe_outcomes(in_docker) == probe_outcomes(in_venv)
     assert in_docker.outcome is in_venv.outcome

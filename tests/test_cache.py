@@ -85,6 +85,8 @@ def test_the_uv_cache_is_one_per_machine_whatever_the_cache_folder(
     monkeypatch.delenv("TFBISECT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.uv_cache_dir() == tmp_path / "xdg" / "tfbisect" / cache.UV_CACHE
+    # The wheel cache too, beside it (uv keys a --find-links wheel by its path).
+    assert cache.wheel_cache_dir() == tmp_path / "xdg" / "tfbisect" / cache.WHEELS
 
 
 def test_a_wheel_is_kept_only_when_its_sha256_matches_the_lock(wheel: Path, tmp_path: Path) -> None:
@@ -186,6 +188,41 @@ def test_a_venv_without_its_completion_marker_is_rebuilt(
     assert backend.ensure(spec, lock, interpreter, tmp_path / "logs") == python
     assert not (env / "sentinel").exists()
     assert (env / READY).is_file()
+
+
+def test_venvs_of_two_cache_folders_share_one_wheel_file_and_one_uv_unpacking(
+    wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv keys a --find-links wheel by its path: a wheel cache per cache folder unpacked each
+    wheel into the machine's uv cache once per folder (each test has one; TensorFlow's wheel
+    is 0.5 GB unpacked).  Both backends of both folders use one file, unpacked once."""
+    from tfbisect.envs.backend_docker import DockerBackend
+
+    interpreter = interpreters.find(PYTHON)
+    if interpreter is None:
+        pytest.skip(f"needs Python {PYTHON}")
+    _fetch_from(wheel.parent, monkeypatch)
+    monkeypatch.delenv(cache.BUDGET_VARIABLE, raising=False)
+    monkeypatch.setattr(cache, "VENV_ESTIMATE", {"cpu": 1, "cuda": 1})
+    lock_path = tmp_path / "tf9.9.9-py3.11-cpu.txt"
+    lock_path.write_text(f"# tfbisect lock\ntinypkg==1.0 \\\n    --hash=sha256:{sha(wheel)}\n")
+    lock = Lock(LockSpec("9.9.9", PYTHON, Flavour.CPU, KerasVariant.DEFAULT), lock_path, (), "")
+    spec = EnvSpec("9.9.9", PYTHON, Flavour.CPU, KerasVariant.DEFAULT, "venv")
+    unpacked = tmp_path / "cache" / cache.UV_CACHE / "archive-v0"
+    archives = []
+    for folder in ("one", "two"):
+        backend = VenvBackend(tmp_path / folder, Progress(quiet=True), {PYTHON: interpreter})
+        assert backend.wheels.root == cache.wheel_cache_dir()
+        assert DockerBackend(tmp_path / folder, Progress(quiet=True)).wheels.root == backend.wheels.root
+        backend.ensure(spec, lock, interpreter, tmp_path / folder / "logs")
+        [kept] = backend.wheels.cached(pins(lock_path.read_text()), PYTHON)
+        assert kept == cache.wheel_cache_dir() / f"py{PYTHON}" / wheel.name
+        [installed] = backend.env_dir(lock).glob("lib/python*/site-packages/tinypkg.py")
+        archives.append(sorted(unpacked.glob("*/tinypkg.py")))
+        # Hard-linked from uv's one unpacked copy, not copied again.
+        assert [p.stat().st_ino for p in archives[-1]] == [installed.stat().st_ino]
+    assert archives[0] == archives[1], "the second cache folder's venv unpacked the wheel again"
+    assert not (tmp_path / "one" / "wheels").exists() and not (tmp_path / "two" / "wheels").exists()
 
 
 # -- the inventory, the plans, the eviction ---------------------------------------------------

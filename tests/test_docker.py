@@ -35,7 +35,7 @@ def tags() -> set[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Reports and caches of their own (venvs, wheels, bases' work folders); the engine's images are
+    """Reports and caches of their own (venvs, bases' work folders); the engine's images are
     the machine's, so every test holds whether an image was there before (reused) or not (built).
     Afterwards the images this module made are removed: those its builds tagged and the Debian
     bases it built.  Images that were there before, or that others made meanwhile, stay."""
@@ -52,8 +52,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     made -= before
     if made:
         subprocess.run(["docker", "image", "rm", "--force", *sorted(made)], capture_output=True, check=False)
-    # The wheels of a dozen TF and NVIDIA sets are several GB: pytest would keep them in its
-    # last three temp folders.
+    # Venvs and bases' work folders: pytest would keep them in its last three temp folders.  (The
+    # wheels are the machine's, beside its uv cache: kept for the next run, like uv's.)
     shutil.rmtree(path / "cache", ignore_errors=True)
 
 
@@ -334,6 +334,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     from tfbisect.core import catalogue
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
+    from tfbisect.envs.cache import wheel_cache_dir
     from tfbisect.narrow.narrower import TRACED_PACKAGES
     from tfbisect.narrow.sources import read_places
     from tfbisect.narrow.traces import Trace
@@ -352,7 +353,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     assert done.result is not None and [p["name"] for p in done.result["probes"]] == ["gradient_eager_plain"]
     places = runner.source_places(spec, scenario)
     assert places and all(
-        place.suffix == ".whl" and place.is_relative_to(workspace / "cache") for place in places
+        place.suffix == ".whl" and place.is_relative_to(wheel_cache_dir()) for place in places
     )
     sources = read_places(places, set(trace.lines))
     assert set(trace.lines) == set(sources)  # every file that ran is in the wheels, byte for byte readable

@@ -17,7 +17,7 @@ from tfbisect.core.cudasets import CU11
 from tfbisect.core.errors import LockError
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import EnvSpec, Flavour
-from tfbisect.envs import locks
+from tfbisect.envs import cache, locks
 from tfbisect.envs.backend_docker import (
     DOCKERFILE,
     DockerBackend,
@@ -316,7 +316,11 @@ def ensure(backend: DockerBackend, planned: ImagePlan, tmp_path: Path) -> tuple[
     return image.built, [b.target for b in fake.builds]
 
 
-def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_path: Path) -> None:
+def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's uv cache and the wheel cache beside it: this test's own.
+    monkeypatch.setenv(cache.UV_CACHE_VARIABLE, str(tmp_path / "machine" / cache.UV_CACHE))
     fake = FakeEngine()
     backend = DockerBackend(tmp_path / "cache", Progress(quiet=True), engine=cast(Engine, fake))
     cuda = plan(spec(flavour=Flavour.CUDA))
@@ -335,7 +339,7 @@ def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_pat
     # A stale image (another hash under the tag) is never reused.
     fake.images[nvidia.tag] = ({"tfbisect.hash": "stale"}, ["base", "old"])
     assert ensure(backend, nvidia, tmp_path) == (True, ["nvidia"])
-    req = tmp_path / "cache" / "wheels" / "req"
+    req = tmp_path / "machine" / cache.WHEELS / "req"  # beside the wheels, whatever the cache folder
     written = [(req / name).read_text() for name in nvidia.requirement_files()]
     assert sorted("".join(written).splitlines()) == sorted(f"{p.name}=={p.version}" for p in nvidia.pins)
     assert (

@@ -247,10 +247,10 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         inspected = backend.engine.image_inspect(image.tag) or {}
         root = inspected.get("RootFS") or {}
         layers.append(list(root.get("Layers", [])) if isinstance(root, dict) else [])
-        index = jsonread.read(cache / "wheels" / "py3.11" / "index.json", max_bytes=None)
+        index = jsonread.read(backend.wheels.folder("3.11") / "index.json", max_bytes=None)
         for pin in pins(lock.path.read_text()):
             if not pin.is_nvidia:
-                wheel = cache / "wheels" / "py3.11" / index[pin.key]
+                wheel = backend.wheels.folder("3.11") / index[pin.key]
                 used[wheel.name] = wheel.stat().st_size
         start = time.monotonic()
         again = backend.ensure_image(spec, lock, reports / "logs")
@@ -595,7 +595,7 @@ def _timed_runs(runner: Any, spec: Any, scenario: Any, times: int) -> list[float
 
 def cold_side(tmp: Path, name: str, backend: str) -> dict[str, Any]:
     """One backend's environment of the cold release built and run from empty caches in `tmp/name`
-    (its own tfbisect cache and uv cache), then run warm 3 times."""
+    (its own tfbisect cache, uv cache and the wheel cache beside it), then run warm 3 times."""
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
     from tfbisect.core.spec import Flavour
@@ -645,7 +645,8 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
         spec = runner.spec_for(COLD_RELEASE[0], python=COLD_RELEASE[1], backends=(VenvBackend.name,))
         both = runner.environment(VenvBackend.name)
         both.prepare(spec, runner.lock_for(spec), tmp / "image" / "reports" / "logs")
-        unique = sum(p.stat().st_size for p in (image["cache"] / "wheels").glob("py*/*.whl"))
+        # The image side's wheel cache (beside its own uv cache), which the venv built from too.
+        unique = sum(p.stat().st_size for p in both.wheels.root.glob("py*/*.whl"))
         fetched = image["fetched"] + both.wheels.fetched_bytes
     finally:
         if saved is None:

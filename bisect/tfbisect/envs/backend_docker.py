@@ -129,7 +129,8 @@ class DockerBackend:
         self.progress = progress
         self.host = host
         self.cache_dir = cache_dir
-        self.wheels = Wheelhouse(cache_dir / "wheels", progress)
+        # The machine's wheel cache, shared with the venvs (one download path, one file per wheel).
+        self.wheels = Wheelhouse(cache.wheel_cache_dir(), progress)
         self.keep = keep
         self.user_base = user_base
         self._user_python: str | None = None
@@ -398,13 +399,13 @@ def build_image(backend: DockerBackend, plan: ImagePlan, log_path: Path, what: s
     if len(have) < len(plan.fetch):
         cache.enforce_budget(backend.cache_dir, backend.in_use, backend.progress.say, engine=backend.engine)
         needed = cache.WHEELS_ESTIMATE[spec.flavour.value]
-        cache.require_free(backend.cache_dir, needed, f"the wheels of TF {spec.tf_version}")
+        cache.require_free(backend.wheels.root, needed, f"the wheels of TF {spec.tf_version}")
     kept = backend.wheels.ensure(list(plan.fetch), spec.python, log_path)
     backend.in_use.update(f"wheel:{path}" for path in kept)
-    context = stage_context(plan, backend.cache_dir)
+    context = stage_context(plan, backend.cache_dir, backend.wheels.root)
     uv_sha = backend.wheels.stage_tool("uv", uv_path())
     with (
-        serve(backend.cache_dir / "wheels") as url,
+        serve(backend.wheels.root) as url,
         backend.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
         SPENT.measure(Phase.BUILD),
     ):
@@ -429,10 +430,11 @@ def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) 
     )
 
 
-def stage_context(plan: ImagePlan, cache_dir: Path) -> Path:
-    """Write what a build reads beside the wheels (requirement files, the CUDA check); the
-    build context's folder."""
-    requirements = cache_dir / "wheels" / "req"
+def stage_context(plan: ImagePlan, cache_dir: Path, wheels: Path) -> Path:
+    """Write what a build reads: its requirement files beside the wheels (`wheels/req/`, named
+    by their content's sha256, so builds of other cache folders write the same file), the CUDA
+    check in the build context's folder (returned)."""
+    requirements = wheels / "req"
     requirements.mkdir(parents=True, exist_ok=True)
     for name, text in plan.requirement_files().items():
         write_text_atomic(requirements / name, text)

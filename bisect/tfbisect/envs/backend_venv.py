@@ -50,7 +50,8 @@ class VenvBackend:
         self.progress = progress
         self.have = have
         self._in_use: set[str] = set()  # the venvs (and wheels) this process uses: never evicted by it
-        self.wheels = Wheelhouse(cache_dir / "wheels", progress)
+        # The machine's wheel cache, not this cache folder's: uv unpacks a wheel once per path.
+        self.wheels = Wheelhouse(cache.wheel_cache_dir(), progress)
 
     def python_for(self, release: Release, pinned: str | None) -> str:
         wanted = release.cpython3

@@ -1,7 +1,18 @@
 """The machine's wheel cache: every wheel a lock needs, downloaded once, whatever number of
-images use it.  Images install from it over loopback during the build, so no wheel is ever
-copied into an image layer, and pip in the build needs no access to the index (or the
-proxy's certificates).
+images and venvs use it.  Images install from it over loopback during the build, so no wheel
+is ever copied into an image layer, and pip in the build needs no access to the index (or the
+proxy's certificates); venvs install from it offline with uv (`--find-links`).
+
+One per machine, like tfbisect's uv cache and beside it (`cache.wheel_cache_dir()`:
+`~/.cache/tfbisect/wheels/py<python>/<wheel file>`), whatever `--cache` folder a command has:
+uv keys a `--find-links` wheel by its path, not its content, so the same TensorFlow wheel at two
+paths is unpacked into uv's cache twice (a wheel cache per cache folder, one per test, grew the
+uv cache from 28 to 75 GB in one CI run).  With one path per wheel file on the machine, uv
+unpacks each wheel once and every venv of every cache folder, test or bench side hard-links
+that copy.  Processes share it safely: a Python's folder is changed only under its file lock
+(`.lock`, the same one `tfbisect cache prune` and the budget take to evict a wheel), files arrive
+by rename from a `.fetch-` folder beside them, and a wheel evicted by another process between
+this one's `ensure` and its install fails that install, which checks, fetches again and retries.
 
 Nothing unverified is kept: a wheel enters the cache only after its sha256 matched the lock's
 (a wheel pip built from a hash-checked sdist has no lock hash; its archive's CRCs are checked
@@ -132,7 +143,8 @@ def _stamp(path: Path) -> str:
 
 
 class Wheelhouse:
-    """`<cache>/wheels/<python>/`: wheels per target Python, and an index of what is in them."""
+    """`<root>/py<python>/`: wheels per target Python, and an index of what is in them (the root
+    is `cache.wheel_cache_dir()` for the backends, a test's own folder for pure logic)."""
 
     def __init__(self, root: Path, progress: Progress) -> None:
         self.root = root

@@ -9,6 +9,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -21,7 +24,7 @@ from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, LockSpec
 from tfbisect.envs import cache, interpreters
 from tfbisect.envs.backend_venv import READY, VenvBackend
 from tfbisect.envs.locks import Lock
-from tfbisect.envs.wheelhouse import Wheelhouse, pins, wheel_problem
+from tfbisect.envs.wheelhouse import Wheelhouse, pins, requirement_text, wheel_problem
 
 PYTHON = "3.11"
 
@@ -152,6 +155,38 @@ def test_a_build_failure_rechecks_in_full_and_evicts_a_damaged_wheel(
     assert house.recheck([pin], PYTHON) == [pin.key]
     assert house.cached([pin], PYTHON) == []
     assert not kept.exists()
+
+
+def test_a_wheel_built_here_gets_its_own_hash_which_the_image_build_requires(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """A wheel pip built from the lock's sdist matches none of the lock's hashes: its own sha256 is
+    recorded and added to the build's requirement file; uv as the build runs it (install_wheels.py:
+    --require-hashes) installs it with that file, and refuses it with the lock's hashes alone."""
+    sdist = "0" * 64  # the lock's hash: its sdist's
+    pin = pins(f"tinypkg==1.0 --hash=sha256:{sdist}\n")[0]
+    house = Wheelhouse(tmp_path / "wheels", Progress(quiet=True))
+    folder = house.folder(PYTHON)
+    folder.mkdir(parents=True)
+    (tmp_path / "out").mkdir()
+    shutil.copy(wheel, tmp_path / "out" / wheel.name)
+    index: dict[str, str] = {}
+    house._keep(tmp_path / "out", [pin], folder, (index, {}))
+    assert index == {pin.key: wheel.name}
+    lock_only = requirement_text([pin], hashes=True)
+    assert lock_only == f"tinypkg==1.0 --hash=sha256:{sdist}\n"
+    served = house.with_built_hashes(lock_only, PYTHON)
+    assert served == f"tinypkg==1.0 --hash=sha256:{sdist} --hash=sha256:{sha(wheel)}\n"
+    env = dict(os.environ, UV_CACHE_DIR=str(tmp_path / "uv"), UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
+    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, tmp_path / "venv"], env=env, check=True)
+    for text, wanted in ((lock_only, 1), (served, 0)):
+        (tmp_path / "req.txt").write_text(text)
+        command = ["uv", "pip", "install", "--python", tmp_path / "venv" / "bin" / "python", "--no-index"]
+        command += ["--no-deps", "--require-hashes", "--find-links", folder, "-r", tmp_path / "req.txt"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert (done.returncode != 0) == bool(wanted), done.stderr
+        if wanted:
+            assert "hash" in done.stderr.lower(), done.stderr
 
 
 # -- venvs ----------------------------------------------------------------------------------

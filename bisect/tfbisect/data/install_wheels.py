@@ -6,7 +6,9 @@ usage: python install_wheels.py WHEELS_URL PYTHON REQUIREMENTS UV_SHA256
 With UV_SHA256, the host's own uv binary (served beside the wheels, `tools/uv-<sha256>`) installs
 the wheels: its sha256 must be UV_SHA256 (else the build fails), it never asks an index (only
 the loopback cache, `--no-index --no-deps`), and it is deleted before this step ends, so no
-layer keeps it.  pip installs instead where uv cannot (no UV_SHA256, a venv older than Python
+layer keeps it.  Every requirement carries the lock's `--hash` (and that of a wheel the host
+built from the lock's sdist), and uv or pip installs with `--require-hashes`: a file that is not
+the lock's fails the build, whatever served it.  pip installs instead where uv cannot (no UV_SHA256, a venv older than Python
 3.8, a base whose C library cannot run the binary).  Runs on the image's Python (3.6+).
 """
 
@@ -62,11 +64,29 @@ def main(wheels_url, python, requirements, uv_sha):
             if runs(uv):
                 print("tfbisect: installing with uv (sha256 %s)" % uv_sha, flush=True)
                 env = dict(os.environ, UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
-                command = [uv, "pip", "install", "--python", VENV_PYTHON, "--no-index", "--no-deps"]
+                command = [
+                    uv,
+                    "pip",
+                    "install",
+                    "--python",
+                    VENV_PYTHON,
+                    "--no-index",
+                    "--no-deps",
+                    "--require-hashes",
+                ]
                 command += ["--cache-dir", os.path.join(folder, "cache"), "--find-links", links, "-r", local]
                 return subprocess.call(command, env=env)
             print("tfbisect: uv cannot run on this base; installing with pip", flush=True)
-        command = [VENV_PYTHON, "-m", "pip", "install", "--no-cache-dir", "--no-index", "--no-deps"]
+        command = [
+            VENV_PYTHON,
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--no-index",
+            "--no-deps",
+            "--require-hashes",
+        ]
         return subprocess.call([*command, "--find-links", links, "-r", local])
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -402,7 +402,7 @@ def build_image(backend: DockerBackend, plan: ImagePlan, log_path: Path, what: s
         cache.require_free(backend.wheels.root, needed, f"the wheels of TF {spec.tf_version}")
     kept = backend.wheels.ensure(list(plan.fetch), spec.python, log_path)
     backend.in_use.update(f"wheel:{path}" for path in kept)
-    context = stage_context(plan, backend.cache_dir, backend.wheels.root)
+    context = stage_context(plan, backend.cache_dir, backend.wheels)
     uv_sha = backend.wheels.stage_tool("uv", uv_path())
     with (
         serve(backend.wheels.root) as url,
@@ -430,14 +430,15 @@ def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) 
     )
 
 
-def stage_context(plan: ImagePlan, cache_dir: Path, wheels: Path) -> Path:
+def stage_context(plan: ImagePlan, cache_dir: Path, wheels: Wheelhouse) -> Path:
     """Write what a build reads: its requirement files beside the wheels (`wheels/req/`, named
-    by their content's sha256, so builds of other cache folders write the same file), the CUDA
+    by the lock's or their pins' sha256, so builds of other cache folders write the same file),
+    with the lock's hashes and those of the wheels built here, which the build requires; the CUDA
     check in the build context's folder (returned)."""
-    requirements = wheels / "req"
+    requirements = wheels.root / "req"
     requirements.mkdir(parents=True, exist_ok=True)
     for name, text in plan.requirement_files().items():
-        write_text_atomic(requirements / name, text)
+        write_text_atomic(requirements / name, wheels.with_built_hashes(text, plan.spec.python))
     context = cache_dir / "context"
     context.mkdir(parents=True, exist_ok=True)
     write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
@@ -580,7 +581,7 @@ def plan_nvidia(spec: EnvSpec, pins: tuple[Pin, ...], dockerfile: bytes, base: B
     build_args = {"BASE": base.ref, "PYTHON": spec.python}
     files = {}
     for layer in NVIDIA_LAYERS:
-        text = requirement_text(p for p in pins if nvidia_layer(p) == layer)
+        text = requirement_text((p for p in pins if nvidia_layer(p) == layer), hashes=True)
         sha = hashlib.sha256(text.encode()).hexdigest() if text else ""
         build_args[layer] = sha
         if text:
@@ -655,7 +656,9 @@ def plan_image(
             **({"tfbisect.nvidia": below.tag} if below else {}),
         },
         pins=tuple(p for p in found if not p.is_nvidia),
-        files={f"{lock_sha256}-cpu.txt": requirement_text(p for p in found if not p.is_nvidia)},
+        files={
+            f"{lock_sha256}-cpu.txt": requirement_text((p for p in found if not p.is_nvidia), hashes=True)
+        },
         below=below,
     )
 

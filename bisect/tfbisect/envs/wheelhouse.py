@@ -16,8 +16,9 @@ this one's `ensure` and its install fails that install, which checks, fetches ag
 
 Nothing unverified is kept: a wheel enters the cache only after its sha256 matched the lock's
 (a wheel pip built from a hash-checked sdist has no lock hash; its archive's CRCs are checked
-instead), and a kept wheel is checked again when its file changed since (size, inode), or when
-a build that used it failed: a bad one is evicted and fetched once more.  A wheel cut short by
+instead, and its own sha256 is recorded in `built.json` for the image builds, which install
+with `--require-hashes`), and a kept wheel is checked again when its file changed since (size,
+inode), or when a build that used it failed: a bad one is evicted and fetched once more.  A wheel cut short by
 a full disk was once kept and broke every later build of its version.
 """
 
@@ -99,10 +100,14 @@ def unpinned(lock_text: str) -> list[str]:
     return found
 
 
-def requirement_text(wanted: Iterable[Pin]) -> str:
-    """Pins as a requirement file without hashes, for an install from this cache alone (whose
-    files were checked as they entered it)."""
-    return "".join(f"{p.name}=={p.version}\n" for p in wanted)
+def requirement_text(wanted: Iterable[Pin], *, hashes: bool = False) -> str:
+    """Pins as a requirement file for an install from this cache alone (whose files were checked
+    as they entered it); with `hashes`, each pin's `--hash` options too (an image build checks
+    them again with `--require-hashes`: what it installs is what the lock names, whatever served it)."""
+    return "".join(
+        f"{p.name}=={p.version}" + "".join(f" --hash=sha256:{h}" for h in sorted(p.hashes) if hashes) + "\n"
+        for p in wanted
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -165,10 +170,41 @@ class Wheelhouse:
         except (ValueError, TypeError):
             return {}  # unreadable: every wheel is checked again, nothing is trusted
 
-    def _save(self, folder: Path, index: dict[str, str], verified: dict[str, str]) -> None:
+    def _built(self, python: str) -> dict[str, str]:
+        """The sha256 of each kept wheel built here from a checked sdist, by file name (the lock
+        has no hash of it: an image build's `--require-hashes` needs this one)."""
+        path = self.folder(python) / "built.json"
+        try:
+            found = jsonread.read(path, max_bytes=1 << 20) if path.exists() else {}
+        except (ValueError, TypeError, OSError):
+            return {}  # unreadable: such a wheel fails the build's hash check, is checked and fetched again
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def _save(
+        self,
+        folder: Path,
+        index: dict[str, str],
+        verified: dict[str, str],
+        built: dict[str, str] | None = None,
+    ) -> None:
         write_text_atomic(folder / "index.json", json.dumps(index, indent=1, sort_keys=True))
         kept = {name: stamp for name, stamp in verified.items() if name in index.values()}
         write_text_atomic(folder / "verified.json", json.dumps(kept, indent=1, sort_keys=True))
+        if built is None:
+            built = self._built(folder.name.removeprefix("py"))
+        built = {name: sha for name, sha in built.items() if name in index.values()}
+        write_text_atomic(folder / "built.json", json.dumps(built, indent=1, sort_keys=True))
+
+    def with_built_hashes(self, text: str, python: str) -> str:
+        """A requirement file with hashes (`requirement_text(..., hashes=True)`) with the sha256 of
+        each wheel built here added to its pin's: the files an image build will be served."""
+        index, built = self._index(python), self._built(python)
+        out = []
+        for pin in pins(text):
+            name = index.get(pin.key, "")
+            extra = {built[name]} if name in built else set()
+            out.append(Pin(pin.name, pin.version, pin.hashes | extra))
+        return requirement_text(out, hashes=True)
 
     def _evict(self, folder: Path, index: dict[str, str], pin: Pin, why: str) -> None:
         self.progress.say(f"wheel cache: {why}; removed, it is fetched again")
@@ -340,6 +376,7 @@ class Wheelhouse:
         """Move the wheels that arrived whole into the cache; `checked` names those whose
         sha256 was checked against the lock's as they streamed (not read again)."""
         index, verified = kept
+        built = self._built(folder.name.removeprefix("py"))
         arrived = {}
         for wheel in out.glob("*.whl"):
             name, version = wheel.name.split("-")[:2]
@@ -348,15 +385,20 @@ class Wheelhouse:
             for key, wheel in arrived.items():
                 if _same(key, pin.key):
                     self.fetched_bytes += wheel.stat().st_size
-                    problem = None if wheel.name in checked else wheel_problem(wheel, pin)
+                    digest = "" if wheel.name in checked else sha256_of(wheel)
+                    problem = None if not digest or digest in pin.hashes else wheel_problem(wheel, pin)
                     if problem is not None:
                         self.progress.say(f"wheel cache: {problem}; not kept")
                         break
                     shutil.move(str(wheel), folder / wheel.name)
                     index[pin.key] = wheel.name
                     verified[wheel.name] = _stamp(folder / wheel.name)
+                    if digest and digest not in pin.hashes:  # built here from the lock's sdist
+                        built[wheel.name] = digest
+                    else:
+                        built.pop(wheel.name, None)
                     break
-        self._save(folder, index, verified)
+        self._save(folder, index, verified, built)
 
 
 _TOOL_SHAS: dict[Path, str] = {}  # a binary's sha256, once per process

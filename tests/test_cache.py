@@ -178,11 +178,12 @@ def test_a_wheel_built_here_gets_its_own_hash_which_the_image_build_requires(
     served = house.with_built_hashes(lock_only, PYTHON)
     assert served == f"tinypkg==1.0 --hash=sha256:{sdist} --hash=sha256:{sha(wheel)}\n"
     env = dict(os.environ, UV_CACHE_DIR=str(tmp_path / "uv"), UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
-    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, tmp_path / "venv"], env=env, check=True)
+    venv = str(tmp_path / "venv")
+    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, venv], env=env, check=True)
     for text, wanted in ((lock_only, 1), (served, 0)):
         (tmp_path / "req.txt").write_text(text)
-        command = ["uv", "pip", "install", "--python", tmp_path / "venv" / "bin" / "python", "--no-index"]
-        command += ["--no-deps", "--require-hashes", "--find-links", folder, "-r", tmp_path / "req.txt"]
+        command = ["uv", "pip", "install", "--python", f"{venv}/bin/python", "--no-index", "--no-deps"]
+        command += ["--require-hashes", "--find-links", str(folder), "-r", str(tmp_path / "req.txt")]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         assert (done.returncode != 0) == bool(wanted), done.stderr
         if wanted:

@@ -170,16 +170,6 @@ class Wheelhouse:
         except (ValueError, TypeError):
             return {}  # unreadable: every wheel is checked again, nothing is trusted
 
-    def _built(self, python: str) -> dict[str, str]:
-        """The sha256 of each kept wheel built here from a checked sdist, by file name (the lock
-        has no hash of it: an image build's `--require-hashes` needs this one)."""
-        path = self.folder(python) / "built.json"
-        try:
-            found = jsonread.read(path, max_bytes=1 << 20) if path.exists() else {}
-        except (ValueError, TypeError, OSError):
-            return {}  # unreadable: such a wheel fails the build's hash check, is checked and fetched again
-        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-
     def _save(
         self,
         folder: Path,
@@ -191,14 +181,14 @@ class Wheelhouse:
         kept = {name: stamp for name, stamp in verified.items() if name in index.values()}
         write_text_atomic(folder / "verified.json", json.dumps(kept, indent=1, sort_keys=True))
         if built is None:
-            built = self._built(folder.name.removeprefix("py"))
+            built = _built(folder)
         built = {name: sha for name, sha in built.items() if name in index.values()}
         write_text_atomic(folder / "built.json", json.dumps(built, indent=1, sort_keys=True))
 
     def with_built_hashes(self, text: str, python: str) -> str:
         """A requirement file with hashes (`requirement_text(..., hashes=True)`) with the sha256 of
         each wheel built here added to its pin's: the files an image build will be served."""
-        index, built = self._index(python), self._built(python)
+        index, built = self._index(python), _built(self.folder(python))
         out = []
         for pin in pins(text):
             name = index.get(pin.key, "")
@@ -376,7 +366,7 @@ class Wheelhouse:
         """Move the wheels that arrived whole into the cache; `checked` names those whose
         sha256 was checked against the lock's as they streamed (not read again)."""
         index, verified = kept
-        built = self._built(folder.name.removeprefix("py"))
+        built = _built(folder)
         arrived = {}
         for wheel in out.glob("*.whl"):
             name, version = wheel.name.split("-")[:2]
@@ -413,6 +403,17 @@ def _tags_of(python: Path) -> list[str] | None:
         if python not in _TAGS:
             _TAGS[python] = wheelfetch.target_tags(python)
         return _TAGS[python]
+
+
+def _built(folder: Path) -> dict[str, str]:
+    """The sha256 of each kept wheel built here from a checked sdist, by file name (the lock has
+    no hash of it: an image build's `--require-hashes` needs this one)."""
+    path = folder / "built.json"
+    try:
+        found = jsonread.read(path, max_bytes=1 << 20) if path.exists() else {}
+    except (ValueError, TypeError, OSError):
+        return {}  # unreadable: such a wheel fails the build's hash check, is checked and fetched again
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def _raise_machine_fault(log_path: Path, since: int, python: str) -> None:

@@ -9,7 +9,9 @@
 #
 # Packages come from the host's wheel cache over loopback (`docker build --network host`,
 # WHEELS_URL): nothing reaches the index from inside, no proxy certificate is needed, and no
-# wheel file is ever copied into a layer.  LOCK_SHA and NVIDIA_* name the requirement files, so
+# wheel file is ever copied into a layer.  install_wheels.py installs them with the host's own
+# uv binary (served beside them, its sha256 UV_SHA checked, deleted before the step ends), or
+# with pip where uv cannot run.  LOCK_SHA and NVIDIA_* name the requirement files, so
 # the layer cache can tell one lock's layer from another's.  Works with the classic builder (no BuildKit
 # syntax), which builds every stage before the target: so a stage a build does not need is a
 # no-op there (NVIDIA_* empty), and `base` does nothing on a BASE that already has it.
@@ -23,22 +25,24 @@ ENV VIRTUAL_ENV=/opt/venv \
     TF_CPP_MIN_LOG_LEVEL=2
 RUN (getent passwd tfbisect >/dev/null || useradd --create-home --uid 10001 --user-group tfbisect) \
  && (test -x /opt/venv/bin/python || python3 -m venv /opt/venv)
+COPY install_wheels.py /opt/tfbisect/install_wheels.py
 
 FROM base AS nvidia
 ARG WHEELS_URL
 ARG PYTHON
+ARG UV_SHA=""
 # Three layers, most stable first (the CUDA toolkit's libraries; cuDNN; NCCL and the rest).
 # Each ARG is declared just before its layer, so the build cache keys a layer only on the
 # requirement files below it: two sets that differ in cuDNN or NCCL alone share the toolkit's.
 ARG NVIDIA_TOOLKIT=""
-RUN if [ -n "${NVIDIA_TOOLKIT}" ]; then pip install --no-cache-dir --no-index --no-deps \
-        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_TOOLKIT}-nvidia.txt"; fi
+RUN if [ -n "${NVIDIA_TOOLKIT}" ]; then python /opt/tfbisect/install_wheels.py \
+        "${WHEELS_URL}" "${PYTHON}" "${NVIDIA_TOOLKIT}-nvidia.txt" "${UV_SHA}"; fi
 ARG NVIDIA_CUDNN=""
-RUN if [ -n "${NVIDIA_CUDNN}" ]; then pip install --no-cache-dir --no-index --no-deps \
-        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_CUDNN}-nvidia.txt"; fi
+RUN if [ -n "${NVIDIA_CUDNN}" ]; then python /opt/tfbisect/install_wheels.py \
+        "${WHEELS_URL}" "${PYTHON}" "${NVIDIA_CUDNN}-nvidia.txt" "${UV_SHA}"; fi
 ARG NVIDIA_REST=""
-RUN if [ -n "${NVIDIA_REST}" ]; then pip install --no-cache-dir --no-index --no-deps \
-        --find-links "${WHEELS_URL}/py${PYTHON}/" -r "${WHEELS_URL}/req/${NVIDIA_REST}-nvidia.txt"; fi \
+RUN if [ -n "${NVIDIA_REST}" ]; then python /opt/tfbisect/install_wheels.py \
+        "${WHEELS_URL}" "${PYTHON}" "${NVIDIA_REST}-nvidia.txt" "${UV_SHA}"; fi \
  && if [ -n "${NVIDIA_TOOLKIT}${NVIDIA_CUDNN}${NVIDIA_REST}" ]; then \
       python -c "import glob, site; open('/etc/ld.so.conf.d/nvidia-pip.conf', 'w').write('\n'.join(sorted(glob.glob(site.getsitepackages()[0] + '/nvidia/*/lib'))) + '\n')" \
       && ldconfig; fi
@@ -46,13 +50,16 @@ RUN if [ -n "${NVIDIA_REST}" ]; then pip install --no-cache-dir --no-index --no-
 FROM nvidia AS cpu
 ARG WHEELS_URL
 ARG PYTHON
+ARG UV_SHA=""
 ARG LOCK_SHA
 # The module whose import proves the install (tensorflow; empty for a lock that installs nothing).
+# The check's import also writes the bytecode of every module it loads (uv compiles none, and
+# the run's root is read-only): a run's `import tensorflow` reads it instead of compiling.
 ARG CHECK_IMPORT=tensorflow
 RUN echo "lock ${LOCK_SHA}" \
- && pip install --no-cache-dir --no-index --no-deps --find-links "${WHEELS_URL}/py${PYTHON}/" \
-        -r "${WHEELS_URL}/req/${LOCK_SHA}-cpu.txt" \
- && if [ -n "${CHECK_IMPORT}" ]; then python -c "import ${CHECK_IMPORT} as m; print(m.__name__, m.__version__)"; fi
+ && python /opt/tfbisect/install_wheels.py "${WHEELS_URL}" "${PYTHON}" "${LOCK_SHA}-cpu.txt" "${UV_SHA}" \
+ && if [ -n "${CHECK_IMPORT}" ]; then PYTHONDONTWRITEBYTECODE= \
+      python -c "import ${CHECK_IMPORT} as m; print(m.__name__, m.__version__)"; fi
 USER tfbisect
 WORKDIR /home/tfbisect
 

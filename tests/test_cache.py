@@ -9,6 +9,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -21,7 +24,7 @@ from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant, LockSpec
 from tfbisect.envs import cache, interpreters
 from tfbisect.envs.backend_venv import READY, VenvBackend
 from tfbisect.envs.locks import Lock
-from tfbisect.envs.wheelhouse import Wheelhouse, pins, wheel_problem
+from tfbisect.envs.wheelhouse import Wheelhouse, pins, requirement_text, wheel_problem
 
 PYTHON = "3.11"
 
@@ -85,6 +88,8 @@ def test_the_uv_cache_is_one_per_machine_whatever_the_cache_folder(
     monkeypatch.delenv("TFBISECT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.uv_cache_dir() == tmp_path / "xdg" / "tfbisect" / cache.UV_CACHE
+    # The wheel cache too, beside it (uv keys a --find-links wheel by its path).
+    assert cache.wheel_cache_dir() == tmp_path / "xdg" / "tfbisect" / cache.WHEELS
 
 
 def test_a_wheel_is_kept_only_when_its_sha256_matches_the_lock(wheel: Path, tmp_path: Path) -> None:
@@ -152,6 +157,39 @@ def test_a_build_failure_rechecks_in_full_and_evicts_a_damaged_wheel(
     assert not kept.exists()
 
 
+def test_a_wheel_built_here_gets_its_own_hash_which_the_image_build_requires(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """A wheel pip built from the lock's sdist matches none of the lock's hashes: its own sha256 is
+    recorded and added to the build's requirement file; uv as the build runs it (install_wheels.py:
+    --require-hashes) installs it with that file, and refuses it with the lock's hashes alone."""
+    sdist = "0" * 64  # the lock's hash: its sdist's
+    pin = pins(f"tinypkg==1.0 --hash=sha256:{sdist}\n")[0]
+    house = Wheelhouse(tmp_path / "wheels", Progress(quiet=True))
+    folder = house.folder(PYTHON)
+    folder.mkdir(parents=True)
+    (tmp_path / "out").mkdir()
+    shutil.copy(wheel, tmp_path / "out" / wheel.name)
+    index: dict[str, str] = {}
+    house._keep(tmp_path / "out", [pin], folder, (index, {}))
+    assert index == {pin.key: wheel.name}
+    lock_only = requirement_text([pin], hashes=True)
+    assert lock_only == f"tinypkg==1.0 --hash=sha256:{sdist}\n"
+    served = house.with_built_hashes(lock_only, PYTHON)
+    assert served == f"tinypkg==1.0 --hash=sha256:{sdist} --hash=sha256:{sha(wheel)}\n"
+    env = dict(os.environ, UV_CACHE_DIR=str(tmp_path / "uv"), UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
+    venv = str(tmp_path / "venv")
+    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, venv], env=env, check=True)
+    for text, wanted in ((lock_only, 1), (served, 0)):
+        (tmp_path / "req.txt").write_text(text)
+        command = ["uv", "pip", "install", "--python", f"{venv}/bin/python", "--no-index", "--no-deps"]
+        command += ["--require-hashes", "--find-links", str(folder), "-r", str(tmp_path / "req.txt")]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert (done.returncode != 0) == bool(wanted), done.stderr
+        if wanted:
+            assert "hash" in done.stderr.lower(), done.stderr
+
+
 # -- venvs ----------------------------------------------------------------------------------
 
 
@@ -161,8 +199,7 @@ def test_a_venv_without_its_completion_marker_is_rebuilt(
     interpreter = interpreters.find(PYTHON)
     if interpreter is None:
         pytest.skip(f"needs Python {PYTHON}")
-    monkeypatch.setenv("UV_NO_INDEX", "1")
-    monkeypatch.setenv("UV_FIND_LINKS", str(wheel.parent))
+    _fetch_from(wheel.parent, monkeypatch)  # the venv installs from the wheel cache, filled by pip here
     monkeypatch.delenv(cache.BUDGET_VARIABLE, raising=False)
     lock_path = tmp_path / "tf9.9.9-py3.11-cpu.txt"
     lock_path.write_text(f"# tfbisect lock\ntinypkg==1.0 \\\n    --hash=sha256:{sha(wheel)}\n")
@@ -175,6 +212,9 @@ def test_a_venv_without_its_completion_marker_is_rebuilt(
     assert (env / READY).read_text().strip() == lock.sha256
     assert list(env.glob("lib/python*/site-packages/tinypkg.py"))
     assert (tmp_path / "cache" / cache.UV_CACHE).is_dir()  # tfbisect's own uv cache
+    # One download path: the venv installed from the wheel cache the Docker builds use.
+    [kept] = backend.wheels.cached(pins(lock_path.read_text()), PYTHON)
+    assert sha(kept) == sha(wheel)
     # A marker that matches: reused as it is.
     (env / "sentinel").write_text("kept")
     assert backend.ensure(spec, lock, interpreter, tmp_path / "logs") == python
@@ -184,6 +224,41 @@ def test_a_venv_without_its_completion_marker_is_rebuilt(
     assert backend.ensure(spec, lock, interpreter, tmp_path / "logs") == python
     assert not (env / "sentinel").exists()
     assert (env / READY).is_file()
+
+
+def test_venvs_of_two_cache_folders_share_one_wheel_file_and_one_uv_unpacking(
+    wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv keys a --find-links wheel by its path: a wheel cache per cache folder unpacked each
+    wheel into the machine's uv cache once per folder (each test has one; TensorFlow's wheel
+    is 0.5 GB unpacked).  Both backends of both folders use one file, unpacked once."""
+    from tfbisect.envs.backend_docker import DockerBackend
+
+    interpreter = interpreters.find(PYTHON)
+    if interpreter is None:
+        pytest.skip(f"needs Python {PYTHON}")
+    _fetch_from(wheel.parent, monkeypatch)
+    monkeypatch.delenv(cache.BUDGET_VARIABLE, raising=False)
+    monkeypatch.setattr(cache, "VENV_ESTIMATE", {"cpu": 1, "cuda": 1})
+    lock_path = tmp_path / "tf9.9.9-py3.11-cpu.txt"
+    lock_path.write_text(f"# tfbisect lock\ntinypkg==1.0 \\\n    --hash=sha256:{sha(wheel)}\n")
+    lock = Lock(LockSpec("9.9.9", PYTHON, Flavour.CPU, KerasVariant.DEFAULT), lock_path, (), "")
+    spec = EnvSpec("9.9.9", PYTHON, Flavour.CPU, KerasVariant.DEFAULT, "venv")
+    unpacked = tmp_path / "cache" / cache.UV_CACHE / "archive-v0"
+    archives = []
+    for folder in ("one", "two"):
+        backend = VenvBackend(tmp_path / folder, Progress(quiet=True), {PYTHON: interpreter})
+        assert backend.wheels.root == cache.wheel_cache_dir()
+        assert DockerBackend(tmp_path / folder, Progress(quiet=True)).wheels.root == backend.wheels.root
+        backend.ensure(spec, lock, interpreter, tmp_path / folder / "logs")
+        [kept] = backend.wheels.cached(pins(lock_path.read_text()), PYTHON)
+        assert kept == cache.wheel_cache_dir() / f"py{PYTHON}" / wheel.name
+        [installed] = backend.env_dir(lock).glob("lib/python*/site-packages/tinypkg.py")
+        archives.append(sorted(unpacked.glob("*/tinypkg.py")))
+        # Hard-linked from uv's one unpacked copy, not copied again.
+        assert [p.stat().st_ino for p in archives[-1]] == [installed.stat().st_ino]
+    assert archives[0] == archives[1], "the second cache folder's venv unpacked the wheel again"
+    assert not (tmp_path / "one" / "wheels").exists() and not (tmp_path / "two" / "wheels").exists()
 
 
 # -- the inventory, the plans, the eviction ---------------------------------------------------

@@ -35,7 +35,7 @@ def tags() -> set[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Reports and caches of their own (venvs, wheels, bases' work folders); the engine's images are
+    """Reports and caches of their own (venvs, bases' work folders); the engine's images are
     the machine's, so every test holds whether an image was there before (reused) or not (built).
     Afterwards the images this module made are removed: those its builds tagged and the Debian
     bases it built.  Images that were there before, or that others made meanwhile, stay."""
@@ -52,8 +52,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     made -= before
     if made:
         subprocess.run(["docker", "image", "rm", "--force", *sorted(made)], capture_output=True, check=False)
-    # The wheels of a dozen TF and NVIDIA sets are several GB: pytest would keep them in its
-    # last three temp folders.
+    # Venvs and bases' work folders: pytest would keep them in its last three temp folders.  (The
+    # wheels are the machine's, beside its uv cache: kept for the next run, like uv's.)
     shutil.rmtree(path / "cache", ignore_errors=True)
 
 
@@ -103,6 +103,10 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     image = str(extra["image"])
     assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:tf{version}-py{python}-cpu-")
     assert built(done, image) or "building" not in done.stderr
+    if built(done, image):  # installed by the host's uv, served with its sha256 (see install_wheels.py)
+        [log] = (workspace / "reports" / "logs").rglob(f"tf{version}-py{python}-cpu-docker.build.log")
+        build_log = log.read_text()
+        assert "tfbisect: installing with uv (sha256 " in build_log
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
     assert str(extra["base_image_id"]).startswith("sha256:")
     assert in_docker.command.startswith("docker run ") and "--network none" in in_docker.command
@@ -111,6 +115,10 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
 
     venv = tfbisect(workspace, "run", "--tf", version, "--python", python)
     assert venv.returncode in (0, 1), venv.stdout + venv.stderr
+    if built(done, image) and version == "2.9.3":
+        # One lock for both backends (TF 2.14+ images install the and-cuda lock): the venv took
+        # the wheels the image build fetched, none fetched again.
+        assert "fetching" not in venv.stderr
     in_venv = record(workspace, f"tf{version}-py{python}-cpu-venv")
     assert probe_outcomes(in_docker) == probe_outcomes(in_venv)
     assert in_docker.outcome is in_venv.outcome
@@ -326,6 +334,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     from tfbisect.core import catalogue
     from tfbisect.core.progress import Progress
     from tfbisect.core.scenario import find
+    from tfbisect.envs.cache import wheel_cache_dir
     from tfbisect.narrow.narrower import TRACED_PACKAGES
     from tfbisect.narrow.sources import read_places
     from tfbisect.narrow.traces import Trace
@@ -344,7 +353,7 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     assert done.result is not None and [p["name"] for p in done.result["probes"]] == ["gradient_eager_plain"]
     places = runner.source_places(spec, scenario)
     assert places and all(
-        place.suffix == ".whl" and place.is_relative_to(workspace / "cache") for place in places
+        place.suffix == ".whl" and place.is_relative_to(wheel_cache_dir()) for place in places
     )
     sources = read_places(places, set(trace.lines))
     assert set(trace.lines) == set(sources)  # every file that ran is in the wheels, byte for byte readable

@@ -17,7 +17,7 @@ from tfbisect.core.cudasets import CU11
 from tfbisect.core.errors import LockError
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import EnvSpec, Flavour
-from tfbisect.envs import locks
+from tfbisect.envs import cache, locks
 from tfbisect.envs.backend_docker import (
     DOCKERFILE,
     DockerBackend,
@@ -30,6 +30,7 @@ from tfbisect.envs.bases import Base
 from tfbisect.envs.docker_builds import _build_text
 from tfbisect.envs.docker_engine import BuildRequest, Engine
 from tfbisect.envs.locks import Lock, LockSpec
+from tfbisect.envs.wheelhouse import requirement_text
 from tfbisect.platform.process import Finished
 
 DOCKERFILE_BYTES = b"FROM ${BASE} AS base\n"
@@ -138,14 +139,20 @@ def test_a_cuda_image_is_planned_on_top_of_its_nvidia_image() -> None:
     assert not any(p.is_nvidia for p in cpu.fetch) and "tensorflow" in {p.name for p in cpu.fetch}
     sha = hashlib.sha256(TF_LOCK_BYTES).hexdigest()
     assert cuda.requirement_files() == cpu.requirement_files()
-    assert "tensorflow==2.21.0\n" in cuda.requirement_files()[f"{sha}-cpu.txt"]
+    cpu_text = cuda.requirement_files()[f"{sha}-cpu.txt"]
+    # Each pin with the lock's hashes, which the build requires (--require-hashes).
+    [tf_line] = [line for line in cpu_text.splitlines() if line.startswith("tensorflow==2.21.0 ")]
+    [tf_pin] = [p for p in cpu.fetch if p.name == "tensorflow"]
+    assert tf_line.split()[1:] == [f"--hash=sha256:{h}" for h in sorted(tf_pin.hashes)] and tf_pin.hashes
+    assert all(" --hash=sha256:" in line for line in cpu_text.splitlines())
     files = nvidia.requirement_files()
     assert sorted(files) == sorted(f"{nvidia.build_args[layer]}-nvidia.txt" for layer in layers)
     toolkit, cudnn, rest = (files[f"{nvidia.build_args[layer]}-nvidia.txt"].splitlines() for layer in layers)
     assert [line.split("==")[0] for line in cudnn] == ["nvidia-cudnn-cu12"]
     assert [line.split("==")[0] for line in rest] == ["nvidia-nccl-cu12"]
-    assert "nvidia-cublas-cu12==12.9.1.4" in toolkit and len(toolkit) == 10
-    assert sorted(toolkit + cudnn + rest) == sorted(f"{p.name}=={p.version}" for p in nvidia.pins)
+    assert any(line.startswith("nvidia-cublas-cu12==12.9.1.4 --hash=") for line in toolkit)
+    assert len(toolkit) == 10
+    assert sorted(toolkit + cudnn + rest) == sorted(requirement_text(nvidia.pins, hashes=True).splitlines())
     assert plan(spec(flavour=Flavour.CUDA), check=b"check v2").content_hash != cuda.content_hash
 
 
@@ -316,7 +323,11 @@ def ensure(backend: DockerBackend, planned: ImagePlan, tmp_path: Path) -> tuple[
     return image.built, [b.target for b in fake.builds]
 
 
-def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_path: Path) -> None:
+def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine's uv cache and the wheel cache beside it: this test's own.
+    monkeypatch.setenv(cache.UV_CACHE_VARIABLE, str(tmp_path / "machine" / cache.UV_CACHE))
     fake = FakeEngine()
     backend = DockerBackend(tmp_path / "cache", Progress(quiet=True), engine=cast(Engine, fake))
     cuda = plan(spec(flavour=Flavour.CUDA))
@@ -335,9 +346,11 @@ def test_ensure_reuses_what_is_current_and_builds_the_nvidia_image_first(tmp_pat
     # A stale image (another hash under the tag) is never reused.
     fake.images[nvidia.tag] = ({"tfbisect.hash": "stale"}, ["base", "old"])
     assert ensure(backend, nvidia, tmp_path) == (True, ["nvidia"])
-    req = tmp_path / "cache" / "wheels" / "req"
+    req = tmp_path / "machine" / cache.WHEELS / "req"  # beside the wheels, whatever the cache folder
     written = [(req / name).read_text() for name in nvidia.requirement_files()]
-    assert sorted("".join(written).splitlines()) == sorted(f"{p.name}=={p.version}" for p in nvidia.pins)
+    assert sorted("".join(written).splitlines()) == sorted(
+        requirement_text(nvidia.pins, hashes=True).splitlines()
+    )
     assert (
         (tmp_path / "cache" / "context" / "cuda_check.py")
         .read_text()

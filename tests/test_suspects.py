@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tfbisect.core.spec import EnvSpec
+from tfbisect.envs.cache import wheel_cache_dir
 from tfbisect.narrow import diff as diffing
 from tfbisect.narrow import ranking, traces
 from tfbisect.narrow.diff import EXCERPT_MAX_LINES, FileDiff, Hunk, diff_file, diff_sources, excerpt
@@ -32,7 +33,7 @@ from tfbisect.search.narrowlog import SUSPECTS_KEPT, Suspects
 ROOT = Path(__file__).resolve().parents[1]
 TRACER = ROOT / "bisect" / "tfbisect" / "data" / "probe_tracer.py"
 KERAS = ("2.12.0", "2.13.1", "2.15.0")
-CACHED_WHEELS = Path.home() / ".cache" / "tfbisect" / "wheels" / "py3.11"
+CACHED_WHEELS = wheel_cache_dir() / "py3.11"  # the machine's wheel cache, which other tests fill
 
 
 # ---- Helpers --------------------------------------------------------------------------------------

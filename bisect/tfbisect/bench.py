@@ -20,6 +20,11 @@ narrow   the narrowing's search over k candidate RCs or nightlies between two ju
          single change point, k = 1..64: runs / (ceil(log2 k) + 1) must be <= 1; and (--narrow) a
          real narrowing of the flagship (TF 2.3.4..2.4.0): the traced run of the failing probe over
          the untraced run of it alone (target <= 3) and the diff of the two versions (< 60 s).
+cold     (--cold) TF 2.9.3 on Python 3.9 from empty caches for both sides (a fresh tfbisect cache and
+         uv cache each, no image of the version; the base is shared): a cold image and its run over
+         a cold venv and its run (target <= 1.5), the warm container run over the warm venv run
+         (median of 3, target <= 1.2), and the bytes fetched for the release built as an image and
+         then as a venv in one cache over its unique wheel bytes (target 1.00).
 cuda     (--cuda) CUDA images of three TF versions on one CUDA set (the cu11 set; TF 2.18/2.19's
          CUDA 12.5): disk bytes of the three over one such image, against the 1.5 target and
          against the floor that storing the NVIDIA image once allows (must be met).
@@ -242,10 +247,10 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         inspected = backend.engine.image_inspect(image.tag) or {}
         root = inspected.get("RootFS") or {}
         layers.append(list(root.get("Layers", [])) if isinstance(root, dict) else [])
-        index = jsonread.read(cache / "wheels" / "py3.11" / "index.json", max_bytes=None)
+        index = jsonread.read(backend.wheels.folder("3.11") / "index.json", max_bytes=None)
         for pin in pins(lock.path.read_text()):
             if not pin.is_nvidia:
-                wheel = cache / "wheels" / "py3.11" / index[pin.key]
+                wheel = backend.wheels.folder("3.11") / index[pin.key]
                 used[wheel.name] = wheel.stat().st_size
         start = time.monotonic()
         again = backend.ensure_image(spec, lock, reports / "logs")
@@ -571,6 +576,104 @@ def _remove_images_since(engine: Any, listing: list[str], before: set[str]) -> N
             return
 
 
+COLD_RELEASE = ("2.9.3", "3.9")
+
+
+def _timed_runs(runner: Any, spec: Any, scenario: Any, times: int) -> list[float]:
+    """Wall seconds of `times` runs of the scenario (the first one prepares its environment)."""
+    seconds = []
+    for _ in range(times):
+        start = time.monotonic()
+        record = runner.run(spec, scenario).record
+        seconds.append(time.monotonic() - start)
+        if record.document is None:
+            raise SystemExit(
+                f"the bench's run of TF {spec.tf_version} ({spec.backend}) failed: {record.outcome}"
+            )
+    return seconds
+
+
+def cold_side(tmp: Path, name: str, backend: str) -> dict[str, Any]:
+    """One backend's environment of the cold release built and run from empty caches in `tmp/name`
+    (its own tfbisect cache, uv cache and the wheel cache beside it), then run warm 3 times."""
+    from tfbisect.core.progress import Progress
+    from tfbisect.core.scenario import find
+    from tfbisect.core.spec import Flavour
+    from tfbisect.core.timing import SPENT, Phase
+    from tfbisect.runs.runner import Runner, Settings
+
+    version, python = COLD_RELEASE
+    os.environ["TFBISECT_UV_CACHE"] = str(tmp / name / "uv")
+    cache = tmp / name / "cache"
+    runner = Runner(
+        catalogue.load_snapshot(), Settings(tmp / name / "reports", cache, force=True), Progress(quiet=True)
+    )
+    scenario = find("gradient_mismatch")
+    spec = runner.spec_for(version, python=python, flavour=Flavour.CPU, backends=(backend,))
+    environment: Any = runner.environment(backend)
+    if backend == DockerBackend.name:
+        environment.bases.get(python, None)  # the base is shared by every release: not part of the cold cost
+    before = SPENT.totals()
+    cold = _timed_runs(runner, spec, scenario, 1)[0]
+    spent = SPENT.since(before)  # where the cold run's time went: fetching, building, the rest running
+    warm = sorted(_timed_runs(runner, spec, scenario, 3))[1]
+    return {
+        "cold_s": cold,
+        "download_s": spent[Phase.DOWNLOAD],
+        "build_s": spent[Phase.BUILD],
+        "warm_s": warm,
+        "fetched": environment.wheels.fetched_bytes,
+        "cache": cache,
+        "runner": runner,
+        "spec": spec,
+    }
+
+
+def cold_ratios(tmp: Path) -> dict[str, float]:
+    """The cold release as an image and as a venv, side by side from empty caches, and the bytes
+    fetched when one cache builds both (the image first, then a venv with a fresh uv cache)."""
+    from tfbisect.envs.backend_venv import VenvBackend
+
+    saved = os.environ.get("TFBISECT_UV_CACHE")
+    before = tagged_images()
+    try:
+        image = cold_side(tmp, "image", DockerBackend.name)
+        venv = cold_side(tmp, "venv", VenvBackend.name)
+        # The image's cache builds the venv too: it must fetch nothing the image build fetched.
+        os.environ["TFBISECT_UV_CACHE"] = str(tmp / "image" / "uv")
+        runner = image["runner"]
+        spec = runner.spec_for(COLD_RELEASE[0], python=COLD_RELEASE[1], backends=(VenvBackend.name,))
+        both = runner.environment(VenvBackend.name)
+        both.prepare(spec, runner.lock_for(spec), tmp / "image" / "reports" / "logs")
+        # The image side's wheel cache (beside its own uv cache), which the venv built from too.
+        unique = sum(p.stat().st_size for p in both.wheels.root.glob("py*/*.whl"))
+        fetched = image["fetched"] + both.wheels.fetched_bytes
+    finally:
+        if saved is None:
+            os.environ.pop("TFBISECT_UV_CACHE", None)
+        else:
+            os.environ["TFBISECT_UV_CACHE"] = saved
+        # The images it made (the CUDA-free TF image; the shared base stays).
+        made = sorted(tagged_images() - before)
+        if made:
+            subprocess.run(
+                ["docker", *LOCAL, "image", "rm", "--force", *made], capture_output=True, check=False
+            )
+    return {
+        "image_cold_s": image["cold_s"],
+        "image_download_s": image["download_s"],
+        "image_build_s": image["build_s"],
+        "venv_download_s": venv["download_s"],
+        "venv_build_s": venv["build_s"],
+        "venv_cold_s": venv["cold_s"],
+        "cold_ratio": image["cold_s"] / venv["cold_s"],
+        "image_warm_s": image["warm_s"],
+        "venv_warm_s": venv["warm_s"],
+        "warm_ratio": image["warm_s"] / venv["warm_s"],
+        "fetched_over_unique": fetched / max(unique, 1),
+    }
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tfbisect.bench", description=__doc__)
     parser.add_argument("--real", action="store_true", help="also bisect real TF twice (minutes)")
@@ -596,6 +699,9 @@ def parser() -> argparse.ArgumentParser:
         help="also bisect the flagship with narrowing and proof twice: the repeat's runs and time (minutes)",
     )
     parser.add_argument(
+        "--cold", action="store_true", help="also build one release cold as an image and as a venv (minutes)"
+    )
+    parser.add_argument(
         "--cuda", action="store_true", help="also build three CUDA images on each of two CUDA sets (~15 GB)"
     )
     return parser
@@ -613,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.swarm, swarm_promise),
         (args.prefetch, prefetch_promise),
         (args.docker_prefetch, docker_prefetch_promise),
+        (args.cold, cold_promise),
         (args.cuda, cuda_promise),
     ]
     for wanted, measure in optional:
@@ -743,6 +850,24 @@ def docker_prefetch_promise() -> bool:
             f"  NOTE: {r['images_before']:.0f} tfbisect images were there before (kept): the bases may be warm"
         )
     return bool(r["with_over_without"] > 0.7)
+
+
+def cold_promise() -> bool:
+    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-cold-") as tmp:
+        r = cold_ratios(Path(tmp))
+    version, python = COLD_RELEASE
+    print(f"a cold release (TF {version}, Python {python}, CPU), empty caches for both sides:")
+    print(
+        f"  image built and run: {r['image_cold_s']:.1f}s; venv installed and run: {r['venv_cold_s']:.1f}s; "
+        f"ratio {r['cold_ratio']:.2f} (target <= 1.5)\n"
+        f"    image: {r['image_download_s']:.1f}s fetching wheels, {r['image_build_s']:.1f}s building; "
+        f"venv: {r['venv_download_s']:.1f}s fetching wheels, {r['venv_build_s']:.1f}s installing\n"
+        f"  warm runs (median of 3): container {r['image_warm_s']:.1f}s, venv {r['venv_warm_s']:.1f}s; "
+        f"ratio {r['warm_ratio']:.2f} (target <= 1.2)\n"
+        f"  bytes fetched for the release as an image and a venv / unique wheel bytes: "
+        f"{r['fetched_over_unique']:.2f} (target 1.00)"
+    )
+    return r["cold_ratio"] > 1.5 or r["warm_ratio"] > 1.2 or abs(r["fetched_over_unique"] - 1.0) > 1e-9
 
 
 def cuda_promise() -> bool:

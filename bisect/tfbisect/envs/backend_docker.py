@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from tfbisect.core.packagedata import data_file
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import HARNESS, Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
@@ -55,11 +57,12 @@ from tfbisect.envs.environments import (
     option,
 )
 from tfbisect.envs.locks import Lock, LockSpec
-from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, serve
+from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, requirement_text, serve
 from tfbisect.platform.process import Finished
 
 DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 CUDA_CHECK = "cuda_check.py"  # package data, copied into the build context of CUDA images
+INSTALLER = "install_wheels.py"  # package data, copied into every image (installs from the wheel cache)
 CUDA_CHECK_PATH = "/opt/tfbisect/cuda-check.json"  # what the check found, kept in the image
 CUDA_CHECK_LIMIT = 256 * 1024
 # The CUDA each line's wheels were built for (tf.sysconfig.get_build_info()); the CUDA image
@@ -126,7 +129,8 @@ class DockerBackend:
         self.progress = progress
         self.host = host
         self.cache_dir = cache_dir
-        self.wheels = Wheelhouse(cache_dir / "wheels", progress)
+        # The machine's wheel cache, shared with the venvs (one download path, one file per wheel).
+        self.wheels = Wheelhouse(cache.wheel_cache_dir(), progress)
         self.keep = keep
         self.user_base = user_base
         self._user_python: str | None = None
@@ -211,7 +215,7 @@ class DockerBackend:
             spec,
             lock,
             lock.path.read_bytes(),
-            DOCKERFILE.read_bytes(),
+            dockerfile_bytes(),
             base,
             nvidia_lock=nvidia_lock_bytes(spec),
             check=cuda_check_bytes(),
@@ -395,15 +399,24 @@ def build_image(backend: DockerBackend, plan: ImagePlan, log_path: Path, what: s
     if len(have) < len(plan.fetch):
         cache.enforce_budget(backend.cache_dir, backend.in_use, backend.progress.say, engine=backend.engine)
         needed = cache.WHEELS_ESTIMATE[spec.flavour.value]
-        cache.require_free(backend.cache_dir, needed, f"the wheels of TF {spec.tf_version}")
+        cache.require_free(backend.wheels.root, needed, f"the wheels of TF {spec.tf_version}")
     kept = backend.wheels.ensure(list(plan.fetch), spec.python, log_path)
     backend.in_use.update(f"wheel:{path}" for path in kept)
-    context = stage_context(plan, backend.cache_dir)
+    context = stage_context(plan, backend.cache_dir, backend.wheels)
+    uv_sha = backend.wheels.stage_tool("uv", uv_path())
     with (
-        serve(backend.cache_dir / "wheels") as url,
+        serve(backend.wheels.root) as url,
         backend.progress.step(spec.label, f"building {what} {plan.tag} (log: {log_path})"),
+        SPENT.measure(Phase.BUILD),
     ):
-        return backend.engine.build(plan.build_request(url, DOCKERFILE, context), log_path, BUILD_TIMEOUT)
+        request = plan.build_request(url, DOCKERFILE, context, uv_sha=uv_sha)
+        return backend.engine.build(request, log_path, BUILD_TIMEOUT)
+
+
+def uv_path() -> Path | None:
+    """The host's uv binary, which image builds install with (None: they use pip)."""
+    found = shutil.which(locks.uv_binary())
+    return Path(found) if found else None
 
 
 def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) -> EnvironmentBuildError:
@@ -417,17 +430,30 @@ def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) 
     )
 
 
-def stage_context(plan: ImagePlan, cache_dir: Path) -> Path:
-    """Write what a build reads beside the wheels (requirement files, the CUDA check); the
-    build context's folder."""
-    requirements = cache_dir / "wheels" / "req"
+def stage_context(plan: ImagePlan, cache_dir: Path, wheels: Wheelhouse) -> Path:
+    """Write what a build reads: its requirement files beside the wheels (`wheels/req/`, named
+    by the lock's or their pins' sha256, so builds of other cache folders write the same file),
+    with the lock's hashes and those of the wheels built here, which the build requires; the CUDA
+    check in the build context's folder (returned)."""
+    requirements = wheels.root / "req"
     requirements.mkdir(parents=True, exist_ok=True)
     for name, text in plan.requirement_files().items():
-        write_text_atomic(requirements / name, text)
+        write_text_atomic(requirements / name, wheels.with_built_hashes(text, plan.spec.python))
     context = cache_dir / "context"
     context.mkdir(parents=True, exist_ok=True)
     write_text_atomic(context / CUDA_CHECK, cuda_check_bytes().decode())
+    write_text_atomic(context / INSTALLER, installer_bytes().decode())
     return context
+
+
+def installer_bytes() -> bytes:
+    return Path(str(data_file(INSTALLER))).read_bytes()
+
+
+def dockerfile_bytes() -> bytes:
+    """What an image's build runs: the Dockerfile and the installer its steps copy in (a change
+    to either changes every image's hash)."""
+    return DOCKERFILE.read_bytes() + b"\0" + installer_bytes()
 
 
 def nvidia_lock_bytes(spec: EnvSpec) -> bytes | None:
@@ -505,8 +531,13 @@ class ImagePlan:
         """The files its layers install from (`<sha>-cpu.txt`, `<sha>-nvidia.txt`), by name."""
         return dict(self.files)
 
-    def build_request(self, wheels_url: str, dockerfile: Path, context: Path) -> BuildRequest:
+    def build_request(
+        self, wheels_url: str, dockerfile: Path, context: Path, *, uv_sha: str = ""
+    ) -> BuildRequest:
+        """The build's request; `uv_sha` names the uv binary served beside the wheels (empty: pip)."""
         args = dict(self.build_args)
+        if uv_sha:
+            args["UV_SHA"] = uv_sha
         return BuildRequest(
             dockerfile=dockerfile,
             context=context,
@@ -540,10 +571,6 @@ def nvidia_layer(pin: Pin) -> str:
     return "NVIDIA_TOOLKIT"
 
 
-def requirement_text(pins: Iterable[Pin]) -> str:
-    return "".join(f"{p.name}=={p.version}\n" for p in pins)
-
-
 def plan_nvidia(spec: EnvSpec, pins: tuple[Pin, ...], dockerfile: bytes, base: Base) -> ImagePlan:
     """The NVIDIA image for these pins on this base: the same pins give the same image, whichever
     TF version asks, so TF versions on one CUDA set share it."""
@@ -554,7 +581,7 @@ def plan_nvidia(spec: EnvSpec, pins: tuple[Pin, ...], dockerfile: bytes, base: B
     build_args = {"BASE": base.ref, "PYTHON": spec.python}
     files = {}
     for layer in NVIDIA_LAYERS:
-        text = requirement_text(p for p in pins if nvidia_layer(p) == layer)
+        text = requirement_text((p for p in pins if nvidia_layer(p) == layer), hashes=True)
         sha = hashlib.sha256(text.encode()).hexdigest() if text else ""
         build_args[layer] = sha
         if text:
@@ -629,7 +656,9 @@ def plan_image(
             **({"tfbisect.nvidia": below.tag} if below else {}),
         },
         pins=tuple(p for p in found if not p.is_nvidia),
-        files={f"{lock_sha256}-cpu.txt": requirement_text(p for p in found if not p.is_nvidia)},
+        files={
+            f"{lock_sha256}-cpu.txt": requirement_text((p for p in found if not p.is_nvidia), hashes=True)
+        },
         below=below,
     )
 

@@ -29,11 +29,12 @@ from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour, has_and_cuda
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import cache, interpreters
 from tfbisect.envs.environments import TRACE_NAME, Context, Ended, Launch, Options, Registration, Traced
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.envs.locks import Lock, LockSpec, uv_binary
-from tfbisect.envs.wheelhouse import pins
+from tfbisect.envs.wheelhouse import Pin, Wheelhouse, pins, requirement_text, unpinned
 from tfbisect.platform.process import Finished, run_logged
 
 READY = cache.READY
@@ -48,7 +49,9 @@ class VenvBackend:
         self.cache_dir = cache_dir
         self.progress = progress
         self.have = have
-        self._in_use: set[str] = set()  # the venvs this process prepared: never evicted by it
+        self._in_use: set[str] = set()  # the venvs (and wheels) this process uses: never evicted by it
+        # The machine's wheel cache, not this cache folder's: uv unpacks a wheel once per path.
+        self.wheels = Wheelhouse(cache.wheel_cache_dir(), progress)
 
     def python_for(self, release: Release, pinned: str | None) -> str:
         wanted = release.cpython3
@@ -129,7 +132,7 @@ class VenvBackend:
         log_path = log_dir / f"{spec.key}.install.log"
         with self.progress.step(spec.label, f"installing {lock.path.name} into a new venv (log: {log_path})"):
             try:
-                with cache.installing():
+                with cache.installing(), SPENT.measure(Phase.BUILD):
                     finished = self._install(partial, lock, interpreter, log_path)
                 missing = [] if finished.exit_code != 0 else not_installed(partial, lock)
             except BaseException:  # interrupted: no half-built venv outlives the driver
@@ -156,21 +159,65 @@ class VenvBackend:
         return python
 
     def _install(self, target: Path, lock: Lock, interpreter: Interpreter, log_path: Path) -> Finished:
+        """Fill the venv from the wheel cache, the one download path of every backend: the lock's
+        wheels are fetched there (checked against its sha256) unless an image or a venv of the
+        same release already did, and installed offline from it.  A lock with a requirement that
+        is no `name==version` pin (a direct URL) is installed by uv from the lock itself."""
+        text = lock.path.read_text(encoding="utf-8")
+        if unpinned(text) or interpreter.version == "3.6":
+            # Python 3.6's pip (18.1) cannot build wheels of the few sdists for the cache (no
+            # --use-pep517), and no image has Python 3.6: it installs from the index as before.
+            return self._run_install(
+                target, interpreter, f"-r {shlex.quote(str(lock.path))}", online=True, log_path=log_path
+            )
+        wanted = pins(text)
+        fetch_log = log_path.with_name(log_path.name.replace(".install.log", ".wheels.log"))
+        kept = self.wheels.ensure(wanted, interpreter.version, fetch_log)
+        self._in_use.update(f"wheel:{path}" for path in kept)
+        finished = self._install_offline(target, wanted, interpreter, log_path)
+        if finished.exit_code != 0 and self.wheels.recheck(wanted, interpreter.version):
+            # A cached wheel was damaged since its check: evicted, fetched again, installed again.
+            self.progress.say("wheel cache: a damaged wheel was fetched again; installing the venv once more")
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            self.wheels.ensure(wanted, interpreter.version, fetch_log)
+            finished = self._install_offline(target, wanted, interpreter, log_path)
+        return finished
+
+    def _install_offline(
+        self, target: Path, wanted: list[Pin], interpreter: Interpreter, log_path: Path
+    ) -> Finished:
+        folder = self.wheels.folder(interpreter.version)
+        # The cache's files were checked against the lock's sha256 (or built from its checked
+        # sdists) as they entered it: the pins alone name them, with no index to ask.
+        requirements = target.with_name(f"{target.name}.requirements.txt")
+        requirements.write_text(requirement_text(wanted), encoding="utf-8")
+        offline = f"--no-index --find-links {shlex.quote(str(folder))} -r {shlex.quote(str(requirements))}"
+        try:
+            return self._run_install(target, interpreter, offline, online=False, log_path=log_path)
+        finally:
+            requirements.unlink(missing_ok=True)
+
+    def _run_install(
+        self, target: Path, interpreter: Interpreter, source: str, *, online: bool, log_path: Path
+    ) -> Finished:
+        """Create the venv and install `source` (requirement options) into it: from the wheel
+        cache alone, or (`online`) from the index with the lock's hashes."""
         uv = uv_binary()
         # tfbisect's own uv cache, one per machine (hard links need one file system: the default
         # cache folder), so that `tfbisect cache prune` can free what only its venvs used without
-        # touching the user's, and a release's wheels are fetched once for every --cache folder.
+        # touching the user's; uv unpacks each cached wheel there once and links it into every venv.
         uv_cache = str(cache.uv_cache_dir())
         env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_CACHE_DIR=uv_cache)
         script = (
             f"set -e; {uv} venv --quiet --python {interpreter.path} {target}; "
-            f"{uv} pip sync --python {target}/bin/python {lock.path}"
+            f"{uv} pip install --python {target}/bin/python {'' if online else '--offline'} --no-deps {source}"
         )
         if interpreter.version == "3.6":
             # uv does not create or fill Python 3.6 environments.
             script = (
                 f"set -e; {interpreter.path} -m venv {target}; "
-                f"{target}/bin/python -m pip install --no-deps --require-hashes -r {lock.path}"
+                f"{target}/bin/python -m pip install --no-deps --require-hashes {source}"
             )
         # The env dir is renamed after install; uv writes absolute paths into scripts only,
         # and the scenario is always run as `<env>/bin/python script.py`, which survives it.

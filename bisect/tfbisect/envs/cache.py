@@ -1,6 +1,6 @@
 """What tfbisect keeps on this machine, and a budget for it: the inventory (venvs, tfbisect's
-own uv cache, wheels, resolved locks, narrowing traces, images), a pure plan of what to evict,
-and the eviction.
+own uv cache and wheel cache, both one per machine, resolved locks, narrowing traces, images),
+a pure plan of what to evict, and the eviction.
 
 Sizes are blocks on disk, each inode counted once per entry.  The venvs are hard-linked to
 the uv cache they were installed from (tfbisect's own, one per machine: `uv_cache_dir`), so
@@ -36,6 +36,7 @@ READY = ".tfbisect-ready"  # a venv whose install and check finished (its lock's
 USED = ".tfbisect-used"  # touched on each run in a venv
 UV_CACHE = "uv"  # tfbisect's own uv cache, under the default cache folder (never the user's)
 UV_CACHE_VARIABLE = "TFBISECT_UV_CACHE"
+WHEELS = "wheels"  # the machine's wheel cache, beside the uv cache (wheel_cache_dir)
 BUDGET_VARIABLE = "TFBISECT_CACHE_BUDGET"
 # Nothing younger is swept from the uv cache: an install in another process may be between
 # unpacking an archive and linking it into its venv.
@@ -169,7 +170,7 @@ def _venvs(cache_dir: Path) -> list[Entry]:
 
 def _wheels(cache_dir: Path) -> list[Entry]:
     out = []
-    for path in sorted((cache_dir / "wheels").glob("py*/*.whl")):
+    for path in sorted(wheel_cache_dir().glob("py*/*.whl")):
         found = path.stat()
         name = f"{path.parent.name}/{path.name}"
         out.append(Entry("wheel", name, found.st_blocks * 512, found.st_mtime, True, path))
@@ -190,6 +191,17 @@ def uv_cache_dir() -> Path:
     can sweep what only tfbisect's venvs used."""
     asked = os.environ.get(UV_CACHE_VARIABLE)
     return Path(asked) if asked else default_cache_dir() / UV_CACHE
+
+
+def wheel_cache_dir() -> Path:
+    """The machine's wheel cache (envs/wheelhouse.py): `wheels` beside tfbisect's uv cache
+    (`~/.cache/tfbisect/wheels`), whatever `--cache` says.  uv keys a `--find-links` wheel by its
+    path, so one path per wheel file on the machine is what makes uv unpack each wheel once:
+    with a wheel cache per cache folder, every folder (each test has one) unpacked TensorFlow
+    into the uv cache again (28 GB grew to 75 GB in one CI run).  Beside the uv cache, it is on
+    the same file system, follows `$TFBISECT_UV_CACHE` (a private uv cache gets private wheels:
+    the bench's cold sides) and is listed, pruned and evicted with it."""
+    return uv_cache_dir().with_name(WHEELS)
 
 
 def _uv(cache_dir: Path) -> list[Entry]:

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from test_suspects import FakeRun
+from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.ranking import find_suspects, ranking_key
-from tfbisect.narrow.traces import ProbeTraces, Trace
+from tfbisect.narrow.traces import ProbeRunner, ProbeTraces, Trace
 
 # `early` gains a line inside a statement the tracer reports at its first line (2), `late` one
 # before its return: code added with nothing in its place, where the runs part.  `early` is the
@@ -210,3 +212,18 @@ def test_order_and_depth_are_read_beside_the_lines() -> None:
     assert run([("p/m.py", 5, 1)], order=False).first == {}
     with pytest.raises(ValueError, match="schema 1 or 2 expected"):
         Trace.from_dict({**document(steps([1])), "schema": 3})
+
+
+def test_a_stored_trace_with_damaged_order_is_a_note_and_traced_again() -> None:
+    """A stored traced run whose order field was damaged is no usable trace: forgotten, with a
+    note, and traced again (the fresh one is kept)."""
+    good = {**document(steps([1, 2])), "window": {"opened": 1}}
+    damaged = {**good, "files": {"p/m.py": {**good["files"]["p/m.py"], "first": [0, "1"]}}}
+    events: list[str] = []
+    said: list[str] = []
+    ran = {"probes": [{"name": "f"}]}
+    answers = [FakeRun(damaged, ran, True, events=events), FakeRun(good, ran, False, events=events)]
+    probes = ProbeRunner(lambda *args: answers.pop(0), ("p",), said.append)
+    assert probes.traced(EnvSpec("2.21.0", "3.12"), "f").document is good
+    assert events == ["drop", "keep"] and (probes.runs, probes.reused) == (1, 1)
+    assert "is no usable trace" in said[-1] and "first-execution order" in said[-1], said

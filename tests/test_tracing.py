@@ -320,8 +320,8 @@ def test_each_line_has_its_first_execution_order_and_call_depth(
     assert code == 0 and document["schema"] == 2, output
     entry = document["files"]["pkg/deep.py"]
     assert len(entry["first"]) == len(entry["depth"]) == len(entry["lines"])
-    first = dict(zip(entry["lines"], entry["first"]))
-    depth = dict(zip(entry["lines"], entry["depth"]))
+    first = dict(zip(entry["lines"], entry["first"], strict=True))
+    depth = dict(zip(entry["lines"], entry["depth"], strict=True))
     # top, middle, bottom, top's return, later, spawn; the thread's line before or after `join`'s
     ran = [5, 10, 11, 15, 6, 19, 20, 28, 29]
     assert sorted(first, key=first.__getitem__) in ([*ran, 24, 30], [*ran, 30, 24]), first

@@ -309,7 +309,9 @@ def stored_run(data: object, spec: EnvSpec, key: str, traced: bool) -> TraceRun:
         raise ValueError("its probes are not probe names")
     if not isinstance(document, dict) or not isinstance(result, dict):
         raise ValueError("its tracer document or its result document is not an object")
-    if traced and (document.get("schema") not in TRACE_SCHEMAS or not isinstance(document.get("files"), dict)):
+    if traced and (
+        document.get("schema") not in TRACE_SCHEMAS or not isinstance(document.get("files"), dict)
+    ):
         raise ValueError("its tracer document is not a probe trace")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
         raise ValueError("its seconds are not a duration")

@@ -36,9 +36,10 @@ def rank_key(suspect: Suspect, ties: TieBreak | None = None) -> tuple[object, ..
     The tie-breaks, strongest first, and why in that order:
     1. the unit's own unchanged lines ran differently in the two failing runs (`diverged`): its
        change did something to the run, the most direct evidence the traces hold;
-    2. the unit's place among the points where the failing runs diverge, in execution order
-       (`divergence`, 0 the first): what differs first is a cause of what differs after it, never
-       its effect, so the earliest divergence sits nearest the root of the change;
+    2. how early the failing runs part in the unit (`divergence`: how far along the path both
+       runs share its first point of divergence lies): what differs first cannot be an effect of
+       what differs after it, so the earliest divergence sits nearest the root of the change
+       (it ranks below 1: a refactoring that ran early parts the runs too, and does nothing);
     3. the call depth from the probe's own code (`depth`): a unit the probe calls (nearly) directly
        shapes its answer more plainly than one deep in the machinery beneath;
     4. the changed lines that ran over the unit's size (`density`): a small edit in a small

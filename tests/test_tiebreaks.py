@@ -1,5 +1,6 @@
 """The ranking's tie-breaks from when and how deep the lines ran: the unit where the failing runs
-of the two versions first diverge before the others, then the one nearer the probe, on small
+of the two versions first diverge before the others, then the one nearer the probe (among equal
+densities), on small
 sources and traces made in the test (pure logic); traces without order or depth (stored before
 the tracer recorded them) rank as before, and damaged order or depth fields are refused."""
 
@@ -45,6 +46,31 @@ EARLY = {"old": [2, 18, 6, 7, 8, 9, 10], "new": [2, 20, 7, 8, 9, 10, 11]}  # wit
 LATE = {"old": [14], "new": [15, 16]}
 # The same units with their text replaced, not added to: the statements stand where they stood.
 REPLACED = OLD.replace("        1,\n", "        2,\n").replace("x * 2", "x * 3")
+
+# Two units of one size (far enough apart to be two hunks), each gaining one line that runs:
+# their density ties, so the order and the depth decide between them.
+EVEN_OLD = """\
+def early(x):
+    y = x + 1
+    return y
+
+
+def spacer():
+    a = 1
+    b = 2
+    c = 3
+    return a + b + c
+
+
+def late(x):
+    y = x * 2
+    return -y
+"""
+EVEN_NEW = EVEN_OLD.replace("    y = x + 1\n", "    x = abs(x)\n    y = x + 1\n").replace(
+    "    y = x * 2\n", "    x = -x\n    y = x * 2\n"
+)
+EVEN_EARLY = {"old": [2, 3], "new": [2, 3, 4]}
+EVEN_LATE = {"old": [14, 15], "new": [15, 16, 17]}
 
 Step = tuple[str, int, int | None]  # a line as it first ran: file, line, call depth
 
@@ -98,16 +124,22 @@ def both(
 
 
 def test_the_unit_where_the_runs_first_diverge_breaks_the_tie() -> None:
-    """Both units' changes ran, their own flow the same (no passing probe: both score 1).
-    Without order the denser change (`late`) ranks first; with it, the one where the runs part
-    first, whichever that is."""
+    """Both units' changes ran, their own flow the same (no passing probe: both score 1), their
+    density the same.  Without order the first in the file ranks first; with it, the one where
+    the runs part first, whichever that is."""
     without = ProbeTraces(
-        schema_1({"p/m.py": [*EARLY["old"], *LATE["old"]]}),
-        schema_1({"p/m.py": [*EARLY["new"], *LATE["new"]]}),
+        schema_1({"p/m.py": [*EVEN_EARLY["old"], *EVEN_LATE["old"]]}),
+        schema_1({"p/m.py": [*EVEN_EARLY["new"], *EVEN_LATE["new"]]}),
     )
-    assert ranked(without) == ["late", "early"]
-    assert ranked(both(EARLY, LATE)) == ["early", "late"]
-    assert ranked(both(LATE, EARLY)) == ["late", "early"]
+    assert ranked(without, EVEN_OLD, EVEN_NEW) == ["early", "late"]
+    assert ranked(both(EVEN_EARLY, EVEN_LATE), EVEN_OLD, EVEN_NEW) == ["early", "late"]
+    assert ranked(both(EVEN_LATE, EVEN_EARLY), EVEN_OLD, EVEN_NEW) == ["late", "early"]
+
+
+def test_the_denser_change_comes_before_the_first_divergence() -> None:
+    """The runs part first in `early`, but `late`'s change is denser: density decides first (on
+    tensorflow#55573 refactorings that ran early parted the runs long before the cause did)."""
+    assert ranked(both(EARLY, LATE)) == ["late", "early"]
 
 
 def test_text_replaced_in_place_is_no_divergence() -> None:
@@ -119,39 +151,39 @@ def test_text_replaced_in_place_is_no_divergence() -> None:
 
 
 def test_a_line_removed_where_it_ran_is_where_the_runs_diverge() -> None:
-    """A call taken out (`early` loses `a = 1`: it ran in the old version, nothing stands in its
-    place in the new one) parts the runs where it ran in the old run: before `late`'s added line
-    ran in the new one, so `early` ranks first though `late` is denser."""
-    new = OLD.replace("    a = 1\n", "").replace("    return x * 2\n", "    x = abs(x)\n    return x * 2\n")
-    old_run = steps([2, 18, 6, 7, 8, 9, 10, 14])
-    new_run = steps([2, 18, 6, 7, 8, 9, 13, 14])
-    assert ranked(ProbeTraces(run(old_run), run(new_run)), OLD, new) == ["early", "late"]
-    # Where the added line ran first, `late` is first.
-    new_run = steps([13, 14, 2, 18, 6, 7, 8, 9])
-    old_run = steps([14, 2, 18, 6, 7, 8, 9, 10])
-    assert ranked(ProbeTraces(run(old_run), run(new_run)), OLD, new) == ["late", "early"]
+    """A line taken out (`early` and `late` each lose their first line, nothing in its place: equal
+    density) parts the runs where it ran in the old run: the unit whose removed line ran first
+    ranks first."""
+    new = EVEN_OLD.replace("    y = x + 1\n", "").replace("    y = x * 2\n", "")
+    old_run, new_run = steps([2, 3, 14, 15]), steps([2, 13])
+    assert ranked(ProbeTraces(run(old_run), run(new_run)), EVEN_OLD, new) == ["early", "late"]
+    old_run, new_run = steps([14, 15, 2, 3]), steps([13, 2])
+    assert ranked(ProbeTraces(run(old_run), run(new_run)), EVEN_OLD, new) == ["late", "early"]
 
 
 def test_the_unit_nearer_the_probe_breaks_the_tie_where_no_order_is_known() -> None:
     """The old side kept from before the tracer recorded order (an interrupted narrowing's kept
     trace): no divergence is known, the call depth of the new side decides, unknown depth (a
-    thread's lines) after every known one, then the density as before."""
-    old = schema_1({"p/m.py": [*EARLY["old"], *LATE["old"]]})
+    thread's lines) after every known one, then the place in the file as before."""
+    old = schema_1({"p/m.py": [*EVEN_EARLY["old"], *EVEN_LATE["old"]]})
 
     def new(early: int | None, late: int | None) -> ProbeTraces:
-        return ProbeTraces(old, run([*steps(EARLY["new"], early), *steps(LATE["new"], late)]))
+        return ProbeTraces(old, run([*steps(EVEN_EARLY["new"], early), *steps(EVEN_LATE["new"], late)]))
 
-    assert ranked(new(2, 5)) == ["early", "late"]
-    assert ranked(new(4, 3)) == ["late", "early"]
-    assert ranked(new(None, 9)) == ["late", "early"]
-    assert ranked(new(9, None)) == ["early", "late"]
-    assert ranked(new(None, None)) == ["late", "early"], "the density decides"
+    def order(traces: ProbeTraces) -> list[str]:
+        return ranked(traces, EVEN_OLD, EVEN_NEW)
+
+    assert order(new(2, 5)) == ["early", "late"]
+    assert order(new(4, 3)) == ["late", "early"]
+    assert order(new(None, 9)) == ["late", "early"]
+    assert order(new(9, None)) == ["early", "late"]
+    assert order(new(None, None)) == ["early", "late"], "the place in the file decides"
 
 
 def test_the_first_divergence_comes_before_the_depth() -> None:
     """`late` is nearer the probe, but the runs parted first in `early`: the earlier divergence
     wins (what differs first causes what differs after it)."""
-    assert ranked(both(EARLY, LATE, (6, 1))) == ["early", "late"]
+    assert ranked(both(EVEN_EARLY, EVEN_LATE, (6, 1)), EVEN_OLD, EVEN_NEW) == ["early", "late"]
 
 
 def test_the_own_flow_diverging_still_comes_first() -> None:

@@ -1,7 +1,7 @@
 """The ranking's tie-breaks from when and how deep the lines ran: among equal densities, the unit
 where the failing runs of the two versions first diverge before the others, then the one nearer
-the probe, on small sources and traces made in the test (pure logic); traces without order or depth (stored before
-the tracer recorded them) rank as before, and damaged order or depth fields are refused."""
+the probe, on small sources and traces made in the test (pure logic); traces without order or
+depth (stored before the tracer recorded them) rank as before, and damaged order or depth fields are refused."""
 
 from __future__ import annotations
 

@@ -610,7 +610,7 @@ def version_of(python: str) -> tuple[int, int]:
 def test_tracer_counts_the_lines_that_ran(python: str, site: Path) -> None:
     code, document = run_tracer(python, site, "0")
     version = version_of(python)
-    assert code == 0 and document["schema"] == 1 and document["exit_code"] == 0
+    assert code == 0 and document["schema"] == 2 and document["exit_code"] == 0
     assert document["python"].startswith(f"{version[0]}.{version[1]}.")
     assert document["packages"] == {
         "pkg": {"root": str(site / "pkg"), "version": "1.2.3" if version >= (3, 8) else None}

@@ -244,6 +244,119 @@ def test_window_only_without_a_window_traces_nothing(python: str, tmp_path: Path
     assert document["files"] == {} and document["window"] == {"only": True, "opened": 0}
 
 
+# ---- When and how deep each line ran ------------------------------------------------------------
+
+DEEP = """\
+import threading
+
+
+def top(n):
+    middle(n)
+    return n
+
+
+def middle(n):
+    if n:
+        bottom()
+
+
+def bottom():
+    return 0
+
+
+def later():
+    x = 1
+    return x
+
+
+def in_thread():
+    return 1
+
+
+def spawn():
+    worker = threading.Thread(target=in_thread)
+    worker.start()
+    worker.join()
+"""
+DEEP_PROBE = """\
+import builtins
+import contextlib
+
+import pkg.deep as deep
+
+
+@contextlib.contextmanager
+def window():
+    builtins.__tfbisect_trace__(True)
+    try:
+        yield
+    finally:
+        builtins.__tfbisect_trace__(False)
+
+
+def probe():
+    deep.top(0)
+    with window():  # as the flagship scenario opens it: from a context manager, in a function
+        deep.top(1)
+        deep.later()
+        deep.spawn()
+
+
+probe()
+"""
+
+
+@pytest.mark.parametrize("python", pythons("3.7", "3.8", "3.11", "3.12", "3.13"))
+@pytest.mark.parametrize("window_only", [True, False])
+def test_each_line_has_its_first_execution_order_and_call_depth(
+    python: str, window_only: bool, tmp_path: Path
+) -> None:
+    """Order: the lines as they first ran, across functions (`bottom` before `later`, though
+    `later` comes first in neither the file nor the calls' depth).  Depth: from the probe's own
+    frame, out of the context manager that opened the window (`top` and `later` called by it: 1),
+    the thread's lines none."""
+    write_files(tmp_path, {"site/pkg/__init__.py": "", "site/pkg/deep.py": DEEP, "probe.py": DEEP_PROBE})
+    code, document, output = traced(python, tmp_path, *(["--window-only"] if window_only else []))
+    assert code == 0 and document["schema"] == 2, output
+    entry = document["files"]["pkg/deep.py"]
+    assert len(entry["first"]) == len(entry["depth"]) == len(entry["lines"])
+    first = dict(zip(entry["lines"], entry["first"], strict=True))
+    depth = dict(zip(entry["lines"], entry["depth"], strict=True))
+    # top, middle, bottom, top's return, later, spawn; the thread's line before or after `join`'s
+    ran = [5, 10, 11, 15, 6, 19, 20, 28, 29]
+    assert sorted(first, key=first.__getitem__) in ([*ran, 24, 30], [*ran, 30, 24]), first
+    assert len(set(first.values())) == len(first), "one number per line"
+    assert {line: depth[line] for line in (5, 6, 10, 11, 15, 19, 20, 28)} == {
+        5: 1,
+        6: 1,
+        10: 2,
+        11: 2,
+        15: 3,
+        19: 1,
+        20: 1,
+        28: 1,
+    }
+    assert depth[24] is None, "another thread's stack is not below the probe's frame"
+
+
+def test_a_trace_of_schema_1_reads_as_one_without_order_or_depth() -> None:
+    """Traces kept before order and depth were recorded still read: their lines, nothing more."""
+    from tfbisect.narrow.traces import Trace
+
+    old = {
+        "schema": 1,
+        "python": "3.8.18",
+        "exit_code": 0,
+        "packages": {},
+        "files": {"p/m.py": {"lines": [1, 2]}},
+    }
+    trace = Trace.from_dict(old)
+    assert trace.lines == {"p/m.py": frozenset({1, 2})} and trace.first == {} and trace.depth == {}
+    # A schema 1 document with the new fields (hand-made) is still read as schema 1: ignored.
+    old["files"]["p/m.py"]["first"] = "garbage"  # type: ignore[index]
+    assert Trace.from_dict(old).first == {}
+
+
 # ---- What was imported ----------------------------------------------------------------------------
 
 IMPORTING_PROBE = """\

@@ -25,12 +25,21 @@ opens are not traced (the probe's own frame, which is not package code anyway); 
 make are, and so are threads: all of them with `sys.monitoring`, those started while the window
 is open with `sys.settrace`.
 
+Besides which lines ran, it records when and how deep, for the ranking's tie-breaks: each
+line's first-execution order (a number that grows through the whole run, so lines of different
+files compare) and the call depth, below the probe's own frame, of the call that first ran the
+line's code object (the probe's frame: the one that opened the window, out of a context manager's
+generator; without a window, the script's; measured once per code object, at its first line, so
+it costs one walk up the stack per code object; a frame of another thread has none).
+
 The script runs as `__main__`; its exit status becomes this script's, and the document is
 written (atomically) whatever the script did, raising included:
 
-    {"schema": 1, "python": "3.x.y", "exit_code": int,
+    {"schema": 2, "python": "3.x.y", "exit_code": int,
      "packages": {name: {"root": folder, "version": distribution version or null}},
      "files": {"keras/src/losses.py": {"lines": [sorted line numbers],
+                                       "first": [each line's first-execution order],
+                                       "depth": [each line's call depth, or null],
                                        "functions": [[qualified name, first line], ...]}},
      "files_left_out": int,
      "imported": {distribution name (PEP 503 form): version},
@@ -40,7 +49,8 @@ written (atomically) whatever the script did, raising included:
 `imported` names the installed distributions whose modules were imported when the script ended
 (what the probe's answer may depend on besides the traced packages); `imported_known` is false
 where it cannot be told (Python 3.7 has no `importlib.metadata`) and `imported` is then empty.
-`window.opened` counts how often the script opened the window.
+`window.opened` counts how often the script opened the window.  Schema 1 (before order and depth
+were recorded) is schema 2 without "first" and "depth".
 """
 
 from __future__ import annotations
@@ -60,12 +70,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
 WINDOW_BUILTIN = "__tfbisect_trace__"
 MAX_FILES = 20000  # a trace of a real TF step has a few hundred; the cap bounds a hostile script
 WRITE_FAILED = 125  # the exit status when the document itself could not be written
 MAX_IMPORTED = 2000  # a TF environment has ~50 distributions; the cap bounds a strange one
 MAX_NAME = 100  # distribution names and versions are clipped to this many characters
+MAX_DEPTH = 100000  # a deeper stack is not walked to its end (a recursion limit raised high)
+CO_GENERATOR_LIKE = 0x20 | 0x80 | 0x200  # CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR
 
 
 class Roots:
@@ -104,30 +116,71 @@ class Roots:
 
 
 class Recorder:
-    """The lines counted so far, per code object, and the state of the window."""
+    """The lines counted so far, per code object, with their first-execution order and the call
+    depth of their code object, and the state of the window."""
 
     def __init__(self, window_only: bool = False) -> None:
-        self.lines: dict[Any, set[int]] = {}
+        # code -> {line: first-execution order}; dicts keep insertion order, so the numbers are
+        # the order in which lines first ran, at the cost of a counter.
+        self.lines: dict[Any, dict[int, int]] = {}
+        self.depths: dict[Any, int | None] = {}  # code -> call depth of its first run below the base
+        self.counter = 0
         self.window_only = window_only
         # Until the script first uses the window everything counts, unless only the window does.
         self.counting = not window_only
         self.window_used = False
         self.opened = 0
         self.on_window: list[Any] = []  # called after each change of the window
+        self.base: Any = None  # the frame depths count from (the probe's, or the script's runner's)
+        self.base_height = 0  # how many frames lie below it, itself included
+        self.base_thread = threading.get_ident()
 
-    def add(self, code: Any, line: int) -> None:
+    def add(self, code: Any, line: int, frame: Any = None) -> None:
         found = self.lines.get(code)
         if found is None:
-            found = self.lines[code] = set()
-        found.add(line)
+            found = self.lines[code] = {}
+            # Once per code object: `frame` is the running one (sys.monitoring's callbacks get no
+            # frame: theirs is two up, above `add` and the callback).
+            self.depths[code] = self.depth(frame if frame is not None else sys._getframe(2))
+        if line not in found:
+            found[line] = self.counter
+            self.counter += 1
+
+    def set_base(self, frame: Any) -> None:
+        """Count depths from `frame`: the first one up that is no generator (a context manager's
+        generator that opened the window) nor contextlib's own, i.e. the probe's."""
+        while frame is not None and (
+            frame.f_code.co_flags & CO_GENERATOR_LIKE or frame.f_code.co_filename.endswith("contextlib.py")
+        ):
+            frame = frame.f_back
+        if frame is None:
+            return
+        self.base, self.base_height, self.base_thread = frame, self.height(frame), threading.get_ident()
+
+    def height(self, frame: Any) -> int:
+        count = 0
+        while frame is not None and count < MAX_DEPTH:
+            frame = frame.f_back
+            count += 1
+        return count
+
+    def depth(self, frame: Any) -> int | None:
+        """How many calls below the base the frame runs (1: called by the base's own code); None
+        in another thread, or below no base (the base's frame ended and its stack was replaced)."""
+        if self.base is None or threading.get_ident() != self.base_thread:
+            return None
+        found = self.height(frame) - self.base_height
+        return found if found > 0 else None
 
     def window(self, open_: bool) -> None:
         if not self.window_used:
             self.window_used = True
             self.lines.clear()  # what ran before the script first narrowed the window is not the probe
+            self.depths.clear()
         self.counting = bool(open_)
         if self.counting:
             self.opened += 1
+            self.set_base(sys._getframe(1))
         for hook in self.on_window:
             hook()
 
@@ -255,7 +308,7 @@ class Settrace:
     def __init__(self, roots: Roots, recorder: Recorder) -> None:
         def local(frame: Any, event: str, arg: Any) -> Any:
             if event == "line" and recorder.counting:
-                recorder.add(frame.f_code, frame.f_lineno)
+                recorder.add(frame.f_code, frame.f_lineno, frame)
             return local
 
         def global_(frame: Any, event: str, arg: Any) -> Any:
@@ -292,9 +345,10 @@ def exit_code_of(code: Any) -> int:
     return 1
 
 
-def run_script(script: str, args: list[str]) -> int:
+def run_script(script: str, args: list[str], recorder: Recorder) -> int:
     """Run the script as `__main__`, as `python SCRIPT ARGS` would; its exit status."""
     sys.argv = [script, *args]
+    recorder.set_base(sys._getframe())  # without a window, depths count from here
     if sys.path and sys.path[0] == str(Path(__file__).resolve().parent):
         sys.path[0] = str(Path(script).parent)  # in place of this file's folder, as for `python SCRIPT`
     try:
@@ -384,32 +438,47 @@ def document(
     exit_code: int,
     imported: tuple[dict[str, str], bool],
 ) -> dict[str, Any]:
-    files: dict[str, dict[str, set[Any]]] = {}
+    # path -> line -> (first-execution order, depth): a line in two code objects (a lambda on
+    # its function's line) keeps the earliest order and the smallest known depth.
+    files: dict[str, dict[int, list[Any]]] = {}
+    functions: dict[str, set[Any]] = {}
     for code, lines in recorder.lines.items():
         key = roots.key(code.co_filename)
         if key is None or not lines:
             continue
-        entry = files.setdefault(key, {"lines": set(), "functions": set()})
-        entry["lines"].update(line for line in lines if isinstance(line, int) and line > 0)
+        entry = files.setdefault(key, {})
+        depth = recorder.depths.get(code)
+        for line, order in lines.items():
+            if not isinstance(line, int) or line <= 0:
+                continue
+            known = entry.get(line)
+            if known is None:
+                entry[line] = [order, depth]
+                continue
+            known[0] = min(known[0], order)
+            if depth is not None and (known[1] is None or depth < known[1]):
+                known[1] = depth
         name = getattr(code, "co_qualname", code.co_name)  # co_qualname is 3.11+
-        entry["functions"].add((name, code.co_firstlineno))
+        functions.setdefault(key, set()).add((name, code.co_firstlineno))
     names = sorted(files)
     kept = names[:MAX_FILES]
+    written = {}
+    for name in kept:
+        lines = sorted(files[name])
+        written[name] = {
+            "lines": lines,
+            "first": [files[name][line][0] for line in lines],
+            "depth": [files[name][line][1] for line in lines],
+            "functions": [
+                [function, first] for function, first in sorted(functions[name], key=lambda f: (f[1], f[0]))
+            ],
+        }
     return {
         "schema": SCHEMA,
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         "exit_code": exit_code,
         "packages": packages,
-        "files": {
-            name: {
-                "lines": sorted(files[name]["lines"]),
-                "functions": [
-                    [function, first]
-                    for function, first in sorted(files[name]["functions"], key=lambda f: (f[1], f[0]))
-                ],
-            }
-            for name in kept
-        },
+        "files": written,
         "files_left_out": len(names) - len(kept),
         "imported": imported[0],
         "imported_known": imported[1],
@@ -475,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder.on_window.append(tracer.restart)
         tracer.resume()
     try:
-        exit_code = run_script(script, args)
+        exit_code = run_script(script, args, recorder)
     finally:
         tracer.stop()
         sys.stdout.flush()

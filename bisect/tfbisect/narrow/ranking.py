@@ -5,6 +5,7 @@ documentation-only changes last.  Pure logic: no process, no network."""
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -19,6 +20,7 @@ from typing import Protocol
 from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, Tokens
 from tfbisect.narrow.diff import FileDiff, Hunk, diff_sources, excerpt
 from tfbisect.narrow.links import GENERATED, suspect_link
+from tfbisect.narrow.sources import source_lines
 from tfbisect.narrow.traces import ProbeTraces, Trace
 from tfbisect.search import narrowlog
 from tfbisect.search.narrowlog import SUSPECTS_KEPT, Suspect, Suspects
@@ -28,8 +30,26 @@ TOTAL_FAILED = 1  # one failing probe: Ochiai's denominator is sqrt(total_failed
 
 def rank_key(suspect: Suspect, ties: TieBreak | None = None) -> tuple[object, ...]:
     """Documentation-only after code, generated code after hand-written, then by score; among
-    equal scores (with one failing probe, most are) by what the traces say of the unit (`TieBreak`),
-    then more changed lines that ran before fewer."""
+    equal scores (with one failing probe, most are) by what the traces say of the unit
+    (`TieBreak`), then more changed lines that ran before fewer.
+
+    The tie-breaks, strongest first, and why in that order:
+    1. the unit's own unchanged lines ran differently in the two failing runs (`diverged`): its
+       change did something to the run, the most direct evidence the traces hold;
+    2. the changed lines that ran over the unit's size (`density`): a small edit in a small
+       function before a rewrite spread over a big one;
+    3. how early the failing runs part in the unit (`divergence`: how far along the path both
+       runs share its first point of divergence lies): what differs first cannot be an effect of
+       what differs after it, so the earliest divergence sits nearest the root of the change;
+    4. the call depth from the probe's own code (`depth`): a unit the probe calls (nearly) directly
+       shapes its answer more plainly than one deep in the machinery beneath;
+    5. more changed lines that ran before fewer.
+    3 and 4 come after density because on real traces they misled when they came first: in
+    tensorflow#55573 (2.7.0rc0..rc1) refactorings of model construction (`Lambda.__init__`,
+    `Layer.__init__`) part the runs long before the cause does, and the cause (`predict_step`)
+    runs 28 calls deep; ahead of density they moved its best part from #4 to #11 of 29.
+    Traces without order or depth (stored before the tracer recorded them, or a thread's lines)
+    leave 2 and 3 tied (unknown after known), and the rest decides as before."""
     first = (suspect.new_lines or suspect.old_lines or (0, 0))[0]
     ties = ties or TieBreak(0, 0.0)
     return (
@@ -38,6 +58,8 @@ def rank_key(suspect: Suspect, ties: TieBreak | None = None) -> tuple[object, ..
         -suspect.score,
         -min(ties.diverged, 1),
         -ties.density,
+        (ties.divergence is None, ties.divergence or 0),
+        (ties.depth is None, ties.depth or 0),
         -suspect.changed_executed,
         suspect.file,
         first,
@@ -55,6 +77,11 @@ class TieBreak:
     # The changed lines that ran over the unit's size (its function's lines, or the file's at
     # module level): a small edit in a small function before a rewrite spread over a big one.
     density: float
+    # How far along the failing runs' shared path the unit's earliest point of divergence lies
+    # (`_Divergence`); None when the traces have no execution order or the unit parted nothing.
+    divergence: int | None = None
+    # The smallest call depth below the probe's frame at which the unit's lines ran; None unknown.
+    depth: int | None = None
 
 
 # The code whose text decides the suspects, hashed into a ranking's key: the whole narrow/
@@ -100,7 +127,9 @@ def ranking_key(
     traces = [failing.old, failing.new, *((passing.old, passing.new) if passing else ())]
     for trace in traces:
         lines = {path: sorted(found) for path, found in sorted(trace.lines.items())}
-        digest.update(json.dumps([dict(trace.versions), lines], sort_keys=True).encode("utf-8"))
+        first = {path: sorted(found.items()) for path, found in sorted(trace.first.items())}
+        depth = {path: sorted(found.items()) for path, found in sorted(trace.depth.items())}
+        digest.update(json.dumps([dict(trace.versions), lines, first, depth], sort_keys=True).encode("utf-8"))
     digest.update(json.dumps(list(tf_refs)).encode("utf-8"))
     return digest.hexdigest()
 
@@ -147,13 +176,14 @@ def find_suspects(
     traced = sorted(set(failing.old.lines) | set(failing.new.lines))
     missing = tuple(path for path in traced if path not in old_sources and path not in new_sources)
     diffs = diff_sources(old_sources, new_sources, [path for path in traced if path not in missing])
+    divergence = _Divergence.of(failing, diffs, old, new)
     found: list[tuple[Suspect, TieBreak]] = []
     for diff in diffs:
         ran = _Ran.of(diff, old, new, failing, passing)
         for hunk in diff.hunks:
             suspect = _suspect(diff, hunk, old, new, failing, ran, tf_refs)
             if suspect is not None and not _moved_unit(diff, suspect, old, new):
-                found.append((suspect, _tie_break(diff, suspect, old, new, ran)))
+                found.append((suspect, _tie_break(diff, suspect, old, new, ran, failing, divergence)))
     found.sort(key=lambda pair: rank_key(*pair))
     return Suspects.of(
         suspects=tuple(suspect for suspect, _ in found),
@@ -256,9 +286,16 @@ def _suspect(
 
 
 def _tie_break(
-    diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion, ran: _Ran
+    diff: FileDiff,
+    suspect: Suspect,
+    old: SourceVersion,
+    new: SourceVersion,
+    ran: _Ran,
+    failing: ProbeTraces,
+    divergence: _Divergence,
 ) -> TieBreak:
-    """The suspect's `TieBreak`, from its unit on the side whose changed lines ran (the new first)."""
+    """The suspect's `TieBreak`, from its unit on the side whose changed lines ran (the new first);
+    its divergence and depth from the unit's lines on both sides."""
     side_new = bool(suspect.executed_new)
     source = new.source(diff.path) if side_new else old.source(diff.old_at)
     line = (suspect.executed_new or suspect.executed_old)[0]
@@ -267,8 +304,11 @@ def _tie_break(
     # At module level the unit is the file: its size is the file's, its own lines those outside functions.
     size = len(lines) if unit >= 0 else max(len(source.function_at) - 2, 1)
     density = suspect.changed_executed / max(size, 1)
+    units = _unit_lines(diff, suspect, old, new)
+    earliest = divergence.earliest(diff, units)
+    depth = _depth(diff, units, failing)
     if suspect.only_in is not None:
-        return TieBreak(0, density)
+        return TieBreak(0, density, earliest, depth)
     own = set(lines)
     diverged = 0
     ran_old = ran_new = False
@@ -280,7 +320,161 @@ def _tie_break(
                 ran_old, ran_new = ran_old or before, ran_new or after
     # A unit whose unchanged lines ran in one version only (a module imported in one only) did
     # not diverge itself: what ran it did.
-    return TieBreak(diverged if ran_old and ran_new else 0, density)
+    return TieBreak(diverged if ran_old and ran_new else 0, density, earliest, depth)
+
+
+def _unit_lines(
+    diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion
+) -> tuple[frozenset[int], frozenset[int]]:
+    """The lines of the suspect's unit (its function, by name; the lines outside functions at
+    module level) in the old text and the new one, each empty where the version lacks the file."""
+    found: list[frozenset[int]] = []
+    for version, path in ((old, diff.old_at), (new, diff.path)):
+        if path not in version.sources:
+            found.append(frozenset())
+            continue
+        source = version.source(path)
+        index = source.functions.index(suspect.function) if suspect.function in source.functions else -1
+        if index < 0 and suspect.function != MODULE_LEVEL:
+            found.append(frozenset())
+            continue
+        found.append(frozenset(at for at, unit in enumerate(source.function_at) if unit == index and at > 0))
+    return found[0], found[1]
+
+
+def _depth(diff: FileDiff, units: tuple[frozenset[int], frozenset[int]], failing: ProbeTraces) -> int | None:
+    """The smallest call depth at which the unit's lines ran in either failing run; None unknown."""
+    depths = [
+        depth
+        for lines, known in (
+            (units[0], failing.old.depth.get(diff.old_at)),
+            (units[1], failing.new.depth.get(diff.path)),
+        )
+        if known
+        for line, depth in known.items()
+        if line in lines
+    ]
+    return min(depths) if depths else None
+
+
+@dataclass(frozen=True)
+class _Divergence:
+    """Where the failing runs of the two versions differ, in the order their lines first ran: a
+    line of one run whose counterpart did not run in the other (its unchanged twin in the other
+    version's text, or the lines that replace it there), or that has none (a line added or
+    removed, a file of one version only).  Each point is numbered by the lines its run had run
+    before it that the other run ran too: how far along the path both share the runs parted
+    there, a measure both runs' points compare by (0: before anything they share)."""
+
+    old: Mapping[str, Mapping[int, int]]  # old path -> line -> its number among the old run's
+    new: Mapping[str, Mapping[int, int]]
+
+    @classmethod
+    def of(
+        cls, failing: ProbeTraces, diffs: Iterable[FileDiff], old: SourceVersion, new: SourceVersion
+    ) -> _Divergence:
+        """None known (empty) unless both failing traces recorded the order."""
+        if not failing.old.first or not failing.new.first:
+            return cls({}, {})
+        by_new = {diff.path: diff for diff in diffs}
+        twins_old = {d.old_at: (d.path, _Twins(d, True, _statements(old, d.old_at))) for d in by_new.values()}
+        twins_new = {p: (d.old_at, _Twins(d, False, _statements(new, p))) for p, d in by_new.items()}
+        return cls(_points(failing.old, failing.new, twins_old), _points(failing.new, failing.old, twins_new))
+
+    def earliest(self, diff: FileDiff, units: tuple[frozenset[int], frozenset[int]]) -> int | None:
+        """The first of the unit's divergence points in either run; None when it has none known."""
+        found = [
+            number
+            for points, lines in ((self.old.get(diff.old_at), units[0]), (self.new.get(diff.path), units[1]))
+            if points
+            for line, number in points.items()
+            if line in lines
+        ]
+        return min(found) if found else None
+
+
+class _Twins:
+    """Where a changed file's line stands in the other version: its unchanged twin, or, for a
+    line the change replaced, the lines that replace it there (the same statement's place, its
+    text changed); None for a line added or removed with nothing in its place.  A statement that
+    spans lines stands where all its lines do: the tracer reports it at one of them, and the
+    change may lie on another."""
+
+    def __init__(self, diff: FileDiff, to_new: bool, statement: Mapping[int, tuple[int, int]]) -> None:
+        self.identical = diff.old == diff.new  # moved, unchanged: every line is its own twin
+        blocks = sorted((old, new, count) if to_new else (new, old, count) for old, new, count in diff.same)
+        # The changed stretches between the unchanged blocks, on both sides: (here, there) ranges.
+        # The matcher's blocks cover both texts in order, so a gap here faces the gap there.
+        sizes = [len(source_lines(text)) if text is not None else 0 for text in (diff.old, diff.new)]
+        here_size, there_size = sizes if to_new else sizes[::-1]
+        end = (1, 1)
+        gaps: list[tuple[int, int, range]] = []
+        for here, there, count in [*blocks, (here_size + 1, there_size + 1, 0)]:
+            if here > end[0]:
+                gaps.append((end[0], here, range(end[1], there)))
+            end = (here + count, there + count)
+        self.blocks, self.starts = blocks, [start for start, _, _ in blocks]
+        self.gaps, self.gap_starts = gaps, [start for start, _, _ in gaps]
+        self.statement = statement
+
+    def of(self, line: int) -> range | None:
+        """The other version's lines standing where `line` does; None where none do."""
+        if self.identical:
+            return range(line, line + 1)
+        first, last = self.statement.get(line, (line, line))
+        low, high = None, None
+        for at in range(first, last + 1):
+            there = self.one(at)
+            if there is None:
+                return None
+            low = there.start if low is None else min(low, there.start)
+            high = there.stop if high is None else max(high, there.stop)
+        return range(low, high) if low is not None and high is not None else None
+
+    def one(self, line: int) -> range | None:
+        at = bisect.bisect_right(self.starts, line) - 1
+        if at >= 0:
+            start, other, count = self.blocks[at]
+            if line < start + count:
+                return range(other + line - start, other + line - start + 1)
+        at = bisect.bisect_right(self.gap_starts, line) - 1
+        if at >= 0:
+            start, end, there = self.gaps[at]
+            if line < end and there:
+                return there
+        return None
+
+
+def _statements(version: SourceVersion, path: str) -> Mapping[int, tuple[int, int]]:
+    return version.source(path).statement if path in version.sources else {}
+
+
+def _points(
+    trace: Trace, other: Trace, changed: Mapping[str, tuple[str, _Twins]]
+) -> dict[str, dict[int, int]]:
+    """`trace`'s divergence points (`_Divergence`), each numbered by how far the run had come
+    along the path both runs share: the lines it had run that the other run ran too."""
+    steps: list[tuple[int, bool, str, int]] = []  # (order, a divergence point, path, line)
+    for path, lines in trace.lines.items():
+        order = trace.first.get(path)
+        if not order:
+            continue
+        other_path, twins = changed.get(path, (path, None))
+        ran = other.lines.get(other_path, frozenset())
+        for line in lines:
+            if line not in order:
+                continue
+            there = twins.of(line) if twins is not None else range(line, line + 1)
+            steps.append((order[line], there is None or not any(at in ran for at in there), path, line))
+    steps.sort()
+    numbered: dict[str, dict[int, int]] = {}
+    shared = 0
+    for _, point, path, line in steps:
+        if point:
+            numbered.setdefault(path, {})[line] = shared
+        else:
+            shared += 1
+    return numbered
 
 
 def _moved_unit(diff: FileDiff, suspect: Suspect, old: SourceVersion, new: SourceVersion) -> bool:

@@ -7,7 +7,7 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,9 @@ from tfbisect.search.narrowlog import Suspects
 TRACE_MAX_FILES = 20000  # the tracer's own cap
 TRACE_MAX_LINES_PER_FILE = 1_000_000
 TRACE_MAX_LINE = 10_000_000
+TRACE_MAX_ORDER = 2**53  # first-execution numbers count lines: JSON's exact integers bound them
+TRACE_MAX_DEPTH = 1_000_000
+TRACE_SCHEMAS = (1, 2)  # 1: lines only (traces stored before order and depth were recorded)
 KEPT_MAX_BYTES = 512 * 1024 * 1024  # a kept trace larger than this was not written by the tracer
 # A kept ranking holds SUSPECTS_KEPT bounded suspects: ~100 KB.  It is read by the bounded reader
 # of result documents (regular files only), whose cap is the larger bound.
@@ -42,24 +45,35 @@ class Trace:
     versions: Mapping[str, str | None]  # package -> installed distribution version
     lines: Mapping[str, frozenset[int]]  # installed path -> lines that ran
     imported: frozenset[str] = frozenset()  # distributions the process had imported at its end
+    # installed path -> line -> its first-execution order in the run (numbers of one run compare
+    # across its files); empty for a trace of schema 1, which did not record it
+    first: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    # installed path -> line -> the call depth below the probe's frame of the call that first ran
+    # the line's code; lines of another thread, and every line of a schema 1 trace, have none
+    depth: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: object) -> Trace:
         """Validated: a trace is written next to scenario code, so nothing in it is trusted.
         Raises ValueError saying what is wrong."""
-        if not isinstance(data, dict) or data.get("schema") != 1:
-            raise ValueError("not a probe trace: schema 1 expected")
+        if not isinstance(data, dict) or data.get("schema") not in TRACE_SCHEMAS:
+            raise ValueError(f"not a probe trace: schema {' or '.join(map(str, TRACE_SCHEMAS))} expected")
         python, exit_code = data.get("python"), data.get("exit_code")
         if not isinstance(python, str) or len(python) > 32:
             raise ValueError("a probe trace's `python` is not a version")
         if not isinstance(exit_code, int) or isinstance(exit_code, bool):
             raise ValueError("a probe trace's `exit_code` is not an integer")
+        files = data.get("files")
+        lines = _trace_lines(files)
+        first, depth = _trace_order(files, lines) if data["schema"] >= 2 else ({}, {})
         return cls(
             python=python,
             exit_code=exit_code,
             versions=_trace_versions(data.get("packages")),
-            lines=_trace_lines(data.get("files")),
+            lines=lines,
             imported=_trace_imported(data.get("imported")),
+            first=first,
+            depth=depth,
         )
 
     def version_of(self, path: str) -> str | None:
@@ -101,6 +115,32 @@ def _trace_lines(files: object) -> dict[str, frozenset[int]]:
             raise ValueError(f"a probe trace's lines for {path} are not all line numbers")
         lines[path] = frozenset(found)
     return lines
+
+
+def _trace_order(
+    files: object, lines: Mapping[str, frozenset[int]]
+) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]]]:
+    """Each file's lines' first-execution order and call depth (schema 2), lists beside its
+    sorted `lines`: either may be absent (nothing known of the file), never malformed."""
+    assert isinstance(files, dict)  # `_trace_lines` checked it
+    first: dict[str, dict[int, int]] = {}
+    depth: dict[str, dict[int, int]] = {}
+    for path, entry in files.items():
+        ordered = sorted(lines[path])
+        orders, depths = entry.get("first"), entry.get("depth")
+        if orders is not None:
+            if not isinstance(orders, list) or len(orders) != len(ordered):
+                raise ValueError(f"a probe trace's first-execution order for {path} is not one per line")
+            if not all(type(n) is int and 0 <= n <= TRACE_MAX_ORDER for n in orders):
+                raise ValueError(f"a probe trace's first-execution order for {path} is not all counts")
+            first[path] = dict(zip(ordered, orders, strict=True))
+        if depths is not None:
+            if not isinstance(depths, list) or len(depths) != len(ordered):
+                raise ValueError(f"a probe trace's call depths for {path} are not one per line")
+            if not all(d is None or (type(d) is int and 0 < d <= TRACE_MAX_DEPTH) for d in depths):
+                raise ValueError(f"a probe trace's call depths for {path} are not all depths")
+            depth[path] = {line: d for line, d in zip(ordered, depths, strict=True) if d is not None}
+    return first, depth
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ from tfbisect.runs.launching import Launched, launch_and_wait, parse_json_object
 if TYPE_CHECKING:
     from tfbisect.runs.runner import Runner
 
+# The tracer documents a stored traced run may hold: 1 (lines only) and 2 (with order and depth);
+# narrow.traces reads both (its TRACE_SCHEMAS).
+TRACE_SCHEMAS = (1, 2)
 TRACER = "probe_tracer.py"  # package data: the tracer a traced run runs the scenario under
 PROBE_NAME = re.compile(r"[a-z0-9_]{1,100}")  # as the result schema names probes; part of a log's name
 STORE_FOLDER = "traces"  # under the reports' results folder, beside the proofs' "proofs"
@@ -306,7 +309,9 @@ def stored_run(data: object, spec: EnvSpec, key: str, traced: bool) -> TraceRun:
         raise ValueError("its probes are not probe names")
     if not isinstance(document, dict) or not isinstance(result, dict):
         raise ValueError("its tracer document or its result document is not an object")
-    if traced and (document.get("schema") != 1 or not isinstance(document.get("files"), dict)):
+    if traced and (
+        document.get("schema") not in TRACE_SCHEMAS or not isinstance(document.get("files"), dict)
+    ):
         raise ValueError("its tracer document is not a probe trace")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < math.inf:
         raise ValueError("its seconds are not a duration")

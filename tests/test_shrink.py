@@ -4,6 +4,7 @@ oracle is a fake; tests/test_real_proof.py shrinks the flagship's real revert)."
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 from test_proof import NEW_SPEC, OLD_SPEC, Done, record
@@ -107,6 +108,10 @@ def test_a_part_that_does_not_compile_is_named_with_its_line() -> None:
     assert compile_error({PATH: "x = 1\n"}) is None
     error = compile_error({PATH: "def f():\nreturn 1\n"})
     assert error is not None and error.startswith("IndentationError: ") and f"({PATH}, line 2)" in error
+    # An old escape ("\\d" in a plain string) compiles, and its warning never reaches the terminal.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compile_error({PATH: 'pattern = "\\d+"\n'}) is None
 
 
 def test_a_try_names_its_first_blocks_and_counts_the_rest() -> None:

@@ -10,6 +10,7 @@ Pure: texts in, texts out.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -77,7 +78,9 @@ def compile_error(texts: Mapping[str, str]) -> str | None:
     """Why one of the texts does not compile here ("SyntaxError: … (path, line 12)"), or None."""
     for path, text in sorted(texts.items()):
         try:
-            compile(text, path, "exec", dont_inherit=True)
+            with warnings.catch_warnings():  # an old escape like "\d" warns on stderr, mid-proof
+                warnings.simplefilter("ignore")
+                compile(text, path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             where = f" ({path}, line {exc.lineno})" if isinstance(exc, SyntaxError) else f" ({path})"
             return one_line(f"{type(exc).__name__}: {exc.args[0] if exc.args else exc}{where}", 300)

@@ -28,6 +28,7 @@ from tfbisect.search.narrowlog import (
     NarrowStatus,
     NoteCode,
     Proof,
+    Shrink,
     Suspect,
     Suspects,
     TraceSummary,
@@ -696,3 +697,92 @@ def test_nothing_flipped_is_said_plainly(tmp_path: Path) -> None:
         in seen.console
     )
     assert "Proof: nothing flipped" in narrowing_html(seen.html)
+
+
+WHOLE = (
+    "--- a/tensorflow/python/keras/backend.py\tv2.4.0\n+++ b/tensorflow/python/keras/backend.py\tv2.3.4\n"
+    '@@ -1,4 +1,3 @@\n   """Categorical crossentropy between an output tensor and a target tensor."""\n'
+    "-  if hasattr(output, '_keras_logits'):\n   output = output"
+)
+SHRUNK = dataclasses.replace(
+    PROVEN,
+    trials=(
+        *PROVEN.trials,
+        Trial(
+            TrialKind.SHRINK,
+            ("tensorflow/python/keras/backend.py line 4788",),
+            "2.4.0",
+            "mismatch",
+            Verdict.NO_FLIP,
+        ),
+        Trial(
+            TrialKind.SHRINK,
+            ("tensorflow/python/keras/backend.py lines 4834-4840",),
+            "2.4.0",
+            "match",
+            Verdict.FLIPPED,
+        ),
+    ),
+    runs=4,
+    patch="--- a/tensorflow/python/keras/backend.py\tv2.4.0\n+++ b/tensorflow/python/keras/backend.py\tv2.3.4\n"
+    "@@ -1,2 +1,1 @@\n-  if hasattr(output, '_keras_logits'):\n   output = output",
+    shrink=Shrink(WHOLE, blocks=7, documentation=4, kept=1, tries=2, runs=2, minimal=True),
+)
+
+
+def test_the_minimal_patch_comes_first_then_the_whole_revert_it_was_shrunk_from(tmp_path: Path) -> None:
+    seen = views(tmp_path, narrowing(proof=SHRUNK))
+    assert seen.report.narrowing is not None and seen.report.narrowing.proof == SHRUNK  # through the log
+    heading = (
+        "the minimal patch that restores the old behaviour (1 of the revert's 7 changed blocks): in the "
+        "2.4.0 environment's site-packages, `patch -p1` (or `git apply`) applies it"
+    )
+    shrunk = (
+        "shrunk from the whole revert of `tensorflow/python/keras/backend.py:categorical_crossentropy` "
+        "(7 changed blocks; 4 changed only docstrings, comments or blank lines and were left out without "
+        "a run; 2 tries, 2 runs)"
+    )
+    console = seen.console
+    assert console.index(heading) < console.index("-  if hasattr") < console.index(shrunk)
+    # The header's tab as a terminal shows it: spaces, never escaped.
+    assert "--- a/tensorflow/python/keras/backend.py  " in console and "\\x09" not in console
+    assert "line 4788" not in console  # the shrink's tries are counted, not listed, in the terminal
+    html = narrowing_html(seen.html)
+    assert (
+        html.index(findings.capital(heading))
+        < html.index("_keras_logits")
+        < html.index(findings.capital(shrunk))
+    )
+    assert 'id="narrow-proof-whole"' in seen.html and "Categorical crossentropy between" in html
+    assert "reverting only tensorflow/python/keras/backend.py line 4788 in 2.4.0: did not flip" in html
+    markdown = seen.markdown
+    patch_at = markdown.index("```diff\n--- a/tensorflow/python/keras/backend.py\tv2.4.0")
+    assert patch_at < markdown.index("The whole revert it was shrunk from") < markdown.index("Categorical")
+    assert "`patch -p1`" in markdown
+    found = seen.matrix["bisection"]["narrowing"]
+    assert found["proof_patch"] == heading and found["proof_shrink"] == shrunk
+    assert found["proof"]["patch"] == SHRUNK.patch and found["proof"]["shrink"]["whole_patch"] == WHOLE
+
+
+def test_a_version_2_proof_shows_its_whole_revert_as_the_patch(tmp_path: Path) -> None:
+    """A log from before the shrinking: no `shrink`, its patch the whole revert; it still renders."""
+    seen = views(tmp_path, narrowing(proof=PROVEN), raw={"version": 2})
+    assert seen.report.narrowing is not None and seen.report.narrowing.proof == PROVEN
+    assert "the patch that restores the old behaviour (the whole revert): in the 2.4.0" in seen.console
+    assert "shrunk from" not in seen.console and 'id="narrow-proof-whole"' not in seen.html
+    assert seen.matrix["bisection"]["narrowing"]["proof_shrink"] is None
+
+
+def test_a_shrink_the_budget_ended_says_the_patch_may_not_be_minimal() -> None:
+    cut = dataclasses.replace(SHRUNK, shrink=Shrink(WHOLE, 7, 4, 2, 3, 3, minimal=False))
+    text = findings.shrink_text(cut)
+    assert text is not None and text.endswith(
+        "the proof's budget of 30 runs ended while shrinking: this is the smallest patch proven so far, "
+        "and it may not be minimal"
+    )
+    whole = dataclasses.replace(SHRUNK, shrink=Shrink("", 3, 0, 3, 2, 2, minimal=True))
+    assert findings.shrink_text(whole) == (
+        "none of the 3 changed blocks of the revert of "
+        "`tensorflow/python/keras/backend.py:categorical_crossentropy` can be left out (2 tries, 2 runs)"
+    )
+    assert "(the whole revert: 3 changed blocks)" in findings.patch_heading(whole)

@@ -224,10 +224,25 @@ def test_the_unit_whose_revert_flips_is_the_cause_with_its_patch() -> None:
     found = proof_of(plan(units), run, lambda text: None, ("v2.3.4", "v2.4.0"))
     assert found.proven and found.cause == (f"{PATH}:categorical_crossentropy",)
     assert found.sufficient and found.cause_kind is TrialKind.REVERT
-    assert [t.verdict for t in found.trials] == [Verdict.NO_FLIP, Verdict.FLIPPED, Verdict.FLIPPED]
+    # The unit alone, it in the old environment, then its first changed block alone (the shrink).
+    assert [t.verdict for t in found.trials] == [
+        Verdict.NO_FLIP,
+        Verdict.FLIPPED,
+        Verdict.FLIPPED,
+        Verdict.FLIPPED,
+    ]
+    assert found.trials[-1].kind is TrialKind.SHRINK
     assert '-    if hasattr(output, "_keras_logits"):' in found.patch
-    assert found.patch.startswith(f"--- a/{PATH} (v2.4.0)\n+++ b/{PATH} (v2.3.4)")
-    assert found.runs == 3
+    assert "_epsilon" not in found.patch  # the other changed block: not needed
+    assert found.patch.startswith(f"--- a/{PATH}\tv2.4.0\n+++ b/{PATH}\tv2.3.4")
+    assert found.shrink is not None and "_epsilon" in found.shrink.whole_patch
+    assert (found.shrink.blocks, found.shrink.kept, found.shrink.runs, found.shrink.minimal) == (
+        2,
+        1,
+        1,
+        True,
+    )
+    assert found.runs == 4
     words = proof_answer(found)
     assert words.startswith(
         f"reverting `{PATH}:categorical_crossentropy` to 2.3.4 restores the old behaviour (mismatch → match)"

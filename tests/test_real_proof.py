@@ -5,6 +5,7 @@ venv is byte-identical afterwards, and a repeated narrowing or bisection runs no
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ ANSWER = (
     "reverting `tensorflow/python/keras/backend.py:categorical_crossentropy` to 2.3.4 restores the old "
     "behaviour (mismatch → match)"
 )
+
+
+def changed_lines(patch: str) -> list[str]:
+    """The lines a patch removes or adds, its headers and context left out."""
+    return [line for line in patch.split("\n") if line[:1] in "+-" and not line.startswith(("---", "+++"))]
 
 
 def venvs_hash(cache: Path) -> str:
@@ -37,7 +43,21 @@ def test_the_flagship_answer_opens_with_the_proven_revert(tmp_path: Path) -> Non
     assert narrowing is not None and narrowing.proof is not None
     proof = narrowing.proof
     assert proof.cause == ("tensorflow/python/keras/backend.py:categorical_crossentropy",)
-    assert proof.cause_kind is TrialKind.REVERT and "def categorical_crossentropy" in proof.patch
+    assert proof.cause_kind is TrialKind.REVERT
+    # The patch shown is the minimal one: the `_keras_logits` block put back, not the docstring's
+    # changes or the decorator beside it (the whole revert it was shrunk from has them).
+    changed = changed_lines(proof.patch)
+    assert "-  if hasattr(output, '_keras_logits'):" in changed
+    assert "-    output = output._keras_logits  # pylint: disable=protected-access" in changed
+    assert not any(
+        "channels_last" in line or "0.89" in line or "do_not_generate_docs" in line for line in changed
+    )
+    assert proof.shrink is not None and proof.shrink.minimal and proof.shrink.kept < proof.shrink.blocks
+    assert (
+        "channels_last" in proof.shrink.whole_patch
+        and "def categorical_crossentropy" in proof.shrink.whole_patch
+    )
+    assert proof.shrink.documentation >= 1 and proof.shrink.runs <= 3
     shown = cli(tmp_path, "bisect", "log", str(log))
     proof_line = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("proof:"))
     assert proof_line.split("proof:", 1)[1].strip().startswith(ANSWER)
@@ -47,7 +67,7 @@ def test_the_flagship_answer_opens_with_the_proven_revert(tmp_path: Path) -> Non
     assert again.returncode == 0, again.stdout + again.stderr
     repeated = load_report(log).narrowing
     assert repeated is not None and repeated.proof is not None and repeated.proof.runs == 0
-    assert repeated.proof.cause == proof.cause
+    assert repeated.proof.cause == proof.cause and repeated.proof.patch == proof.patch
     assert venvs_hash(tmp_path / "cache") == before
     assert not list((tmp_path / "cache" / "proof-copies").glob("*"))
 
@@ -62,5 +82,9 @@ def test_the_flagship_answer_opens_with_the_proven_revert(tmp_path: Path) -> Non
     assert found.trace is not None and found.trace.error is None
     assert (found.trace.runs, found.trace.reused) == (0, 5)  # both probes in both builds, the yardstick
     assert found.proof is not None and found.proof.runs == 0 and found.proof.cause == proof.cause
+    assert found.proof.patch == proof.patch and found.proof.shrink is not None
+    assert (
+        replace(found.proof.shrink, runs=proof.shrink.runs) == proof.shrink and found.proof.shrink.runs == 0
+    )
     assert found.suspects == narrowing.suspects
     assert "under the tracer" not in repeat.stderr and "patched (timeout" not in repeat.stderr

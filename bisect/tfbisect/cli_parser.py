@@ -344,8 +344,9 @@ def add_narrow_options(parser: argparse.ArgumentParser) -> None:
         type=options.whole_number("--prove-budget", 1, 1000),
         default=DEFAULT_PROVE_BUDGET,
         metavar="RUNS",
-        help=f"the most probe runs and package installs the proof makes, transplants and code reverts "
-        f"together; a failed install counts too (default {DEFAULT_PROVE_BUDGET})",
+        help=f"the most probe runs and package installs the proof makes, transplants, code reverts and "
+        f"shrinking the proven revert to its minimal patch together; a failed install counts too "
+        f"(default {DEFAULT_PROVE_BUDGET})",
     )
 
 

@@ -190,3 +190,20 @@ class SourceVersion:
         if path not in self._tokens:
             self._tokens[path] = _code_tokens(self.source(path))
         return self._tokens[path]
+
+
+def same_code(
+    versions: tuple[SourceVersion, SourceVersion],
+    paths: tuple[str, str],
+    lines: tuple[Iterable[int], Iterable[int]],
+) -> bool:
+    """Whether the code tokens of `lines` are the same in both versions (the file `paths[0]` in the
+    first, `paths[1]` in the second): then only comments, docstrings, blank lines (or the layout)
+    differ there.  Unreadable source is code; a file a version lacks has no code."""
+    found = []
+    for version, path in zip(versions, paths, strict=True):
+        tokens = version.tokens(path) if path in version.sources else Tokens((), {})
+        if tokens is None:
+            return False
+        found.append(tokens)
+    return found[0].between(lines[0]) == found[1].between(lines[1])

@@ -3,6 +3,8 @@ into a copy of the first new environment and rerun the deciding probe.  A flip t
 confirms the suspect (necessary); the new text in a copy of the last old environment flipping to
 the new outcome confirms it too (sufficient).  Where no single unit flips, delta debugging (ddmin)
 looks for a minimal set, over the suspects and then over whole changed files, within a budget.
+The cause's revert is then shrunk to the minimal patch (narrow/shrink.py): ddmin again, over its
+changed blocks, each try a run within the same budget.
 
 The planning here is pure (texts in, texts out); the runs go through `RunPatched`, a seam
 (`wiring.runner_seams` makes it from the runner's patched runs, runs/patched.py).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ast
 import difflib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -23,6 +26,7 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.textsafe import clip
 from tfbisect.narrow.analysis import MODULE_LEVEL
+from tfbisect.narrow.shrink import Change, apply, changes, compile_error, labels
 from tfbisect.narrow.sources import source_lines
 from tfbisect.search.judge import state_of
 from tfbisect.search.narrowlog import (
@@ -31,6 +35,7 @@ from tfbisect.search.narrowlog import (
     NarrowNote,
     NoteCode,
     Proof,
+    Shrink,
     Suspect,
     Trial,
     TrialKind,
@@ -187,15 +192,19 @@ def patches(
 
 
 def unified(base: Mapping[str, str], patched: Mapping[str, str], base_ref: str, patched_ref: str) -> str:
-    """The patch as `diff -u` shows it: what to change in the base to get the patched files."""
+    """The patch as `diff -u` shows it: what to change in the base to get the patched files.  Its
+    paths are the installed ones under `a/` and `b/`, each ref after a tab where `diff -u` puts a
+    date, so that `patch -p1` and `git apply` in site-packages read the path without it."""
     parts: list[str] = []
     for path in sorted(patched):
         parts.extend(
             difflib.unified_diff(
                 source_lines(base.get(path, "")),
                 source_lines(patched[path]),
-                fromfile=f"a/{path} ({base_ref})",
-                tofile=f"b/{path} ({patched_ref})",
+                fromfile=f"a/{path}",
+                tofile=f"b/{path}",
+                fromfiledate=base_ref,
+                tofiledate=patched_ref,
                 lineterm="",
             )
         )
@@ -209,13 +218,14 @@ class OutOfBudget(Exception):
     """The proof's runs are spent: what was found so far stands."""
 
 
-def ddmin(items: Sequence[T], flips: Callable[[Sequence[T]], bool]) -> list[T] | None:
+def ddmin(items: Sequence[T], flips: Callable[[Sequence[T]], bool], *, known: bool = False) -> list[T] | None:
     """A minimal subset of `items` that still flips (Zeller's ddmin: no single item can be left
     out), or None when all of them together do not.  `flips` may raise OutOfBudget: the smallest
-    set known to flip so far is returned then."""
+    set known to flip so far is returned then.  `known`: all of them together are taken to flip,
+    not run (the answer is `items` itself, unrun, when no smaller set flips)."""
     current = list(items)
     try:
-        if not flips(current):
+        if not known and not flips(current):
             return None
         chunks = 2
         while len(current) >= 2:
@@ -244,24 +254,50 @@ def ddmin(items: Sequence[T], flips: Callable[[Sequence[T]], bool]) -> list[T] |
 
 
 @dataclass(frozen=True)
-class ProofPlan:
-    """What a proof works with: the two environments, the probe and both versions' sources."""
+class ProofEnds:
+    """What every proof works between: the deciding probe, both environments, the probe's state
+    in each, and the patched runs the proof may make."""
 
     probe: str
     old_spec: EnvSpec
     new_spec: EnvSpec
     old_state: str  # the probe's state in the last old build ("match")
     new_state: str  # … and in the first new one ("mismatch")
+    budget: int = DEFAULT_BUDGET
+
+    def proof(self, trials: Sequence[Trial], runs: int, skipped: str | None) -> Proof:
+        """The proof of these ends with what was tried (no cause yet: the caller adds it)."""
+        return Proof(
+            probe=self.probe,
+            old=self.old_spec.tf_version,
+            new=self.new_spec.tf_version,
+            old_state=self.old_state,
+            new_state=self.new_state,
+            trials=tuple(trials),
+            runs=runs,
+            budget=self.budget,
+            skipped=skipped,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProofPlan(ProofEnds):
+    """What a code proof works with: the ends, and both versions' sources and the units to try."""
+
     old_sources: Mapping[str, str]
     new_sources: Mapping[str, str]
     units: tuple[Unit, ...]  # the top suspects' units, best first
     files: tuple[str, ...]  # changed files the failing probe ran (ddmin's second round)
-    budget: int = DEFAULT_BUDGET
+
+
+# The words a patched run is announced with, by what it puts where.
+_DOING = {TrialKind.REVERT: "reverting", TrialKind.APPLY: "applying", TrialKind.SHRINK: "reverting part:"}
 
 
 @dataclass
 class Prover:
-    """Runs a plan through `run`: single reverts, then ddmin; `trials` is the log of each try."""
+    """Runs a plan through `run`: single reverts, then ddmin, then the cause's revert shrunk to its
+    minimal patch; `trials` is the log of each try."""
 
     plan: ProofPlan
     run: RunPatched
@@ -269,6 +305,9 @@ class Prover:
     trials: list[Trial] = field(default_factory=list)
     runs: int = 0
     _seen: dict[tuple[TrialKind, tuple[Unit, ...]], str] = field(default_factory=dict)
+    # The state of each set of patched texts run, by the end it ran in (True: the last old one).
+    _texts: dict[tuple[bool, tuple[tuple[str, str], ...]], str] = field(default_factory=dict)
+    _partials: dict[tuple[Change, ...], bool] = field(default_factory=dict)  # the shrink's tries
 
     def state(self, kind: TrialKind, units: Sequence[Unit]) -> str | None:
         """The probe's state with `units` put back (REVERT: old text into the new environment;
@@ -282,24 +321,35 @@ class Prover:
         patched = patches(units, base, donor)
         if patched is None:
             return None
+        state = self._run(kind, tuple(unit.label for unit in units), patched)
+        self._seen[key] = state
+        return state
+
+    def _run(self, kind: TrialKind, labels: tuple[str, ...], patched: Mapping[str, str]) -> str:
+        """The probe's state with the files `patched` in a copy of the first new environment (the
+        last old one for APPLY), logged as a trial; OutOfBudget when the runs are spent."""
+        plan = self.plan
+        key = (kind is TrialKind.APPLY, tuple(sorted(patched.items())))
+        if key in self._texts:  # the same texts put back another way: the same run
+            return self._texts[key]
         if self.runs >= plan.budget:
             raise OutOfBudget()
-        spec = plan.new_spec if revert else plan.old_spec
-        labels = tuple(unit.label for unit in units)
-        self.say(f"[{spec.label}] {'reverting' if revert else 'applying'} {', '.join(labels)[:200]}")
+        spec = plan.old_spec if kind is TrialKind.APPLY else plan.new_spec
+        self.say(f"[{spec.label}] {_DOING[kind]} {', '.join(labels)[:200]}")
         done = self.run(spec, plan.probe, patched)
         self.runs += 0 if done.reused else 1
         found = state_of(done.record, plan.probe)
         state = found.name if found is not None else "skip"
-        self._seen[key] = state
+        self._texts[key] = state
         self.trials.append(self._trial(kind, labels, spec, state, done.reused))
         return state
 
     def _trial(
         self, kind: TrialKind, labels: tuple[str, ...], spec: EnvSpec, state: str, reused: bool
     ) -> Trial:
-        wanted = self.plan.old_state if kind is TrialKind.REVERT else self.plan.new_state
-        before = self.plan.new_state if kind is TrialKind.REVERT else self.plan.old_state
+        revert = kind is not TrialKind.APPLY
+        wanted = self.plan.old_state if revert else self.plan.new_state
+        before = self.plan.new_state if revert else self.plan.old_state
         if state == wanted:
             verdict, error = Verdict.FLIPPED, None
         elif state == before:
@@ -356,10 +406,80 @@ class Prover:
         may be a set never run alone)."""
         return self._seen.get((TrialKind.REVERT, tuple(sorted(units)))) == self.plan.old_state
 
+    def partial(self, chosen: Sequence[Change], compiled: bool) -> bool:
+        """Whether putting back only the `chosen` blocks of the cause's revert restores the old
+        outcome.  `compiled`: the whole revert compiles here, so a part that does not is broken by
+        the cut (a block without the one it needs): inconclusive, counted as no flip, never run."""
+        key = tuple(sorted(chosen))
+        if key in self._partials:
+            return self._partials[key]
+        texts = apply(self.plan.new_sources, key)
+        error = compile_error(texts) if compiled else None
+        if error is not None:
+            self.trials.append(
+                Trial(
+                    TrialKind.SHRINK,
+                    labels(key),
+                    self.plan.new_spec.tf_version,
+                    "not run",
+                    Verdict.INCONCLUSIVE,
+                    error=f"{error}: the part does not compile, not run",
+                )
+            )
+            flipped = False
+        else:
+            flipped = self._run(TrialKind.SHRINK, labels(key), texts) == self.plan.old_state
+        self._partials[key] = flipped
+        return flipped
+
+    def shrink(self, cause: Sequence[Unit]) -> tuple[list[Change], Shrink]:
+        """The fewest changed blocks of the cause's revert that still restore the old outcome (the
+        whole revert when none can be left out, or when the budget ends before a smaller set
+        flipped), and how they were found.  Blocks that change only documentation are left out
+        without a run; ddmin finds the rest, each try a run within the proof's budget."""
+        plan = self.plan
+        whole = patches(cause, plan.new_sources, plan.old_sources) or {}
+        found = changes(plan.new_sources, whole)
+        code = [change for change in found if not change.documentation]
+        tries, runs, spent = len(self.trials), self.runs, False
+        compiled = compile_error(whole) is None
+
+        def flips(chosen: Sequence[Change]) -> bool:
+            nonlocal spent
+            try:
+                return self.partial(chosen, compiled)
+            except OutOfBudget:
+                spent = True
+                raise
+
+        def proven(chosen: Sequence[Change]) -> bool:
+            return list(chosen) == found or self._partials.get(tuple(sorted(chosen))) is True
+
+        # The code blocks are taken to flip together (the documentation cannot matter): a
+        # smaller set that flips is proven by its own run; the whole set, only when none did.
+        kept = ddmin(code or found, flips, known=True) or found
+        if not proven(kept) and not spent:
+            with suppress(OutOfBudget):
+                if not flips(kept):  # the documentation mattered after all: shrink the whole revert
+                    kept = ddmin(found, flips, known=True) or found
+        if not proven(kept):
+            kept = found
+        facts = Shrink(
+            whole_patch="",
+            blocks=len(found),
+            documentation=len(found) - len(code),
+            kept=len(kept),
+            tries=sum(1 for trial in self.trials[tries:] if trial.kind is TrialKind.SHRINK),
+            runs=self.runs - runs,
+            minimal=not spent,
+        )
+        return kept, facts
+
 
 def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs: tuple[str, str]) -> Proof:
-    """The proof of a plan: its trials, and the cause with its patch (new -> old) if one flipped.
-    A run that cannot be made at all (the backend cannot copy its environment) ends it, said."""
+    """The proof of a plan: its trials, and the cause with its minimal patch (new -> old) if one
+    flipped.  A run that cannot be made at all (the backend cannot copy its environment) ends it,
+    said; while shrinking, the whole revert stands then."""
     prover = Prover(plan, run, say)
     skipped = None if plan.units or plan.files else "no changed Python code to put back"
     found = None
@@ -370,27 +490,33 @@ def proof_of(plan: ProofPlan, run: RunPatched, say: Callable[[str], None], refs:
             raise
         except TfbisectError as exc:
             skipped = f"{exc.what} {exc.todo}"
-    proof = Proof(
-        probe=plan.probe,
-        old=plan.old_spec.tf_version,
-        new=plan.new_spec.tf_version,
-        old_state=plan.old_state,
-        new_state=plan.new_state,
-        trials=tuple(prover.trials),
-        runs=prover.runs,
-        budget=plan.budget,
-        skipped=skipped,
-    )
     if found is None:
-        return proof
+        return plan.proof(prover.trials, prover.runs, skipped)
     cause, sufficient = found
-    patched = patches(cause, plan.new_sources, plan.old_sources) or {}
+    whole = patches(cause, plan.new_sources, plan.old_sources) or {}
+    whole_patch = unified(plan.new_sources, whole, refs[1], refs[0])
+    patch, shrunk = whole_patch, None
+    if whole:
+        say(
+            f"proving: shrinking the revert of {', '.join(unit.label for unit in cause)[:200]} to its minimal patch"
+        )
+        try:
+            kept, shrunk = prover.shrink(cause)
+        except MachineFaultError:
+            raise
+        except TfbisectError:  # the runs failed under the shrink: the whole revert stands
+            shrunk = None
+        else:
+            patch = unified(plan.new_sources, apply(plan.new_sources, kept), refs[1], refs[0])
+            if patch != whole_patch:
+                shrunk = replace(shrunk, whole_patch=whole_patch)
     return replace(
-        proof,
+        plan.proof(prover.trials, prover.runs, skipped),
         cause=tuple(unit.label for unit in cause),
         cause_kind=TrialKind.REVERT,
         sufficient=sufficient,
-        patch=unified(plan.new_sources, patched, refs[1], refs[0]),
+        patch=patch,
+        shrink=shrunk,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, Tokens
+from tfbisect.narrow.analysis import MODULE_LEVEL, Source, SourceVersion, same_code
 from tfbisect.narrow.diff import FileDiff, Hunk, diff_sources, excerpt
 from tfbisect.narrow.links import GENERATED, suspect_link
 from tfbisect.narrow.sources import source_lines
@@ -519,11 +519,7 @@ def _documentation_only(paths: tuple[str, str], hunk: Hunk, old: SourceVersion, 
     """Whether the code tokens of the changed lines are the same on both sides: then only
     comments, docstrings, blank lines (or the layout) changed.  Unreadable source is code.
     `paths`: the file's old path and its new one (the same unless it moved)."""
-    before = old.tokens(paths[0]) if paths[0] in old.sources else Tokens((), {})
-    after = new.tokens(paths[1]) if paths[1] in new.sources else Tokens((), {})
-    if before is None or after is None:
-        return False
-    return before.between(hunk.old_changed) == after.between(hunk.new_changed)
+    return same_code((old, new), paths, (hunk.old_changed, hunk.new_changed))
 
 
 def _ran_functions(source: Source, lines: Iterable[int]) -> set[str]:

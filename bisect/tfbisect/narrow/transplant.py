@@ -26,7 +26,7 @@ from tfbisect.core.resultfile import read_result
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.textsafe import one_line
 from tfbisect.narrow.dependencies import TF_DISTRIBUTIONS
-from tfbisect.narrow.proof import OutOfBudget, PatchedRun, ProofStage, RunPatched
+from tfbisect.narrow.proof import OutOfBudget, PatchedRun, ProofEnds, ProofStage, RunPatched
 from tfbisect.search.judge import failure_text, state_of
 from tfbisect.search.narrowlog import DependencyChange, Narrowing, Proof, Trial, TrialKind, Verdict
 
@@ -122,15 +122,8 @@ def candidates(
 
 
 @dataclass(frozen=True)
-class TransplantPlan:
+class TransplantPlan(ProofEnds):
     """What the transplants work with: the probe, both ends' environments and states, the budget."""
-
-    probe: str
-    old_spec: EnvSpec
-    new_spec: EnvSpec
-    old_state: str
-    new_state: str
-    budget: int
 
 
 @dataclass
@@ -262,17 +255,7 @@ def transplant_proof(
         raise
     except TfbisectError as exc:  # no copy can be made here (not a venv): said, and the proof goes on
         skipped = f"{exc.what} {exc.todo}"
-    proof = Proof(
-        probe=plan.probe,
-        old=plan.old_spec.tf_version,
-        new=plan.new_spec.tf_version,
-        old_state=plan.old_state,
-        new_state=plan.new_state,
-        trials=tuple(transplanter.trials),
-        runs=transplanter.runs,
-        budget=plan.budget,
-        skipped=skipped,
-    )
+    proof = plan.proof(transplanter.trials, transplanter.runs, skipped)
     if answer is None:
         return proof
     candidate, sufficient = answer

@@ -602,6 +602,59 @@ def proof_answer(proof: Proof) -> str:
     )
 
 
+# The proven patch's paths are the installed ones under `a/` and `b/` (narrow/proof.py `unified`).
+PATCH_STRIP = 1
+
+
+def patch_heading(proof: Proof) -> str:
+    """What the shown patch is and how to apply it: "the minimal patch (1 of the revert's 7 changed
+    blocks): in the 2.4.0 environment's site-packages, `patch -p1` (or `git apply`) applies it"."""
+    how = (
+        f"in the {proof.new} environment's site-packages, `patch -p{PATCH_STRIP}` (or `git apply`) applies it"
+    )
+    shrink = proof.shrink
+    if shrink is None:  # a log from before the shrinking (version 2): the whole units' revert
+        return f"the patch that restores the old behaviour (the whole revert): {how}"
+    if shrink.kept == shrink.blocks:
+        return (
+            f"the patch that restores the old behaviour (the whole revert: {_blocks(shrink.blocks)}): {how}"
+        )
+    return (
+        f"the minimal patch that restores the old behaviour ({shrink.kept} of the revert's "
+        f"{_blocks(shrink.blocks)}): {how}"
+    )
+
+
+def _blocks(count: int) -> str:
+    return f"{count} changed block{'s' if count != 1 else ''}"
+
+
+def shrink_text(proof: Proof) -> str | None:
+    """How the patch was shrunk from the whole revert, and what that took; None for a log without it."""
+    shrink = proof.shrink
+    if shrink is None:
+        return None
+    units = ", ".join(f"`{unit}`" for unit in proof.cause)
+    cost = f"{shrink.tries} tr{'ies' if shrink.tries != 1 else 'y'}, {shrink.runs} run{'s' if shrink.runs != 1 else ''}"
+    documentation = (
+        f"; {shrink.documentation} changed only docstrings, comments or blank lines and were left out without a run"
+        if shrink.documentation
+        else ""
+    )
+    if shrink.kept < shrink.blocks:
+        text = f"shrunk from the whole revert of {units} ({_blocks(shrink.blocks)}{documentation}; {cost})"
+    elif shrink.minimal:
+        text = f"none of the {_blocks(shrink.blocks)} of the revert of {units} can be left out ({cost})"
+    else:
+        text = f"the whole revert of {units} ({_blocks(shrink.blocks)}{documentation}; {cost})"
+    if not shrink.minimal:
+        text += (
+            f"; the proof's budget of {proof.budget} runs ended while shrinking: this is the smallest "
+            "patch proven so far, and it may not be minimal"
+        )
+    return text
+
+
 def _transplant_answer(proof: Proof, runs: str) -> str:
     """A package's answer: 'keras 2.7.0 → 2.6.0 in the 2.7.0 environment restores the old behaviour
     …: the change came with keras' (the cause names the package and its two versions)."""
@@ -636,6 +689,7 @@ def trial_text(trial: Trial) -> str:
         TrialKind.APPLY: f"applying the new {what} in {trial.environment}",
         TrialKind.TRANSPLANT_OLD: f"{what} in {trial.environment}",
         TrialKind.TRANSPLANT_NEW: f"{what} in {trial.environment}",
+        TrialKind.SHRINK: f"reverting only {what} in {trial.environment}",
     }[trial.kind]
     if trial.verdict is Verdict.INCONCLUSIVE and trial.outcome == "not installed":  # a timeout, the network
         return f"{doing}: inconclusive: {trial.error or '?'}"
@@ -644,6 +698,8 @@ def trial_text(trial: Trial) -> str:
         TrialKind.TRANSPLANT_NEW,
     ):
         return f"{doing}: inconclusive: with {what} the probe fails with {trial.error or trial.outcome}"
+    if trial.verdict is Verdict.INCONCLUSIVE and trial.kind is TrialKind.SHRINK:
+        return f"{doing}: inconclusive: {trial.error or trial.outcome}"
     if trial.verdict is Verdict.INCONCLUSIVE:
         alone = " alone" if len(trial.units) == 1 else ""
         verb = "applying" if trial.kind is TrialKind.APPLY else "reverting"

@@ -77,5 +77,7 @@ def render(data: ReportData) -> str:
         suspect_facts=findings.suspect_facts,
         proof_answer=findings.proof_answer,
         trial_text=findings.trial_text,
+        patch_heading=findings.patch_heading,
+        shrink_text=findings.shrink_text,
         time_spent_text=findings.time_spent_text,
     )

@@ -267,8 +267,14 @@ def _bisection(b: BisectReport) -> list[str]:
     return [*lines, ""]
 
 
+# The whole revert the minimal patch was shrunk from, folded in the summary up to this size (the
+# HTML report and the log have it whole).
+WHOLE_PATCH_CHARS = 12_000
+
+
 def _proof(proof: Proof | None) -> list[str]:
-    """The proven cause (or that nothing flipped), with the patch that restores the old behaviour."""
+    """The proven cause (or that nothing flipped), with the minimal patch that restores the old
+    behaviour, and the whole revert it was shrunk from (folded)."""
     if proof is None:
         return []
     links = [
@@ -278,18 +284,25 @@ def _proof(proof: Proof | None) -> list[str]:
     ]
     at = f" · {' · '.join(links)}" if links else ""
     lines = [f"**Proof:** {escape(findings.proof_answer(proof))}{at}"]
-    if proof.patch:
-        fence = "`" * max(3, max((len(run) for run in re.findall("`+", proof.patch)), default=0) + 1)
+    if not proof.patch:
+        return lines
+    heading = findings.patch_heading(proof)
+    lines += ["", f"{escape(findings.capital(heading))}:", "", *fenced(proof.patch.split("\n"), "diff")]
+    shrunk = findings.shrink_text(proof)
+    if shrunk:
+        lines += ["", f"_{escape(findings.capital(shrunk))}._"]
+    whole = proof.shrink.whole_patch if proof.shrink else ""
+    if whole and len(whole) <= WHOLE_PATCH_CHARS:
         lines += [
             "",
-            "<details><summary>The patch that restores the old behaviour</summary>",
+            "<details><summary>The whole revert it was shrunk from</summary>",
             "",
-            f"{fence}diff",
-            proof.patch,
-            fence,
+            *fenced(whole.split("\n"), "diff"),
             "",
             "</details>",
         ]
+    elif whole:
+        lines += ["", "_The whole revert it was shrunk from is in the HTML report and the log._"]
     return lines
 
 

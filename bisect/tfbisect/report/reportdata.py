@@ -436,6 +436,9 @@ def narrowing_summary(narrowing: Narrowing) -> dict[str, Any]:
         found["trace"]["error"] = findings.note_text(narrowing.trace.error)
     if narrowing.proof is not None:  # the answer first, in words
         found["proof_answer"] = findings.proof_answer(narrowing.proof)
+        if narrowing.proof.patch:  # what the patch is, how to apply it, what shrinking it took
+            found["proof_patch"] = findings.patch_heading(narrowing.proof)
+            found["proof_shrink"] = findings.shrink_text(narrowing.proof)
     return found
 
 

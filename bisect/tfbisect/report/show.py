@@ -18,7 +18,7 @@ from tfbisect.core.versions import python_sort_key
 from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.search.bisectlog import BisectReport, Status, Step
-from tfbisect.search.narrowlog import NarrowStatus, Proof, Verdict
+from tfbisect.search.narrowlog import NarrowStatus, Proof, TrialKind, Verdict
 from tfbisect.search.sweep import Cell
 
 MARK = style.MARK  # outcome -> "✗ reproduced" ...
@@ -327,7 +327,8 @@ PATCH_LINES_SHOWN = 60  # the proven patch in the terminal; the log and the repo
 
 
 def _proof_lines(proof: Proof | None) -> list[str]:
-    """The proof first: its answer, the patch that restores the old behaviour, what did not flip."""
+    """The proof first: its answer, the minimal patch that restores the old behaviour (and how it
+    was shrunk from the whole revert), what did not flip."""
     if proof is None:
         return []
     lines = [f"proof: {_one_line(findings.proof_answer(proof), 1000)}"]
@@ -335,13 +336,18 @@ def _proof_lines(proof: Proof | None) -> list[str]:
         if link:
             lines.append(f"  at {_one_line(label, 40)}: {link}")
     if proof.patch:
-        patch = proof.patch.split("\n")
-        lines.extend(f"    {_one_line(line, 300)}" for line in patch[:PATCH_LINES_SHOWN])
+        lines.append(f"  {_one_line(findings.patch_heading(proof), 400)}:")
+        patch = proof.patch.split("\n")  # a tab (before a ref in its header) as the terminal shows it
+        lines.extend(f"    {_one_line(line.expandtabs(), 300)}" for line in patch[:PATCH_LINES_SHOWN])
         if len(patch) > PATCH_LINES_SHOWN:
             lines.append(
                 f"    … {len(patch) - PATCH_LINES_SHOWN} more lines (see the log or the HTML report)"
             )
-    tried = [t for t in proof.trials if t.verdict is not Verdict.FLIPPED]
+    shrunk = findings.shrink_text(proof)
+    if shrunk:
+        lines.append(f"  {_one_line(shrunk, 600)}")
+    # The shrink's tries are counted in its line above; the units and packages tried are listed.
+    tried = [t for t in proof.trials if t.verdict is not Verdict.FLIPPED and t.kind is not TrialKind.SHRINK]
     if tried:
         lines.append("  tried, did not flip:" if proof.proven else "  tried:")
         lines.extend(f"    - {_one_line(findings.trial_text(t), 400)}" for t in tried[:30])

@@ -25,8 +25,10 @@ from tfbisect.search.steps import Step, StepOutcome
 
 # The narrowing section's own version (the bisection log's LOG_VERSION counts the log's layout):
 # 1 (no "version" key): notes and a trace's error as English text;
-# 2: notes and a trace's error as codes with their fields (`NarrowNote`); a text note still reads.
-NARROWING_VERSION = 2
+# 2: notes and a trace's error as codes with their fields (`NarrowNote`); a text note still reads;
+# 3: a proven revert's `patch` is the minimal one, shrunk from the whole units' revert (`Shrink`,
+#    the proof's `shrink`); a version 2 proof has none, its `patch` the whole revert.
+NARROWING_VERSION = 3
 
 # The suspects a log keeps: the report shows the first few, a maintainer reads the rest in the log.
 SUSPECTS_KEPT = 25
@@ -421,6 +423,7 @@ class TrialKind(enum.StrEnum):
     APPLY = "apply"  # new text put into a copy of the last old environment
     TRANSPLANT_OLD = "transplant_old"  # the package at its old version in the first new environment
     TRANSPLANT_NEW = "transplant_new"  # the package at its new version in the last old environment
+    SHRINK = "shrink"  # part of a proven revert (some of its changed blocks) in the first new environment
 
 
 class Verdict(enum.StrEnum):
@@ -473,6 +476,44 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Shrink:
+    """How the proven revert was shrunk to its minimal patch (narrow/shrink.py)."""
+
+    whole_patch: str  # the whole units' revert it was shrunk from; "" when nothing could be left out
+    blocks: int  # the changed blocks of the whole revert (line level, no context)
+    documentation: int  # of those, the ones that change only docstrings, comments or blank lines
+    kept: int  # the blocks in the minimal patch
+    tries: int  # the partial reverts tried (stored ones and ones that do not compile included)
+    runs: int  # of those, the patched runs made now (the proof's `runs` counts them too)
+    minimal: bool  # no block of the patch can be left out; False: the budget ended first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "whole_patch": self.whole_patch,
+            "blocks": self.blocks,
+            "documentation": self.documentation,
+            "kept": self.kept,
+            "tries": self.tries,
+            "runs": self.runs,
+            "minimal": self.minimal,
+        }
+
+    @classmethod
+    def read(cls, data: object) -> Shrink | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            whole_patch=_text(data.get("whole_patch"), PATCH_CHARS_MAX) or "",
+            blocks=_count(data.get("blocks")),
+            documentation=_count(data.get("documentation")),
+            kept=_count(data.get("kept")),
+            tries=_count(data.get("tries")),
+            runs=_count(data.get("runs")),
+            minimal=data.get("minimal") is True,
+        )
+
+
+@dataclass(frozen=True)
 class Proof:
     """What was put back and what it did: the proven cause (if any flipped) first."""
 
@@ -487,10 +528,11 @@ class Proof:
     cause: tuple[str, ...] = ()  # the minimal units (or the package) whose revert flips the outcome
     cause_kind: TrialKind | None = None  # REVERT (code) or TRANSPLANT_OLD (a package)
     sufficient: bool = False  # the new text of the cause in the old environment flips it too
-    patch: str = ""  # the cause as a unified diff (new -> old: it restores the old behaviour)
+    patch: str = ""  # the minimal patch as a unified diff (new -> old: it restores the old behaviour)
     old_link: str | None = None  # the cause's first unit at both refs (GitHub only)
     new_link: str | None = None
     skipped: str | None = None  # why no code was tried (not a venv, nothing to revert)
+    shrink: Shrink | None = None  # how `patch` was shrunk from the whole revert (None: a version 2 log)
 
     @property
     def proven(self) -> bool:
@@ -513,6 +555,7 @@ class Proof:
             "old_link": self.old_link,
             "new_link": self.new_link,
             "skipped": self.skipped,
+            "shrink": self.shrink.to_dict() if self.shrink else None,
         }
 
     @classmethod
@@ -540,6 +583,7 @@ class Proof:
             old_link=safe_link(data.get("old_link")),
             new_link=safe_link(data.get("new_link")),
             skipped=_text(data.get("skipped")),
+            shrink=Shrink.read(data.get("shrink")),
         )
 
 

@@ -42,7 +42,7 @@ from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import interpreters, locks, registry
 from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
-from tfbisect.runs.launching import Cell, Waiting, launch_and_wait, record_of, skip_record
+from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait, record_of, skip_record
 from tfbisect.runs.tracing import Tracer, TraceRun
 
 GIVEN = "given"  # the registered backend of an environment made elsewhere (--interpreter)
@@ -306,12 +306,9 @@ class Runner:
         # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
         log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
         environments = on or self.environment(spec.backend)
-        # Only the launch and the wait count as running (core/timing.py); the environment's
-        # preparation is counted as building by `Runner.prepare`.
-        with SPENT.measure(Phase.RUN):
-            done = launch_and_wait(
-                environments, spec, scenario, prepared, log_path, f"running {scenario.name}", self.waiting
-            )
+        done = timed_launch(
+            environments, spec, scenario, prepared, log_path, f"running {scenario.name}", self.waiting
+        )
         cell = Cell(spec, scenario, started, self.settings.timeout)
         if done.ended.unstarted is not None:
             return self.infrastructure_skip(
@@ -339,6 +336,21 @@ class Runner:
             f"[{spec.label}] {record.outcome.value} in {done.finished.seconds:.1f}s{where} → {path}"
         )
         return record
+
+
+def timed_launch(
+    environments: Environments[Any],
+    spec: EnvSpec,
+    scenario: Scenario,
+    prepared: object,
+    log_path: Path,
+    doing: str,
+    waiting: Waiting,
+) -> Launched:
+    """A run's `launch_and_wait`, its seconds counted as running (core/timing.py): only the launch
+    and the wait, the environment's preparation is counted as building by `Runner.prepare`."""
+    with SPENT.measure(Phase.RUN):
+        return launch_and_wait(environments, spec, scenario, prepared, log_path, doing, waiting)
 
 
 def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:

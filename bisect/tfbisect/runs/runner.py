@@ -20,7 +20,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from tfbisect.core import argv, interrupt
+from tfbisect.core import argv, interrupt, priority
 from tfbisect.core.argv import DEFAULT_TIMEOUT
 from tfbisect.core.catalogue import Catalogue
 from tfbisect.core.errors import (
@@ -111,6 +111,8 @@ class Runner:
         self._environments: dict[str, Environments[Any]] = {}
         self._environments_lock = threading.Lock()
         self._preparing: dict[str, threading.Lock] = {}  # one build of an environment at a time
+        self._ahead: dict[str, priority.Urgency] = {}  # the environments a prefetch is preparing
+        self.foreground = priority.Foreground()  # a prefetch waits while the runs prepare their own
 
     @property
     def context(self) -> Context:
@@ -193,10 +195,29 @@ class Runner:
 
     def prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
         """The lock and the prepared environment (a venv, an image), one build at a time per
-        environment: a run waits for a prefetch of the same environment instead of building twice."""
+        environment: a run waits for a prefetch of the same environment instead of building twice,
+        and hurries it (core/priority.py).  A preparation ahead (`prefetch`) is the prefetch's;
+        any other is the foreground's, and no prefetch starts while one is in progress."""
+        key = f"{spec.backend}:{spec.key}"
         with self._environments_lock:
-            building = self._preparing.setdefault(f"{spec.backend}:{spec.key}", threading.Lock())
-        with building, SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
+            building = self._preparing.setdefault(key, threading.Lock())
+        if priority.current() is not None:
+            with building:
+                return self._prepare(spec, scenario)
+        with self.foreground.preparing():
+            if not building.acquire(blocking=False):
+                with self._environments_lock:
+                    awaited = self._ahead.get(key)
+                if awaited is not None:
+                    awaited.hurry()  # the search now waits for it: no longer low priority
+                building.acquire()
+            try:
+                return self._prepare(spec, scenario)
+            finally:
+                building.release()
+
+    def _prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
+        with SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
             lock = self.lock_for(spec, scenario.dependencies)
             return lock, self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
 
@@ -233,10 +254,22 @@ class Runner:
         ).free
         if free < PREFETCH_MIN_FREE_BYTES:
             return False
+        key, urgency = f"{spec.backend}:{spec.key}", priority.Urgency()
+        with self._environments_lock:
+            self._ahead[key] = urgency
         try:
-            self.prepare(spec, scenario)
+            with priority.ahead(urgency):
+                forget = priority.unnice_on_hurry(urgency)
+                try:
+                    self.prepare(spec, scenario)
+                finally:
+                    forget()
         except _PREPARE_FAILURES:
             return False
+        finally:
+            with self._environments_lock:
+                if self._ahead.get(key) is urgency:
+                    del self._ahead[key]
         return True
 
     def run_given(

@@ -160,11 +160,13 @@ class Bisection:
             versions=[r.version for r in self.releases],
             started_at=now_iso(),
         )
+        gate = None
         if prefetch is None and execute is None:
             prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
+            gate = runner.foreground  # the runs' own preparations go first
         # The runs, their threads and processes, and the work ahead are the collaborators'.
         rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
-        ahead = Prefetcher(prefetch, request.prefetch, progress.say)
+        ahead = Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)
         save = save or (lambda report: write_json_atomic(log_path, report.to_dict()))
         self.trials = Trials(request, planned, self.report, rounds, ahead, progress.say, save)
         self.records = self.trials.records  # the records of the runs so far, by version index

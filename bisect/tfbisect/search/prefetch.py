@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 
+from tfbisect.core.priority import Foreground
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.registry import cancel_all as cancel_builds
 from tfbisect.platform.process import kill_all
@@ -25,17 +26,31 @@ Prefetch = Callable[[EnvSpec], object]
 AHEAD_NICENESS = 10
 
 
+# How long a preparation ahead waits between looks at the foreground, and how long a stopped
+# search waits for the preparations it halted to wind down (a cancelled image build removes the
+# step images it made, envs/docker_builds.py) before the driver goes on without them.
+GATE_POLL = 0.2
+STOP_PATIENCE = 15.0
+
+
 class Ahead:
     """Environments prepared ahead, `workers` at a time, on daemon threads (a driver that stops
-    never waits for one).  `want` replaces what is queued; what is being prepared finishes.
+    never waits long for one).  `want` replaces what is queued; what is being prepared finishes.
 
     Several at once because a cold image takes far longer to build than a run takes: one at a
     time, the second image of a round (its other end, the next midpoint) waits behind the first
-    while the CPUs idle on downloads and unpacking."""
+    while the CPUs idle on downloads and unpacking.  But none starts while the runs prepare an
+    environment of their own (`gate`, beyond `alongside` already running): the build a round
+    waits for goes first, since two cold builds side by side slow each other."""
 
-    def __init__(self, work: Prefetch, workers: int = 1) -> None:
+    def __init__(
+        self, work: Prefetch, workers: int = 1, gate: Foreground | None = None, alongside: int = 0
+    ) -> None:
         self.work = work
+        self.gate = gate
+        self.alongside = alongside
         self.lock = threading.Lock()
+        self.settled = threading.Condition(self.lock)
         self.wake = threading.Event()
         self.queue: list[tuple[int, EnvSpec]] = []
         self.running: set[int] = set()
@@ -62,21 +77,44 @@ class Ahead:
         self.wake.set()
         return busy
 
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the preparations running to end; True when none runs."""
+        with self.settled:
+            return self.settled.wait_for(lambda: not self.running, timeout)
+
+    def _next(self) -> tuple[int, EnvSpec] | bool | None:
+        """The next item to prepare; None: wait to be woken; False: stopped; True: look again
+        once the foreground has prepared its own."""
+        with self.lock:
+            if self.stopped:
+                return False
+            if not self.queue:
+                self.wake.clear()
+                return None
+            if self.gate is not None and self.gate.busy and len(self.running) >= self.alongside:
+                return True
+            index, spec = self.queue.pop(0)
+            self.running.add(index)
+            return index, spec
+
     def _loop(self) -> None:
-        # Work ahead yields the CPU to the runs the search waits for: the processes this thread
-        # starts (installs) inherit its niceness.  Linux sets it per thread.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
         while True:
             self.wake.wait()
-            with self.lock:
-                if self.stopped:
-                    return
-                if not self.queue:
-                    self.wake.clear()
-                    continue
-                index, spec = self.queue.pop(0)
-                self.running.add(index)
+            item = self._next()
+            if item is False:
+                return
+            if item is None:
+                continue
+            if item is True:
+                assert self.gate is not None
+                self.gate.wait_idle(GATE_POLL)
+                continue
+            index, spec = item
+            # Work ahead yields the CPU to the runs the search waits for: the processes this
+            # thread starts (installs) inherit its niceness (Linux sets it per thread).  Again
+            # for every item: a preparation a run came to wait for was given the default back.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
             try:
                 self.work(spec)
             except BaseException:
@@ -85,6 +123,7 @@ class Ahead:
                 with self.lock:
                     self.running.discard(index)
                     self.done.add(index)
+                    self.settled.notify_all()
 
 
 def halt_preparations() -> None:
@@ -103,9 +142,11 @@ class Prefetcher:
         limit: int,
         say: Callable[[str], None],
         halt: Callable[[], None] = halt_preparations,
+        gate: Foreground | None = None,
     ) -> None:
-        # Up to `limit` environments prepared at once, next to the round's runs.
-        self.ahead = Ahead(work, workers=limit) if work and limit > 0 else None
+        # Up to `limit` environments prepared at once, next to the round's runs, none while the
+        # runs prepare their own (`gate`: the runner's foreground).
+        self.ahead = Ahead(work, workers=limit, gate=gate) if work and limit > 0 else None
         self.limit = limit
         self.say = say
         self.halt = halt
@@ -129,4 +170,5 @@ class Prefetcher:
         so nothing waits for it."""
         if self.ahead is not None and self.ahead.stop():
             self.halt()
+            self.ahead.join(STOP_PATIENCE)
         self.ahead = None

@@ -48,12 +48,46 @@ class Foreground:
 
 class Urgency:
     """Whether a run now waits for one preparation ahead; `on_hurry` says what then raises its
-    priority (called at once when it is urgent already)."""
+    priority (called at once when it is urgent already).  Or whether the search no longer needs
+    it (`drop`): `on_drop` says what then stops it (an image build, which is cancelled)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._urgent = False
         self._listeners: list[Callable[[], None]] = []
+        self._dropped = False
+        self._droppers: list[Callable[[], None]] = []
+
+    @property
+    def dropped(self) -> bool:
+        with self._lock:
+            return self._dropped
+
+    def on_drop(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the preparation is dropped; the callable returned forgets it."""
+        with self._lock:
+            now = self._dropped
+            if not now:
+                self._droppers.append(listener)
+        if now:
+            _quietly(listener)
+
+        def forget() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._droppers.remove(listener)
+
+        return forget
+
+    def drop(self) -> None:
+        """No run of this search will need the preparation: it stops where it can (once).  One
+        that a run waits for (hurried) is never dropped."""
+        with self._lock:
+            if self._dropped or self._urgent:
+                return
+            self._dropped = True
+            listeners, self._droppers = self._droppers, []
+        for listener in listeners:
+            _quietly(listener)
 
     @property
     def urgent(self) -> bool:
@@ -78,7 +112,7 @@ class Urgency:
     def hurry(self) -> None:
         """A run waits for this preparation: every listener raises its priority (once)."""
         with self._lock:
-            if self._urgent:
+            if self._urgent or self._dropped:
                 return
             self._urgent = True
             listeners, self._listeners = self._listeners, []

@@ -230,7 +230,9 @@ class Builds(EngineCalls):
         (default: whether the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES."""
         if low_priority is None:
             low_priority = low_priority_thread()
-        urgency = priority.current() if low_priority else None
+        urgency = priority.current()
+        if urgency is not None and urgency.dropped:
+            raise _dropped(request)
         if low_priority and request.cpu_shares is None and not (urgency and urgency.urgent):
             request = dataclasses.replace(request, cpu_shares=LOW_CPU_SHARES)
         argv = request.argv()
@@ -262,7 +264,9 @@ class Builds(EngineCalls):
                     self._raise_shares(started)
 
             try:
-                done = self._stream(lambda api: api.build(**request.sdk_arguments()), on_item, timeout)
+                done = self._stream(
+                    lambda api: api.build(**request.sdk_arguments()), on_item, timeout, urgency
+                )
             except BaseException:
                 forget()
                 self._remove_cancelled(trail)
@@ -270,6 +274,8 @@ class Builds(EngineCalls):
             forget()
             if done.cancelled and not done.ok:
                 self._remove_cancelled(trail)
+                if urgency is not None and urgency.dropped:
+                    raise _dropped(request)
             with lock:
                 if done.failure:  # the stream's own errors are in the log already
                     output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
@@ -319,9 +325,11 @@ class Builds(EngineCalls):
         request: Callable[[docker.APIClient], Iterable[Any]],
         on_item: Callable[[object], None],
         timeout: float,
+        urgency: priority.Urgency | None = None,
     ) -> Streamed:
         """Read a streaming engine call on a connection of its own, in a thread, while this one
-        watches the deadline and stop signals and cancels the call on either."""
+        watches the deadline and stop signals and cancels the call on either (or when `urgency`,
+        a build ahead's, is dropped: no run needs it any more)."""
         interrupt.check()
         start = time.monotonic()
         deadline = start + timeout
@@ -348,6 +356,7 @@ class Builds(EngineCalls):
         reader = threading.Thread(target=read, daemon=True, name="docker-stream")
         with _LIVE_LOCK:
             _LIVE.add(stream)
+        forget = urgency.on_drop(stream.cancel) if urgency is not None else (lambda: None)
         timed_out = False
         try:
             reader.start()
@@ -365,6 +374,7 @@ class Builds(EngineCalls):
             reader.join(timeout=PIPE_GRACE_SECONDS)
             raise
         finally:
+            forget()
             with _LIVE_LOCK:
                 _LIVE.discard(stream)
             api.close()
@@ -384,6 +394,13 @@ class Builds(EngineCalls):
         repository, _, tag = ref.partition(":")
         with self._calling(argv):
             self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
+
+
+def _dropped(request: BuildRequest) -> DockerError:
+    return DockerError(
+        f"the build of {request.tag} ahead of its run was stopped: the search no longer needs it",
+        "nothing to do; a run that needs the image builds it.",
+    )
 
 
 def _build_text(item: object) -> str:

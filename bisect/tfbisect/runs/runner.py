@@ -254,7 +254,8 @@ class Runner:
         ).free
         if free < PREFETCH_MIN_FREE_BYTES:
             return False
-        key, urgency = f"{spec.backend}:{spec.key}", priority.Urgency()
+        # The prefetch's own urgency (search/prefetch.py hurries or drops it), else one of its own.
+        key, urgency = f"{spec.backend}:{spec.key}", priority.current() or priority.Urgency()
         with self._environments_lock:
             self._ahead[key] = urgency
         try:

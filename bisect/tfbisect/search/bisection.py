@@ -68,12 +68,14 @@ class Trials:
         self.round += 1
         names = ", ".join(self.releases[i].version for i in todo)
         self.say(f"== round {self.round}: {names}")
-        # The round's own runs that wait for a worker are prepared first, then the next round's.
-        waiting = [*todo[self.request.jobs :], *ahead]
+        # The round's own runs that wait for a worker are prepared first (at once, at full
+        # priority), then the next round's; what an earlier round prepared for a round that did
+        # not come is dropped.
+        own = self.unrun(todo[self.request.jobs :])
         self.rounds.run(
             [(i, spec) for i in todo if (spec := self.specs[i]) is not None],
             self.took,
-            lambda: self.ahead.prepare(self.unrun(waiting)),
+            lambda: self.ahead.prepare([*own, *self.unrun(ahead)], urgent=len(own), keep=todo),
         )
         self.save()
 

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 
-from tfbisect.core.priority import Foreground
+from tfbisect.core.priority import Foreground, Urgency, ahead
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.registry import cancel_all as cancel_builds
 from tfbisect.platform.process import kill_all
@@ -53,18 +53,32 @@ class Ahead:
         self.settled = threading.Condition(self.lock)
         self.wake = threading.Event()
         self.queue: list[tuple[int, EnvSpec]] = []
-        self.running: set[int] = set()
+        self.urgent: set[int] = set()  # the round's own runs: prepared at once, at full priority
+        self.running: dict[int, Urgency] = {}
         self.done: set[int] = set()
         self.stopped = False
         for n in range(max(1, workers)):
             threading.Thread(target=self._loop, name=f"tfbisect-prefetch-{n}", daemon=True).start()
 
-    def want(self, items: list[tuple[int, EnvSpec]]) -> list[int]:
-        """Queue these (in order) instead of what was queued; the ones new to the queue."""
+    def want(
+        self, items: list[tuple[int, EnvSpec]], urgent: Sequence[int] = (), keep: Sequence[int] = ()
+    ) -> list[int]:
+        """Queue these (in order) instead of what was queued; the ones new to the queue.  Those
+        of `urgent` are a run's of this round: a run waits for them soon.  A preparation running
+        that is neither among `items` nor in `keep` (this round's runs) is dropped: no later
+        round of the search can need it."""
         with self.lock:
             before = {i for i, _ in self.queue}
             self.queue = [(i, spec) for i, spec in items if i not in self.running and i not in self.done]
+            self.urgent = set(urgent)
             fresh = [i for i, _ in self.queue if i not in before]
+            wanted = {i for i, _ in items} | set(keep)
+            unneeded = [urgency for i, urgency in self.running.items() if i not in wanted]
+            for i, urgency in self.running.items():
+                if i in self.urgent:
+                    urgency.hurry()
+        for urgency in unneeded:
+            urgency.drop()
         self.wake.set()
         return fresh
 
@@ -82,7 +96,7 @@ class Ahead:
         with self.settled:
             return self.settled.wait_for(lambda: not self.running, timeout)
 
-    def _next(self) -> tuple[int, EnvSpec] | bool | None:
+    def _next(self) -> tuple[int, EnvSpec, Urgency] | bool | None:
         """The next item to prepare; None: wait to be woken; False: stopped; True: look again
         once the foreground has prepared its own."""
         with self.lock:
@@ -91,11 +105,16 @@ class Ahead:
             if not self.queue:
                 self.wake.clear()
                 return None
-            if self.gate is not None and self.gate.busy and len(self.running) >= self.alongside:
+            gated = self.gate is not None and self.gate.busy and len(self.running) >= self.alongside
+            # A run of this round goes past the gate: it is as much the round's as the run preparing.
+            pick = next((k for k, (i, _) in enumerate(self.queue) if i in self.urgent or not gated), None)
+            if pick is None:
                 return True
-            index, spec = self.queue.pop(0)
-            self.running.add(index)
-            return index, spec
+            index, spec = self.queue.pop(pick)
+            urgency = self.running[index] = Urgency()
+            if index in self.urgent:
+                urgency.hurry()
+            return index, spec, urgency
 
     def _loop(self) -> None:
         while True:
@@ -109,19 +128,22 @@ class Ahead:
                 assert self.gate is not None
                 self.gate.wait_idle(GATE_POLL)
                 continue
-            index, spec = item
+            index, spec, urgency = item
             # Work ahead yields the CPU to the runs the search waits for: the processes this
             # thread starts (installs) inherit its niceness (Linux sets it per thread).  Again
             # for every item: a preparation a run came to wait for was given the default back.
+            # A run of this round's own is not niced (where the thread may lower it again).
+            niceness = os.getpriority(os.PRIO_PROCESS, os.getpid()) if urgency.urgent else AHEAD_NICENESS
             with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
             try:
-                self.work(spec)
+                with ahead(urgency):
+                    self.work(spec)
             except BaseException:
                 pass
             finally:
                 with self.lock:
-                    self.running.discard(index)
+                    self.running.pop(index, None)
                     self.done.add(index)
                     self.settled.notify_all()
 
@@ -151,14 +173,20 @@ class Prefetcher:
         self.say = say
         self.halt = halt
 
-    def prepare(self, wanted: Sequence[tuple[int, EnvSpec, str]]) -> None:
-        """Prepare these (index, spec, version), most wanted first, at most `limit` of them.  A
-        queued one no longer wanted is dropped; one already being prepared finishes and stays in
-        the cache."""
+    def prepare(
+        self, wanted: Sequence[tuple[int, EnvSpec, str]], urgent: int = 0, keep: Sequence[int] = ()
+    ) -> None:
+        """Prepare these (index, spec, version), most wanted first, at most `limit` of them; the
+        first `urgent` are runs of the round in progress (waiting for a worker), prepared at once
+        and at full priority, the others (the next round's) once the round's runs have prepared
+        their own.  A queued one no longer wanted is dropped, and so is one being prepared unless
+        it is in `keep` (the round's runs): the search has moved past it."""
         if self.ahead is None:
             return
         wanted = list(wanted)[: self.limit]
-        fresh = self.ahead.want([(i, spec) for i, spec, _ in wanted])
+        fresh = self.ahead.want(
+            [(i, spec) for i, spec, _ in wanted], urgent=[i for i, _, _ in wanted[:urgent]], keep=keep
+        )
         if fresh:
             version = {i: name for i, _, name in wanted}
             names = ", ".join(version[i] for i in fresh)

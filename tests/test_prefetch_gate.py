@@ -7,6 +7,7 @@ the engine in test_prefetch_priority.py."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -101,6 +102,76 @@ def test_a_stopped_search_waits_for_the_preparations_it_halted_and_leaves_none_r
     assert ended == ["2.10.0"], "stop returned before the halted preparation had ended"
     time.sleep(0.3)
     assert started == ["2.10.0"], "nothing queued starts after the stop"
+
+
+def test_the_rounds_own_run_is_prepared_at_once_at_full_priority_and_the_next_rounds_after() -> None:
+    """A run of the round waiting for a worker goes past the gate, hurried from the start (a run
+    waits for it soon); the next round's candidate waits for the round's own preparations."""
+    foreground = priority.Foreground()
+    started: list[tuple[str, bool]] = []
+    release = threading.Event()
+
+    def work(spec: EnvSpec) -> object:
+        urgency = priority.current()
+        assert urgency is not None
+        started.append((spec.tf_version, urgency.urgent))
+        assert release.wait(30)
+        return True
+
+    ahead = Prefetcher(work, 2, lambda _: None, halt=lambda: None, gate=foreground)
+    try:
+        with foreground.preparing():
+            ahead.prepare([(1, SPECS[1], "2.11.0"), (2, SPECS[2], "2.12.0")], urgent=1)
+            assert until(lambda: started == [("2.11.0", True)])
+            time.sleep(0.5)
+            assert started == [("2.11.0", True)], "the next round's waits for the round's own"
+        assert until(lambda: started == [("2.11.0", True), ("2.12.0", False)])
+    finally:
+        release.set()
+        ahead.stop()
+
+
+def test_a_preparation_the_search_moved_past_is_dropped_and_one_of_the_round_is_kept() -> None:
+    """Round r prepared both outcomes; round r+1 runs one of them (kept) and wants new ones:
+    the other is dropped (an image build is cancelled) and the rest goes on."""
+    dropped: list[str] = []
+    started: list[str] = []
+    release = threading.Event()
+
+    def work(spec: EnvSpec) -> object:
+        urgency = priority.current()
+        assert urgency is not None
+        urgency.on_drop(lambda: dropped.append(spec.tf_version))
+        started.append(spec.tf_version)
+        assert release.wait(30)
+        return True
+
+    ahead = Prefetcher(work, 3, lambda _: None, halt=lambda: None)
+    try:
+        ahead.prepare([(0, SPECS[0], "2.10.0"), (1, SPECS[1], "2.11.0")])
+        assert until(lambda: sorted(started) == ["2.10.0", "2.11.0"])
+        ahead.prepare([(2, SPECS[2], "2.12.0")], keep=[1])
+        assert until(lambda: dropped == ["2.10.0"])
+        assert until(lambda: "2.12.0" in started)
+        time.sleep(0.2)
+        assert dropped == ["2.10.0"], "the round's own (kept) and the new one are not dropped"
+    finally:
+        release.set()
+        ahead.stop()
+
+
+def test_a_hurried_preparation_is_never_dropped_and_a_dropped_one_never_hurried() -> None:
+    waited, moved_past = priority.Urgency(), priority.Urgency()
+    calls: list[str] = []
+    for name, urgency in (("waited", waited), ("moved past", moved_past)):
+        urgency.on_hurry(functools.partial(calls.append, f"hurry {name}"))
+        urgency.on_drop(functools.partial(calls.append, f"drop {name}"))
+    waited.hurry()
+    waited.drop()
+    moved_past.drop()
+    moved_past.hurry()
+    assert calls == ["hurry waited", "drop moved past"]
+    assert waited.urgent and not waited.dropped and moved_past.dropped and not moved_past.urgent
 
 
 def test_hurrying_calls_each_listener_once_and_a_late_listener_at_once() -> None:

@@ -144,10 +144,12 @@ def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_ste
     tmp_path: Path,
 ) -> None:
     """A build ahead (a niced thread under an urgency) runs its step with low shares; hurried (a
-    run now waits for it), the running step gets the engine's default.  Cancelled, it removes
-    the untagged images its own steps made, but never one that has a tag (the first build's,
-    tagged meanwhile), and leaves no step container."""
+    run now waits for it), the running step gets the engine's default.  Cancelled (a stop
+    signal; or dropped: the search moved past it, which raises), it removes the untagged images
+    its own steps made, but never one that has a tag (the first build's, tagged meanwhile), and
+    leaves no step container.  About 10 s: two builds on `scratch`, each cancelled in its step."""
     from tfbisect.core import priority
+    from tfbisect.core.errors import DockerError
     from tfbisect.core.progress import Progress
     from tfbisect.envs.docker_builds import StepTrail, cancel_all
     from tfbisect.envs.docker_engine import connect
@@ -171,7 +173,7 @@ def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_ste
         )
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    def cancelled_build(name: str, tag_it: bool) -> tuple[list[str], str]:
+    def started_build(name: str) -> tuple[priority.Urgency, StepTrail, threading.Thread, list[object]]:
         (tmp_path / "tag").write_text(f"{run}-{name}")  # a step of its own, never from the cache
         log = tmp_path / f"{name}.log"
         urgency = priority.Urgency()
@@ -179,7 +181,10 @@ def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_ste
 
         def build() -> object:
             with priority.ahead(urgency):
-                return engine.build(request(tmp_path, f"tfbisect-test-cancel:{run}-{name}"), log, 120)
+                try:
+                    return engine.build(request(tmp_path, f"tfbisect-test-cancel:{run}-{name}"), log, 120)
+                except DockerError as exc:
+                    return exc
 
         thread = threading.Thread(target=lambda: finished.append(in_niced_thread(build)))
         thread.start()
@@ -189,26 +194,29 @@ def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_ste
             time.sleep(0.2)
             trail = StepTrail()
             trail.feed(log.read_text() if log.exists() else "")
-        step = trail.container
-        assert step is not None, log.read_text()
-        assert inspect("container", step, "{{.HostConfig.CpuShares}}") == str(LOW_CPU_SHARES)
-        urgency.hurry()
-        assert inspect("container", step, "{{.HostConfig.CpuShares}}") == "1024", "hurried: default shares"
-        if tag_it:
-            subprocess.run(["docker", "tag", trail.made[-1], keep], check=True, capture_output=True)
-        cancel_all()
-        thread.join(60)
-        assert finished and getattr(finished[0], "exit_code", 0) != 0, log.read_text()
-        return trail.made, step
+        assert trail.container is not None and trail.made, log.read_text() if log.exists() else "no log"
+        assert inspect("container", trail.container, "{{.HostConfig.CpuShares}}") == str(LOW_CPU_SHARES)
+        return urgency, trail, thread, finished
 
     try:
-        kept, _ = cancelled_build("tagged", tag_it=True)
-        made, step = cancelled_build("plain", tag_it=False)
-        assert made and kept
+        urgency, tagged, thread, finished = started_build("tagged")
+        urgency.hurry()
+        assert tagged.container is not None
+        assert inspect("container", tagged.container, "{{.HostConfig.CpuShares}}") == "1024", "hurried"
+        subprocess.run(["docker", "tag", tagged.made[-1], keep], check=True, capture_output=True)
+        cancel_all()  # a stop signal
+        thread.join(60)
+        assert finished and getattr(finished[0], "exit_code", 0) == 1, finished
         assert inspect("image", keep, "{{.Id}}"), "a tagged image is never removed"
-        assert [image for image in made if inspect("image", image, "{{.Id}}")] == [], (
-            "its step images are gone"
+
+        urgency, dropped, thread, finished = started_build("dropped")
+        urgency.drop()
+        thread.join(60)
+        assert finished and isinstance(finished[0], DockerError), finished
+        assert [image for image in dropped.made if inspect("image", image, "{{.Id}}")] == [], (
+            "step images gone"
         )
-        assert not inspect("container", step, "{{.Id}}"), "no step container is left"
+        assert dropped.container is not None and not inspect("container", dropped.container, "{{.Id}}")
+        assert inspect("image", keep, "{{.Id}}"), "the other build's tagged image is still there"
     finally:
         subprocess.run(["docker", "rmi", keep], capture_output=True, check=False)

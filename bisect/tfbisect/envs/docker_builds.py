@@ -379,7 +379,8 @@ class Builds(EngineCalls):
                 _LIVE.discard(stream)
             api.close()
         return Streamed(
-            ok=not timed_out and not errors and not failures,
+            # A cancelled request is never a success, whatever the engine had sent until then.
+            ok=not timed_out and not stream.cancelled and not errors and not failures,
             timed_out=timed_out,
             cancelled=stream.cancelled,
             seconds=time.monotonic() - start,

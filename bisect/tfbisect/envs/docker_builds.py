@@ -226,8 +226,10 @@ class Builds(EngineCalls):
     ) -> Finished:
         """Build with the classic builder, each line of its output written to `log_path` as it
         arrives (the log keeps its head and tail, like a run's); exit code 0 or 1, None on timeout.
-        A stop signal cancels the build and raises `interrupt.Interrupted`.  `low_priority`
-        (default: whether the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES."""
+        A stop signal cancels the build and raises `interrupt.Interrupted`; cancelled otherwise (a
+        build ahead the search no longer needs, core/priority.py), it raises a DockerError.  Either
+        way the untagged images its own steps made are removed.  `low_priority` (default: whether
+        the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES, until it is hurried."""
         if low_priority is None:
             low_priority = low_priority_thread()
         urgency = priority.current()
@@ -274,7 +276,10 @@ class Builds(EngineCalls):
             forget()
             if done.cancelled and not done.ok:
                 self._remove_cancelled(trail)
-                if urgency is not None and urgency.dropped:
+                if not done.timed_out:
+                    # Stopped from outside (the search moved past it, or is over): no failure
+                    # of the build, so nothing to retry and no wheel to check.
+                    interrupt.check()  # by a stop signal: the stop goes on
                     raise _dropped(request)
             with lock:
                 if done.failure:  # the stream's own errors are in the log already
@@ -399,7 +404,7 @@ class Builds(EngineCalls):
 
 def _dropped(request: BuildRequest) -> DockerError:
     return DockerError(
-        f"the build of {request.tag} ahead of its run was stopped: the search no longer needs it",
+        f"the build of {request.tag} was cancelled: the search no longer needs it",
         "nothing to do; a run that needs the image builds it.",
     )
 

@@ -226,12 +226,12 @@ def test_a_run_waiting_for_a_prefetch_of_its_environment_hurries_it(
     def scripted(spec: EnvSpec, scenario: object) -> tuple[object, object]:
         if priority.current() is not None:
             seen["ahead"] = priority.current()
-            seen["foreground while ahead"] = runner.foreground.busy
+            seen["foreground while ahead"] = runner.preparing.foreground.busy
             inside.set()
             assert release.wait(30)
             seen["hurried"] = priority.current().urgent  # type: ignore[union-attr]
             return "lock", "built ahead"
-        seen["foreground while the run prepares"] = runner.foreground.busy
+        seen["foreground while the run prepares"] = runner.preparing.foreground.busy
         return "lock", "reused"
 
     monkeypatch.setattr(runner, "_prepare", scripted)
@@ -243,7 +243,7 @@ def test_a_run_waiting_for_a_prefetch_of_its_environment_hurries_it(
     assert inside.wait(30)
     run = threading.Thread(target=lambda: seen.setdefault("run", runner.prepare(SPECS[0], scenario)))
     run.start()
-    assert until(lambda: runner.foreground.busy == 1), "the waiting run is the foreground's"
+    assert until(lambda: runner.preparing.foreground.busy == 1), "the waiting run is the foreground's"
     urgency = seen["ahead"]
     assert isinstance(urgency, priority.Urgency) and until(lambda: urgency.urgent)
     release.set()
@@ -252,7 +252,8 @@ def test_a_run_waiting_for_a_prefetch_of_its_environment_hurries_it(
     assert seen["foreground while ahead"] == 0 and seen["hurried"] is True
     assert seen["prefetched"] is True and seen["run"] == ("lock", "reused")
     assert seen["foreground while the run prepares"] == 1
-    assert runner.foreground.busy == 0 and runner._ahead == {}, "nothing left registered"
+    key = f"{SPECS[0].backend}:{SPECS[0].key}"
+    assert runner.preparing.foreground.busy == 0 and runner.preparing.urgency(key) is None, "nothing left"
 
 
 def test_a_run_of_another_environment_hurries_nothing(
@@ -271,7 +272,8 @@ def test_a_run_of_another_environment_hurries_nothing(
     ahead = threading.Thread(target=lambda: runner.prefetch(SPECS[0], scenario))
     ahead.start()
     assert inside.wait(30)
-    urgency = runner._ahead[f"{SPECS[0].backend}:{SPECS[0].key}"]
+    urgency = runner.preparing.urgency(f"{SPECS[0].backend}:{SPECS[0].key}")
+    assert urgency is not None
     assert runner.prepare(SPECS[1], scenario) == ("lock", "2.11.0")  # type: ignore[comparison-overlap]
     assert not urgency.urgent
     release.set()

@@ -20,7 +20,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from tfbisect.core import argv, interrupt, priority
+from tfbisect.core import argv, interrupt
 from tfbisect.core.argv import DEFAULT_TIMEOUT
 from tfbisect.core.catalogue import Catalogue
 from tfbisect.core.errors import (
@@ -43,6 +43,7 @@ from tfbisect.envs import interpreters, locks, registry
 from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait, record_of, skip_record
+from tfbisect.runs.preparing import Preparing
 from tfbisect.runs.tracing import Tracer, TraceRun
 
 GIVEN = "given"  # the registered backend of an environment made elsewhere (--interpreter)
@@ -110,9 +111,7 @@ class Runner:
         self.tracer = Tracer(self)
         self._environments: dict[str, Environments[Any]] = {}
         self._environments_lock = threading.Lock()
-        self._preparing: dict[str, threading.Lock] = {}  # one build of an environment at a time
-        self._ahead: dict[str, priority.Urgency] = {}  # the environments a prefetch is preparing
-        self.foreground = priority.Foreground()  # a prefetch waits while the runs prepare their own
+        self.preparing = Preparing()  # one build of an environment at a time, the runs' first
 
     @property
     def context(self) -> Context:
@@ -194,27 +193,9 @@ class Runner:
             return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
 
     def prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
-        """The lock and the prepared environment (a venv, an image), one build at a time per
-        environment: a run waits for a prefetch of the same environment instead of building twice,
-        and hurries it (core/priority.py).  A preparation ahead (`prefetch`) is the prefetch's;
-        any other is the foreground's, and no prefetch starts while one is in progress."""
-        key = f"{spec.backend}:{spec.key}"
-        with self._environments_lock:
-            building = self._preparing.setdefault(key, threading.Lock())
-        if priority.current() is not None:
-            with building:
-                return self._prepare(spec, scenario)
-        with self.foreground.preparing():
-            if not building.acquire(blocking=False):
-                with self._environments_lock:
-                    awaited = self._ahead.get(key)
-                if awaited is not None:
-                    awaited.hurry()  # the search now waits for it: no longer low priority
-                building.acquire()
-            try:
-                return self._prepare(spec, scenario)
-            finally:
-                building.release()
+        """The lock and the prepared environment (a venv, an image); a run waits for a prefetch
+        of the same environment (hurried) instead of building twice (runs/preparing.py)."""
+        return self.preparing.own(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
 
     def _prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
         with SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
@@ -249,28 +230,13 @@ class Runner:
         cell has a stored result or the disk is short.  True when the environment is ready."""
         if self.stored(spec, scenario) is not None or interrupt.stopping():
             return False
-        free = shutil.disk_usage(
-            self.settings.cache_dir if self.settings.cache_dir.exists() else Path.home()
-        ).free
-        if free < PREFETCH_MIN_FREE_BYTES:
+        cache = self.settings.cache_dir
+        if shutil.disk_usage(cache if cache.exists() else Path.home()).free < PREFETCH_MIN_FREE_BYTES:
             return False
-        # The prefetch's own urgency (search/prefetch.py hurries or drops it), else one of its own.
-        key, urgency = f"{spec.backend}:{spec.key}", priority.current() or priority.Urgency()
-        with self._environments_lock:
-            self._ahead[key] = urgency
         try:
-            with priority.ahead(urgency):
-                forget = priority.unnice_on_hurry(urgency)
-                try:
-                    self.prepare(spec, scenario)
-                finally:
-                    forget()
+            self.preparing.ahead(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
         except _PREPARE_FAILURES:
             return False
-        finally:
-            with self._environments_lock:
-                if self._ahead.get(key) is urgency:
-                    del self._ahead[key]
         return True
 
     def run_given(

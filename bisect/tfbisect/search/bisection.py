@@ -165,7 +165,7 @@ class Bisection:
         gate = None
         if prefetch is None and execute is None:
             prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
-            gate = runner.foreground  # the runs' own preparations go first
+            gate = runner.preparing.foreground  # the runs' own preparations go first
         # The runs, their threads and processes, and the work ahead are the collaborators'.
         rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
         ahead = Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)

@@ -3,6 +3,10 @@ outcomes of a midpoint, as mozregression does), up to --prefetch of them at once
 threads, at a lower CPU priority than the runs the search waits for (an image's build in the
 engine too: envs/docker_builds.py gives a build from a niced thread the fewest CPU shares).
 
+None starts while the runs prepare their own environments, except a run of the round waiting
+for a worker, which goes at once and at full priority; one a run comes to wait for is hurried,
+one the search has moved past dropped (core/priority.py).
+
 What to prepare is the search's choice; this module only queues it, prepares it through a
 `prefetch` callable, and stops what is still being prepared once the search is over.
 """
@@ -35,7 +39,8 @@ STOP_PATIENCE = 15.0
 
 class Ahead:
     """Environments prepared ahead, `workers` at a time, on daemon threads (a driver that stops
-    never waits long for one).  `want` replaces what is queued; what is being prepared finishes.
+    never waits long for one).  `want` replaces what is queued, and drops what is being prepared
+    that the search has moved past.
 
     Several at once because a cold image takes far longer to build than a run takes: one at a
     time, the second image of a round (its other end, the next midpoint) waits behind the first
@@ -133,8 +138,9 @@ class Ahead:
             # thread starts (installs) inherit its niceness (Linux sets it per thread).  Again
             # for every item: a preparation a run came to wait for was given the default back.
             # A run of this round's own is not niced (where the thread may lower it again).
-            niceness = os.getpriority(os.PRIO_PROCESS, os.getpid()) if urgency.urgent else AHEAD_NICENESS
             with contextlib.suppress(OSError, AttributeError):
+                own = os.getpriority(os.PRIO_PROCESS, os.getpid())
+                niceness = own if urgency.urgent else AHEAD_NICENESS
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
             try:
                 with ahead(urgency):
@@ -194,8 +200,9 @@ class Prefetcher:
 
     def stop(self) -> None:
         """The search is over: nothing more is prepared ahead.  A preparation still running is
-        stopped (its processes and builds), since no run will need it; its thread is a daemon,
-        so nothing waits for it."""
+        stopped (its processes and builds), since no run will need it, and waited for up to
+        STOP_PATIENCE (a cancelled build removes its step images); its thread is a daemon, so
+        nothing waits for it longer."""
         if self.ahead is not None and self.ahead.stop():
             self.halt()
             self.ahead.join(STOP_PATIENCE)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -128,3 +129,94 @@ def test_a_build_from_a_niced_thread_runs_its_steps_with_low_cpu_shares(tmp_path
     finally:
         for tag in tags:
             subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+# A static program that sleeps in a build step, so that a test can act while the step runs.
+SLEEPER_C = r"""
+#include <unistd.h>
+int main(void) { sleep(120); return 0; }
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_step_images(
+    tmp_path: Path,
+) -> None:
+    """A build ahead (a niced thread under an urgency) runs its step with low shares; hurried (a
+    run now waits for it), the running step gets the engine's default.  Cancelled (a stop
+    signal; or dropped: the search moved past it, which raises), it removes the untagged images
+    its own steps made, but never one that has a tag (the first build's, tagged meanwhile), and
+    leaves no step container.  About 10 s: two builds on `scratch`, each cancelled in its step."""
+    from tfbisect.core import priority
+    from tfbisect.core.errors import DockerError
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.docker_builds import StepTrail, cancel_all
+    from tfbisect.envs.docker_engine import connect
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to make a static program for an image without a shell")
+    (tmp_path / "sleeper.c").write_text(SLEEPER_C)
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(tmp_path / "sleeper"), str(tmp_path / "sleeper.c")], check=True
+    )
+    (tmp_path / "Dockerfile").write_text(
+        'FROM scratch AS cpu\nCOPY sleeper /sleeper\nCOPY tag /tag\nRUN ["/sleeper"]\n'
+    )
+    engine = connect(Progress(quiet=True), echo=False)
+    run = uuid.uuid4().hex[:8]
+    keep = f"tfbisect-test-kept:{run}"
+
+    def inspect(what: str, ref: str, field: str) -> str:
+        done = subprocess.run(
+            ["docker", what, "inspect", "--format", field, ref], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    def started_build(name: str) -> tuple[priority.Urgency, StepTrail, threading.Thread, list[object]]:
+        (tmp_path / "tag").write_text(f"{run}-{name}")  # a step of its own, never from the cache
+        log = tmp_path / f"{name}.log"
+        urgency = priority.Urgency()
+        finished: list[object] = []
+
+        def build() -> object:
+            with priority.ahead(urgency):
+                try:
+                    return engine.build(request(tmp_path, f"tfbisect-test-cancel:{run}-{name}"), log, 120)
+                except DockerError as exc:
+                    return exc
+
+        thread = threading.Thread(target=lambda: finished.append(in_niced_thread(build)))
+        thread.start()
+        trail = StepTrail()
+        deadline = time.monotonic() + 60
+        while trail.container is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            trail = StepTrail()
+            trail.feed(log.read_text() if log.exists() else "")
+        assert trail.container is not None and trail.made, log.read_text() if log.exists() else "no log"
+        assert inspect("container", trail.container, "{{.HostConfig.CpuShares}}") == str(LOW_CPU_SHARES)
+        return urgency, trail, thread, finished
+
+    try:
+        urgency, tagged, thread, finished = started_build("tagged")
+        urgency.hurry()
+        assert tagged.container is not None
+        assert inspect("container", tagged.container, "{{.HostConfig.CpuShares}}") == "1024", "hurried"
+        subprocess.run(["docker", "tag", tagged.made[-1], keep], check=True, capture_output=True)
+        cancel_all()  # a stop signal
+        thread.join(60)
+        assert finished and isinstance(finished[0], DockerError), "cancelled: no failure to retry"
+        assert inspect("image", keep, "{{.Id}}"), "a tagged image is never removed"
+
+        urgency, dropped, thread, finished = started_build("dropped")
+        urgency.drop()
+        thread.join(60)
+        assert finished and isinstance(finished[0], DockerError), finished
+        assert [image for image in dropped.made if inspect("image", image, "{{.Id}}")] == [], (
+            "step images gone"
+        )
+        assert dropped.container is not None and not inspect("container", dropped.container, "{{.Id}}")
+        assert inspect("image", keep, "{{.Id}}"), "the other build's tagged image is still there"
+    finally:
+        subprocess.run(["docker", "rmi", keep], capture_output=True, check=False)

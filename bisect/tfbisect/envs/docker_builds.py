@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shlex
 import socket
 import threading
@@ -20,7 +21,7 @@ import docker
 import docker.errors
 import requests
 
-from tfbisect.core import interrupt
+from tfbisect.core import interrupt, priority
 from tfbisect.core.errors import DockerError
 from tfbisect.core.limits import PIPE_GRACE_SECONDS
 from tfbisect.envs.docker_calls import EngineCalls, clean, reason, shown
@@ -76,6 +77,41 @@ class BuildRequest:
 # the engine instead, so a build asked for from a niced thread gets the fewest CPU shares the
 # engine accepts (2): its steps' containers yield the CPU to the runs a search waits for.
 LOW_CPU_SHARES = 2
+
+
+# A step container hurried (core/priority.py: a run now waits for this build) gets the engine's
+# default CPU shares back.
+DEFAULT_CPU_SHARES = 1024
+_STEP = re.compile(r"^Step \d+/\d+ :")
+_RUNNING = re.compile(r"^---> Running in ([0-9a-f]{12,64})$")
+_MADE = re.compile(r"^---> ([0-9a-f]{12,64})$")
+
+
+class StepTrail:
+    """What a classic build's output says it made, step by step: the container of the step
+    running now, and the images its steps committed (not those it took from the cache): the ones
+    to remove when the build is cancelled, since nothing else would (each is an untagged image)."""
+
+    def __init__(self) -> None:
+        self.container: str | None = None
+        self.made: list[str] = []
+        self._cached = False
+
+    def feed(self, text: str) -> str | None:
+        """Read one piece of the build's output; the id of a step container it starts, if any."""
+        started = None
+        for line in text.splitlines():
+            line = line.strip()
+            if _STEP.match(line):
+                self._cached, self.container = False, None
+            elif line == "---> Using cache":
+                self._cached = True
+            elif found := _RUNNING.match(line):
+                self.container = started = found.group(1)
+            elif (found := _MADE.match(line)) and not self._cached:
+                self.made.append(found.group(1))
+                self.container = None
+        return started
 
 
 def low_priority_thread() -> bool:
@@ -144,6 +180,7 @@ class Streamed:
     ok: bool
     timed_out: bool
     seconds: float
+    cancelled: bool = False  # by the deadline or a stop: the engine stopped the request mid-way
     errors: str = ""  # the errors the stream reported
     failure: str = ""  # why the request itself failed
 
@@ -189,25 +226,61 @@ class Builds(EngineCalls):
     ) -> Finished:
         """Build with the classic builder, each line of its output written to `log_path` as it
         arrives (the log keeps its head and tail, like a run's); exit code 0 or 1, None on timeout.
-        A stop signal cancels the build and raises `interrupt.Interrupted`.  `low_priority`
-        (default: whether the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES."""
+        A stop signal cancels the build and raises `interrupt.Interrupted`; cancelled otherwise (a
+        build ahead the search no longer needs, core/priority.py), it raises a DockerError.  Either
+        way the untagged images its own steps made are removed.  `low_priority` (default: whether
+        the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES, until it is hurried."""
         if low_priority is None:
             low_priority = low_priority_thread()
-        if low_priority and request.cpu_shares is None:
+        urgency = priority.current()
+        if urgency is not None and urgency.dropped:
+            raise _dropped(request)
+        if low_priority and request.cpu_shares is None and not (urgency and urgency.urgent):
             request = dataclasses.replace(request, cpu_shares=LOW_CPU_SHARES)
         argv = request.argv()
         self._echo(argv)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        trail = StepTrail()
         with open(log_path, "wb") as log:
             output = BoundedLog(log, None)
             output.write(("$ " + shlex.join(argv) + "\n").encode("utf-8", "replace"))
             lock = threading.Lock()
+            hurried = False
+
+            def hurry() -> None:
+                # A run waits for this build now: its step containers get the default shares.
+                nonlocal hurried
+                with lock:
+                    hurried, step = True, trail.container
+                if step is not None and request.cpu_shares is not None:
+                    self._raise_shares(step)
+
+            forget = urgency.on_hurry(hurry) if urgency is not None else (lambda: None)
 
             def on_item(item: object) -> None:
+                text = _build_text(item)
                 with lock:
-                    output.feed(_build_text(item).encode("utf-8", "replace"))
+                    output.feed(text.encode("utf-8", "replace"))
+                    started, raise_it = trail.feed(text), hurried
+                if started is not None and raise_it and request.cpu_shares is not None:
+                    self._raise_shares(started)
 
-            done = self._stream(lambda api: api.build(**request.sdk_arguments()), on_item, timeout)
+            try:
+                done = self._stream(
+                    lambda api: api.build(**request.sdk_arguments()), on_item, timeout, urgency
+                )
+            except BaseException:
+                forget()
+                self._remove_cancelled(trail)
+                raise
+            forget()
+            if done.cancelled and not done.ok:
+                self._remove_cancelled(trail)
+                if not done.timed_out:
+                    # Stopped from outside (the search moved past it, or is over): no failure
+                    # of the build, so nothing to retry and no wheel to check.
+                    interrupt.check()  # by a stop signal: the stop goes on
+                    raise _dropped(request)
             with lock:
                 if done.failure:  # the stream's own errors are in the log already
                     output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
@@ -223,14 +296,45 @@ class Builds(EngineCalls):
             log_error=output.log_error,
         )
 
+    def _raise_shares(self, container: str) -> None:
+        with contextlib.suppress(Exception):  # the step may be over already: nothing to raise
+            self.api.update_container(container, cpu_shares=DEFAULT_CPU_SHARES)
+
+    def _remove_cancelled(self, trail: StepTrail, patience: float = 10.0) -> None:
+        """Remove the untagged images a cancelled build's own steps committed (`docker rmi`
+        without force, which also removes their untagged parents): never a tagged image, never
+        one another image is built on, never one from the cache.  The engine removes the step
+        container the build was running in after the cancel; until then its image is in use."""
+        deadline = time.monotonic() + patience
+        for image in reversed(trail.made):
+            while True:
+                try:
+                    found = self.api.inspect_image(image)  # type: ignore[no-untyped-call]  # untyped in types-docker
+                    tags = found.get("RepoTags") or []
+                    if any(tag != "<none>:<none>" for tag in tags):
+                        break
+                    self.api.remove_image(image, force=False, noprune=False)
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError as exc:
+                    in_use = exc.status_code == 409 and "container" in str(exc.explanation or "")
+                    if not in_use or time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.25)
+                except Exception:  # the engine is gone: nothing to remove now
+                    return
+
     def _stream(
         self,
         request: Callable[[docker.APIClient], Iterable[Any]],
         on_item: Callable[[object], None],
         timeout: float,
+        urgency: priority.Urgency | None = None,
     ) -> Streamed:
         """Read a streaming engine call on a connection of its own, in a thread, while this one
-        watches the deadline and stop signals and cancels the call on either."""
+        watches the deadline and stop signals and cancels the call on either (or when `urgency`,
+        a build ahead's, is dropped: no run needs it any more)."""
         interrupt.check()
         start = time.monotonic()
         deadline = start + timeout
@@ -257,6 +361,7 @@ class Builds(EngineCalls):
         reader = threading.Thread(target=read, daemon=True, name="docker-stream")
         with _LIVE_LOCK:
             _LIVE.add(stream)
+        forget = urgency.on_drop(stream.cancel) if urgency is not None else (lambda: None)
         timed_out = False
         try:
             reader.start()
@@ -274,12 +379,15 @@ class Builds(EngineCalls):
             reader.join(timeout=PIPE_GRACE_SECONDS)
             raise
         finally:
+            forget()
             with _LIVE_LOCK:
                 _LIVE.discard(stream)
             api.close()
         return Streamed(
-            ok=not timed_out and not errors and not failures,
+            # A cancelled request is never a success, whatever the engine had sent until then.
+            ok=not timed_out and not stream.cancelled and not errors and not failures,
             timed_out=timed_out,
+            cancelled=stream.cancelled,
             seconds=time.monotonic() - start,
             errors="\n".join(errors),
             failure="\n".join(failures),
@@ -292,6 +400,13 @@ class Builds(EngineCalls):
         repository, _, tag = ref.partition(":")
         with self._calling(argv):
             self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
+
+
+def _dropped(request: BuildRequest) -> DockerError:
+    return DockerError(
+        f"the build of {request.tag} was cancelled: the search no longer needs it",
+        "nothing to do; a run that needs the image builds it.",
+    )
 
 
 def _build_text(item: object) -> str:

@@ -43,6 +43,7 @@ from tfbisect.envs import interpreters, locks, registry
 from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait, record_of, skip_record
+from tfbisect.runs.preparing import Preparing
 from tfbisect.runs.tracing import Tracer, TraceRun
 
 GIVEN = "given"  # the registered backend of an environment made elsewhere (--interpreter)
@@ -110,7 +111,7 @@ class Runner:
         self.tracer = Tracer(self)
         self._environments: dict[str, Environments[Any]] = {}
         self._environments_lock = threading.Lock()
-        self._preparing: dict[str, threading.Lock] = {}  # one build of an environment at a time
+        self.preparing = Preparing()  # one build of an environment at a time, the runs' first
 
     @property
     def context(self) -> Context:
@@ -192,11 +193,12 @@ class Runner:
             return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
 
     def prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
-        """The lock and the prepared environment (a venv, an image), one build at a time per
-        environment: a run waits for a prefetch of the same environment instead of building twice."""
-        with self._environments_lock:
-            building = self._preparing.setdefault(f"{spec.backend}:{spec.key}", threading.Lock())
-        with building, SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
+        """The lock and the prepared environment (a venv, an image); a run waits for a prefetch
+        of the same environment (hurried) instead of building twice (runs/preparing.py)."""
+        return self.preparing.own(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
+
+    def _prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
+        with SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
             lock = self.lock_for(spec, scenario.dependencies)
             return lock, self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
 
@@ -228,13 +230,11 @@ class Runner:
         cell has a stored result or the disk is short.  True when the environment is ready."""
         if self.stored(spec, scenario) is not None or interrupt.stopping():
             return False
-        free = shutil.disk_usage(
-            self.settings.cache_dir if self.settings.cache_dir.exists() else Path.home()
-        ).free
-        if free < PREFETCH_MIN_FREE_BYTES:
+        cache = self.settings.cache_dir
+        if shutil.disk_usage(cache if cache.exists() else Path.home()).free < PREFETCH_MIN_FREE_BYTES:
             return False
         try:
-            self.prepare(spec, scenario)
+            self.preparing.ahead(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
         except _PREPARE_FAILURES:
             return False
         return True

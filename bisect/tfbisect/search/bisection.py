@@ -68,12 +68,14 @@ class Trials:
         self.round += 1
         names = ", ".join(self.releases[i].version for i in todo)
         self.say(f"== round {self.round}: {names}")
-        # The round's own runs that wait for a worker are prepared first, then the next round's.
-        waiting = [*todo[self.request.jobs :], *ahead]
+        # The round's own runs that wait for a worker are prepared first (at once, at full
+        # priority), then the next round's; what an earlier round prepared for a round that did
+        # not come is dropped.
+        own = self.unrun(todo[self.request.jobs :])
         self.rounds.run(
             [(i, spec) for i in todo if (spec := self.specs[i]) is not None],
             self.took,
-            lambda: self.ahead.prepare(self.unrun(waiting)),
+            lambda: self.ahead.prepare([*own, *self.unrun(ahead)], urgent=len(own), keep=todo),
         )
         self.save()
 
@@ -160,11 +162,13 @@ class Bisection:
             versions=[r.version for r in self.releases],
             started_at=now_iso(),
         )
+        gate = None
         if prefetch is None and execute is None:
             prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
+            gate = runner.preparing.foreground  # the runs' own preparations go first
         # The runs, their threads and processes, and the work ahead are the collaborators'.
         rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
-        ahead = Prefetcher(prefetch, request.prefetch, progress.say)
+        ahead = Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)
         save = save or (lambda report: write_json_atomic(log_path, report.to_dict()))
         self.trials = Trials(request, planned, self.report, rounds, ahead, progress.say, save)
         self.records = self.trials.records  # the records of the runs so far, by version index

@@ -1,0 +1,156 @@
+"""The runs a search waits for before the work ahead of them: which preparations are the
+foreground's, and which preparation ahead a run has come to wait for.
+
+On 2 cores two cold image builds side by side slow each other, on the CPU and on the disk, and
+the engine's CPU shares do not hold back a build's writes.  So a prefetch (search/prefetch.py)
+starts nothing while a run's own environment is being prepared (`Foreground`), and when a run
+comes to wait for an environment a prefetch is still preparing, that preparation is hurried
+(`Urgency`): what gave it a low priority (an image build's step containers, envs/docker_builds.py;
+the prefetch thread's niceness) is raised to the default, since the search now waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+
+class Foreground:
+    """How many preparations the runs themselves are doing (or waiting for) right now."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = 0
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        with self._changed:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
+
+    @property
+    def busy(self) -> int:
+        with self._changed:
+            return self._busy
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no run prepares an environment; False when `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._busy == 0, timeout)
+
+
+class Urgency:
+    """Whether a run now waits for one preparation ahead; `on_hurry` says what then raises its
+    priority (called at once when it is urgent already).  Or whether the search no longer needs
+    it (`drop`): `on_drop` says what then stops it (an image build, which is cancelled)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._urgent = False
+        self._listeners: list[Callable[[], None]] = []
+        self._dropped = False
+        self._droppers: list[Callable[[], None]] = []
+
+    @property
+    def dropped(self) -> bool:
+        with self._lock:
+            return self._dropped
+
+    def on_drop(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the preparation is dropped; the callable returned forgets it."""
+        with self._lock:
+            now = self._dropped
+            if not now:
+                self._droppers.append(listener)
+        if now:
+            _quietly(listener)
+
+        def forget() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._droppers.remove(listener)
+
+        return forget
+
+    def drop(self) -> None:
+        """No run of this search will need the preparation: it stops where it can (once).  One
+        that a run waits for (hurried) is never dropped."""
+        with self._lock:
+            if self._dropped or self._urgent:
+                return
+            self._dropped = True
+            listeners, self._droppers = self._droppers, []
+        for listener in listeners:
+            _quietly(listener)
+
+    @property
+    def urgent(self) -> bool:
+        with self._lock:
+            return self._urgent
+
+    def on_hurry(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the preparation is hurried; the callable returned forgets it."""
+        with self._lock:
+            now = self._urgent
+            if not now:
+                self._listeners.append(listener)
+        if now:
+            _quietly(listener)
+
+        def forget() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return forget
+
+    def hurry(self) -> None:
+        """A run waits for this preparation: every listener raises its priority (once)."""
+        with self._lock:
+            if self._urgent or self._dropped:
+                return
+            self._urgent = True
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            _quietly(listener)
+
+
+def _quietly(listener: Callable[[], None]) -> None:
+    # Raising a priority is a speed-up only: one that fails (a step container already gone, no
+    # permission to renice) leaves the preparation as it was, never fails it.
+    with contextlib.suppress(Exception):
+        listener()
+
+
+_AHEAD = threading.local()
+
+
+@contextlib.contextmanager
+def ahead(urgency: Urgency) -> Iterator[Urgency]:
+    """The calling thread prepares ahead of need under `urgency` (what it builds can listen)."""
+    before = getattr(_AHEAD, "urgency", None)
+    _AHEAD.urgency = urgency
+    try:
+        yield urgency
+    finally:
+        _AHEAD.urgency = before
+
+
+def current() -> Urgency | None:
+    """The urgency of the preparation ahead this thread is doing, or None (a run's own)."""
+    found = getattr(_AHEAD, "urgency", None)
+    return found if isinstance(found, Urgency) else None
+
+
+def unnice_on_hurry(urgency: Urgency) -> Callable[[], None]:
+    """When `urgency` is hurried, the calling thread (a prefetch's, niced) gets the process's
+    niceness back, so that what it starts from then on runs as a run's own preparation would.
+    Lowering a niceness takes a privilege; without it the thread stays as it is.  Returns what
+    forgets it."""
+    thread, niceness = threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, os.getpid())
+    return urgency.on_hurry(lambda: os.setpriority(os.PRIO_PROCESS, thread, niceness))

@@ -385,7 +385,7 @@ def sweep_proof_copies(
         if (
             folder.is_symlink()
             or now - _mtime(folder, now) < min_age
-            or (owner.isdigit() and _alive(int(owner)))
+            or (owner.isdigit() and process_alive(int(owner)))
         ):
             continue
         shutil.rmtree(folder, ignore_errors=True)
@@ -393,7 +393,8 @@ def sweep_proof_copies(
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` lives on this host (another user's counts as alive)."""
     if pid <= 0:  # kill(0) would signal our own process group
         return False
     try:

@@ -155,7 +155,7 @@ def python_rootfs(tar_path: Path, site: str) -> None:
             path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
             if path.startswith("/"):
                 libraries.add(path)
-    skip = {"test", "idlelib", "tkinter", "lib2to3", "ensurepip", "pydoc_data", "turtledemo"}
+    skip = {"site-packages", "test", "idlelib", "tkinter", "lib2to3", "ensurepip", "pydoc_data", "turtledemo"}
 
     def add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
         tar.add(os.path.realpath(source), arcname=name, recursive=False)
@@ -254,7 +254,7 @@ def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_th
     base = Base(cached_image, PYTHON, "user", inspected["Id"])
     image = Image(cached_image, inspected["Id"], base, spec.flavour, False)
     monkeypatch.setattr(runner, "prepare", lambda spec, scenario: (lock, image))
-    containers = docker("ps", "--all", "--quiet")
+    containers, images = docker("ps", "--all", "--quiet"), docker("images", "--all", "--quiet")
     proofs = PatchedRuns(runner)
     # The cached image as it is: the stale bytecode says 2, and so does the run.
     plain = proofs.run(spec, scenario, "answer", patches={"demo/__init__.py": NEW})
@@ -283,4 +283,5 @@ def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_th
     with pytest.raises(TraceError, match="proof's layer"):
         proofs.run(spec, scenario, "answer", patches={"../../../../../etc/evil.py": OLD})
     assert docker("images", "--quiet", "--filter", "reference=tfbisect-proof").strip() == ""
+    assert docker("images", "--all", "--quiet") == images, "a failed layer's steps are removed too"
     shutil.rmtree(reports, ignore_errors=True)

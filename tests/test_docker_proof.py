@@ -9,6 +9,8 @@ image back); the rest is tfbisect's: the layer's build, the locked-down run, the
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import os
@@ -20,15 +22,24 @@ import sysconfig
 import tarfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tfbisect.core import catalogue
 from tfbisect.core.errors import MachineFaultError, TraceError
+from tfbisect.core.progress import Progress
+from tfbisect.core.scenario import Scenario, find
+from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import docker_proof
+from tfbisect.envs.backend_docker import Image
+from tfbisect.envs.bases import Base
+from tfbisect.envs.locks import Lock
 from tfbisect.envs.wheelhouse import Pin
-from tfbisect.runs.patched import unstarted
+from tfbisect.runs.patched import PatchedRuns, PinError, unstarted
+from tfbisect.runs.runner import Runner, Settings
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 OLD = "def answer():\n    return 1\n"
@@ -140,6 +151,43 @@ def docker(*args: str, check: bool = True) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check).stdout
 
 
+def record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def distribution(version: str, text: str) -> dict[str, bytes]:
+    """The files of `demo` `version` as a wheel holds them (its RECORD last)."""
+    info = f"demo-{version}.dist-info"
+    files = {
+        "demo/__init__.py": text.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: demo\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tfbisect-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    lines = [record_line(name, data) for name, data in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
+    return files
+
+
+def installed(version: str, text: str) -> dict[str, bytes]:
+    """`demo` as pip leaves it installed: its files, and bytecode in its RECORD."""
+    files = distribution(version, text)
+    info = f"demo-{version}.dist-info"
+    cached = f"demo/__pycache__/__init__.{sys.implementation.cache_tag}.pyc"
+    files[f"{info}/RECORD"] += f"{cached},,\n{info}/INSTALLER,,\n".encode()
+    files[f"{info}/INSTALLER"] = b"pip\n"
+    return files
+
+
+def wheel(folder: Path, version: str, text: str) -> Pin:
+    """`demo` `version` as a wheel in `folder`, and its pin (with the wheel's sha256)."""
+    path = folder / f"demo-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in distribution(version, text).items():
+            archive.writestr(name, data)
+    return Pin("demo", version, frozenset({hashlib.sha256(path.read_bytes()).hexdigest()}))
+
+
 def python_rootfs(tar_path: Path, site: str) -> None:
     """A root file system of this machine's Python (its stdlib, the libraries it and its
     extension modules link), a venv at /opt/venv with the `demo` package whose bytecode says 2
@@ -189,7 +237,14 @@ def python_rootfs(tar_path: Path, site: str) -> None:
         link = tarfile.TarInfo("opt/venv/bin/python")
         link.type, link.linkname = tarfile.SYMTYPE, str(executable)
         tar.addfile(link)
-        add_text(tar, f"{site}/demo/__init__.py", NEW)
+        for name, data in installed("2.0", NEW).items():
+            add_text(tar, f"{site}/{name}", data)
+        pip = Path(sysconfig.get_paths()["purelib"])
+        for root, folders, files in os.walk(pip / "pip"):
+            folders[:] = [f for f in folders if f != "__pycache__"]
+            for name in files:
+                source = Path(root) / name
+                add_file(tar, source, f"{site}/{source.relative_to(pip)}")
         compiled = tar_path.parent / "demo.pyc"
         source = tar_path.parent / "demo_init.py"
         source.write_text(NEW)
@@ -227,20 +282,11 @@ def cached_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         docker("image", "rm", "--force", tag, check=False)
 
 
-@pytest.mark.docker
-def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_the_image_alone(
+def proof_runs(
     cached_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tfbisect.core import catalogue
-    from tfbisect.core.progress import Progress
-    from tfbisect.core.scenario import find
-    from tfbisect.core.spec import EnvSpec
-    from tfbisect.envs.backend_docker import Image
-    from tfbisect.envs.bases import Base
-    from tfbisect.envs.locks import Lock
-    from tfbisect.runs.patched import PatchedRuns
-    from tfbisect.runs.runner import Runner, Settings
-
+) -> tuple[PatchedRuns, EnvSpec, Scenario, str]:
+    """tfbisect's proof runs on the Docker backend, whose preparation hands back `cached_image`;
+    the spec, the scenario, and the engine's images as they are now."""
     path = tmp_path / "demo_answer.py"
     path.write_text(SCENARIO)
     scenario = find(str(path))
@@ -254,9 +300,18 @@ def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_th
     base = Base(cached_image, PYTHON, "user", inspected["Id"])
     image = Image(cached_image, inspected["Id"], base, spec.flavour, False)
     monkeypatch.setattr(runner, "prepare", lambda spec, scenario: (lock, image))
-    containers, images = docker("ps", "--all", "--quiet"), docker("images", "--all", "--quiet")
-    proofs = PatchedRuns(runner)
-    # The cached image as it is: the stale bytecode says 2, and so does the run.
+    return PatchedRuns(runner), spec, scenario, docker("images", "--all", "--quiet")
+
+
+@pytest.mark.docker
+def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_the_image_alone(
+    cached_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proofs, spec, scenario, images = proof_runs(cached_image, tmp_path, monkeypatch)
+    reports, cache = tmp_path / "reports", tmp_path / "cache"
+    inspected = json.loads(docker("image", "inspect", cached_image))[0]
+    containers = docker("ps", "--all", "--quiet")
+    # A layer with the image's own text changes nothing: still bad.
     plain = proofs.run(spec, scenario, "answer", patches={"demo/__init__.py": NEW})
     assert plain.record.outcome.value == "reproduced", plain.record.log_tail
     reverted = proofs.run(spec, scenario, "answer", patches={"demo/__init__.py": OLD})
@@ -285,3 +340,26 @@ def test_a_revert_in_a_layer_on_the_cached_image_flips_the_outcome_and_leaves_th
     assert docker("images", "--quiet", "--filter", "reference=tfbisect-proof").strip() == ""
     assert docker("images", "--all", "--quiet") == images, "a failed layer's steps are removed too"
     shutil.rmtree(reports, ignore_errors=True)
+
+
+@pytest.mark.docker
+def test_a_transplant_installs_the_pin_offline_in_a_layer_and_flips_the_outcome(
+    cached_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """demo 1.0 put back in the image that has 2.0: from the wheel cache over loopback, hash-checked,
+    without its dependencies; the image's pip uninstalls 2.0 (its bytecode too)."""
+    proofs, spec, scenario, images = proof_runs(cached_image, tmp_path, monkeypatch)
+    wheels = tmp_path / "cache" / "wheels" / f"py{PYTHON}"
+    wheels.mkdir(parents=True)
+    pin = wheel(wheels, "1.0", OLD)
+    (wheels / "index.json").write_text(json.dumps({"demo==1.0": "demo-1.0-py3-none-any.whl"}))
+    done = proofs.run(spec, scenario, "answer", pins=[pin])
+    assert done.record.outcome.value == "not_reproduced", done.record.log_tail
+    assert done.record.extra["pins"] == {"demo": "1.0"}
+    # A wheel that does not match its lock's hash does not install (pip checks it in the image):
+    # not testable, no verdict, nothing left.
+    forged = Pin("demo", "1.0", frozenset({"0" * 64}))
+    (wheels / "verified.json").unlink(missing_ok=True)
+    with pytest.raises(PinError, match=r"(?i)do not match the hashes"):
+        proofs.run(spec, scenario, "answer", pins=[forged])
+    assert docker("images", "--all", "--quiet") == images

@@ -14,8 +14,9 @@ cached venv through a link.  Anything uv leaves in TMPDIR goes with the copy.  T
 the run is done (one a killed driver left is swept after an hour).  A run's record is stored, keyed
 like a run (environment, lock, scenario sha256, probe, and the patch's hash or the pins and their
 hashes), so a repeat runs nothing; a pin that cannot be resolved is stored too, never a machine
-fault, a timeout or a network error.  Docker and swarm environments are not copied yet: a proof
-there says so.
+fault, a timeout or a network error.  A Docker environment (and a swarm's, whose proof runs go to
+the local engine) is not copied: the same change goes into a thin image on its cached image
+(envs/docker_proof.py), run by the Docker backend's own launch, removed afterwards.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ def install_failure(pins: Sequence[Pin], tail: str, exit_code: int | None, log_p
     """What a failed install of `pins` was: a machine fault (raised as such: no verdict), a timeout
     or the network (inconclusive, tried again), a pin uv cannot resolve (stored), or else."""
     shown = one_line(" ".join(f"{p.name}=={p.version}" for p in pins), 200)
-    fault = machine_fault_in(tail, f"installing {shown} into a proof's venv copy")
+    fault = machine_fault_in(tail, f"installing {shown} into a proof's copy")
     if fault is not None:
         return fault
     lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
@@ -384,8 +385,8 @@ class PatchedRuns:
         failed = None if self.runner.settings.force or not pins else self.not_installed(scenario, key)
         if failed is not None:
             raise PinError(failed, "it was tried before: --force tries it again.", reused=True)
-        environments = self.runner.environment(spec.backend)
-        target = docker_proof.layer_target(environments, prepared)
+        # A venv is copied; an image gets a layer (its backend asked only then); else refused.
+        target = None if isinstance(prepared, Path) else self.image_target(spec, prepared)
         root = venv_root(prepared) if target is None else None
         log_path = self.runner.log_dir(scenario) / f"{spec.key}.proof-{key[:12]}.{stamp()}-{os.getpid()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -408,7 +409,7 @@ class PatchedRuns:
                 ready, where = copy / prepared.relative_to(root), {}
             started = now_iso()
             done = launch_and_wait(
-                environments,
+                self.runner.environment(spec.backend),
                 spec,
                 scenario,
                 ready,
@@ -424,6 +425,9 @@ class PatchedRuns:
         record = record_of(cell, done, lock, extra)
         self.keep(self.store_path(scenario, key), record.to_dict())
         return PatchedResult(record, reused=False)
+
+    def image_target(self, spec: EnvSpec, prepared: object) -> tuple[DockerBackend, Image] | None:
+        return docker_proof.layer_target(self.runner.environment(spec.backend), prepared)
 
     @contextmanager
     def layered(

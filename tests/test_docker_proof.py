@@ -27,18 +27,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tfbisect.core import catalogue
 from tfbisect.core.errors import MachineFaultError, TraceError
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, find
-from tfbisect.core.spec import EnvSpec
+from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs import docker_proof
 from tfbisect.envs.backend_docker import Image
 from tfbisect.envs.bases import Base
 from tfbisect.envs.locks import Lock
 from tfbisect.envs.wheelhouse import Pin
-from tfbisect.runs.patched import PatchedRuns, PinError, unstarted
+from tfbisect.platform.process import Finished
+from tfbisect.runs.patched import PatchedRuns, PinError, install_failure, unstarted
 from tfbisect.runs.runner import Runner, Settings
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -142,6 +144,44 @@ def test_a_run_that_never_started_is_the_machines_fault_or_no_result(tmp_path: P
     )
     other = unstarted("The container could not start: no such image", tmp_path / "log")
     assert isinstance(other, TraceError) and not isinstance(other, MachineFaultError)
+
+
+class Pinging:
+    """An engine whose `ping` answers or fails (the engine gone), for the fault words alone."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+        self.client = self
+
+    def ping(self) -> bool:
+        if not self.answers:
+            raise requests.exceptions.ConnectionError("Connection refused")
+        return True
+
+
+def test_a_failed_layer_is_the_machines_fault_only_when_the_machine_or_engine_failed(tmp_path: Path) -> None:
+    image = Image(
+        "tfbisect:tf2.21.0-x", "sha256:abc", Base("b", PYTHON, "user", "sha256:b"), Flavour.CPU, False
+    )
+
+    def failure(engine: Pinging, tail: str, code: int | None = 1) -> Exception:
+        finished = Finished(exit_code=code, timed_out=code is None, log_tail=tail, seconds=1.0)
+        return docker_proof.build_failure(engine, image, finished, tmp_path / "log")  # type: ignore[arg-type]
+
+    assert isinstance(failure(Pinging(True), "write /x: no space left on device"), MachineFaultError)
+    gone = failure(Pinging(False), "the engine failed: Connection aborted")
+    assert isinstance(gone, MachineFaultError) and "stopped answering" in gone.what
+    pip = "ERROR: Could not find a version that satisfies the requirement demo==9\nERROR: No matching distribution found for demo==9"
+    layer = failure(Pinging(True), pip)
+    assert isinstance(layer, docker_proof.LayerError) and layer.status == 1
+    assert "No matching distribution" in layer.what
+    pin = Pin("demo", "9", frozenset({"0" * 64}))
+    stored = install_failure([pin], layer.tail, layer.status, tmp_path / "log")
+    assert isinstance(stored, PinError) and stored.lasting  # stored: it never resolves
+    timed_out = failure(Pinging(True), "Step 5/6 : RUN", None)
+    assert isinstance(timed_out, docker_proof.LayerError) and "timed out" in timed_out.what
+    again = install_failure([pin], timed_out.tail, None, tmp_path / "log")
+    assert isinstance(again, PinError) and again.inconclusive and not again.lasting
 
 
 # ---- for real ---------------------------------------------------------------------------------------

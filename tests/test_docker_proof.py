@@ -9,6 +9,7 @@ image back); the rest is tfbisect's: the layer's build, the locked-down run, the
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -79,10 +80,10 @@ def test_the_layer_is_built_on_the_cached_images_id_and_ends_as_its_user(tmp_pat
     text = (folder / "Dockerfile").read_text()
     assert text.startswith("FROM sha256:abc AS proof\nUSER root\n") and text.endswith("USER tfbisect\n")
     assert 'RUN ["python", "/opt/tfbisect-proof/apply.py"]' in text  # exec form: no shell needed
-    # Staged under numbers, the paths only in the manifest (the script checks them in the image).
+    # Staged under numbers, the paths only in their list (the script checks them in the image).
     assert sorted(p.name for p in (folder / "stage" / "files").iterdir()) == ["0", "1"]
-    manifest = json.loads((folder / "stage" / "manifest.json").read_text())
-    assert manifest == {"patches": ["../../etc/x.py", "pkg/b.py"], "pins": []}
+    listed = ast.literal_eval((folder / "stage" / "patches.txt").read_text())
+    assert listed == ["../../etc/x.py", "pkg/b.py"]
     assert (folder / "stage" / "files" / "1").read_text() == "b"
     assert not (folder / "stage" / "pins.txt").exists()
     pinned = docker_proof.Layer({}, (Pin("six", "1.16.0", frozenset({"a" * 64})),), "six==1.16.0 --hash=x\n")

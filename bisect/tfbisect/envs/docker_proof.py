@@ -7,7 +7,7 @@ changed (an image's layers are content-addressed and read-only: a build on top a
 One small build `FROM <the cached image's id>` (its id, not its tag: the image run is exactly
 the one prepared, even if its tag moves meanwhile), with one `RUN` in exec form (no shell needed
 in the image) of a short script (`APPLY`) that, as root:
-- a revert: moves each patched file (staged by `COPY`, named by number, never by its path) over
+- a revert: moves each patched file (staged by `COPY`, named by number, never by its path, which is data) over
   its installed path under the image's own site-packages (`sysconfig`'s purelib: the venv the
   image runs), refusing a path that leaves it, and removes its bytecode
   (`__pycache__/<module>.*.pyc`): the images carry the bytecode pip compiled, which may be
@@ -32,7 +32,6 @@ context lives in the proof's copies folder, which the venv copies' sweep covers.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
@@ -65,17 +64,17 @@ OF_LABEL = "tfbisect.proof.of"  # the cached image it sits on
 STAGING = "/opt/tfbisect-proof"  # where the build stages its files (gone from the final image)
 BUILD_TIMEOUT_S = 600
 LOG_READ_MAX = 1 << 20  # of a layer's build log, read for the ids of its steps
-# Each patched file is staged under a number: its path is data (manifest), never a file name.
+# Each patched file is staged under a number: its path is data (patches.txt), never a file name.
 APPLY = '''\
 """tfbisect's proof layer: patched files over their installed paths (old bytecode removed), or
 pins installed from the wheels on loopback; then the staging folder goes.  Python 3.6+."""
-import glob, json, os, shutil, subprocess, sys, sysconfig
+import ast, glob, os, shutil, subprocess, sys, sysconfig
 
 staging = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(staging, "manifest.json")) as handle:
-    manifest = json.load(handle)
+with open(os.path.join(staging, "patches.txt"), encoding="utf-8") as handle:
+    patches = ast.literal_eval(handle.read())  # a list of strings, written by repr()
 site = os.path.realpath(sysconfig.get_paths()["purelib"])
-for number, path in enumerate(manifest["patches"]):
+for number, path in enumerate(patches):
     target = os.path.realpath(os.path.join(site, path))
     if not target.startswith(site + os.sep) or not target.endswith(".py") or not os.path.isdir(os.path.dirname(target)):
         sys.exit("tfbisect: a patch names %r, which is no module file under %s" % (path, site))
@@ -87,7 +86,7 @@ for number, path in enumerate(manifest["patches"]):
     for cached in glob.glob(os.path.join(os.path.dirname(target), "__pycache__", glob.escape(stem) + ".*.pyc")):
         os.remove(cached)
     print("tfbisect: patched %s" % target)
-if manifest["pins"]:
+if os.path.exists(os.path.join(staging, "pins.txt")):
     subprocess.check_call([
         sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
         "--no-index", "--no-deps", "--require-hashes", "--find-links", os.environ["WHEELS_URL"],
@@ -124,9 +123,6 @@ class Layer:
     pins: tuple[Pin, ...] = ()
     requirements: str = ""  # the pins as pip reads them, hashes and all
 
-    def manifest(self) -> dict[str, object]:
-        return {"patches": sorted(self.patches), "pins": [p.key for p in self.pins]}
-
 
 def dockerfile(image_id: str, user: str) -> str:
     """The proof layer's Dockerfile on the cached image `image_id`, ending as its `user`."""
@@ -141,13 +137,14 @@ def dockerfile(image_id: str, user: str) -> str:
 
 
 def write_context(folder: Path, layer: Layer, image_id: str, user: str) -> Path:
-    """The build context of the layer in `folder`: the Dockerfile, the script, the manifest, the
+    """The build context of the layer in `folder`: the Dockerfile, the script, the list of paths, the
     staged files and the pins."""
     stage = folder / "stage"
     (stage / "files").mkdir(parents=True)
     for number, path in enumerate(sorted(layer.patches)):
         (stage / "files" / str(number)).write_text(layer.patches[path], encoding="utf-8")
-    write_text_atomic(stage / "manifest.json", json.dumps(layer.manifest()))
+    # repr() of a list of str: read back by ast.literal_eval (any path, newlines and all, is data).
+    write_text_atomic(stage / "patches.txt", repr(sorted(layer.patches)))
     write_text_atomic(stage / "apply.py", APPLY)
     if layer.pins:
         write_text_atomic(stage / "pins.txt", layer.requirements)

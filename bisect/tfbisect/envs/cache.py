@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tfbisect.core import jsonread
 from tfbisect.core.errors import MachineFaultError, TfbisectError, UsageError
@@ -93,6 +93,13 @@ class ImageEngine(Protocol):
     def image_list(self, reference: str) -> list[tuple[str, int]]: ...
 
     def remove_image(self, ref: str) -> None: ...
+
+
+@runtime_checkable
+class InspectingEngine(ImageEngine, Protocol):
+    """An engine that also inspects an image (labels, age): the proof images' sweep needs it."""
+
+    def image_inspect(self, ref: str) -> dict[str, object] | None: ...
 
 
 # -- sizes and marks ------------------------------------------------------------------------
@@ -418,6 +425,12 @@ def evict(
     measured (statvfs) before and after, where the cache lives."""
     before = free_bytes(cache_dir)
     sweep_proof_copies(cache_dir / "proof-copies", now=now)
+    if isinstance(engine, InspectingEngine):
+        # The proof images a killed run left go with its copies (the Docker SDK only when asked).
+        from tfbisect.envs.docker_proof import sweep_proof_images
+
+        with contextlib.suppress(TfbisectError):
+            sweep_proof_images(engine, now=now)
     for entry in entries:
         _remove(entry, engine)
     if any(e.kind == "venv" for e in entries) and not any(e.kind == "uv" for e in entries):

@@ -295,11 +295,12 @@ def image_user(engine: Engine, ref: str) -> str:
 
 
 def sweep_proof_images(
-    engine: Engine, *, now: float | None = None, min_age: float = cache.PROOF_COPY_MAX_AGE_S
+    engine: cache.InspectingEngine, *, now: float | None = None, min_age: float = cache.PROOF_COPY_MAX_AGE_S
 ) -> int:
     """Remove the proof images (`tfbisect-proof:*`) a killed driver left: older than `min_age`
     and whose owner is gone (a process on this host that no longer lives; one of another host's
-    only after a day).  Returns how many went."""
+    only after a day).  Returns how many went.  Before each proof build, and with the venv
+    copies in `cache.evict` (`tfbisect cache prune`, the budget)."""
     now = time.time() if now is None else now
     removed = 0
     for tag, _ in engine.image_list(REPOSITORY):

@@ -360,8 +360,8 @@ def test_a_patched_copy_leaves_the_cached_venv_byte_identical(tmp_path: Path) ->
     assert list(under.iterdir()) == []  # the copy is gone
 
 
-def test_only_a_venv_is_copied() -> None:
-    with pytest.raises(TraceError, match="not supported yet: proof runs in venvs"):
+def test_only_a_venv_is_copied_and_anything_else_but_an_image_is_refused() -> None:
+    with pytest.raises(TraceError, match=r"proof runs need a venv .* or a Docker image"):
         venv_root("an-image:tag")
     with pytest.raises(TraceError):
         venv_root(Path("/nowhere/bin/python"))

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tfbisect.core import jsonread
 from tfbisect.core.errors import MachineFaultError, TfbisectError, UsageError
@@ -94,6 +94,13 @@ class ImageEngine(Protocol):
     def image_list(self, reference: str) -> list[tuple[str, int]]: ...
 
     def remove_image(self, ref: str) -> None: ...
+
+
+@runtime_checkable
+class InspectingEngine(ImageEngine, Protocol):
+    """An engine that also inspects an image (labels, age): the proof images' sweep needs it."""
+
+    def image_inspect(self, ref: str) -> dict[str, object] | None: ...
 
 
 # -- sizes and marks ------------------------------------------------------------------------
@@ -397,7 +404,7 @@ def sweep_proof_copies(
         if (
             folder.is_symlink()
             or now - _mtime(folder, now) < min_age
-            or (owner.isdigit() and _alive(int(owner)))
+            or (owner.isdigit() and process_alive(int(owner)))
         ):
             continue
         shutil.rmtree(folder, ignore_errors=True)
@@ -405,7 +412,8 @@ def sweep_proof_copies(
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` lives on this host (another user's counts as alive)."""
     if pid <= 0:  # kill(0) would signal our own process group
         return False
     try:
@@ -429,6 +437,12 @@ def evict(
     measured (statvfs) before and after, where the cache lives."""
     before = free_bytes(cache_dir)
     sweep_proof_copies(cache_dir / "proof-copies", now=now)
+    if isinstance(engine, InspectingEngine):
+        # The proof images a killed run left go with its copies (the Docker SDK only when asked).
+        from tfbisect.envs.docker_proof import sweep_proof_images
+
+        with contextlib.suppress(TfbisectError):
+            sweep_proof_images(engine, now=now)
     for entry in entries:
         _remove(entry, engine)
     if any(e.kind == "venv" for e in entries) and not any(e.kind == "uv" for e in entries):

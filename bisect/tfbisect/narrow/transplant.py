@@ -253,7 +253,7 @@ def transplant_proof(
         answer = transplanter.transplant(found)
     except MachineFaultError:  # the machine failed, not a transplant: no verdict, the run stops
         raise
-    except TfbisectError as exc:  # no copy can be made here (not a venv): said, and the proof goes on
+    except TfbisectError as exc:  # no copy can be made here (no venv, no image): said, and the proof goes on
         skipped = f"{exc.what} {exc.todo}"
     proof = plan.proof(transplanter.trials, transplanter.runs, skipped)
     if answer is None:

@@ -14,12 +14,14 @@ cached venv through a link.  Anything uv leaves in TMPDIR goes with the copy.  T
 the run is done (one a killed driver left is swept after an hour).  A run's record is stored, keyed
 like a run (environment, lock, scenario sha256, probe, and the patch's hash or the pins and their
 hashes), so a repeat runs nothing; a pin that cannot be resolved is stored too, never a machine
-fault, a timeout or a network error.  Docker and swarm environments are not copied yet: a proof
-there says so.
+fault, a timeout or a network error.  A Docker environment (and a swarm's, whose proof runs go to
+the local engine) is not copied: the same change goes into a thin image on its cached image
+(envs/docker_proof.py), run by the Docker backend's own launch, removed afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -40,7 +42,13 @@ from packaging.utils import InvalidName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from tfbisect.core import interrupt
-from tfbisect.core.errors import TraceError, as_machine_fault, machine_fault_in
+from tfbisect.core.errors import (
+    MACHINE_TODO,
+    MachineFaultError,
+    TraceError,
+    as_machine_fault,
+    machine_fault_in,
+)
 from tfbisect.core.fsio import now_iso, stamp, write_json_atomic
 from tfbisect.core.limits import RESULT_MAX_BYTES
 from tfbisect.core.record import RunRecord
@@ -48,6 +56,8 @@ from tfbisect.core.resultfile import read_result
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.textsafe import one_line
+from tfbisect.envs import docker_proof
+from tfbisect.envs.backend_docker import DockerBackend, Image
 from tfbisect.envs.cache import sweep_proof_copies, uv_cache_dir
 from tfbisect.envs.environments import Traced
 from tfbisect.envs.locks import uv_binary
@@ -156,12 +166,25 @@ def requirements_text(pins: Sequence[Pin]) -> str:
 
 
 def venv_root(prepared: object) -> Path:
-    """The venv a prepared environment's python lives in; refused for anything else."""
+    """The venv a prepared environment's python lives in; refused for anything else (an image
+    is proven in a layer on it, envs/docker_proof.py)."""
     if isinstance(prepared, Path) and (prepared.parent.parent / "pyvenv.cfg").is_file():
         return prepared.parent.parent
     raise TraceError(
-        "This environment cannot be proven in: not supported yet: proof runs in venvs (a hard-linked copy).",
-        "narrow with --backend venv to prove the suspects; their ranking stands without the proof.",
+        "This environment cannot be proven in: proof runs need a venv (a hard-linked copy) or a Docker "
+        "image (a thin layer on it).",
+        "narrow with --backend venv or docker to prove the suspects; their ranking stands without the proof.",
+    )
+
+
+def unstarted(why: str, log_path: Path) -> Exception:
+    """A proof run that never started: the machine's fault when its words say so (a full disk, an
+    engine gone), else no result at all (the proof says it could not run), never a stored record."""
+    fault = machine_fault_in(why, "starting a proof's run")
+    if fault is None and "cannot connect to the docker daemon" in why.lower():
+        fault = MachineFaultError(f"the Docker engine stopped answering: {one_line(why, 300)}", MACHINE_TODO)
+    return fault or TraceError(
+        f"A proof's run could not start: {one_line(why, 300)}", f"see {log_path}; narrow again."
     )
 
 
@@ -267,7 +290,7 @@ def install_failure(pins: Sequence[Pin], tail: str, exit_code: int | None, log_p
     """What a failed install of `pins` was: a machine fault (raised as such: no verdict), a timeout
     or the network (inconclusive, tried again), a pin uv cannot resolve (stored), or else."""
     shown = one_line(" ".join(f"{p.name}=={p.version}" for p in pins), 200)
-    fault = machine_fault_in(tail, f"installing {shown} into a proof's venv copy")
+    fault = machine_fault_in(tail, f"installing {shown} into a proof's copy")
     if fault is not None:
         return fault
     lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
@@ -362,33 +385,85 @@ class PatchedRuns:
         failed = None if self.runner.settings.force or not pins else self.not_installed(scenario, key)
         if failed is not None:
             raise PinError(failed, "it was tried before: --force tries it again.", reused=True)
-        root = venv_root(prepared)
+        # A venv is copied; an image gets a layer (its backend asked only then); else refused.
+        target = None if isinstance(prepared, Path) else self.image_target(spec, prepared)
+        root = venv_root(prepared) if target is None else None
         log_path = self.runner.log_dir(scenario) / f"{spec.key}.proof-{key[:12]}.{stamp()}-{os.getpid()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         copies = self.runner.settings.cache_dir / COPIES_FOLDER
         sweep_proof_copies(copies)
-        with venv_copy(root, copies) as copy:
-            self.set_up(copy, texts, pins, (scenario, key), log_path.with_suffix(".install.log"))
+        install_log = log_path.with_suffix(".install.log")
+        with contextlib.ExitStack() as stack:
+            if target is not None:
+                ready: object = stack.enter_context(
+                    self.layered(*target, texts, pins, (scenario, key), install_log)
+                )
+                where: dict[str, object] = {
+                    "proof_base_image": target[1].tag,
+                    "proof_base_image_id": target[1].image_id,
+                }
+            else:
+                assert root is not None and isinstance(prepared, Path)
+                copy = stack.enter_context(venv_copy(root, copies))
+                self.set_up(copy, texts, pins, (scenario, key), install_log)
+                ready, where = copy / prepared.relative_to(root), {}
             started = now_iso()
             done = launch_and_wait(
                 self.runner.environment(spec.backend),
                 spec,
                 scenario,
-                copy / prepared.relative_to(root),  # type: ignore[attr-defined]
+                ready,
                 log_path,
                 f"running {probe} alone, {'with ' + ', '.join(sorted(pinned)) + ' pinned' if pins else 'patched'}",
                 self.runner.waiting,
                 Traced(None, (), (probe,)),
             )
+        if done.ended.unstarted is not None:
+            raise unstarted(done.ended.unstarted, log_path)
         cell = Cell(spec, scenario, started, self.runner.settings.timeout)
-        extra: dict[str, object] = {
-            "proof_key": key,
-            "patched": sorted(texts),
-            "pins": pinned,
-        }
+        extra: dict[str, object] = {"proof_key": key, "patched": sorted(texts), "pins": pinned, **where}
         record = record_of(cell, done, lock, extra)
         self.keep(self.store_path(scenario, key), record.to_dict())
         return PatchedResult(record, reused=False)
+
+    def image_target(self, spec: EnvSpec, prepared: object) -> tuple[DockerBackend, Image] | None:
+        return docker_proof.layer_target(self.runner.environment(spec.backend), prepared)
+
+    @contextmanager
+    def layered(
+        self,
+        backend: DockerBackend,
+        image: Image,
+        texts: Mapping[str, str],
+        pins: Sequence[Pin],
+        key: tuple[Scenario, str],
+        log_path: Path,
+    ) -> Iterator[Image]:
+        """The cached image with the patches, or the pins, in a thin layer on it (see
+        envs/docker_proof.py), removed afterwards; a pin that does not install is PinError (stored
+        when uv's words, here pip's, say it cannot be resolved), the machine's failure a fault."""
+        checked = checked_pins(pins) if pins else []
+        layer = docker_proof.Layer(dict(texts), tuple(checked), requirements_text(checked) if checked else "")
+        copies = self.runner.settings.cache_dir / COPIES_FOLDER
+        try:
+            copies.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"tfbisect-proof-{os.getpid()}-", dir=copies))
+        except OSError as exc:
+            raise as_machine_fault(exc) from exc
+        try:
+            with docker_proof.proof_image(backend, image, layer, folder, log_path) as layered:
+                yield layered
+        except docker_proof.LayerError as exc:
+            if not checked:
+                raise TraceError(exc.what, exc.todo) from exc
+            failure = install_failure(checked, exc.tail, exc.status, log_path)
+            if isinstance(failure, PinError) and failure.lasting:
+                self.keep_not_installed(*key, failure.what)
+            raise failure from exc
+        except OSError as exc:
+            raise as_machine_fault(exc) from exc
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def set_up(
         self,

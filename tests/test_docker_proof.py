@@ -38,6 +38,7 @@ from tfbisect.core.spec import EnvSpec, Flavour
 from tfbisect.envs import docker_proof
 from tfbisect.envs.backend_docker import Image
 from tfbisect.envs.bases import Base
+from tfbisect.envs.cache import UV_CACHE_VARIABLE, wheel_cache_dir
 from tfbisect.envs.locks import Lock
 from tfbisect.envs.wheelhouse import Pin
 from tfbisect.platform.process import Finished
@@ -407,8 +408,10 @@ def test_a_transplant_installs_the_pin_offline_in_a_layer_and_flips_the_outcome(
 ) -> None:
     """demo 1.0 put back in the image that has 2.0: from the wheel cache over loopback, hash-checked,
     without its dependencies; the image's pip uninstalls 2.0 (its bytecode too)."""
+    # A private wheel cache (the machine's follows tfbisect's uv cache): the demo wheel is put there.
+    monkeypatch.setenv(UV_CACHE_VARIABLE, str(tmp_path / "uv"))
     proofs, spec, scenario = proof_runs(cached_image, tmp_path, monkeypatch)
-    wheels = tmp_path / "cache" / "wheels" / f"py{PYTHON}"
+    wheels = wheel_cache_dir() / f"py{PYTHON}"
     wheels.mkdir(parents=True)
     pin = wheel(wheels, "1.0", OLD)
     (wheels / "index.json").write_text(json.dumps({"demo==1.0": "demo-1.0-py3-none-any.whl"}))

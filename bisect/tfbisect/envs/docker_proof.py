@@ -195,7 +195,7 @@ def proof_image(
     wheels: contextlib.AbstractContextManager[str] = contextlib.nullcontext("")
     if layer.pins:
         fetch_wheels(backend, image, layer.pins, log_path)
-        wheels = serve(backend.cache_dir / "wheels")
+        wheels = serve(backend.wheels.root)
     tag = proof_tag()
     write_context(folder, layer, image.image_id or image.tag, user)
     try:

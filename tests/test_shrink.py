@@ -136,16 +136,16 @@ def test_ddmin_with_the_whole_set_known_never_runs_it() -> None:
 # ---- the prover's shrink, with scripted runs ---------------------------------------------------
 
 
-def plan(budget: int = 30) -> ProofPlan:
+def plan(budget: int = 30, old: str = OLD, new: str = NEW, unit: Unit = CAUSE) -> ProofPlan:
     return ProofPlan(
         probe="gradient_eager_plain",
         old_spec=OLD_SPEC,
         new_spec=NEW_SPEC,
         old_state="match",
         new_state="mismatch",
-        old_sources={PATH: OLD},
-        new_sources={PATH: NEW},
-        units=(CAUSE,),
+        old_sources={PATH: old},
+        new_sources={PATH: new},
+        units=(unit,),
         files=(PATH,),
         budget=budget,
     )
@@ -223,19 +223,8 @@ def test_parts_that_do_not_compile_are_inconclusive_and_never_run() -> None:
         reverted = "except ValueError" in patched[PATH]
         return Done(record(spec, probe, "match" if reverted == (spec is NEW_SPEC) else "mismatch"))
 
-    cause = Unit(PATH, "f")
     found = proof_of(
-        ProofPlan(
-            probe="p",
-            old_spec=OLD_SPEC,
-            new_spec=NEW_SPEC,
-            old_state="match",
-            new_state="mismatch",
-            old_sources={PATH: old},
-            new_sources={PATH: new},
-            units=(cause,),
-            files=(PATH,),
-        ),
+        plan(old=old, new=new, unit=Unit(PATH, "f")),
         run,
         lambda text: None,
         ("a", "b"),

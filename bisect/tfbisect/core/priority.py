@@ -46,58 +46,19 @@ class Foreground:
             return self._changed.wait_for(lambda: self._busy == 0, timeout)
 
 
-class Urgency:
-    """Whether a run now waits for one preparation ahead; `on_hurry` says what then raises its
-    priority (called at once when it is urgent already).  Or whether the search no longer needs
-    it (`drop`): `on_drop` says what then stops it (an image build, which is cancelled)."""
+class _Once:
+    """A one-shot signal under a lock it shares: fired at most once, each listener called once
+    (at once when it has fired already), outside the lock."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._urgent = False
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.fired = False  # read under the shared lock
         self._listeners: list[Callable[[], None]] = []
-        self._dropped = False
-        self._droppers: list[Callable[[], None]] = []
 
-    @property
-    def dropped(self) -> bool:
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when fired; the callable returned forgets it."""
         with self._lock:
-            return self._dropped
-
-    def on_drop(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` when the preparation is dropped; the callable returned forgets it."""
-        with self._lock:
-            now = self._dropped
-            if not now:
-                self._droppers.append(listener)
-        if now:
-            _quietly(listener)
-
-        def forget() -> None:
-            with self._lock, contextlib.suppress(ValueError):
-                self._droppers.remove(listener)
-
-        return forget
-
-    def drop(self) -> None:
-        """No run of this search will need the preparation: it stops where it can (once).  One
-        that a run waits for (hurried) is never dropped."""
-        with self._lock:
-            if self._dropped or self._urgent:
-                return
-            self._dropped = True
-            listeners, self._droppers = self._droppers, []
-        for listener in listeners:
-            _quietly(listener)
-
-    @property
-    def urgent(self) -> bool:
-        with self._lock:
-            return self._urgent
-
-    def on_hurry(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` when the preparation is hurried; the callable returned forgets it."""
-        with self._lock:
-            now = self._urgent
+            now = self.fired
             if not now:
                 self._listeners.append(listener)
         if now:
@@ -109,15 +70,54 @@ class Urgency:
 
         return forget
 
-    def hurry(self) -> None:
-        """A run waits for this preparation: every listener raises its priority (once)."""
+    def fire(self, unless: Callable[[], bool]) -> None:
+        """Fire, unless it has or `unless()` (asked under the lock) says no."""
         with self._lock:
-            if self._urgent or self._dropped:
+            if self.fired or unless():
                 return
-            self._urgent = True
+            self.fired = True
             listeners, self._listeners = self._listeners, []
         for listener in listeners:
             _quietly(listener)
+
+
+class Urgency:
+    """Whether a run now waits for one preparation ahead; `on_hurry` says what then raises its
+    priority (called at once when it is urgent already).  Or whether the search no longer needs
+    it (`drop`): `on_drop` says what then stops it (an image build, which is cancelled).  The two
+    exclude each other: whichever comes first holds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hurried = _Once(self._lock)
+        self._dropped = _Once(self._lock)
+
+    @property
+    def dropped(self) -> bool:
+        with self._lock:
+            return self._dropped.fired
+
+    def on_drop(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the preparation is dropped; the callable returned forgets it."""
+        return self._dropped.listen(listener)
+
+    def drop(self) -> None:
+        """No run of this search will need the preparation: it stops where it can (once).  One
+        that a run waits for (hurried) is never dropped."""
+        self._dropped.fire(unless=lambda: self._hurried.fired)
+
+    @property
+    def urgent(self) -> bool:
+        with self._lock:
+            return self._hurried.fired
+
+    def on_hurry(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the preparation is hurried; the callable returned forgets it."""
+        return self._hurried.listen(listener)
+
+    def hurry(self) -> None:
+        """A run waits for this preparation: every listener raises its priority (once)."""
+        self._hurried.fire(unless=lambda: self._dropped.fired)
 
 
 def _quietly(listener: Callable[[], None]) -> None:

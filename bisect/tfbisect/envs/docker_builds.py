@@ -41,6 +41,9 @@ class BuildRequest:
     labels: Mapping[str, str]
     network: str = "host"
     cpu_shares: int | None = None  # low priority (a prefetch's build): see `low_priority_thread`
+    # A failed build's own step images are removed as a cancelled one's are (a proof's layer:
+    # nothing retries it, so they would only be left behind).
+    clean_failed: bool = False
 
     def argv(self) -> list[str]:
         args = ["build", "--force-rm", "--network", self.network, "--file", str(self.dockerfile)]
@@ -274,9 +277,9 @@ class Builds(EngineCalls):
                 self._remove_cancelled(trail)
                 raise
             forget()
-            if done.cancelled and not done.ok:
+            if (done.cancelled or request.clean_failed) and not done.ok:
                 self._remove_cancelled(trail)
-                if not done.timed_out:
+                if done.cancelled and not done.timed_out:
                     # Stopped from outside (the search moved past it, or is over): no failure
                     # of the build, so nothing to retry and no wheel to check.
                     interrupt.check()  # by a stop signal: the stop goes on

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import time
 import uuid
@@ -63,7 +62,6 @@ HOST_LABEL = "tfbisect.proof.host"  # the driver's host name (a pid means nothin
 OF_LABEL = "tfbisect.proof.of"  # the cached image it sits on
 STAGING = "/opt/tfbisect-proof"  # where the build stages its files (gone from the final image)
 BUILD_TIMEOUT_S = 600
-LOG_READ_MAX = 1 << 20  # of a layer's build log, read for the ids of its steps
 # Each patched file is staged under a number: its path is data (patches.txt), never a file name.
 APPLY = '''\
 """tfbisect's proof layer: patched files over their installed paths (old bytecode removed), or
@@ -212,11 +210,11 @@ def proof_image(
                     OF_LABEL: image.tag,
                 },
                 network="host" if url else "none",
+                clean_failed=True,  # a failed layer's step images go with it
             )
             finished = engine.build(request, log_path, BUILD_TIMEOUT_S)
         built = engine.image_id(tag) if finished.exit_code == 0 else None
         if built is None:
-            remove_steps(engine, image, log_path)
             raise build_failure(engine, image, finished, log_path)
         yield replace(image, tag=tag, image_id=built, built=True)
         # A run whose engine went away under it left no result worth keeping: the machine's fault.
@@ -233,26 +231,6 @@ def proof_image(
         engine.remove_image(tag)
         # Launching marks an image as used for the cache's inventory: this one is gone.
         cache.image_mark(backend.cache_dir, tag, "used").unlink(missing_ok=True)
-
-
-def remove_steps(engine: Engine, image: Image, log_path: Path) -> None:
-    """The images a failed build's finished steps left (the classic builder keeps one per step,
-    ` ---> <id>` in its log), removed last first: never the cached image (its FROM step names
-    it), never a tagged one, and never by force, so one that has a child or a container (another
-    build's, which reused it from the build cache) stays."""
-    try:
-        with open(log_path, "rb") as log:
-            text = log.read(LOG_READ_MAX).decode("utf-8", "replace")
-    except OSError:
-        return
-    steps = re.findall(r"^ ---> ([0-9a-f]{12,64})\s*$", text, re.M)
-    for step in reversed(steps):
-        with contextlib.suppress(*ENGINE_FAILURES, DockerError):
-            found = engine.image_inspect(step) or {}
-            named = found.get("Id")
-            if not isinstance(named, str) or named == image.image_id or found.get("RepoTags"):
-                continue
-            engine.api.remove_image(named, force=False)
 
 
 def build_failure(engine: Engine, image: Image, finished: Finished, log_path: Path) -> Exception:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tfbisect.core.timing import Phase, TimeSpent, from_dict, to_dict
+from tfbisect.core.timing import Phase, TimeSpent, as_stored, from_dict, to_dict, total
 
 
 def test_a_nested_phase_is_taken_off_the_one_around_it() -> None:
@@ -54,3 +54,16 @@ def test_a_damaged_stored_form_is_refused() -> None:
     assert from_dict({"run_s": True}) is None
     assert from_dict({"run_s": -1}) is None
     assert from_dict({"run_s": float("nan")}) is None
+
+
+def test_the_last_line_adds_up_the_logs_numbers_rounded_one_way() -> None:
+    # CI once printed "7 s running" over a log holding 6.5: the line had rounded 6.54 itself.
+    from tfbisect.report.findings import duration_text
+
+    measured = {Phase.RUN: 6.54, Phase.BUILD: 0.04}
+    logged = from_dict(to_dict(measured))
+    assert logged is not None
+    line_total = total([measured, None])
+    assert duration_text(line_total[Phase.RUN]) == duration_text(logged[Phase.RUN]) == "6 s"
+    assert total([measured, measured])[Phase.RUN] == 13.0  # tenths as stored, added up
+    assert as_stored(measured)[Phase.DOWNLOAD] == 0.0

@@ -20,7 +20,7 @@ from tfbisect.commands.common import (
 )
 from tfbisect.commands.narrow import Narrowed, run_narrowing
 from tfbisect.commands.report import Reports, write_reports
-from tfbisect.core import scenario
+from tfbisect.core import scenario, timing
 from tfbisect.core.argv import DEFAULT_PROVE, DEFAULT_PROVE_BUDGET, DEFAULT_TIMEOUT, BisectOptions
 from tfbisect.core.errors import ExitCode, MachineFaultError
 from tfbisect.core.fsio import write_json_atomic
@@ -91,7 +91,6 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     """Bisect each variant in turn; `on_event` hears of each step as it ends.  Exit 0 when
     every variant found its change point (or an ambiguous one), else 1: the bisection's status
     stands whatever its narrowing could do (the narrowing says that itself)."""
-    before = SPENT.totals()
     env = options.env
     runner = make_runner(runner_args(options.common, env, force=options.force), progress)
     chosen = scenario.chosen(env.scenario, env.script, env.bad_if_raises)
@@ -111,7 +110,9 @@ def bisect(options: BisectOptions, progress: Progress, on_event: Callable[[Event
     reports = options.common.reports
     written = write_reports(reports, chosen, reports) if options.report else None
     status = max((v.exit_code for v in done), default=DONE)
-    return BisectResult(tuple(done), written, status, SPENT.since(before))
+    # The line adds up what the logs say (not the process's clock since `before`): a prefetch
+    # still ending after a log's last save, or a second rounding, would make them disagree.
+    return BisectResult(tuple(done), written, status, timing.total(v.report.time_spent for v in done))
 
 
 def request_for(

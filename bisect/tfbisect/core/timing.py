@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 
@@ -64,9 +64,24 @@ class TimeSpent:
 SPENT = TimeSpent()  # the process's: one command runs per process
 
 
+def as_stored(seconds: Mapping[Phase, float]) -> dict[Phase, float]:
+    """The seconds as a log keeps them (tenths): what a command's last line adds up, so that the
+    line and the logs never round one number two ways (6.54 s is "7 s", its stored 6.5 "6 s")."""
+    return {phase: round(seconds.get(phase, 0.0), 1) for phase in Phase}
+
+
+def total(spent: Iterable[Mapping[Phase, float] | None]) -> dict[Phase, float]:
+    """Seconds per phase added up over several logs' (a missing one counts as none)."""
+    found = dict.fromkeys(Phase, 0.0)
+    for seconds in spent:
+        for phase, value in as_stored(seconds or {}).items():
+            found[phase] += value
+    return found
+
+
 def to_dict(seconds: Mapping[Phase, float]) -> dict[str, float]:
     """As stored in a log or a report: {"download_s": 12.3, ...}."""
-    return {f"{phase.value}_s": round(seconds.get(phase, 0.0), 1) for phase in Phase}
+    return {f"{phase.value}_s": value for phase, value in as_stored(seconds).items()}
 
 
 def from_dict(data: object) -> dict[Phase, float] | None:

@@ -12,6 +12,7 @@ from tfbisect.core import catalogue
 from tfbisect.core.catalogue import Dist, ReleaseKind
 from tfbisect.core.errors import CatalogueError, UnknownVersionError
 from tfbisect.envs import index as package_index
+from tfbisect.envs import pages
 
 from conftest import loopback
 
@@ -149,7 +150,8 @@ class _Index(http.server.BaseHTTPRequestHandler):
         if project not in self.pages:
             self.send_error(404)
             return
-        body = json.dumps(self.pages[project]).encode()
+        page = self.pages[project]
+        body = page.encode() if isinstance(page, str) else json.dumps(page).encode()  # str: as served
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
         self.end_headers()
@@ -384,3 +386,61 @@ def test_unknown_nightly_without_nightlies_says_refresh() -> None:
         small().resolve("2.23.0.dev20261012")
     assert "it has no nightlies" in info.value.what
     assert info.value.todo.startswith("refresh the catalogue")
+
+
+def test_a_page_over_the_bound_is_refused_unread(index: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    padded = dict(TF_PAGE, padding="x" * 5000)
+    monkeypatch.setattr(_Index, "pages", dict(_Index.pages, tensorflow=padded))
+    monkeypatch.setattr(pages, "PAGE_MAX_BYTES", 4000)
+    with pytest.raises(CatalogueError, match="over 0 MiB: not read") as info:
+        package_index.fetch(index)
+    assert "/tensorflow/" in str(info.value) and "snapshot" in info.value.todo
+
+
+def test_the_bound_is_checked_before_reading_and_while_reading() -> None:
+    read: list[int] = []
+
+    def chunks(count: int) -> Iterator[bytes]:
+        for number in range(count):
+            read.append(number)
+            yield b"x" * 100
+
+    assert pages.bounded(chunks(5), declared=None) == b"x" * 500
+    assert pages.bounded(chunks(5), declared=pages.PAGE_MAX_BYTES + 1) is None  # declared: nothing read
+    assert len(read) == 5
+    big = pages.PAGE_MAX_BYTES // 100 + 10
+    read.clear()
+    assert pages.bounded(chunks(big), declared=None) is None
+    assert len(read) == pages.PAGE_MAX_BYTES // 100 + 1  # stopped one chunk past the bound
+    assert pages.declared_length({"Content-Length": "12"}) == 12
+    assert pages.declared_length({"Content-Length": "-1"}) is None
+    assert pages.declared_length({"Content-Length": "9" * 30}) is None
+
+
+@pytest.mark.parametrize(
+    ("page", "said"),
+    [
+        ("{not json", "is not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "is not JSON"),
+        ("[]", "has no list of files"),
+        ('{"files": {"a": 1}}', "has no list of files"),
+    ],
+)
+def test_a_page_that_is_no_pep_691_page_is_a_two_part_error(
+    index: str, monkeypatch: pytest.MonkeyPatch, page: str, said: str
+) -> None:
+    monkeypatch.setattr(_Index, "pages", dict(_Index.pages, tensorflow=page))
+    with pytest.raises(CatalogueError, match=said) as info:
+        package_index.fetch(index)
+    assert info.value.todo
+
+
+def test_entries_of_the_wrong_shape_are_skipped_not_trusted() -> None:
+    good = TF_PAGE["files"][0]
+    hostile = {"files": [1, "x", None, {"filename": 5}, {"filename": ["a"]}, {}, good]}
+    found = catalogue.dists_from_simple_json("tensorflow", hostile)
+    assert [d.version for d in found] == [
+        catalogue.dists_from_simple_json("tensorflow", {"files": [good]})[0].version
+    ]
+    with pytest.raises(CatalogueError, match="no upload times"):
+        catalogue.dists_from_simple_json("tensorflow", {"files": [dict(good, **{"upload-time": 7})]})

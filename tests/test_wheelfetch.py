@@ -20,7 +20,7 @@ import pytest
 
 from tfbisect.core import local_http
 from tfbisect.core.packagedata import data_file
-from tfbisect.envs import wheelfetch
+from tfbisect.envs import pages, wheelfetch
 from tfbisect.envs.wheelhouse import Pin
 
 TAGS = ["cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"]
@@ -53,7 +53,7 @@ class _Index(http.server.SimpleHTTPRequestHandler):
         if self.path.endswith("/") and page.is_file():
             body = page.read_bytes()
             self.send_response(200)
-            self.send_header("Content-Type", wheelfetch.JSON_PAGE)
+            self.send_header("Content-Type", pages.JSON_PAGE)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -147,7 +147,7 @@ def test_a_page_over_the_cap_is_refused_not_read(
 ) -> None:
     data = wheel_bytes("a")
     publish(index, "delta", {"delta-1.0-py3-none-any.whl": (data, sha(data))}, padding="x" * 4000)
-    monkeypatch.setattr(wheelfetch, "PAGE_MAX_BYTES", 2000)
+    monkeypatch.setattr(pages, "PAGE_MAX_BYTES", 2000)
     fetched, notes, out = fetch_one(Pin("delta", "1.0", frozenset({sha(data)})), tmp_path)
     assert fetched == [] and list(out.iterdir()) == []
     [note] = notes

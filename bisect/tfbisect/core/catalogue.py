@@ -356,18 +356,27 @@ def _nightly_day(release: Release) -> dt.date | None:
     return (_date(str(dev)) if dev is not None else None) or _date(release.date)
 
 
-def dists_from_simple_json(project: str, document: Mapping[str, Any]) -> list[Dist]:
-    """Fold a PEP 691 project page into one `Dist` per version."""
+def dists_from_simple_json(project: str, document: object) -> list[Dist]:
+    """Fold a PEP 691 project page into one `Dist` per version.  The page is an index's answer,
+    not trusted: an entry of the wrong shape is skipped, a page with no list of files refused."""
+    files = document.get("files") if isinstance(document, Mapping) else None
+    if not isinstance(files, list):
+        raise CatalogueError(
+            f"The index's page for {project} has no list of files (PEP 691).",
+            "use an index that serves PEP 691 JSON pages (PyPI does), or keep the committed snapshot.",
+        )
     uploaded: dict[str, str] = {}
     pythons: dict[str, set[str]] = {}
     yanked: dict[str, bool] = {}
-    for entry in document.get("files", []):
-        filename = entry.get("filename", "")
+    for entry in files:
+        filename = entry.get("filename") if isinstance(entry, Mapping) else None
+        if not isinstance(filename, str):
+            continue
         version = _version_of(project, filename)
         if version is None or parse(version) is None:
             continue
         time = entry.get("upload-time")
-        if not time:
+        if not time or not isinstance(time, str):
             raise CatalogueError(
                 f"The index's page for {project} has no upload times (PEP 700).",
                 "use an index that serves PEP 700 metadata (PyPI does), or keep the committed snapshot.",

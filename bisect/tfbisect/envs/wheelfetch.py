@@ -8,7 +8,7 @@ cannot place (an sdist-only pin, an index without JSON pages, a Python whose pip
 its tags, any error) is left to `pip wheel`, the cache's general path: this one only makes the
 common case fast (26 wheels, one after another by `pip wheel`, took 28.7 s once).
 
-The index is not trusted beyond the lock's digests.  A page is read up to PAGE_MAX_BYTES, and
+The index is not trusted beyond the lock's digests.  A page is read up to pages.PAGE_MAX_BYTES, and
 must be a JSON object whose `files` is a list; an entry of the wrong shape (a filename that is
 no plain wheel name, a digest that is no sha256, a size that is no count) is skipped, never
 used.  A file is fetched only from an http(s) address with no credentials in it (https when the
@@ -34,14 +34,13 @@ import requests.adapters
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from tfbisect.core import jsonread
+from tfbisect.envs import pages
+from tfbisect.envs.pages import JSON_PAGE
 
 THREADS = 8
 TIMEOUT = 60.0
-# PyPI's largest page a lock names (tf-nightly's, every nightly's files) is ~1.1 MB.
-PAGE_MAX_BYTES = 32 * 1024 * 1024
 # The largest wheel a lock names (an NVIDIA cuDNN wheel) is ~0.9 GB.
 WHEEL_MAX_BYTES = 4 * 1000**3
-JSON_PAGE = "application/vnd.pypi.simple.v1+json"
 # The tags of the running interpreter, most preferred first, from pip's own copy of packaging
 # (the target Python may have no packaging of its own).
 TAGS_CODE = "from pip._vendor.packaging import tags; print('\\n'.join(str(t) for t in tags.sys_tags()))"
@@ -127,32 +126,17 @@ class Listed:
     size: int  # 0: not declared
 
 
-def _declared_length(answer: requests.Response) -> int | None:
-    value = answer.headers.get("Content-Length", "").strip()
-    return int(value) if value.isdigit() and len(value) < 20 else None
-
-
 def _page(index: str, name: str, session: requests.Session) -> list[Listed]:
     url = f"{index}/{canonicalize_name(name)}/"
     with session.get(url, headers={"Accept": JSON_PAGE}, timeout=TIMEOUT, stream=True) as answer:
         answer.raise_for_status()
         if JSON_PAGE not in answer.headers.get("Content-Type", ""):
             return []  # an index without JSON pages: pip wheel finds the file instead
-        body = bytearray()
-        declared = _declared_length(answer)
-        for chunk in (
-            [] if declared is not None and declared > PAGE_MAX_BYTES else answer.iter_content(1 << 16)
-        ):
-            body += chunk
-            if len(body) > PAGE_MAX_BYTES:
-                break
-        if len(body) > PAGE_MAX_BYTES or (declared is not None and declared > PAGE_MAX_BYTES):
-            raise Refused(
-                f"the index's page of {name} ({url}) is over {PAGE_MAX_BYTES // 2**20} MiB: not read",
-                _INDEX_TODO,
-            )
+        body = pages.bounded(answer.iter_content(pages.CHUNK_BYTES), pages.declared_length(answer.headers))
+        if body is None:
+            raise Refused(pages.too_large(f"the index's page of {name} ({url})"), _INDEX_TODO)
     try:
-        document = jsonread.loads(bytes(body))
+        document = jsonread.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Refused(
             f"the index's page of {name} ({url}) is not JSON ({str(exc)[:120]})", _INDEX_TODO
@@ -239,7 +223,7 @@ def _download(found: Located, folder: Path, session: requests.Session) -> Fetche
     try:
         with session.get(found.url, stream=True, timeout=TIMEOUT) as answer:
             answer.raise_for_status()
-            declared = _declared_length(answer)
+            declared = pages.declared_length(answer.headers)
             if declared is not None and declared > limit:
                 raise _too_large(found, f"its server announces {declared} bytes", limit)
             with open(path, "wb") as out:

@@ -14,10 +14,11 @@ def test_a_nested_phase_is_taken_off_the_one_around_it() -> None:
     with spent.measure(Phase.BUILD):
         time.sleep(0.05)
         with spent.measure(Phase.DOWNLOAD):
-            time.sleep(0.1)
+            time.sleep(0.4)
     totals = spent.totals()
-    assert 0.09 <= totals[Phase.DOWNLOAD] < 0.3
-    assert 0.04 <= totals[Phase.BUILD] < 0.09  # the download's 0.1 s not counted again
+    assert 0.39 <= totals[Phase.DOWNLOAD] < 1.0
+    # The download's 0.4 s not counted again (bounds wide enough for a loaded CI machine).
+    assert 0.04 <= totals[Phase.BUILD] < 0.4
 
 
 def test_threads_nest_apart_and_add_up() -> None:

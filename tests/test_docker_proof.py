@@ -425,3 +425,51 @@ def test_a_transplant_installs_the_pin_offline_in_a_layer_and_flips_the_outcome(
     with pytest.raises(PinError, match=r"(?i)do not match the hashes"):
         proofs.run(spec, scenario, "answer", pins=[forged])
     assert descendants(cached_image) == set()
+
+
+@pytest.mark.docker
+def test_cache_lists_a_proof_image_a_killed_run_left_and_not_one_a_live_run_uses(
+    cached_image: str, tmp_path: Path
+) -> None:
+    """Two thin images on the cached image, tagged and labelled as proof images: one a dead
+    process of this host owns (a killed run left it), one this test's own process owns.  The
+    listing (two hours on, past the sweep's age) counts the first with its own layer's size and
+    says how it goes; it removes nothing."""
+    import socket
+
+    from tfbisect.envs import cache
+    from tfbisect.envs.docker_engine import connect
+
+    (tmp_path / "blob").write_bytes(os.urandom(3_000_000))  # its own layer: 3 MB, never compressed
+    (tmp_path / "Dockerfile").write_text(f"FROM {cached_image}\nCOPY blob /blob\n")
+    run, dead = uuid.uuid4().hex[:8], 2**22 + 12345  # above pid_max's default: no such process
+    tags = {owner: f"{docker_proof.REPOSITORY}:{owner}-test{run}" for owner in (dead, os.getpid())}
+    engine = connect(Progress(quiet=True), echo=False)
+    try:
+        for owner, tag in tags.items():
+            labels = {
+                docker_proof.OWNER_LABEL: str(owner),
+                docker_proof.HOST_LABEL: socket.gethostname(),
+                docker_proof.OF_LABEL: cached_image,
+            }
+            docker(
+                "build",
+                "--quiet",
+                "--tag",
+                tag,
+                *(f"--label={k}={v}" for k, v in labels.items()),
+                str(tmp_path),
+            )
+        later = time.time() + 2 * 3600
+        left = dict(docker_proof.left_proof_images(engine, now=later))
+        assert tags[dead] in left and tags[os.getpid()] not in left
+        assert 3_000_000 <= left[tags[dead]] < 4_000_000, left  # its layer, not the image under it
+        notes = cache.inventory(tmp_path / "cache", engine=engine, now=later).notes
+        note = next(n for n in notes if n.startswith("proof images:"))
+        assert f"{len(left)} left by killed runs" in note and "`tfbisect cache prune`" in note
+        # Not yet an hour old: a run may still be starting with it; never listed.
+        assert tags[dead] not in dict(docker_proof.left_proof_images(engine))
+        assert all(docker("image", "inspect", "--format", "{{.Id}}", tag).strip() for tag in tags.values())
+    finally:
+        for tag in tags.values():
+            docker("image", "rm", "--force", tag, check=False)

@@ -71,6 +71,39 @@ def test_low_cpu_shares_are_in_the_command_line_and_the_engines_call(tmp_path: P
     assert low.sdk_arguments()["container_limits"] == {"cpushares": 2}
 
 
+def test_a_build_the_search_dropped_says_dropped_and_a_failed_one_says_failed(tmp_path: Path) -> None:
+    """The progress line of a build ahead that the search moved past (cancelled on purpose) says
+    it was dropped, never that it failed; a build that failed still says failed.  The dropped
+    build raises before it reaches an engine: no engine here."""
+    import io
+    from typing import cast
+
+    import docker
+
+    from tfbisect.core import priority
+    from tfbisect.core.errors import DockerError
+    from tfbisect.core.progress import Progress
+    from tfbisect.envs.docker_builds import Builds
+
+    out = io.StringIO()
+    progress = Progress(out)
+    builds = Builds(progress, cast(docker.DockerClient, None), echo=False)
+    urgency = priority.Urgency()
+    urgency.drop()
+    with (
+        pytest.raises(priority.DroppedError),
+        priority.ahead(urgency),
+        progress.step("2.16.1", "building the image"),
+    ):
+        builds.build(request(tmp_path), tmp_path / "build.log", 60)
+    with pytest.raises(DockerError), progress.step("2.17.0", "building the image"):
+        raise DockerError("the engine refused the build", "see its log.")
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("[2.16.1] building the image: dropped after ")
+    assert lines[1].endswith("s (the search no longer needs it)") and "failed" not in lines[1]
+    assert lines[3].startswith("[2.17.0] building the image: failed after "), lines
+
+
 # A static program that leaves its container's CPU shares (cgroup v1) or weight (v2) in the image.
 PROBE_C = r"""
 #include <stdio.h>
@@ -204,15 +237,15 @@ def test_a_hurried_build_gets_default_shares_and_a_cancelled_one_removes_its_ste
         assert tagged.container is not None
         assert inspect("container", tagged.container, "{{.HostConfig.CpuShares}}") == "1024", "hurried"
         subprocess.run(["docker", "tag", tagged.made[-1], keep], check=True, capture_output=True)
-        cancel_all()  # a stop signal
+        cancel_all()  # the search is over
         thread.join(60)
-        assert finished and isinstance(finished[0], DockerError), "cancelled: no failure to retry"
+        assert finished and isinstance(finished[0], priority.DroppedError), "cancelled: no failure to retry"
         assert inspect("image", keep, "{{.Id}}"), "a tagged image is never removed"
 
         urgency, dropped, thread, finished = started_build("dropped")
         urgency.drop()
         thread.join(60)
-        assert finished and isinstance(finished[0], DockerError), finished
+        assert finished and isinstance(finished[0], priority.DroppedError), finished
         assert [image for image in dropped.made if inspect("image", image, "{{.Id}}")] == [], (
             "step images gone"
         )

@@ -16,6 +16,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
+from tfbisect.core.errors import DockerError
+
 
 class Foreground:
     """How many preparations the runs themselves are doing (or waiting for) right now."""
@@ -44,6 +46,11 @@ class Foreground:
         """True once no run prepares an environment; False when `timeout` passed first."""
         with self._changed:
             return self._changed.wait_for(lambda: self._busy == 0, timeout)
+
+
+class DroppedError(DockerError):
+    """A build ahead was cancelled on purpose: the search moved past it (`Urgency.drop`), or is
+    over.  No failure of the build: nothing to retry, and progress says dropped, not failed."""
 
 
 class _Once:

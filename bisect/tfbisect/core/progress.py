@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from tfbisect.core.priority import DroppedError
 from tfbisect.core.textsafe import clip, printable
 
 _LOCK = threading.Lock()
@@ -33,10 +34,18 @@ class Progress:
         start = time.monotonic()
         try:
             yield
-        except BaseException:
-            self.say(f"[{label}] {message}: failed after {time.monotonic() - start:.1f}s")
+        except BaseException as exc:
+            self.say(f"[{label}] {message}: {ended(exc, time.monotonic() - start)}")
             raise
         self.say(f"[{label}] {message}: done in {time.monotonic() - start:.1f}s")
 
     def line(self, label: str, text: str) -> None:
         self.say(f"[{label}]   {printable(clip(text, 300), newlines=False)}")
+
+
+def ended(exc: BaseException, seconds: float) -> str:
+    """How a step that raised `exc` after `seconds` ended: a preparation the search dropped (a
+    build ahead it moved past, cancelled on purpose) did not fail, and nothing is to be done."""
+    if isinstance(exc, DroppedError):
+        return f"dropped after {seconds:.1f}s (the search no longer needs it)"
+    return f"failed after {seconds:.1f}s"

@@ -253,8 +253,10 @@ def inventory(
     locks_dir: Path | None = None,
     reports_dir: Path | None = None,
     engine: ImageEngine | None = None,
+    now: float | None = None,
 ) -> Inventory:
-    """Everything tfbisect keeps; images only when an engine is given (else a note says so)."""
+    """Everything tfbisect keeps; images only when an engine is given (else a note says so), and
+    a note of the proof images killed runs left (as of `now`)."""
     entries = [*_venvs(cache_dir), *_uv(cache_dir), *_wheels(cache_dir)]
     if locks_dir is not None:
         entries += _files("lock", sorted(locks_dir.glob("*.txt")))
@@ -265,7 +267,28 @@ def inventory(
         notes.append("images: no Docker engine answered, so images are not listed (nor pruned)")
     else:
         entries += _images(cache_dir, engine)
+        notes += _left_proof_images(engine, now)
     return Inventory(tuple(entries), tuple(notes))
+
+
+def _left_proof_images(engine: ImageEngine, now: float | None) -> list[str]:
+    """The note on the proof images killed runs left, which any prune sweeps (`evict`): the
+    sweep's own choice of them, never one a live run uses.  None left: no note."""
+    if not isinstance(engine, InspectingEngine):
+        return []
+    from tfbisect.envs.docker_proof import left_proof_images  # the Docker SDK only when asked
+
+    try:
+        left = left_proof_images(engine, now=now)
+    except TfbisectError as exc:  # the listing goes on without them
+        return [f"proof images: not listed ({exc.what.splitlines()[0]})"]
+    if not left:
+        return []
+    size = sum(bytes_ for _, bytes_ in left)
+    return [
+        f"proof images: {len(left)} left by killed runs ({size / 1000**2:.1f} MB of their own); "
+        "any `tfbisect cache prune` (e.g. --older-than 7d) removes them"
+    ]
 
 
 # -- what to evict (pure) -------------------------------------------------------------------

@@ -230,7 +230,7 @@ class Builds(EngineCalls):
         """Build with the classic builder, each line of its output written to `log_path` as it
         arrives (the log keeps its head and tail, like a run's); exit code 0 or 1, None on timeout.
         A stop signal cancels the build and raises `interrupt.Interrupted`; cancelled otherwise (a
-        build ahead the search no longer needs, core/priority.py), it raises a DockerError.  Either
+        build ahead the search no longer needs, core/priority.py), it raises a DroppedError.  Either
         way the untagged images its own steps made are removed.  `low_priority` (default: whether
         the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES, until it is hurried."""
         if low_priority is None:
@@ -405,8 +405,8 @@ class Builds(EngineCalls):
             self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
 
 
-def _dropped(request: BuildRequest) -> DockerError:
-    return DockerError(
+def _dropped(request: BuildRequest) -> priority.DroppedError:
+    return priority.DroppedError(
         f"the build of {request.tag} was cancelled: the search no longer needs it",
         "nothing to do; a run that needs the image builds it.",
     )

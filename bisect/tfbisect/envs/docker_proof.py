@@ -25,8 +25,9 @@ elsewhere, where the driver's files are not, and it runs the container exactly a
 
 The proof image is tagged `tfbisect-proof:<pid>-<random>` and labelled with its owner's pid and
 host; it goes when its run is done, and one a killed driver left is swept (`sweep_proof_images`,
-before every proof build, like the venv copies: older than an hour and its owner gone).  Its build
-context lives in the proof's copies folder, which the venv copies' sweep covers.
+before every proof build, like the venv copies: older than an hour and its owner gone; `tfbisect
+cache` lists them, `left_proof_images`).  Its build context lives in the proof's copies folder,
+which the venv copies' sweep covers.
 """
 
 from __future__ import annotations
@@ -275,13 +276,25 @@ def image_user(engine: Engine, ref: str) -> str:
 def sweep_proof_images(
     engine: cache.InspectingEngine, *, now: float | None = None, min_age: float = cache.PROOF_COPY_MAX_AGE_S
 ) -> int:
-    """Remove the proof images (`tfbisect-proof:*`) a killed driver left: older than `min_age`
-    and whose owner is gone (a process on this host that no longer lives; one of another host's
-    only after a day).  Returns how many went.  Before each proof build, and with the venv
-    copies in `cache.evict` (`tfbisect cache prune`, the budget)."""
+    """Remove the proof images a killed driver left (`left_proof_images`).  Returns how many went.
+    Before each proof build, and with the venv copies in `cache.evict` (`tfbisect cache prune`,
+    the budget)."""
+    left = left_proof_images(engine, now=now, min_age=min_age)
+    for tag, _ in left:
+        engine.remove_image(tag)
+    return len(left)
+
+
+def left_proof_images(
+    engine: cache.InspectingEngine, *, now: float | None = None, min_age: float = cache.PROOF_COPY_MAX_AGE_S
+) -> list[tuple[str, int]]:
+    """The proof images (`tfbisect-proof:*`) a killed driver left, with the bytes of their own
+    layer: older than `min_age` and whose owner is gone (a process on this host that no longer
+    lives; one of another host's only after a day).  What the sweep removes and `tfbisect cache`
+    lists."""
     now = time.time() if now is None else now
-    removed = 0
-    for tag, _ in engine.image_list(REPOSITORY):
+    left = []
+    for tag, size in engine.image_list(REPOSITORY):
         found = engine.image_inspect(tag) or {}
         config = found.get("Config") or {}
         labels = (config.get("Labels") if isinstance(config, dict) else None) or {}
@@ -292,9 +305,11 @@ def sweep_proof_images(
             continue
         if here and owner.isdigit() and cache.process_alive(int(owner)):
             continue
-        engine.remove_image(tag)
-        removed += 1
-    return removed
+        # The engine's size counts the cached image under the layer, which stays.
+        base = engine.image_inspect(str(labels[OF_LABEL])) if labels.get(OF_LABEL) else None
+        under = (base or {}).get("Size")
+        left.append((tag, max(0, size - under) if isinstance(under, int) else size))
+    return left
 
 
 def created(value: object, default: float) -> float:

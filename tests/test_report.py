@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html.parser
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from tfbisect.core.fsio import write_json_atomic
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import find
-from tfbisect.core.spec import EnvSpec
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.core.store import ResultStore
 from tfbisect.report import htmlreport, matrixpng, mdsummary, reportdata, style
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
@@ -559,3 +561,147 @@ def test_report_command_writes_all_files(tmp_path: Path, capsys: pytest.CaptureF
     for name in ("report.html", "summary.md", "matrix.png", "matrix.json"):
         assert (tmp_path / name).is_file() and str(tmp_path / name) in out
     assert json.loads((tmp_path / "matrix.json").read_text())["scenario"] == "gradient_mismatch"
+
+
+# ---- a plain script's summary: what each end said, and a rerun without tfbisect ----------------
+
+
+def script_run(repro: Any, version: str, verdict: str, lock: Path | None, **changes: Any) -> RunRecord:
+    """A stored run of the plain script `repro` at `version` (py3.8, cpu, venv) whose verdict says
+    `verdict`; with `lock`, the run installed that lock (its name and hash kept as a run keeps them)."""
+    real = recorded("tf2.2.3")
+    document = json.loads(json.dumps(real.document))
+    document["verdict"]["summary"] = verdict
+    document["script"] = {"name": "repro.py", "dependencies": {"pandas": "1.1.5", "gone": None}}
+    extra = {"reproduce": f"tfbisect run --tf {version} --python 3.8 --script {repro.path}"}
+    if lock is not None:
+        extra["lock"] = lock.name
+    run = dataclasses.replace(
+        real,
+        spec=EnvSpec(version, "3.8"),
+        scenario=repro.name,
+        scenario_sha256=repro.sha256,
+        outcome=Outcome.REPRODUCED if verdict.startswith("reproduced") else Outcome.NOT_REPRODUCED,
+        document=document,
+        extra=extra,
+        lock_sha256=hashlib.sha256(lock.read_bytes()).hexdigest() if lock is not None else "",
+    )
+    return dataclasses.replace(run, **changes)
+
+
+def write_lock(folder: Path, name: str, requirements: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(
+        "# tfbisect lock (a test's)\n# tensorflow: 2.4.0\n# python: 3.8\n# flavour: cpu\n# keras: default\n"
+        f"# requirements: {requirements}\n# exclude-newer: 2020-12-28T00:00:00Z\nabsl-py==0.11.0\n"
+    )
+    return path
+
+
+def script_summary(tmp_path: Path, runs: list[RunRecord], repro: Any, *, script: bool = True) -> str:
+    store = ResultStore(tmp_path / "results")
+    for run in runs:
+        store.put(run)
+    request = {"scenario": repro.name, "flavour": "cpu", "keras": "default", "backend": "venv"}
+    keys = {run.spec.tf_version: run.spec.key for run in runs}
+    steps = [
+        Step(1, "2.3.4", StepOutcome("not_reproduced"), "not_reproduced", Class("old"), False, 9.0, "s", keys["2.3.4"]),
+        Step(2, "2.4.0", StepOutcome("reproduced"), "reproduced", Class("new"), False, 9.0, "s", keys["2.4.0"]),
+    ]  # fmt: skip
+    write_bisect_log(
+        tmp_path, request=request, steps=steps, command=f"tfbisect bisect --script {repro.path}",
+        old_state="not_reproduced", new_state="reproduced",
+    )  # fmt: skip
+    data = reportdata.collect(store, repro, tmp_path / "bisect")
+    return mdsummary.render(data, source=mdsummary.Source("repro.py", repro.path.read_text(), script))
+
+
+def test_a_script_summary_says_what_each_end_said_and_how_to_rerun_it_without_tfbisect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path / "locks"))
+    lock = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu==2.4.0")
+    repro = find_script_at(tmp_path)
+    bad = "reproduced: AssertionError: 50.0 | `a|b` <b>@team</b> (repro.py line 2) " + "x" * 400
+    runs = [
+        script_run(repro, "2.3.4", "not reproduced: the script ran to its end", None),
+        script_run(repro, "2.4.0", bad, lock),
+    ]
+    text = script_summary(tmp_path, runs, repro)
+    assert "- TF 2.3.4 (good) said: not reproduced: the script ran to its end\n" in text
+    [said] = [line for line in text.splitlines() if line.startswith("- TF 2.4.0 (bad) said: ")]
+    # escaped as Markdown (the code span keeps its text, its pipe escaped), cut to a line
+    assert said.startswith(
+        "- TF 2.4.0 (bad) said: reproduced: AssertionError: 50.0 \\| `a\\|b` &lt;b&gt;@<!-- -->team&lt;/b&gt;"
+    )
+    assert said.endswith("x…") and said.count("x") < 200
+    command = "python3.8 -m venv v && v/bin/pip install tensorflow-cpu==2.4.0 pandas==1.1.5 && v/bin/python repro.py"
+    assert f"Without tfbisect, TF 2.4.0 (bad) as its run had it: `{command}`" in text
+    assert "its lock `tf2.4.0-py3.8-cpu.txt`" in text
+    assert text.index("Reproduce any cell:") < text.index("Without tfbisect")
+    # a scenario (not a plain script) needs tfbisect's arguments: no plain rerun; the ends still say
+    scenario_text = script_summary(tmp_path, runs, repro, script=False)
+    assert "Without tfbisect" not in scenario_text and "- TF 2.4.0 (bad) said: reproduced" in scenario_text
+
+
+def find_script_at(folder: Path) -> Any:
+    from tfbisect.core.scenario import find_script
+
+    path = folder / "repro.py"
+    path.write_text("import tensorflow as tf\nassert tf.reduce_sum(tf.ones(50)) == 49, 50.0\n")
+    return find_script(str(path))
+
+
+def test_no_plain_rerun_where_the_runs_own_lock_is_not_known_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path / "locks"))
+    lock = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu==2.4.0")
+    repro = find_script_at(tmp_path)
+    good = script_run(repro, "2.3.4", "not reproduced: the script ran to its end", None)
+    bad = script_run(repro, "2.4.0", "reproduced: AssertionError: 50.0", lock)
+    assert reportdata.plain_rerun(bad) is not None
+    # the lock changed since the run: its pins may not be the run's
+    lock.write_text(lock.read_text() + "numpy==1.19.5\n")
+    assert reportdata.plain_rerun(bad) is None
+    assert "Without tfbisect" not in script_summary(tmp_path / "changed", [good, bad], repro)
+    lock.unlink()  # gone
+    assert reportdata.plain_rerun(bad) is None
+    # a CUDA run before `and-cuda` had its NVIDIA libraries from elsewhere: pip alone is not it
+    gpu = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cuda.txt", "tensorflow-gpu==2.4.0")
+    cuda = script_run(repro, "2.4.0", "x", gpu, spec=EnvSpec("2.4.0", "3.8", Flavour.CUDA))
+    assert reportdata.plain_rerun(cuda) is None
+    # a Keras 2 run sets the variable it ran with; the lock's names are kept as the shell reads them
+    legacy = write_lock(
+        tmp_path / "locks", "tf2.16.1-py3.11-cpu-tfkeras.txt", "tensorflow[and-cuda]==2.16.1 tf-keras==2.16.0"
+    )
+    spec = EnvSpec("2.16.1", "3.11", keras=KerasVariant.LEGACY)
+    rerun = reportdata.plain_rerun(script_run(repro, "2.16.1", "x", legacy, spec=spec))
+    assert rerun is not None
+    command = mdsummary.plain_command(rerun, "my repro.py")
+    assert command == (
+        "python3.11 -m venv v && v/bin/pip install 'tensorflow[and-cuda]==2.16.1' tf-keras==2.16.0 "
+        "pandas==1.1.5 && TF_USE_LEGACY_KERAS=1 v/bin/python 'my repro.py'"
+    )
+    assert shlex.split(command)[-1] == "my repro.py"
+    # a lock whose requirements are no plain pins (a URL, a range) is not offered
+    odd = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu>=2.4")
+    assert reportdata.plain_rerun(script_run(repro, "2.4.0", "x", odd)) is None
+
+
+def test_an_end_whose_run_the_store_lost_says_nothing(tmp_path: Path) -> None:
+    repro = find_script_at(tmp_path)
+    good = script_run(repro, "2.3.4", "not reproduced: the script ran to its end", None)
+    bad = script_run(repro, "2.4.0", "reproduced: AssertionError: 50.0", None)
+    text = script_summary(tmp_path, [good, bad], repro)
+    assert "- TF 2.4.0 (bad) said: reproduced: AssertionError: 50.0" in text
+    # the step's run is not in the store any more (another key): no line rather than another run's
+    other = dataclasses.replace(bad, spec=EnvSpec("2.4.0", "3.9"))
+    store = ResultStore(tmp_path / "other" / "results")
+    for run in (good, other):
+        store.put(run)
+    data = reportdata.collect(store, repro, tmp_path / "bisect")
+    b = data.bisect
+    assert b is not None and reportdata.run_of(data, b, "2.4.0") is None
+    assert "(bad) said" not in mdsummary.render(data) and "(good) said" in mdsummary.render(data)

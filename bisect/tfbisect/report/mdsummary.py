@@ -12,7 +12,16 @@ from pathlib import Path
 
 from tfbisect.core.textsafe import clip, printable
 from tfbisect.report import findings, narrowdata, style
-from tfbisect.report.reportdata import Cell, ReportData, configurations, image_facts
+from tfbisect.report.reportdata import (
+    Cell,
+    PlainRerun,
+    ReportData,
+    configurations,
+    image_facts,
+    plain_rerun,
+    run_of,
+    summary_of,
+)
 from tfbisect.search.bisectlog import BisectReport, Status
 from tfbisect.search.narrowlog import DependencyChange, Proof, Suspect
 
@@ -27,6 +36,7 @@ DEPENDENCIES_SHOWN, NAME_CHARS = 30, 100
 ICON = style.ICON  # word -> mark, from the one table of looks
 SOURCE_CHARS = 20_000  # the most of a scenario's (or script's) text the summary carries
 NAMED_BY_PATH = ("--scenario", "--script")
+SAID_CHARS = 200  # what an end's run said (its verdict or failure), cut to a line
 
 
 @dataclass(frozen=True)
@@ -146,10 +156,11 @@ def fenced(lines: Sequence[str], info: str = "") -> list[str]:
 def render(data: ReportData, limit: int = LIMIT, source: Source | None = None) -> str:
     """The summary; with `source`, the scenario's text at its end (the rest shrinks around it)."""
     block = "\n".join(source_block(source))
-    return _fitted(data, limit - len(block)) + block
+    script = source.file_name if source is not None and source.script else None
+    return _fitted(data, limit - len(block), script) + block
 
 
-def _fitted(data: ReportData, limit: int) -> str:
+def _fitted(data: ReportData, limit: int, script: str | None = None) -> str:
     b = data.bisect
     levels = SUSPECT_LEVELS if b is not None and b.narrowing is not None else SUSPECT_LEVELS[-1:]
     shrinking = levels[:-1] or levels
@@ -158,7 +169,9 @@ def _fitted(data: ReportData, limit: int) -> str:
     attempts = [(group, 50, level) for group in (False, True) for level in shrinking]
     attempts += [(True, 10, shrinking[-1]), (True, 0, shrinking[-1]), (True, 0, levels[-1])]
     for group, details, (suspects, excerpt) in dict.fromkeys(attempts):
-        body = _render(data, group_rows=group, max_details=details, suspects=suspects, excerpt=excerpt)
+        body = _render(
+            data, group_rows=group, max_details=details, suspects=suspects, excerpt=excerpt, script=script
+        )
         if len(body) <= limit:
             return body
     # The mark keeps 80 characters of room below `limit`, as it always has.
@@ -166,12 +179,19 @@ def _fitted(data: ReportData, limit: int) -> str:
 
 
 def _render(
-    data: ReportData, *, group_rows: bool, max_details: int, suspects: int = 10, excerpt: int = 40
+    data: ReportData,
+    *,
+    group_rows: bool,
+    max_details: int,
+    suspects: int = 10,
+    excerpt: int = 40,
+    script: str | None = None,
 ) -> str:
     lines = [f"### tfbisect {escape(data.scenario)}: {escape(data.headline())}", ""]
     b = data.bisect
     if b is not None:
         lines += _bisection(b)
+        lines += _said(data, b)
         lines += _suspect_changes(b, suspects, excerpt)
     tally = data.tally()
     if tally:
@@ -212,6 +232,7 @@ def _render(
     if b is not None and b.command:
         lines += [f"Bisect again: {code(shareable(b.command))}", ""]
     lines += _listed("Reproduce any cell:", [code(shareable(command)) for command in commands], max_details)
+    lines += _plain(data, script)
     images = sorted({_image_line(c) for c in data.cells if image_facts(c.record)})
     lines += _listed("Images (each with its own ID; the base image apart, with its ID):", images, max_details)
     configured = [line for c in data.cells if (line := _configurations(c))]
@@ -222,6 +243,47 @@ def _render(
     )
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def _said(data: ReportData, b: BisectReport) -> list[str]:
+    """What the runs at both ends said (the HTML report's line for each: the verdict, or the
+    failure's own message), so that the summary shows what good and bad looked like."""
+    if b.status not in (Status.FOUND, Status.AMBIGUOUS, Status.NON_MONOTONIC) or not b.first_new:
+        return []
+    lines = []
+    for term, version in ((b.term_old, b.last_old), (b.term_new, b.first_new)):
+        record = run_of(data, b, version) if version else None
+        if record is not None:
+            said = escape(clip(summary_of(record), SAID_CHARS, mark="…"))
+            lines.append(f"- TF {escape(record.spec.tf_version)} ({escape(term)}) said: {said}")
+    return [*lines, ""] if lines else []
+
+
+def _plain(data: ReportData, script: str | None) -> list[str]:
+    """The first new version's run repeated with pip and a venv alone (plain scripts only: a
+    scenario needs tfbisect's arguments), from the lock that run installed."""
+    b = data.bisect
+    if script is None or b is None or not b.first_new:
+        return []
+    record = run_of(data, b, b.first_new)
+    rerun = plain_rerun(record) if record is not None else None
+    if record is None or rerun is None:
+        return []
+    return [
+        f"Without tfbisect, TF {escape(record.spec.tf_version)} ({escape(b.term_new)}) as its run had it: "
+        f"{code(plain_command(rerun, script))} (the exact set, hashes and all, is its lock "
+        f"{code(rerun.lock)}: `pip install -r` it)",
+        "",
+    ]
+
+
+def plain_command(rerun: PlainRerun, script: str) -> str:
+    """`python3.8 -m venv v && v/bin/pip install tensorflow-cpu==2.4.0 && v/bin/python repro.py`."""
+    setting = "".join(f"{name}={shlex.quote(value)} " for name, value in rerun.env)
+    return (
+        f"python{rerun.python} -m venv v && v/bin/pip install {shlex.join(rerun.requirements)} && "
+        f"{setting}v/bin/python {shlex.quote(script)}"
+    )
 
 
 def _bisection(b: BisectReport) -> list[str]:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.version import Version
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
 
 from tfbisect import __version__
-from tfbisect.core.errors import UsageError
+from tfbisect.core.errors import LockError, UsageError
 from tfbisect.core.fsio import now_iso
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
-from tfbisect.core.spec import EnvSpec, KerasVariant
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.core.store import ResultStore
 from tfbisect.core.timing import to_dict as spent_to_dict
+from tfbisect.envs import locks
 from tfbisect.report import findings, style
 from tfbisect.report.style import Look
 from tfbisect.search.bisectlog import BisectReport, DamagedLog, load_report
@@ -316,6 +320,92 @@ def summary_of(record: RunRecord) -> str:
     if record.outcome in (Outcome.ERROR, Outcome.TIMEOUT) and record.failure is not None:
         return f"{record.failure.type}: {record.failure.message}"
     return record.verdict_summary
+
+
+def run_of(data: ReportData, report: BisectReport, version: str) -> RunRecord | None:
+    """The stored run a bisection's step at `version` used (the newest such step, found by its
+    key among the cell's runs, older ones included), or None when the store no longer has it."""
+    keys = [step.key for step in reversed(report.steps) if step.version == version and step.key]
+    runs = [
+        record
+        for cell in data.cells
+        if cell.version == version
+        for record in (cell.record, *(other for _, other in cell.others))
+    ]
+    for key in keys:
+        for record in runs:
+            if record.spec.key == key:
+                return record
+    return None
+
+
+@dataclass(frozen=True)
+class PlainRerun:
+    """How to repeat a run without tfbisect: a venv of its Python with its lock's top pins."""
+
+    python: str  # "3.8": the interpreter the run had
+    # The lock's own top-level pins, then the script's dependencies at the versions it had.
+    requirements: tuple[str, ...]
+    lock: str  # the lock's file name: its hashed pins are the exact set the run installed
+    env: tuple[tuple[str, str], ...]  # variables the run had set (TF_USE_LEGACY_KERAS)
+
+
+_PYTHON = re.compile(r"3\.\d{1,2}")
+
+
+def plain_rerun(record: RunRecord) -> PlainRerun | None:
+    """The run's own install as pip would do it, read from the lock it ran with (found here by the
+    name its record keeps and checked against the hash it keeps, so that the pins are the run's);
+    None where that lock is gone or changed, or the run needed more than pip installs (a CUDA set
+    of NVIDIA libraries before TF 2.14's `and-cuda`)."""
+    name = str(record.extra.get("lock") or "")
+    if not name or Path(name).name != name or not record.lock_sha256:
+        return None
+    if not _PYTHON.fullmatch(record.spec.python):
+        return None
+    for folder in (locks.locks_dir(), locks.written_locks_dir()):
+        path = folder / name
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != record.lock_sha256:
+                continue
+            lock = locks.parse(record.spec.lock_spec(), path)
+        except (OSError, UnicodeDecodeError, LockError):
+            continue
+        pins = [text for text in lock.requirements if _pin(text)]
+        if not pins or len(pins) != len(lock.requirements):
+            return None
+        if record.spec.flavour is Flavour.CUDA and not any("[and-cuda]" in pin for pin in pins):
+            return None
+        return PlainRerun(
+            python=record.spec.python,
+            requirements=(*pins, *_dependency_pins(record)),
+            lock=name,
+            env=tuple(sorted(record.spec.env_vars().items())),
+        )
+    return None
+
+
+def _pin(text: str) -> bool:
+    """Whether `text` pins one version of one project (and nothing a shell or pip reads more into)."""
+    try:
+        found = Requirement(text)
+        Version(text.rpartition("==")[2])
+    except (InvalidRequirement, InvalidVersion):
+        return False
+    specs = list(found.specifier)
+    return found.marker is None and found.url is None and len(specs) == 1 and specs[0].operator == "=="
+
+
+def _dependency_pins(record: RunRecord) -> list[str]:
+    """A script's declared dependencies at the versions its run had installed (its document says)."""
+    script = (record.document or {}).get("script")
+    found = script.get("dependencies") if isinstance(script, dict) else None
+    pins = []
+    for name, version in (found or {}).items() if isinstance(found, dict) else ():
+        text = f"{name}=={version}"
+        if isinstance(version, str) and _pin(text):
+            pins.append(text)
+    return pins
 
 
 def configurations(probe: dict[str, Any], limit: int = 16) -> list[tuple[str, str, str, float | None]]:

@@ -599,11 +599,15 @@ def write_lock(folder: Path, name: str, requirements: str) -> Path:
     return path
 
 
-def script_summary(tmp_path: Path, runs: list[RunRecord], repro: Any, *, script: bool = True) -> str:
+def script_summary(
+    tmp_path: Path, runs: list[RunRecord], repro: Any, *, script: bool = True, probe: str | None = None
+) -> str:
     store = ResultStore(tmp_path / "results")
     for run in runs:
         store.put(run)
     request = {"scenario": repro.name, "flavour": "cpu", "keras": "default", "backend": "venv"}
+    if probe is not None:
+        request["probe"] = probe
     keys = {run.spec.tf_version: run.spec.key for run in runs}
     steps = [
         Step(1, "2.3.4", StepOutcome("not_reproduced"), "not_reproduced", Class("old"), False, 9.0, "s", keys["2.3.4"]),
@@ -705,3 +709,20 @@ def test_an_end_whose_run_the_store_lost_says_nothing(tmp_path: Path) -> None:
     b = data.bisect
     assert b is not None and reportdata.run_of(data, b, "2.4.0") is None
     assert "(bad) said" not in mdsummary.render(data) and "(good) said" in mdsummary.render(data)
+
+
+def test_a_probe_bisection_says_what_its_probe_said_not_the_runs_overall_verdict(tmp_path: Path) -> None:
+    # TF 2.2.3's real run: gradient_eager_plain matches while the overall verdict is "reproduced"
+    # (by gradient_graph_plain); the good end must not read as if it were bad.
+    repro = find_script_at(tmp_path)
+    good = script_run(repro, "2.3.4", "reproduced: gradient_graph_plain is off", None)
+    bad = script_run(repro, "2.4.0", "reproduced: gradient_graph_plain is off", None)
+    text = script_summary(tmp_path, [good, bad], repro, probe="gradient_eager_plain")
+    [said] = [line for line in text.splitlines() if line.startswith("- TF 2.3.4 (good) said: ")]
+    assert said.startswith(
+        "- TF 2.3.4 (good) said: probe gradient_eager_plain: match, eager step, plain loss"
+    )
+    assert "gradient_graph_plain" not in said
+    # a probe the run does not have (it failed before it): the run's own line
+    other = script_summary(tmp_path / "other", [good, bad], repro, probe="no_such_probe")
+    assert "- TF 2.3.4 (good) said: reproduced: gradient_graph_plain is off" in other

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfbisect.core.record import RunRecord
 from tfbisect.core.textsafe import clip, printable
 from tfbisect.report import findings, narrowdata, style
 from tfbisect.report.reportdata import (
@@ -254,9 +255,19 @@ def _said(data: ReportData, b: BisectReport) -> list[str]:
     for term, version in ((b.term_old, b.last_old), (b.term_new, b.first_new)):
         record = run_of(data, b, version) if version else None
         if record is not None:
-            said = escape(clip(summary_of(record), SAID_CHARS, mark="…"))
+            said = escape(clip(_said_by(record, findings.probe_of(b)), SAID_CHARS, mark="…"))
             lines.append(f"- TF {escape(record.spec.tf_version)} ({escape(term)}) said: {said}")
     return [*lines, ""] if lines else []
+
+
+def _said_by(record: RunRecord, probe: str | None) -> str:
+    """The run's own line, or for a bisection of one probe that probe's outcome and words: the
+    run's overall verdict may name another probe (2.3.4 is good for gradient_eager_plain while
+    gradient_graph_plain fails in it), which would read as the good end being bad."""
+    found = record.probe(probe) if probe else None
+    if found is None:
+        return summary_of(record)
+    return f"probe {probe}: {found.get('outcome', '?')}, {found.get('summary', '')}".rstrip(", ")
 
 
 def _plain(data: ReportData, script: str | None) -> list[str]:

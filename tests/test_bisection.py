@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +15,7 @@ from tfbisect.core import catalogue
 from tfbisect.core.outcome import Outcome
 from tfbisect.core.progress import Progress
 from tfbisect.core.record import Failure, RunRecord
-from tfbisect.core.scenario import find
+from tfbisect.core.scenario import Scenario, find, find_script
 from tfbisect.core.spec import EnvSpec, KerasVariant
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.report import findings
@@ -56,7 +57,12 @@ def record(spec: EnvSpec, outcome: Outcome, failure: Failure | None, probe: str 
 
 
 def bisect(
-    tmp_path: Path, script: Script, *, have: dict[str, Interpreter] = HAVE, **options: object
+    tmp_path: Path,
+    script: Script,
+    *,
+    have: dict[str, Interpreter] = HAVE,
+    progress: Progress | None = None,
+    **options: object,
 ) -> tuple[BisectReport, list[str]]:
     runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=have)
     calls: list[str] = []
@@ -67,7 +73,8 @@ def bisect(
         return RunResult(record(spec, outcome, failure, probe), reused=False, seconds=1.0)
 
     request = BisectRequest(scenario=SCENARIO, **options)  # type: ignore[arg-type]
-    report = Bisection(request, runner, Progress(quiet=True), tmp_path / "log.json", execute).run()
+    shown = progress or Progress(quiet=True)
+    report = Bisection(request, runner, shown, tmp_path / "log.json", execute).run()
     return report, calls
 
 
@@ -426,3 +433,92 @@ def test_the_next_rounds_environments_are_prepared_while_a_round_runs(tmp_path: 
     quiet = replace(request, prefetch=0)
     Bisection(quiet, runner, Progress(quiet=True), tmp_path / "b.json", execute, prefetch).run()
     assert prepared == []
+
+
+def test_an_untestable_end_says_why_once_and_the_log_says_why_for_each(tmp_path: Path) -> None:
+    """No release of the range has a wheel for the pinned Python: the console says why (and what
+    to do) the first time an end cannot be tested, not at each step inward; `bisect log` gives
+    each version's own reason, once."""
+    out = io.StringIO()
+    report, calls = bisect(
+        tmp_path, regression_at("2.4.0"), progress=Progress(out), good="2.3.0", bad="2.5.0", python="3.11"
+    )
+    assert report.status is Status.UNDECIDABLE and calls == []
+    assert "`tfbisect bisect log` says why for each version" in findings.explain(report)
+    said = out.getvalue()
+    assert said.count("cannot be tested here") == 8, said
+    assert said.count("Python 3.11 was asked for") == 1 and said.count("What to do:") == 1, said
+    assert "TF 2.3.0 cannot be tested here: Python 3.11 was asked for, but TF 2.3.0 has no wheel" in said
+    assert "TF 2.3.1 cannot be tested here either; moving the end inward" in said
+    versions = [step.version for step in report.steps]
+    assert len(versions) == len(set(versions)), "one step per untestable version"
+    log = bisect_log_text(load_report(tmp_path / "log.json"))
+    for version in ("2.3.0", "2.3.1", "2.5.0"):
+        line = next(line for line in log.splitlines() if line.startswith("round") and f" {version} " in line)
+        assert f"cannot be tested: Python 3.11 was asked for, but TF {version} has no wheel" in line, line
+
+
+def test_a_good_end_newer_than_the_bad_one_is_a_range_and_says_so(tmp_path: Path) -> None:
+    """--good and --bad are the range's ends in either order (the runs say which side is good):
+    a reversed pair is searched like the other, and said once before the first round."""
+    out = io.StringIO()
+    report, _ = bisect(tmp_path, regression_at("2.4.0"), progress=Progress(out), good="2.5.0", bad="2.3.0")
+    assert report.status is Status.FOUND and (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    assert (report.term_old, report.term_new) == ("good", "bad")
+    said = out.getvalue()
+    assert said.count("--good TF 2.5.0 is newer than --bad TF 2.3.0") == 1, said
+    assert said.index("is newer than") < said.index("== round 1"), said
+    assert "What to do:" in said
+    out = io.StringIO()
+    bisect(tmp_path / "again", regression_at("2.4.0"), progress=Progress(out), good="2.3.0", bad="2.5.0")
+    assert "is newer than" not in out.getvalue()
+
+
+def script_scenario(tmp_path: Path) -> Scenario:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "repro.py"
+    path.write_text("import tensorflow as tf\nraise ValueError('boom')\n", encoding="utf-8")
+    return find_script(str(path))
+
+
+def run_script_bisection(tmp_path: Path, failure: Failure, summary: str) -> BisectReport:
+    """A plain script that works before 2.4.0 and ends with `failure` from there on."""
+    scenario = script_scenario(tmp_path)
+    runner = Runner(CAT, Settings(tmp_path, tmp_path / "cache"), Progress(quiet=True), have=HAVE)
+
+    def execute(spec: EnvSpec) -> RunResult:
+        fails = Version(spec.tf_version) >= Version("2.4.0")
+        verdict = summary if fails else "not reproduced: the script ran to its end"
+        done = replace(
+            record(
+                spec, Outcome.ERROR if fails else Outcome.NOT_REPRODUCED, failure if fails else None, None
+            ),
+            scenario=scenario.name,
+            scenario_sha256=scenario.sha256,
+            document={"verdict": {"outcome": "skip" if fails else "not_reproduced", "summary": verdict}},
+        )
+        return RunResult(done, reused=False, seconds=1.0)
+
+    request = BisectRequest(scenario=scenario, good="2.3.0", bad="2.5.0")
+    return Bisection(request, runner, Progress(quiet=True), tmp_path / "log.json", execute).run()
+
+
+def test_a_script_that_raises_at_the_bad_end_is_advised_bad_if_raises(tmp_path: Path) -> None:
+    """The runs of a plain script ended by raising (no verdict of the script's own): the closing
+    advice names --bad-if-raises with the exception seen, as each run's own line does."""
+    raised = (
+        "error: ValueError: boom (repro.py:2); not the bug (--bad-if-raises ValueError would make it one)"
+    )
+    report = run_script_bisection(tmp_path, Failure("ValueError", "boom"), raised)
+    assert report.status is Status.END_FAILS and report.request.get("script") is True
+    found = report.failure_finding or {}
+    assert (found.get("last_without"), found.get("first_with")) == ("2.3.4", "2.4.0")
+    advice = findings.explain(report)
+    assert "--bad-if-raises ValueError" in advice, advice
+    again = load_report(tmp_path / "log.json")
+    assert "--bad-if-raises ValueError" in bisect_text(again)
+    # A failure of another kind (the run timed out) is no exception of the script's.
+    other = run_script_bisection(
+        tmp_path / "timeout", Failure("Timeout", "the scenario did not finish in 60s and was killed"), "skip"
+    )
+    assert other.status is Status.END_FAILS and "--bad-if-raises" not in findings.explain(other)

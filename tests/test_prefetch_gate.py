@@ -306,3 +306,42 @@ def test_the_step_trail_keeps_the_images_a_build_made_and_its_running_step() -> 
     assert trail.container == "4444444444dd"
     trail.feed(" ---> 5555555555ee\nSuccessfully built 5555555555ee\n")
     assert trail.container is None and trail.made[-1] == "5555555555ee"
+
+
+def test_an_install_ahead_halted_when_the_search_ends_says_dropped_and_a_real_failure_failed() -> None:
+    """A venv install ahead that the search's end halts (its process killed, so the install raises
+    as a failed one would) says dropped, never failed; an install ahead that fails by itself still
+    says failed, and a step stopped by a stop signal says stopped."""
+    import io
+
+    from tfbisect.core.errors import EnvironmentBuildError
+
+    out = io.StringIO()
+    progress = Progress(out)
+    halted = threading.Event()
+    started = threading.Event()
+
+    def install(spec: EnvSpec) -> object:
+        with progress.step(spec.tf_version, "installing lock.txt into a new venv"):
+            started.set()
+            # A real failure comes by itself; the halted one when the halt kills the install.
+            assert spec.tf_version == "2.10.0" or halted.wait(30)
+            raise EnvironmentBuildError("Installing TF failed: exit -9", "see the full log.")
+
+    failing = Prefetcher(install, 1, lambda _: None, halt=lambda: None)
+    failing.prepare([(0, SPECS[0], "2.10.0")])
+    assert until(lambda: "2.10.0] installing lock.txt into a new venv: " in out.getvalue())
+    failing.stop()
+    halted_one = Prefetcher(install, 1, lambda _: None, halt=halted.set)
+    started.clear()
+    halted_one.prepare([(1, SPECS[1], "2.11.0")])
+    assert started.wait(30)
+    halted_one.stop()
+    assert until(lambda: "2.11.0] installing lock.txt into a new venv: " in out.getvalue())
+    with pytest.raises(KeyboardInterrupt), progress.step("2.12.0", "installing lock.txt into a new venv"):
+        raise KeyboardInterrupt
+    ended = [line for line in out.getvalue().splitlines() if not line.endswith("…")]
+    assert ended[0].startswith("[2.10.0] installing lock.txt into a new venv: failed after "), ended
+    assert ended[1].startswith("[2.11.0] installing lock.txt into a new venv: dropped after "), ended
+    assert "failed" not in ended[1] and ended[1].endswith("(the search no longer needs it)")
+    assert ended[2].startswith("[2.12.0] installing lock.txt into a new venv: stopped after "), ended

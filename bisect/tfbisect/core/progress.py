@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from tfbisect.core.priority import DroppedError
+from tfbisect.core import interrupt
+from tfbisect.core.priority import DroppedError, current
 from tfbisect.core.textsafe import clip, printable
 
 _LOCK = threading.Lock()
@@ -45,7 +46,12 @@ class Progress:
 
 def ended(exc: BaseException, seconds: float) -> str:
     """How a step that raised `exc` after `seconds` ended: a preparation the search dropped (a
-    build ahead it moved past, cancelled on purpose) did not fail, and nothing is to be done."""
-    if isinstance(exc, DroppedError):
+    build ahead it moved past, cancelled on purpose; an install ahead halted when the search was
+    over, whatever the killed process made it raise) did not fail, and nothing is to be done; nor
+    did one stopped with tfbisect itself (a stop signal)."""
+    urgency = current()  # set on the thread of a preparation ahead (search/prefetch.py)
+    if isinstance(exc, DroppedError) or (urgency is not None and urgency.dropped):
         return f"dropped after {seconds:.1f}s (the search no longer needs it)"
+    if isinstance(exc, KeyboardInterrupt) or interrupt.stopping():
+        return f"stopped after {seconds:.1f}s (tfbisect was told to stop)"
     return f"failed after {seconds:.1f}s"

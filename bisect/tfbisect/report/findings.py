@@ -191,8 +191,8 @@ def explain(report: BisectReport) -> str:
         return "every finished run is stored; resume with the same command:\n  " + report.command
     if status is Status.UNDECIDABLE:
         return (
-            "an end of the range could not be tested (skips at both sides of it too); see the log for why. "
-            "Give testable ends with --good/--bad."
+            "an end of the range could not be tested (skips at both sides of it too); "
+            "`tfbisect bisect log` says why for each version. Give testable ends with --good/--bad."
         )
     if status is Status.END_FAILS:
         return _end_failure_words(report)
@@ -258,11 +258,36 @@ def _end_failure_words(report: BisectReport) -> str:
         )
     version, text = failing[0] if failing else ("?", "?")
     which = "newer" if _is_error(report.new_state) else "older"
-    return (
-        f"the {which} end, TF {version}, fails: {text}; the question cannot be judged there. "
+    said = f"the {which} end, TF {version}, fails: {text}; the question cannot be judged there. "
+    raised = raised_by_script(report, version)
+    if raised:
+        # A plain script gives no verdict by raising (but AssertionError): the exception may well
+        # be the bug, and --bad-if-raises makes it one, as each such run's own line says.
+        return said + (
+            f"The script raised {raised}, which is no verdict of its own: if that is the bug, bisect "
+            f"again with --bad-if-raises {raised} to count it as bad; else bisect the question where "
+            "the script runs by choosing that range with --good/--bad."
+        )
+    return said + (
         "Where the failure itself begins is reported apart; bisect the question where the scenario "
         "runs by choosing that range with --good/--bad."
     )
+
+
+def raised_by_script(report: BisectReport, version: str) -> str | None:
+    """The exception a plain script (`--script`) raised at `version`, as the harness told it apart
+    from its verdicts ("error: ValueError: …; not the bug"), or None: not a script, or a failure of
+    another kind there (a timeout, a crash, an exit status that is no verdict)."""
+    if report.request.get("script") is not True:
+        return None
+    failure = str(report.end_failures.get(version) or "")
+    name = failure.split(":", 1)[0]
+    if not name.isidentifier():
+        return None
+    for step in report.steps:
+        if step.version == version and _is_error(step.state) and step.summary.startswith(f"error: {name}:"):
+            return name
+    return None
 
 
 def failure_finding_line(report: BisectReport) -> str | None:

@@ -17,7 +17,7 @@ from tfbisect.core.textsafe import one_line
 from tfbisect.core.versions import python_sort_key
 from tfbisect.envs.locks import LockSpec, lock_path, preferred_python
 from tfbisect.report import findings, narrowdata, style
-from tfbisect.search.bisectlog import BisectReport, Status, Step
+from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.narrowlog import NarrowStatus, Proof, TrialKind, Verdict
 from tfbisect.search.sweep import Cell
 
@@ -215,6 +215,8 @@ def _step_state(step: Step) -> str:
     signature that only serves to compare failures."""
     if step.state and step.state.startswith("error"):
         return f"failure: {step.summary}"
+    if step.state is None and step.summary and step.outcome in (StepOutcome.UNAVAILABLE, StepOutcome.SKIP):
+        return f"cannot be tested: {step.summary}"  # why: no wheel for the Python here, exit 125 …
     return step.state or "-"
 
 

@@ -19,6 +19,7 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
+from tfbisect.core.textsafe import clip
 from tfbisect.core.versions import commit_of, git_tag, is_nightly
 from tfbisect.runs.runner import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
@@ -49,12 +50,15 @@ class Trials:
         save: Callable[[BisectReport], None],
     ) -> None:
         self.request = request
+        self.planned = planned
         self.releases, self.specs = planned.releases, planned.specs
         self.report = report
         self.rounds, self.ahead = rounds, ahead
         self.say, self._save = say, save
         self.records: dict[int, RunRecord] = {}
         self.round = 0
+        self.unavailable: set[int] = set()  # the versions the log has a step "unavailable" of
+        self.told_why = False  # whether the console has said why a version cannot be tested
 
     def run_round(self, indices: Sequence[int], ahead: Sequence[int] = ()) -> None:
         """Run the versions of `indices` not run yet, while the ones of `ahead` (the next round's
@@ -92,7 +96,12 @@ class Trials:
         self.add_step(index, done.record, done.seconds, done.reused)
 
     def note_unavailable(self, index: int) -> None:
+        """One step in the log for a version nothing here can run, with the backends' reason."""
+        if index in self.unavailable:
+            return
+        self.unavailable.add(index)
         release = self.releases[index]
+        why = self.planned.why_unplaced(index)
         self.report.steps.append(
             Step(
                 round=self.round,
@@ -102,8 +111,28 @@ class Trials:
                 cls=Class.SKIP,
                 reused=False,
                 seconds=0.0,
-                summary=f"no wheel for a Python here (needs one of {', '.join(release.pythons)})",
+                summary=clip(why.what, 300)
+                if why
+                else f"no wheel for a Python here (needs one of {', '.join(release.pythons)})",
             )
+        )
+
+    def tell_untestable(self, index: int) -> None:
+        """Say that an end cannot be tested here and the search moves it inward: why, and what
+        would let it be tested, the first time only (a range of untestable versions would say the
+        same at length again and again); the log keeps each one's reason (`tfbisect bisect log`)."""
+        version = self.releases[index].version
+        if self.told_why:
+            self.say(f"TF {version} cannot be tested here either; moving the end inward")
+            return
+        self.told_why = True
+        why = self.planned.why_unplaced(index)
+        record = self.records.get(index)
+        reason = why.what if why else record.verdict_summary if record else "it was skipped"
+        todo = why.todo if why else "see its run above; the log keeps why for each version."
+        self.say(
+            f"TF {version} cannot be tested here: {clip(reason, 300)} Moving the end inward."
+            f"\n  What to do: {clip(todo, 300)}"
         )
 
     def add_step(
@@ -156,6 +185,7 @@ class Bisection:
         self.request, self.runner, self.progress = request, runner, progress
         planned = planned or plan(request, runner.catalogue, runner.environment)
         self.releases, self.specs = list(planned.releases), list(planned.specs)
+        self.turned = planned.reversed_ends
         self.report = BisectReport(
             request=request.to_record(),
             command=request.command(),
@@ -179,6 +209,8 @@ class Bisection:
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> BisectReport:
+        if self.turned:
+            self.progress.say(reversed_note(*self.turned))
         try:
             self._search()
         except KeyboardInterrupt:
@@ -325,9 +357,7 @@ class Bisection:
             self.trials.run_round([index])
             if self.state(index) is not None:
                 return index
-            self.progress.say(
-                f"TF {self.releases[index].version} cannot be tested here; moving the end inward"
-            )
+            self.trials.tell_untestable(index)
             index += step
         return None
 
@@ -382,6 +412,17 @@ class Bisection:
             for i in cheap:
                 state.record(i, terms.classify(self.state(i + low)))
         return state.result().change
+
+
+def reversed_note(good: str, bad: str) -> str:
+    """What a search makes of --good newer than --bad: the two are the range's ends either way,
+    and the runs at them say whether it looks for a change or for a fix (`judge.terms_for`)."""
+    return (
+        f"--good TF {good} is newer than --bad TF {bad}: the search takes both as the range's ends, "
+        "and the runs at them say which side is good (it looks for a fix when the older end is the "
+        "bad one).\n  What to do: nothing; the order of --good and --bad does not change the search, "
+        "and the answer names each side by what its runs show."
+    )
 
 
 def failure_finding(

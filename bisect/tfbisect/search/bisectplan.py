@@ -146,11 +146,28 @@ def place_release(
 ) -> EnvSpec | None:
     """The environment a release runs in for this request: the first of the request's backends
     that fits it (venvs after containers with `--backend auto`), or None: nothing here can run it."""
+    placed = placement(request, release, environment)
+    return placed if isinstance(placed, EnvSpec) else None
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """Why nothing here can run a release (the backends' own words), and what would let it."""
+
+    what: str
+    todo: str
+
+
+def placement(
+    request: BisectRequest, release: Release, environment: Callable[[str], Environments[Any]]
+) -> EnvSpec | Unplaced:
+    """`place_release`, or why nothing here can run the release: a skip that costs no run is
+    still told apart from one the user can fix (another --python, another backend)."""
     names = [request.backend, *(registry.ranked_after(request.backend) if request.venv_fallback else ())]
     try:
         python, environments = place(release, request.python, [environment(n) for n in names])
-    except NoInterpreterError:
-        return None
+    except NoInterpreterError as exc:
+        return Unplaced(exc.what, exc.todo)
     keras = request.keras
     if keras is KerasVariant.LEGACY and not legacy_keras_applies(release.version):
         keras = KerasVariant.DEFAULT  # before 2.16, tf.keras already is Keras 2
@@ -166,6 +183,13 @@ def _check(kept: dict[str, Any], name: str, ok: Callable[[Any], bool]) -> None:
 class Plan:
     releases: tuple[Release, ...]  # oldest first, both ends included
     specs: tuple[EnvSpec | None, ...]  # one per release; None: nothing here can run it
+    # Why, for each release with no spec (None where it has one, or where the plan does not say).
+    unplaced: tuple[Unplaced | None, ...] = ()
+    # (good, bad) as resolved, when --good names a newer release than --bad: the ends are sorted.
+    reversed_ends: tuple[str, str] | None = None
+
+    def why_unplaced(self, index: int) -> Unplaced | None:
+        return self.unplaced[index] if index < len(self.unplaced) else None
 
 
 def plan(
@@ -174,14 +198,14 @@ def plan(
     """The releases between the request's ends (default: the oldest and newest that run here),
     each placed on the first backend of the request that fits it."""
 
-    def spec_for(release: Release) -> EnvSpec | None:
-        return place_release(request, release, environment)
+    def spec_for(release: Release) -> EnvSpec | Unplaced:
+        return placement(request, release, environment)
 
     releases = catalogue.releases(pre=request.pre)
     if request.keras is KerasVariant.LEGACY and not (request.good or request.bad):
         releases = [r for r in releases if legacy_keras_applies(r.version)] or releases
     specs = {r.version: spec_for(r) for r in releases}
-    runnable = [r for r in releases if specs[r.version] is not None]
+    runnable = [r for r in releases if isinstance(specs[r.version], EnvSpec)]
     if request.good:
         start = catalogue.resolve(request.good, pre=True)
     elif runnable:
@@ -203,7 +227,13 @@ def plan(
         if end_release not in chosen:
             chosen.append(end_release)
     chosen.sort(key=lambda r: Version(r.version))
+    placed = [specs[r.version] if r.version in specs else spec_for(r) for r in chosen]
+    # --good and --bad are the range's two ends whatever their order: which side is good is read
+    # from the runs at them (search/judge.py `terms_for`), so a newer --good is a range too.
+    turned = request.good and request.bad and Version(start.version) > Version(end.version)
     return Plan(
         releases=tuple(chosen),
-        specs=tuple(specs[r.version] if r.version in specs else spec_for(r) for r in chosen),
+        specs=tuple(p if isinstance(p, EnvSpec) else None for p in placed),
+        unplaced=tuple(p if isinstance(p, Unplaced) else None for p in placed),
+        reversed_ends=(start.version, end.version) if turned else None,
     )

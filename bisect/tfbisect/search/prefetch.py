@@ -88,13 +88,17 @@ class Ahead:
         return fresh
 
     def stop(self) -> bool:
-        """Nothing more starts; True when a preparation is still running."""
+        """Nothing more starts, and what is being prepared is dropped: the search is over and no
+        run will need it (so a preparation halted next says dropped, never failed: core/progress.py);
+        True when a preparation is still running."""
         with self.lock:
             self.stopped = True
             self.queue.clear()
-            busy = bool(self.running)
+            running = list(self.running.values())
+        for urgency in running:
+            urgency.drop()
         self.wake.set()
-        return busy
+        return bool(running)
 
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout` for the preparations running to end; True when none runs."""

@@ -111,7 +111,9 @@ def options_for(args: argparse.Namespace) -> Any:
 
 
 def _common(args: argparse.Namespace) -> cmdline.Common:
-    return cmdline.Common(reports=args.reports, cache=args.cache, quiet=args.quiet)
+    return cmdline.Common(
+        reports=args.reports, cache=args.cache, quiet=args.quiet, cache_budget=args.cache_budget
+    )
 
 
 def _env(args: argparse.Namespace) -> cmdline.EnvOptions:

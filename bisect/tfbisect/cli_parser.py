@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
+import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 from tfbisect import __version__, options
 from tfbisect.core import catalogue, scenario
@@ -12,26 +16,73 @@ from tfbisect.core.spec import Flavour, KerasVariant
 from tfbisect.envs import registry
 from tfbisect.report import github
 
+# The Dockerfile the docker and swarm backends build from (envs/backend_docker.DOCKERFILE, which
+# the command line may not import; a test keeps the two the same).
+DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+# What argparse reads as a number, not an option (`--timeout -5` is a bad value, not an option).
+_NUMBER = re.compile(r"-[0-9.]")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser, naming an option it does not know as such: without this, the value
+    after a misspelled option (`bisect --scirpt repro.py`) lands in `bisect`'s positional and
+    argparse says "argument action: invalid choice: 'repro.py'", which points nowhere near the typo."""
+
+    parent: CommandParser | None = None  # the top parser, for a command's parser
+    current: CommandParser | None = None  # the top parser's: the command's parser it last ran
+    words: tuple[str, ...] = ()  # the words this parser was last given
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        given = args[0] if args else kwargs.get("args")
+        self.words = tuple(sys.argv[1:] if given is None else given)
+        if self.parent is not None:
+            self.parent.current = self
+        else:
+            self.current = None
+        return super().parse_known_args(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if self.current is not None:  # the command's parser knows its own options
+            self.current.error(message)
+        unknown = self.unknown_options()
+        if unknown:
+            flag = unknown[0].partition("=")[0]
+            longs = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+            close = difflib.get_close_matches(flag, longs, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            message = (
+                f"unrecognized option {flag}{hint}\n  What to do: correct it; `{self.prog} --help` "
+                "lists the options (--reports, --cache, --cache-budget and -q go before or after the command)."
+            )
+        super().error(message)
+
+    def unknown_options(self) -> list[str]:
+        """The words this parser was given that look like options and that it has not got (as
+        written, or abbreviated as argparse allows); words after `--` are values."""
+        known = {s for a in self._actions for s in a.option_strings}
+        out: list[str] = []
+        for word in self.words:
+            if word == "--":
+                break
+            flag = word.partition("=")[0]
+            if not word.startswith("-") or word == "-" or _NUMBER.match(word) or flag in known:
+                continue
+            if flag.startswith("--") and any(s.startswith(flag) for s in known):
+                continue  # an abbreviation (argparse itself says when it is ambiguous)
+            if not flag.startswith("--") and word[:2] in known:
+                continue  # short flags run together (-qj3)
+            out.append(word)
+        return out
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    top = CommandParser(
         prog="tfbisect",
         description="Which TensorFlow releases reproduce a behaviour, on CPU and CUDA, and where did it change?",
     )
+    parser: argparse.ArgumentParser = top  # its commands' parsers are CommandParsers too
     parser.add_argument("--version", action="version", version=f"tfbisect {__version__}")
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="results and logs (default: reports/)"
-    )
-    parser.add_argument(
-        "--cache", type=Path, default=None, help="venvs and images cache (default: ~/.cache/tfbisect)"
-    )
-    parser.add_argument(
-        "--cache-budget",
-        metavar="SIZE",
-        help="keep the cache under SIZE (50G), least recently used first, before each preparation "
-        "(default: $TFBISECT_CACHE_BUDGET, else no limit)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_global_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # One function per subcommand, in the order `tfbisect --help` lists them.
@@ -50,7 +101,41 @@ def build_parser() -> argparse.ArgumentParser:
         add_cache,
     ):
         add(sub)
+    for command in sub.choices.values():
+        # The global options after the command too (`bisect ... --reports X`); no defaults there,
+        # so that a value given before the command is kept.
+        add_global_options(command, defaults=False)
+        if isinstance(command, CommandParser):
+            command.parent = top
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--reports, --cache, --cache-budget and -q: the top parser's with their defaults, each
+    command's with none (argparse.SUPPRESS: not set unless given)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--reports", type=Path, default=default(Path("reports")), help="results and logs (default: reports/)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=default(None),
+        help="venvs and images cache (default: ~/.cache/tfbisect)",
+    )
+    parser.add_argument(
+        "--cache-budget",
+        metavar="SIZE",
+        default=default(None),
+        help="keep the cache under SIZE (50G), least recently used first, before each preparation "
+        "(default: $TFBISECT_CACHE_BUDGET, else no limit)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress output"
+    )
 
 
 def add_versions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -355,9 +440,14 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
         "--backend",
         choices=[*registry.names(), registry.AUTO],
         default=registry.AUTO if multi else registry.SINGLE,
-        help="venv (local virtual environments), docker (images from ./Dockerfile), swarm (those images as "
-        "services on a Docker Swarm), or auto: containers when a Docker engine answers (venvs for versions "
-        "no base image fits), else venvs" + (" (default)" if multi else ""),
+        help=f"venv (local virtual environments), docker (images built from {_help_text(DOCKERFILE)}), "
+        "swarm (those images as services on a Docker Swarm), or auto (containers when a Docker engine "
+        "answers, with venvs for the versions no base image fits; venvs alone when none answers). "
+        + (
+            "Default: auto (containers when Docker runs, else venvs)."
+            if multi
+            else f"Default: {registry.SINGLE}."
+        ),
     )
     parser.add_argument(
         "--docker-host", metavar="URL", help="swarm: the manager's engine (default: $DOCKER_HOST)"
@@ -409,10 +499,16 @@ def add_env_options(parser: argparse.ArgumentParser, *, multi: bool = False) -> 
     parser.add_argument("--pre", action="store_true", help="allow release candidates")
 
 
+def _help_text(path: Path) -> str:
+    # argparse %-formats help strings: a % in the checkout's path must not be read as one.
+    return str(path).replace("%", "%%")
+
+
 def add_script_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bad-if-raises",
         action="append",
+        type=options.bad_if_raises,
         metavar="TYPE[:REGEX]",
         help="with --script: this exception (its class or a base class named TYPE, its message matching "
         "REGEX) is the bug, so it counts as bad (repeatable)",

@@ -59,6 +59,28 @@ def seconds(flag: str, high: float = MAX_TIMEOUT_SECONDS) -> Callable[[str], flo
     return parse
 
 
+def bad_if_raises(text: str) -> str:
+    """A `type=` for --bad-if-raises TYPE[:REGEX], read as the harness reads it (TYPE before the
+    first colon, REGEX after it): the REGEX compiled here, so that a bad one is refused before any
+    run instead of making every run an error. The value is kept as given."""
+    name, _, pattern = text.partition(":")
+    if not name.strip().rsplit(".", 1)[-1]:  # the class name the harness compares
+        what = f"--bad-if-raises {shown(text)} names no exception class before the colon"
+        todo = "write the class first, e.g. --bad-if-raises ValueError or --bad-if-raises 'ValueError:shape'"
+        raise argparse.ArgumentTypeError(f"{what}.\n  What to do: {todo}.")
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"--bad-if-raises {shown(text)}: the regular expression after the colon, {shown(pattern)}, "
+            f"is not valid: {exc}.\n"
+            "  What to do: fix it (it is Python's re.search over the exception's message): escape "
+            "the characters meant literally with a backslash (\\( \\[ \\. \\*), or drop the colon and "
+            "what follows it to match the class alone."
+        ) from None
+    return text
+
+
 jobs = whole_number("--jobs", 1, MAX_JOBS)
 prefetch = whole_number("--prefetch", 0, MAX_JOBS)
 timeout = seconds("--timeout")

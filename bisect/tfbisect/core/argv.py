@@ -80,16 +80,18 @@ def command_line(words: Iterable[str], options: Iterable[tuple[str, Value]]) -> 
 
 @dataclass(frozen=True)
 class Common:
-    """The options before the command."""
+    """The global options: before the command, or after it."""
 
     reports: Path = Path("reports")
     cache: Path | None = None
     quiet: bool = False
+    cache_budget: str | None = None  # --cache-budget as given (a resumed command keeps the limit)
 
     def options(self) -> list[tuple[str, Value]]:
         return [
             ("--reports", unless(self.reports, Path("reports"))),
             ("--cache", self.cache),
+            ("--cache-budget", self.cache_budget),
             ("-q", self.quiet),
         ]
 

@@ -195,6 +195,8 @@ class Catalogue:
         resolves to a nightly."""
         if text.startswith("nightly"):
             return self._resolve_nightly(text)
+        if text[:1] in "vV" and text[1:2].isdigit():
+            text = text[1:]  # a git tag's spelling (v2.3.0) names the release of that number
         releases = self.releases(pre=True)
         exact = [r for r in releases if r.version == text]
         if exact:
@@ -214,7 +216,10 @@ class Catalogue:
         in_line = [r for r in releases if r.line == text and (pre or not r.prerelease)]
         if in_line:
             return in_line[-1]
-        raise UnknownVersionError(
+        raise self._unknown(text, releases)
+
+    def _unknown(self, text: str, releases: Sequence[Release]) -> UnknownVersionError:
+        return misspelled(text, releases) or UnknownVersionError(
             f"TensorFlow {text!r} is not in the catalogue (snapshot of {self.fetched_at[:10]}).",
             "pick one of these, nearest first: "
             + ", ".join(self.nearest(text, releases))
@@ -450,3 +455,23 @@ def save_snapshot(catalogue: Catalogue, path: Path) -> None:
 
 def default_snapshot_path() -> Path:
     return Path(str(data_file(SNAPSHOT)))
+
+
+def misspelled(text: str, releases: Sequence[Release]) -> UnknownVersionError | None:
+    """Why `text` names no release when a nearest release would mislead: TF 1.x is out of scope
+    (2.15 is no answer to 1.15); a comma for a dot is a typo of the release it spells."""
+    parsed = parse(text)
+    if parsed is not None and parsed.release[0] < 2:
+        oldest = f"; the oldest release it knows is {releases[0].version}" if releases else ""
+        return UnknownVersionError(
+            f"TensorFlow {text!r} is a TF {parsed.release[0]}.x release: TF {parsed.release[0]}.x is not "
+            f"supported (tfbisect covers TF 2.0 and later{oldest}).",
+            "give a 2.x version (--good 2.0 for the oldest; `tfbisect versions` lists the releases).",
+        )
+    dotted = text.replace(",", ".")
+    if dotted != text and any(r.version == dotted or r.line == dotted for r in releases):
+        return UnknownVersionError(
+            f"TensorFlow {text!r} is not a version (versions are written with dots).",
+            f"did you mean {dotted}? Write it with dots ({dotted}), as `tfbisect versions` lists them.",
+        )
+    return None

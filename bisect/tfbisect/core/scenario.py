@@ -15,12 +15,13 @@ import json
 import os
 import site
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from tfbisect.core.errors import ScenarioError
+from tfbisect.core.errors import ScenarioError, UsageError
 from tfbisect.core.issuetext import script_metadata
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.safe_names import safe_component
@@ -122,6 +123,11 @@ def find(name_or_path: str = DEFAULT) -> Scenario:
 def find_script(path_text: str, bad_if_raises: tuple[str, ...] = ()) -> Scenario:
     """A plain script given by path, as a scenario run under the harness."""
     path = Path(path_text)
+    if path.is_dir():
+        raise ScenarioError(
+            f"--script {path_text!r} is a directory ({path.resolve()}), not a script.",
+            "pass the path of the Python file in it that asserts (or exits non-zero) when the bug is there.",
+        )
     if not path.is_file():
         raise ScenarioError(
             f"There is no script {path_text!r} (looked for {path.resolve()}).",
@@ -153,10 +159,37 @@ def harness_path() -> Path:
     return Path(str(data_file(HARNESS)))
 
 
+def check_syntax(path: Path) -> None:
+    """Refuse a script that this host's Python cannot even compile: it would fail the same way in
+    every environment, one run (and one environment built) at a time.  Compiled, never run."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        with warnings.catch_warnings():  # SyntaxWarnings (an odd escape) are the script's own business
+            warnings.simplefilter("ignore")
+            compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        line = f" line {exc.lineno}" if exc.lineno else ""
+        raise UsageError(
+            f"{path.name}{line}: {exc.msg} (the script was compiled, not run, with this host's Python "
+            f"{here} before any environment was built: {path}).",
+            f"fix the script{line} so that it compiles, then run the command again.",
+        ) from None
+    except ValueError as exc:  # a NUL byte (Python 3.11 says so with a ValueError)
+        raise UsageError(
+            f"{path.name}: {exc} (checked with this host's Python {here}: {path}).",
+            "pass the script's Python source: a text file without NUL bytes.",
+        ) from None
+    except RecursionError:
+        pass  # too deeply nested for this compiler: the runs will say
+
+
 def chosen(scenario: str, script: str | None, bad_if_raises: tuple[str, ...] = ()) -> Scenario:
-    """The scenario a command's `--scenario`/`--script` options name."""
+    """The scenario a command's `--scenario`/`--script` options name; a script is compiled here
+    first (`check_syntax`)."""
     if script is not None:
-        return find_script(script, bad_if_raises)
+        found = find_script(script, bad_if_raises)
+        check_syntax(found.path)
+        return found
     if bad_if_raises:
         raise ScenarioError(
             "--bad-if-raises tells the harness of a plain script which exception is the bug, and no "

@@ -149,6 +149,23 @@ def test_a_script_with_a_syntax_error_is_refused_before_any_run(tmp_path: Path) 
     assert not reports.exists()
 
 
+def test_a_script_in_a_newer_pythons_syntax_is_not_refused(tmp_path: Path) -> None:
+    # PEP 701 (3.12): quotes reused inside an f-string; this host's 3.11 cannot compile it, so
+    # the newest Python on PATH decides, and what it compiles goes on to the runs.
+    newest = scenario.newer_python_compiles(Path(scenario.__file__))
+    if newest is None or sys.version_info >= (3, 12):
+        pytest.skip("needs this host on Python 3.11 or older and a Python 3.12+ on PATH (pyenv has them)")
+    marker = tmp_path / "ran"
+    repro = tmp_path / "repro.py"
+    repro.write_text(f'open({str(marker)!r}, "w").close()\nname = "x"\nprint(f"{{name + f"{{"y"}}"}}")\n')
+    assert scenario.chosen(scenario.DEFAULT, str(repro)).path == repro.resolve()
+    assert not marker.exists()  # compiled by the other Python too, never run
+    # a script no Python compiles is still refused
+    (tmp_path / "bad.py").write_text("x = (1,\n")
+    with pytest.raises(UsageError, match="never closed"):
+        scenario.chosen(scenario.DEFAULT, str(tmp_path / "bad.py"))
+
+
 def test_a_script_that_compiles_is_taken(tmp_path: Path) -> None:
     repro = tmp_path / "repro.py"
     repro.write_text("# /// script\n# dependencies = []\n# ///\nimport tensorflow as tf\nassert tf\n")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import site
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -168,6 +170,8 @@ def check_syntax(path: Path) -> None:
             warnings.simplefilter("ignore")
             compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
+        if newer_python_compiles(path) is not None:
+            return  # syntax of a newer Python (3.12's f-strings, `type X = ...`): the runs will say
         line = f" line {exc.lineno}" if exc.lineno else ""
         raise UsageError(
             f"{path.name}{line}: {exc.msg} (the script was compiled, not run, with this host's Python "
@@ -181,6 +185,27 @@ def check_syntax(path: Path) -> None:
         ) from None
     except RecursionError:
         pass  # too deeply nested for this compiler: the runs will say
+
+
+# Compiles argv[1] in the newest Python on PATH; never runs it (-I: no site, no user paths).
+_COMPILE_ONLY = "import sys; compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec', dont_inherit=True)"
+
+
+def newer_python_compiles(path: Path) -> str | None:
+    """The newest Python on PATH newer than this host's ("3.13"), when it compiles the script: a
+    script written for a newer Python than tfbisect's own must not be refused for its syntax."""
+    for minor in range(30, sys.version_info.minor, -1):
+        found = shutil.which(f"python3.{minor}")
+        if found is None:
+            continue
+        try:
+            done = subprocess.run(
+                [found, "-I", "-c", _COMPILE_ONLY, str(path)], capture_output=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return f"3.{minor}" if done.returncode == 0 else None  # the newest one decides
+    return None
 
 
 def chosen(scenario: str, script: str | None, bad_if_raises: tuple[str, ...] = ()) -> Scenario:

@@ -759,7 +759,7 @@ def _check(config: DockerConfig, progress: Progress) -> None:
 
 
 def describe(fallback: bool) -> str:
-    return "containers (Docker backend; images from ./Dockerfile)" + (
+    return f"containers (Docker backend; images from {DOCKERFILE})" + (
         ", and local venvs for versions no base image fits" if fallback else ""
     )
 

@@ -40,7 +40,7 @@ from tfbisect.core.limits import TOKEN_VARIABLES
 from tfbisect.core.progress import Progress
 from tfbisect.core.scenario import Scenario, harness_path
 from tfbisect.core.spec import EnvSpec, Flavour
-from tfbisect.envs.backend_docker import HARNESS_PATH, MEMORY, USER, DockerBackend, Image
+from tfbisect.envs.backend_docker import DOCKERFILE, HARNESS_PATH, MEMORY, USER, DockerBackend, Image
 from tfbisect.envs.docker_engine import DEFAULT_HOST, ENGINE_FAILURES, Engine, connect
 from tfbisect.envs.environments import Context, Ended, Launch, Options, Registration, Traced, option
 from tfbisect.envs.locks import Lock, LockSpec
@@ -413,7 +413,7 @@ REGISTRATION = Registration(
     configure=_configure,
     make=_make,
     describe=lambda fallback: (
-        "services on a Docker Swarm (Swarm backend; images from ./Dockerfile, built here, pushed)"
+        f"services on a Docker Swarm (Swarm backend; images from {DOCKERFILE}, built here, pushed)"
     ),
     check=_check,
     capacity=_capacity,

@@ -5,14 +5,13 @@ written v2.3.0, 1.15 or 2,3; and the --backend help that says which backend is t
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from test_argv import subparsers
+from test_new import tfbisect  # `python -m tfbisect WORDS` for real, the words exactly as given
 from tfbisect import cli_parser
 from tfbisect.cli import build_parser
 from tfbisect.core import scenario
@@ -20,23 +19,9 @@ from tfbisect.core.catalogue import load_snapshot
 from tfbisect.core.errors import UnknownVersionError, UsageError
 from tfbisect.envs import backend_docker
 
-from conftest import ROOT
 from conftest import cli as run_cli
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def tfbisect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m tfbisect ARGS` for real, the words exactly as given (no options put first)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tfbisect", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "bisect")},
-    )
 
 
 # ---- global options after the command ---------------------------------------------------------

@@ -624,9 +624,7 @@ def script_summary(
 def test_a_script_summary_says_what_each_end_said_and_how_to_rerun_it_without_tfbisect(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path / "locks"))
-    lock = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu==2.4.0")
-    repro = find_script_at(tmp_path)
+    lock, repro = locked_repro(tmp_path, monkeypatch)
     bad = "reproduced: AssertionError: 50.0 | `a|b` <b>@team</b> (repro.py line 2) " + "x" * 400
     runs = [
         script_run(repro, "2.3.4", "not reproduced: the script ran to its end", None),
@@ -649,6 +647,13 @@ def test_a_script_summary_says_what_each_end_said_and_how_to_rerun_it_without_tf
     assert "Without tfbisect" not in scenario_text and "- TF 2.4.0 (bad) said: reproduced" in scenario_text
 
 
+def locked_repro(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Any]:
+    """TF 2.4.0's lock in a locks folder of the test's own, and the plain script `repro.py`."""
+    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path / "locks"))
+    lock = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu==2.4.0")
+    return lock, find_script_at(tmp_path)
+
+
 def find_script_at(folder: Path) -> Any:
     from tfbisect.core.scenario import find_script
 
@@ -660,9 +665,7 @@ def find_script_at(folder: Path) -> Any:
 def test_no_plain_rerun_where_the_runs_own_lock_is_not_known_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TFBISECT_LOCKS", str(tmp_path / "locks"))
-    lock = write_lock(tmp_path / "locks", "tf2.4.0-py3.8-cpu.txt", "tensorflow-cpu==2.4.0")
-    repro = find_script_at(tmp_path)
+    lock, repro = locked_repro(tmp_path, monkeypatch)
     good = script_run(repro, "2.3.4", "not reproduced: the script ran to its end", None)
     bad = script_run(repro, "2.4.0", "reproduced: AssertionError: 50.0", lock)
     assert reportdata.plain_rerun(bad) is not None

@@ -177,17 +177,20 @@ def record(spec: EnvSpec, probe: str, outcome: str, error: tuple[str, str] | Non
 OLD_SPEC, NEW_SPEC = EnvSpec("2.3.4", "3.8"), EnvSpec("2.4.0", "3.8")
 
 
-def plan(units: Sequence[Unit], budget: int = 30) -> ProofPlan:
+def plan(
+    units: Sequence[Unit], budget: int = 30, *, path: str = PATH, old: str = OLD, new: str = NEW
+) -> ProofPlan:
+    """The flagship probe's proof plan over one file `path` (its two versions' texts `old`, `new`)."""
     return ProofPlan(
         probe="gradient_eager_plain",
         old_spec=OLD_SPEC,
         new_spec=NEW_SPEC,
         old_state="match",
         new_state="mismatch",
-        old_sources={PATH: OLD},
-        new_sources={PATH: NEW},
+        old_sources={path: old},
+        new_sources={path: new},
         units=tuple(units),
-        files=(PATH,),
+        files=(path,),
         budget=budget,
     )
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 
-from test_proof import NEW_SPEC, OLD_SPEC, Done, record
+from test_proof import NEW_SPEC, Done, record
+from test_proof import plan as proof_plan
 from tfbisect.core.spec import EnvSpec
 from tfbisect.narrow.proof import ProofPlan, RunPatched, Unit, ddmin, proof_of
 from tfbisect.narrow.shrink import Change, apply, changes, compile_error, labels
@@ -137,18 +138,7 @@ def test_ddmin_with_the_whole_set_known_never_runs_it() -> None:
 
 
 def plan(budget: int = 30, old: str = OLD, new: str = NEW, unit: Unit = CAUSE) -> ProofPlan:
-    return ProofPlan(
-        probe="gradient_eager_plain",
-        old_spec=OLD_SPEC,
-        new_spec=NEW_SPEC,
-        old_state="match",
-        new_state="mismatch",
-        old_sources={PATH: old},
-        new_sources={PATH: new},
-        units=(unit,),
-        files=(PATH,),
-        budget=budget,
-    )
+    return proof_plan((unit,), budget, path=PATH, old=old, new=new)
 
 
 def oracle(restores: str) -> tuple[list[Mapping[str, str]], RunPatched]:

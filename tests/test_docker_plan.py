@@ -319,7 +319,7 @@ def ensure(backend: DockerBackend, planned: ImagePlan, tmp_path: Path) -> tuple[
     fake = cast(FakeEngine, backend.engine)
     fake.builds.clear()
     backend.wheels.ensure = lambda *args, **kwargs: []  # type: ignore[method-assign]
-    image = backend._ensure(planned, BASE, tmp_path / "logs")
+    image = backend.ensure_plan(planned, BASE, tmp_path / "logs")
     return image.built, [b.target for b in fake.builds]
 
 

@@ -240,7 +240,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
     backend = runner.environment(DockerBackend.name)
     assert isinstance(backend, DockerBackend)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
-    before = set(backend.engine.capture(*listing, quiet=True).split())
+    before, volumes = set(backend.engine.capture(*listing, quiet=True).split()), site_volumes()
     layers: list[list[str]] = []
     used: dict[str, int] = {}
     overheads = []
@@ -264,6 +264,7 @@ def docker_ratios(cache: Path, reports: Path) -> dict[str, float]:
         if record.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED) and record.document:
             inside = float(record.document["timings"]["total_s"])
             overheads.append((record.duration_s - inside) / inside)
+    remove_site_volumes(volumes)
     remove_new_images(backend, before)
     shared = 0
     for a, b in zip(layers[0], layers[1], strict=False):
@@ -371,6 +372,24 @@ def tagged_images() -> set[str]:
     return {ref for ref in out.split() if "tfbisect" in ref and not ref.startswith("tfbisect-base:")}
 
 
+def site_volumes() -> set[str]:
+    """The site volumes on the main engine (envs/docker_sites.py: a CPU release's packages)."""
+    out = subprocess.run(
+        ["docker", *LOCAL, "volume", "ls", "--quiet", "--filter", "label=tfbisect.site"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return set(out.split())
+
+
+def remove_site_volumes(before: set[str]) -> None:
+    """The bench cleans up the site volumes it filled (about 1 GB each), as it does its images."""
+    made = sorted(site_volumes() - before)
+    if made:
+        subprocess.run(["docker", *LOCAL, "volume", "rm", "--force", *made], capture_output=True, check=False)
+
+
 def swarm_ratios(tmp: Path) -> dict[str, float]:
     """The flagship on TF 2.21's image: median of 3 runs on the swarm over median of 3 local
     Docker runs (the image already on the nodes), and a 4-cell sweep's cells per node."""
@@ -378,12 +397,13 @@ def swarm_ratios(tmp: Path) -> dict[str, float]:
 
     state = tmp / "swarm"
     env = swarm_up(state)
-    before = tagged_images()
+    before, volumes = tagged_images(), site_volumes()
     try:
         timings = swarm_timings(tmp, env)
         nodes = swarm_sweep_nodes(tmp, env)
     finally:
         swarm_down(state, before)
+        remove_site_volumes(volumes)
     # A cell without a node (a skip: the task never ran, e.g. a node out of disk) is a finding
     # of its own, never a node called None (sorting None with names was a TypeError).
     placed = [str(n) for n in nodes if isinstance(n, str) and n]
@@ -551,10 +571,12 @@ def docker_prefetch_ratio(tmp: Path) -> dict[str, Any]:
         command += ["--probe", "gradient_eager_plain", "--backend", "auto", "--jobs", "1"]
         command += ["--prefetch", prefetch, "--no-narrow"]
         start = time.monotonic()
+        volumes = site_volumes()
         try:
             done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=3600)
             found[f"s_{prefetch}"] = time.monotonic() - start
         finally:
+            remove_site_volumes(volumes)
             _remove_images_since(engine, listing, before)
         log = max((folder / "bisect").glob("*.json"), key=lambda p: p.stat().st_mtime)
         summary = jsonread.read(log, max_bytes=None)
@@ -616,7 +638,12 @@ def cold_side(tmp: Path, name: str, backend: str) -> dict[str, Any]:
     spec = runner.spec_for(version, python=python, flavour=Flavour.CPU, backends=(backend,))
     environment: Any = runner.environment(backend)
     if backend == DockerBackend.name:
-        environment.bases.get(python, None)  # the base is shared by every release: not part of the cold cost
+        # The base and its runtime image are shared by every release: not part of a release's cold cost.
+        from tfbisect.envs.backend_docker import dockerfile_bytes
+        from tfbisect.envs.docker_sites import plan_runtime
+
+        base = environment.bases.get(python, None)
+        environment.ensure_plan(plan_runtime(spec, dockerfile_bytes(), base), base, tmp / name / "logs")
     before = SPENT.totals()
     cold = _timed_runs(runner, spec, scenario, 1)[0]
     spent = SPENT.since(before)  # where the cold run's time went: fetching, building, the rest running
@@ -639,7 +666,14 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
     from tfbisect.envs.backend_venv import VenvBackend
 
     saved = os.environ.get("TFBISECT_UV_CACHE")
-    before = tagged_images()
+    # Cold means cold: a site volume of the release left from before is filled again.
+    version, python = COLD_RELEASE
+    stale = [v for v in site_volumes() if v.startswith(f"tfbisect-site-tf{version}-py{python}-cpu-")]
+    if stale:
+        subprocess.run(
+            ["docker", *LOCAL, "volume", "rm", "--force", *stale], capture_output=True, check=False
+        )
+    before, volumes = tagged_images(), site_volumes()
     try:
         image = cold_side(tmp, "image", DockerBackend.name)
         venv = cold_side(tmp, "venv", VenvBackend.name)
@@ -657,7 +691,8 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
             os.environ.pop("TFBISECT_UV_CACHE", None)
         else:
             os.environ["TFBISECT_UV_CACHE"] = saved
-        # The images it made (the CUDA-free TF image; the shared base stays).
+        # What it made: the release's site volume and the runtime image (the shared base stays).
+        remove_site_volumes(volumes)
         made = sorted(tagged_images() - before)
         if made:
             subprocess.run(

@@ -20,7 +20,8 @@ import sys
 import tempfile
 import urllib.request
 
-VENV_PYTHON = "/opt/venv/bin/python"
+VENV = "/opt/venv"
+VENV_PYTHON = VENV + "/bin/python"
 
 
 def fetch(url, path):
@@ -55,7 +56,9 @@ def runs(binary):
 
 def main(wheels_url, python, requirements, uv_sha):
     links = "%s/py%s/" % (wheels_url, python)
-    folder = tempfile.mkdtemp(prefix="tfbisect-install-")
+    # In the venv's own file system (a site volume is one of its own, apart from /tmp): uv's
+    # cache there lets it hard-link each unpacked file into the venv instead of copying it.
+    folder = tempfile.mkdtemp(prefix=".tfbisect-install-", dir=VENV)
     try:
         local = os.path.join(folder, "requirements.txt")
         fetch("%s/req/%s" % (wheels_url, requirements), local)

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tfbisect import __version__
 from tfbisect.core import interrupt, jsonread
@@ -44,7 +45,7 @@ from tfbisect.core.timing import SPENT, Phase
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
-from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL
+from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL, SITE_MOUNT
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
 from tfbisect.envs.environments import (
     TRACE_NAME,
@@ -85,6 +86,9 @@ MEMORY = os.environ.get("TFBISECT_MEMORY", "8g")
 BUILD_TIMEOUT = 3600.0
 LIMITS = ["--memory", MEMORY, "--pids-limit", "2048"]
 DOCKER_FAILED = 125  # what `docker run` exits with when the container cannot start
+# ... and when its command cannot be run (126) or found (127): a site volume gone empty.
+UNSTARTED = (DOCKER_FAILED, 126, 127)
+SITE_PYTHON = f"{SITE_MOUNT}/bin/python"  # a site volume's run names it: no other python may stand in
 # Every container runs locked down: no network, an unprivileged user, a read-only root, limits.
 # `--init`: signals and orphans inside behave as on the host; deaths by signal are 128+N.
 RUN_OPTIONS = [
@@ -105,6 +109,9 @@ class Image:
     flavour: Flavour
     built: bool  # False when a current image was reused
     nvidia: str | None = None  # the NVIDIA image a CUDA image sits on
+    # A CPU release on the local engine: the runtime image (the Dockerfile's `base` stage) with
+    # this site volume, which holds the release's packages, mounted read-only (envs/docker_sites.py).
+    volume: str | None = None
 
 
 class DockerBackend:
@@ -125,6 +132,7 @@ class DockerBackend:
         engine: Engine | None = None,
         host: str | None = None,  # the engine's address (default: DOCKER_HOST's)
         timeout: float | None = None,
+        sites: bool = True,
     ) -> None:
         self.progress = progress
         self.host = host
@@ -141,6 +149,10 @@ class DockerBackend:
         # The runner's --timeout: each container ends by it plus a grace, with or without the driver.
         self.timeout = timeout
         self.in_use: set[str] = set()  # cache entries this process uses: the budget keeps them
+        # CPU releases as site volumes on a runtime image (envs/docker_sites.py), not images; the
+        # swarm's builder (images it pushes) turns this off.
+        self.sites = sites
+        self.sites_ready: set[str] = set()  # site volumes seen complete by this process
 
     @property
     def engine(self) -> Engine:
@@ -207,7 +219,18 @@ class DockerBackend:
 
     # -- images ------------------------------------------------------------------------
     def prepare(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
+        """A CPU release as a site volume (envs/docker_sites.py), else its image."""
+        if spec.flavour is Flavour.CPU and self.uses_sites:
+            from tfbisect.envs.docker_sites import ensure_site  # it builds on this module
+
+            return ensure_site(self, spec, lock, log_dir)
         return self.ensure_image(spec, lock, log_dir)
+
+    @property
+    def uses_sites(self) -> bool:
+        """Whether CPU releases go into site volumes: only on an engine of this machine (its
+        filling mounts the wheel cache from here), and not for the swarm's builder."""
+        return self.sites and self.engine.host.startswith("unix://")
 
     def ensure_image(self, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
         base = self.bases.get(spec.python, self.user_base)
@@ -220,7 +243,7 @@ class DockerBackend:
             nvidia_lock=nvidia_lock_bytes(spec),
             check=cuda_check_bytes(),
         )
-        return self._ensure(plan, base, log_dir)
+        return self.ensure_plan(plan, base, log_dir)
 
     def _current(self, plan: ImagePlan) -> bool:
         """The image is there with this plan's hash; a CUDA image also sits on its NVIDIA
@@ -232,7 +255,7 @@ class DockerBackend:
         below = self.engine.image_layers(plan.below.tag)
         return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
 
-    def _ensure(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
+    def ensure_plan(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
         """Reuse the current image (the engine tags one only when its last step, for CUDA TF's loader
         check, succeeded), else build it; after a failed build a bad wheel is evicted and the build retried once."""
         spec = plan.spec
@@ -243,10 +266,11 @@ class DockerBackend:
             return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, False, nvidia)
         if plan.below is not None:
             # The NVIDIA image first: the CUDA one is built on top of its layers.
-            self._ensure(plan.below, base, log_dir)
-        stem = spec.key if plan.target != "nvidia" else f"nvidia-{plan.tag.split(':')[1]}"
+            self.ensure_plan(plan.below, base, log_dir)
+        tail = plan.tag.split(":")[1]
+        stem = {"nvidia": f"nvidia-{tail}", "base": tail}.get(plan.target, spec.key)
         log_path = log_dir / f"{stem}.build.log"
-        what = "the NVIDIA image" if plan.target == "nvidia" else "the image"
+        what = {"nvidia": "the NVIDIA image", "base": "the runtime image"}.get(plan.target, "the image")
         finished = build_image(self, plan, log_path, what)
         damaged = finished.exit_code != 0 and not finished.timed_out and not interrupt.stopping()
         if damaged and self.wheels.recheck(list(plan.fetch), spec.python):
@@ -288,6 +312,11 @@ class DockerBackend:
         probes = traced.scenario_arguments() if traced is not None else []
         run = [*scenario.arguments(scenario_path, HARNESS_PATH), "--output", "/out/result.json", *probes]
         mounts = ["--volume", f"{scenario.path}:{scenario_path}:ro"]
+        if image.volume is not None:
+            # Read-only, and never copied into: a volume gone since `prepare` is made empty by
+            # the engine, so the venv's python is missing and the container cannot start (125-127:
+            # no verdict), instead of a run without TensorFlow.
+            mounts += ["--mount", f"type=volume,src={image.volume},dst={SITE_MOUNT},readonly,volume-nocopy"]
         if scenario.script:  # the harness that runs a plain script, read-only like the script
             mounts += ["--volume", f"{harness_path()}:{HARNESS_PATH}:ro"]
         if traced is not None and traced.tracer is not None:
@@ -299,7 +328,7 @@ class DockerBackend:
         results.mkdir()
         results.chmod(0o777)
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
-        cache.touch(cache.image_mark(self.cache_dir, image.tag, "used"))
+        cache.touch(cache.image_mark(self.cache_dir, image.volume or image.tag, "used"))
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
             argv = self.engine.command(
                 "run",
@@ -313,7 +342,7 @@ class DockerBackend:
                 "--volume",
                 f"{results}:/out",
                 image.tag,
-                *watched(self.timeout),
+                *watched(self.timeout, SITE_PYTHON if image.volume else "python"),
                 *run,
             )
             if spec.flavour is Flavour.CUDA and not gpu:
@@ -341,7 +370,7 @@ class DockerBackend:
         code = finished.exit_code
         state = self.engine.container_state(str(launch.extra["container"]))
         started = str(state.get("StartedAt") or "")
-        if code == DOCKER_FAILED and not has_result and (not started or started.startswith("0001-")):
+        if code in UNSTARTED and not has_result and (not started or started.startswith("0001-")):
             # `docker run` itself failed (image gone, engine error): the container never started,
             # so this 125 is not the scenario's own "cannot test here".
             last = (finished.log_tail.splitlines() or ["?"])[-1]
@@ -367,6 +396,8 @@ def run_extra(
         "gpu_visible": gpu,
         "container": name,
     }
+    if image.volume is not None:
+        extra["site_volume"] = image.volume  # the release's packages, mounted read-only on the image
     if check is not None:
         extra["cuda_check"] = check
     if image.nvidia:
@@ -389,19 +420,25 @@ def refuse_cuda(spec: EnvSpec, *, user_base: bool) -> None:
         )
 
 
+def fetch_wheels(backend: DockerBackend, spec: EnvSpec, wanted: tuple[Pin, ...], log_path: Path) -> None:
+    """The wheels of `wanted` into the machine's wheel cache (budget and free space checked
+    first when any is missing), each kept from the budget while this process uses it."""
+    have = backend.wheels.cached(list(wanted), spec.python)
+    backend.in_use.update(f"wheel:{path}" for path in have)
+    if len(have) < len(wanted):
+        cache.enforce_budget(backend.cache_dir, backend.in_use, backend.progress.say, engine=backend.engine)
+        needed = cache.WHEELS_ESTIMATE[spec.flavour.value]
+        cache.require_free(backend.wheels.root, needed, f"the wheels of TF {spec.tf_version}")
+    kept = backend.wheels.ensure(list(wanted), spec.python, log_path)
+    backend.in_use.update(f"wheel:{path}" for path in kept)
+
+
 def build_image(backend: DockerBackend, plan: ImagePlan, log_path: Path, what: str) -> Finished:
     """One build of the plan's image by the backend: its wheels fetched (budget and free space checked
     first), served on loopback, the engine's build."""
     spec = plan.spec
     # Only what this image's own layer installs: a CPU image never fetches NVIDIA wheels.
-    have = backend.wheels.cached(list(plan.fetch), spec.python)
-    backend.in_use.update(f"wheel:{path}" for path in have)
-    if len(have) < len(plan.fetch):
-        cache.enforce_budget(backend.cache_dir, backend.in_use, backend.progress.say, engine=backend.engine)
-        needed = cache.WHEELS_ESTIMATE[spec.flavour.value]
-        cache.require_free(backend.wheels.root, needed, f"the wheels of TF {spec.tf_version}")
-    kept = backend.wheels.ensure(list(plan.fetch), spec.python, log_path)
-    backend.in_use.update(f"wheel:{path}" for path in kept)
+    fetch_wheels(backend, spec, plan.fetch, log_path)
     context = stage_context(plan, backend.cache_dir, backend.wheels)
     uv_sha = backend.wheels.stage_tool("uv", uv_path())
     with (
@@ -430,7 +467,16 @@ def build_failure(spec: EnvSpec, what: str, finished: Finished, log_path: Path) 
     )
 
 
-def stage_context(plan: ImagePlan, cache_dir: Path, wheels: Wheelhouse) -> Path:
+class Staged(Protocol):
+    """What `stage_context` writes for: an image's plan, or a site volume's (envs/docker_sites.py)."""
+
+    @property
+    def spec(self) -> EnvSpec: ...
+
+    def requirement_files(self) -> dict[str, str]: ...
+
+
+def stage_context(plan: Staged, cache_dir: Path, wheels: Wheelhouse) -> Path:
     """Write what a build reads: its requirement files beside the wheels (`wheels/req/`, named
     by the lock's or their pins' sha256, so builds of other cache folders write the same file),
     with the lock's hashes and those of the wheels built here, which the build requires; the CUDA
@@ -688,7 +734,7 @@ def _unwatched(words: list[str]) -> list[str]:
             skip -= 1
         elif word == "--label" and words[i + 1].startswith("tfbisect."):
             skip = 1
-        elif word == "python" and words[i + 1 : i + 3] == ["-c", WATCHDOG]:
+        elif word in ("python", SITE_PYTHON) and words[i + 1 : i + 3] == ["-c", WATCHDOG]:
             skip = 3  # -c WATCHDOG SECONDS: the `python` that follows runs the scenario
         else:
             out.append(word)
@@ -714,7 +760,7 @@ WATCHDOG = (
 )
 
 
-def watched(timeout: float | None) -> list[str]:
+def watched(timeout: float | None, python: str = "python") -> list[str]:
     """`python` with the run's in-container deadline in front of the scenario's arguments (no
     --timeout known: `python` alone).
 
@@ -723,8 +769,8 @@ def watched(timeout: float | None) -> list[str]:
     right after that, and one whose driver died ends by this deadline and is removed by the next
     tfbisect (`Containers.sweep_leftovers`, by its deadline label)."""
     if timeout is None:
-        return ["python"]
-    return ["python", "-c", WATCHDOG, f"{timeout + CONTAINER_GRACE_SECONDS:g}", "python"]
+        return [python]
+    return [python, "-c", WATCHDOG, f"{timeout + CONTAINER_GRACE_SECONDS:g}", python]
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,9 @@ class SwarmBackend:
         self._pushed: set[str] = set()
         # The images are built where the driver runs, never on the manager (DOCKER_HOST may name it).
         build_host = os.environ.get("TFBISECT_BUILD_HOST", DEFAULT_HOST)
-        self.local = DockerBackend(cache_dir, progress, user_base=user_base, engine=builder, host=build_host)
+        self.local = DockerBackend(
+            cache_dir, progress, user_base=user_base, engine=builder, host=build_host, sites=False
+        )
 
     @property
     def manager(self) -> Engine:

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import docker.types
+
 from tfbisect.core import interrupt, jsonread
 from tfbisect.core.errors import DockerError
 from tfbisect.envs.docker_calls import FAILURES, EngineCalls, shown
@@ -35,6 +37,7 @@ BUILD_ENV = ("VIRTUAL_ENV=/opt/venv", "TF_CPP_MIN_LOG_LEVEL=2")
 # How long an ended step container of a build must have sat before a sweep takes it for a
 # leftover (a build in another process commits its step's container within seconds).
 BUILD_LEFTOVER_AGE_S = 15 * 60
+SITE_MOUNT = "/opt/venv"  # where a site volume is mounted (envs/docker_volumes.py)
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,24 @@ class Containers(EngineCalls):
             return {}
         return dict(state) if isinstance(state, dict) else {}
 
-    def read_file(self, image: str, path: str, limit: int) -> bytes | None:
+    def read_file(self, image: str, path: str, limit: int, *, volume: str | None = None) -> bytes | None:
         """A regular file's bytes from an image, without running anything in it (`docker cp` from
         a created, never started container); None when it is missing, not a regular file, over
-        `limit` bytes, or the engine fails."""
+        `limit` bytes, or the engine fails.  With `volume`, a site volume is mounted (read-only,
+        never copied into: a volume that is not there stays empty) where runs mount it."""
         argv = shown("cp", f"{image}:{path}", "-")
         self._echo(argv)
         container = None
+        mounts = (
+            [] if volume is None else [docker.types.Mount(SITE_MOUNT, volume, read_only=True, no_copy=True)]
+        )
         try:
-            container = self.api.create_container(image, command=["true"], network_disabled=True)
+            container = self.api.create_container(
+                image,
+                command=["true"],
+                network_disabled=True,
+                host_config=self.api.create_host_config(mounts=mounts) if mounts else None,
+            )
             # The archive endpoint by hand, so that the response is closed on every path (the
             # SDK's get_archive leaves it open when its stream is not read to the end).
             api: Any = self.api

@@ -41,6 +41,8 @@ from tfbisect.envs.docker_calls import FAILURES as _FAILURES
 from tfbisect.envs.docker_calls import reason as _reason
 from tfbisect.envs.docker_containers import Containers
 from tfbisect.envs.docker_images import Images
+from tfbisect.envs.docker_volumes import FillRequest as FillRequest
+from tfbisect.envs.docker_volumes import Volumes
 from tfbisect.platform.process import Finished
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"  # the SDK's and the CLI's default on Linux
@@ -62,6 +64,7 @@ class Engine:
     images: Images = field(init=False, repr=False, compare=False)
     builds: Builds = field(init=False, repr=False, compare=False)
     containers: Containers = field(init=False, repr=False, compare=False)
+    volumes: Volumes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shared = (self.progress, self.client, self.echo)
@@ -69,6 +72,7 @@ class Engine:
         object.__setattr__(self, "images", Images(*shared))
         object.__setattr__(self, "builds", Builds(*shared, params=self.params))
         object.__setattr__(self, "containers", Containers(*shared, host=self.host, binary=self.binary))
+        object.__setattr__(self, "volumes", Volumes(*shared, params=self.params))
 
     @property
     def api(self) -> docker.APIClient:
@@ -118,6 +122,22 @@ class Engine:
     def import_rootfs(self, tar: Path, ref: str, changes: Sequence[str]) -> None:
         self.builds.import_rootfs(tar, ref, changes)
 
+    # -- site volumes: `docker_volumes` ------------------------------------------------------
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        return self.volumes.volume_labels(name)
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.volumes.create_volume(name, labels)
+
+    def remove_volume(self, name: str) -> bool:
+        return self.volumes.remove_volume(name)
+
+    def site_volumes(self) -> dict[str, dict[str, str]]:
+        return self.volumes.site_volumes()
+
+    def fill_volume(self, request: FillRequest, log_path: Path, timeout: float) -> Finished:
+        return self.volumes.fill_volume(request, log_path, timeout)
+
     # -- containers: `docker_containers` ---------------------------------------------------
     def command(self, *args: str) -> list[str]:
         return self.containers.command(*args)
@@ -134,8 +154,8 @@ class Engine:
     def sweep_leftovers(self) -> int:
         return self.containers.sweep_leftovers()
 
-    def read_file(self, image: str, path: str, limit: int) -> bytes | None:
-        return self.containers.read_file(image, path, limit)
+    def read_file(self, image: str, path: str, limit: int, *, volume: str | None = None) -> bytes | None:
+        return self.containers.read_file(image, path, limit, volume=volume)
 
     def run_output(self, image: str, command: Sequence[str], timeout: float = 300) -> str:
         return self.containers.run_output(image, command, timeout)

@@ -60,7 +60,7 @@ from tfbisect.envs import docker_proof
 from tfbisect.envs.backend_docker import DockerBackend, Image
 from tfbisect.envs.cache import sweep_proof_copies, uv_cache_dir
 from tfbisect.envs.environments import Traced
-from tfbisect.envs.locks import uv_binary
+from tfbisect.envs.locks import Lock, uv_binary
 from tfbisect.envs.wheelhouse import Pin
 from tfbisect.platform.process import run_logged
 from tfbisect.runs.launching import Cell, launch_and_wait, read_json_object, record_of
@@ -386,7 +386,11 @@ class PatchedRuns:
         if failed is not None:
             raise PinError(failed, "it was tried before: --force tries it again.", reused=True)
         # A venv is copied; an image gets a layer (its backend asked only then); else refused.
-        target = None if isinstance(prepared, Path) else self.image_target(spec, prepared)
+        target = (
+            None
+            if isinstance(prepared, Path)
+            else self.image_target(spec, prepared, lock, self.runner.log_dir(scenario))
+        )
         root = venv_root(prepared) if target is None else None
         log_path = self.runner.log_dir(scenario) / f"{spec.key}.proof-{key[:12]}.{stamp()}-{os.getpid()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,8 +430,16 @@ class PatchedRuns:
         self.keep(self.store_path(scenario, key), record.to_dict())
         return PatchedResult(record, reused=False)
 
-    def image_target(self, spec: EnvSpec, prepared: object) -> tuple[DockerBackend, Image] | None:
-        return docker_proof.layer_target(self.runner.environment(spec.backend), prepared)
+    def image_target(
+        self, spec: EnvSpec, prepared: object, lock: Lock, log_dir: Path
+    ) -> tuple[DockerBackend, Image] | None:
+        """The Docker backend and the image a proof's layer goes on: a release that runs from a
+        site volume gets its image now (a layer cannot patch under a mounted volume)."""
+        target = docker_proof.layer_target(self.runner.environment(spec.backend), prepared)
+        if target is not None and target[1].volume is not None:
+            backend = target[0]
+            return backend, backend.ensure_image(spec, lock, log_dir)
+        return target
 
     @contextmanager
     def layered(

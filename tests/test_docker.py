@@ -28,6 +28,10 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
+def site_volumes() -> set[str]:
+    return set(docker("volume", "ls", "--quiet", "--filter", "label=tfbisect.site").split())
+
+
 def tags() -> set[str]:
     out = docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=tfbisect*")
     return set(out.split())
@@ -41,9 +45,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     bases it built.  Images that were there before, or that others made meanwhile, stay."""
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         pytest.fail("no Docker engine answers: .ci/setup starts one (dockerd)")
-    before = tags()
+    before, volumes = tags(), site_volumes()
     path = tmp_path_factory.mktemp("docker")
     yield path
+    filled = sorted(site_volumes() - volumes)  # the CPU releases' site volumes this module filled
+    if filled:
+        subprocess.run(["docker", "volume", "rm", "--force", *filled], capture_output=True, check=False)
     made = set()
     for log in (path / "reports" / "logs").rglob("*.build.log"):
         made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
@@ -100,17 +107,26 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     in_docker = record(workspace, f"tf{version}-py{python}-cpu-docker")
     assert in_docker.outcome in (Outcome.REPRODUCED, Outcome.NOT_REPRODUCED)
     extra = in_docker.extra
-    image = str(extra["image"])
-    assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:tf{version}-py{python}-cpu-")
-    assert built(done, image) or "building" not in done.stderr
-    if built(done, image):  # installed by the host's uv, served with its sha256 (see install_wheels.py)
-        [log] = (workspace / "reports" / "logs").rglob(f"tf{version}-py{python}-cpu-docker.build.log")
-        build_log = log.read_text()
-        assert "tfbisect: installing with uv (sha256 " in build_log
+    # A CPU release runs on its base's runtime image with its site volume (envs/docker_sites.py).
+    image, volume = str(extra["image"]), str(extra["site_volume"])
+    assert extra["gpu_visible"] is False and image.startswith(f"tfbisect:runtime-py{python}-")
+    assert volume.startswith(f"tfbisect-site-tf{version}-py{python}-cpu-") and volume in site_volumes()
+    filled = f"filling the volume {volume}" in done.stderr
+    assert filled or "filling" not in done.stderr
+    if filled:  # installed by the host's uv with its sha256, from the wheels mounted read-only
+        [log] = (workspace / "reports" / "logs").rglob(f"tf{version}-py{python}-cpu-docker.fill.log")
+        fill_log = log.read_text()
+        assert "tfbisect: installing with uv (sha256 " in fill_log and "--network none" in fill_log
+        assert f"tensorflow {version}" in fill_log, "the import check ran"
     assert extra["base_image"] in (f"tfbisect-base:{suite}", f"python:{python}-slim")
     assert str(extra["base_image_id"]).startswith("sha256:")
-    assert in_docker.command.startswith("docker run ") and "--network none" in in_docker.command
-    assert "--user 10001:10001" in in_docker.command and ":ro" in in_docker.command
+    # Every hardening flag of an image's run, and the volume read-only, never copied into.
+    command = in_docker.command
+    assert command.startswith("docker run ") and "--network none" in command and "--init" in command
+    assert "--user 10001:10001" in command and "--read-only" in command and ":ro" in command
+    assert "--memory " in command and "--pids-limit " in command
+    assert f"type=volume,src={volume},dst=/opt/venv,readonly,volume-nocopy" in command
+    assert f" {image} /opt/venv/bin/python " in command
     container_gone(in_docker)
 
     venv = tfbisect(workspace, "run", "--tf", version, "--python", python)
@@ -126,7 +142,8 @@ def test_cpu_image_agrees_with_the_venv(workspace: Path, version: str, python: s
     again = tfbisect(workspace, "run", "--tf", version, "--python", python, "--backend", "docker", "--force")
     assert again.returncode == done.returncode
     assert "building" not in again.stderr, "an unchanged image must be reused, not rebuilt"
-    assert record(workspace, f"tf{version}-py{python}-cpu-docker").extra["image"] == image
+    assert "filling" not in again.stderr, "a complete site volume must be reused, not refilled"
+    assert record(workspace, f"tf{version}-py{python}-cpu-docker").extra["site_volume"] == volume
 
 
 def test_recorded_image_id_is_the_images_own_and_the_bases_is_apart(workspace: Path) -> None:
@@ -358,3 +375,44 @@ def test_a_probe_is_traced_in_a_container_and_its_sources_read_from_the_wheels(w
     sources = read_places(places, set(trace.lines))
     assert set(trace.lines) == set(sources)  # every file that ran is in the wheels, byte for byte readable
     assert docker("ps", "--all", "--quiet", "--filter", "name=tfbisect-").split() == containers
+
+
+def test_a_site_volume_left_partial_is_refilled_and_one_gone_is_no_verdict(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filling killed before its marker leaves a volume that is never used: the next run fills
+    it again.  A volume removed after its release was prepared: the run cannot start (the venv's
+    python is missing from the empty volume the engine makes), which is a skip, never a verdict."""
+    from tfbisect.core import catalogue
+    from tfbisect.core.progress import Progress
+    from tfbisect.core.scenario import find
+    from tfbisect.runs.runner import Runner, Settings
+
+    args = ("run", "--tf", "2.9.3", "--python", "3.9", "--backend", "docker", "--force")
+    assert tfbisect(workspace, *args).returncode in (0, 1)
+    extra = record(workspace, "tf2.9.3-py3.9-cpu-docker").extra
+    volume, image = str(extra["site_volume"]), str(extra["image"])
+    mount = f"type=volume,src={volume},dst=/opt/venv"
+    docker("run", "--rm", "--user", "0", "--mount", mount, image, "rm", "/opt/venv/.tfbisect-site")
+    again = tfbisect(workspace, *args)
+    assert again.returncode in (0, 1) and f"filling the volume {volume}" in again.stderr, again.stderr
+    assert record(workspace, "tf2.9.3-py3.9-cpu-docker").outcome in (
+        Outcome.REPRODUCED,
+        Outcome.NOT_REPRODUCED,
+    )
+
+    runner = Runner(
+        catalogue.load_snapshot(),
+        Settings(workspace / "reports", workspace / "cache", force=True),
+        Progress(quiet=True),
+    )
+    scenario = find("gradient_mismatch")
+    spec = runner.spec_for("2.9.3", python="3.9", backends=("docker",))
+    prepared = runner.prepare(spec, scenario)
+    docker("volume", "rm", volume)
+    monkeypatch.setattr(runner, "prepare", lambda spec, scenario: prepared)
+    gone = runner.run(spec, scenario).record
+    assert gone.outcome is Outcome.SKIP and gone.failure is not None, gone
+    assert "could not start" in gone.failure.message, gone.failure
+    left = docker("volume", "ls", "--quiet").split()
+    assert volume not in left, "the empty volume the engine made for the run is not left"

@@ -58,7 +58,7 @@ def main(wheels_url, python, requirements, uv_sha):
     links = "%s/py%s/" % (wheels_url, python)
     # In the venv's own file system (a site volume is one of its own, apart from /tmp): uv's
     # cache there lets it hard-link each unpacked file into the venv instead of copying it.
-    folder = tempfile.mkdtemp(prefix=".tfbisect-install-", dir=VENV)
+    folder = tempfile.mkdtemp(prefix=".tfbisect-install-", dir=VENV if os.path.isdir(VENV) else None)
     try:
         local = os.path.join(folder, "requirements.txt")
         fetch("%s/req/%s" % (wheels_url, requirements), local)

@@ -166,15 +166,6 @@ class DockerBackend:
                     self.progress.say(f"removed {swept} container(s) an earlier tfbisect left behind")
             return self._engine
 
-    def deadline_options(self) -> list[str]:
-        """The run container's deadline as a label (see docker_containers.DEADLINE_LABEL); with
-        --keep-containers also a mark that leaves it, once ended, for debugging."""
-        if self.timeout is None:
-            return []
-        deadline = int(time.time() + self.timeout + CONTAINER_GRACE_SECONDS)
-        keep = ["--label", f"{KEEP_LABEL}=1"] if self.keep else []
-        return ["--label", f"{DEADLINE_LABEL}={deadline}", *keep]
-
     @property
     def bases(self) -> BaseImages:
         engine = self.engine
@@ -245,23 +236,13 @@ class DockerBackend:
         )
         return self.ensure_plan(plan, base, log_dir)
 
-    def _current(self, plan: ImagePlan) -> bool:
-        """The image is there with this plan's hash; a CUDA image also sits on its NVIDIA
-        image's layers when that image is there (it may have been rebuilt since)."""
-        if self.engine.image_labels(plan.tag).get("tfbisect.hash") != plan.content_hash:
-            return False
-        if plan.below is None:
-            return True
-        below = self.engine.image_layers(plan.below.tag)
-        return not below or self.engine.image_layers(plan.tag)[: len(below)] == below
-
     def ensure_plan(self, plan: ImagePlan, base: Base, log_dir: Path) -> Image:
         """Reuse the current image (the engine tags one only when its last step, for CUDA TF's loader
         check, succeeded), else build it; after a failed build a bad wheel is evicted and the build retried once."""
         spec = plan.spec
         nvidia = plan.below.tag if plan.below else None
         self.in_use.add(f"image:{plan.tag}")
-        if self._current(plan):
+        if image_current(self.engine, plan):
             cache.touch(cache.image_mark(self.cache_dir, plan.tag, "prepared"))
             return Image(plan.tag, self.engine.image_id(plan.tag) or "", base, spec.flavour, False, nvidia)
         if plan.below is not None:
@@ -335,7 +316,7 @@ class DockerBackend:
                 "--name",
                 name,
                 *RUN_OPTIONS,
-                *self.deadline_options(),
+                *deadline_options(self.timeout, keep=self.keep),
                 *(["--gpus", "all"] if gpu else []),
                 *environment_names(spec.env_vars()),
                 *mounts,
@@ -374,10 +355,41 @@ class DockerBackend:
             # `docker run` itself failed (image gone, engine error): the container never started,
             # so this 125 is not the scenario's own "cannot test here".
             last = (finished.log_tail.splitlines() or ["?"])[-1]
+            if "site_volume" in launch.extra:
+                site_gone(self, str(launch.extra["site_volume"]))
             return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
         if code is not None and 128 < code < 128 + signal.NSIG:
             code = -(code - 128)  # its init reports a child killed by signal N as 128+N
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
+
+
+def site_gone(backend: DockerBackend, volume: str) -> None:
+    """A run could not start on its site volume: it may be gone (pruned, removed by hand), so
+    the engine is asked again next time; the empty, unlabelled volume the engine made in its
+    place for the run is removed."""
+    backend.sites_ready.discard(volume)
+    if backend.engine.volume_labels(volume) == {}:
+        backend.engine.remove_volume(volume)
+
+
+def deadline_options(timeout: float | None, *, keep: bool) -> list[str]:
+    """The run container's deadline as a label (see docker_containers.DEADLINE_LABEL); with
+    --keep-containers also a mark that leaves it, once ended, for debugging."""
+    if timeout is None:
+        return []
+    deadline = int(time.time() + timeout + CONTAINER_GRACE_SECONDS)
+    return ["--label", f"{DEADLINE_LABEL}={deadline}", *(["--label", f"{KEEP_LABEL}=1"] if keep else [])]
+
+
+def image_current(engine: Engine, plan: ImagePlan) -> bool:
+    """The image is there with this plan's hash; a CUDA image also sits on its NVIDIA
+    image's layers when that image is there (it may have been rebuilt since)."""
+    if engine.image_labels(plan.tag).get("tfbisect.hash") != plan.content_hash:
+        return False
+    if plan.below is None:
+        return True
+    below = engine.image_layers(plan.below.tag)
+    return not below or engine.image_layers(plan.tag)[: len(below)] == below
 
 
 def run_extra(

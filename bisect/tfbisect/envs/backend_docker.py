@@ -351,25 +351,31 @@ class DockerBackend:
         code = finished.exit_code
         state = self.engine.container_state(str(launch.extra["container"]))
         started = str(state.get("StartedAt") or "")
+        last = (finished.log_tail.splitlines() or ["?"])[-1]
         if code in UNSTARTED and not has_result and (not started or started.startswith("0001-")):
             # `docker run` itself failed (image gone, engine error): the container never started,
             # so this 125 is not the scenario's own "cannot test here".
-            last = (finished.log_tail.splitlines() or ["?"])[-1]
-            if "site_volume" in launch.extra:
-                site_gone(self, str(launch.extra["site_volume"]))
             return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
+        volume = str(launch.extra.get("site_volume") or "")
+        if volume and code and not has_result and site_gone(self, volume, str(launch.extra["container"])):
+            return Ended(
+                exit_code=code, unstarted=f"The site volume {volume} was gone when the run began: {last}"
+            )
         if code is not None and 128 < code < 128 + signal.NSIG:
             code = -(code - 128)  # its init reports a child killed by signal N as 128+N
         return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
 
 
-def site_gone(backend: DockerBackend, volume: str) -> None:
-    """A run could not start on its site volume: it may be gone (pruned, removed by hand), so
-    the engine is asked again next time; the empty, unlabelled volume the engine made in its
-    place for the run is removed."""
+def site_gone(backend: DockerBackend, volume: str, container: str) -> bool:
+    """Whether a failed run's site volume was gone (pruned, removed by hand): the engine then
+    made an empty, unlabelled one in its place for the run, which is removed here with the run's
+    container (which holds it), and the next preparation fills the release again."""
+    if backend.engine.volume_labels(volume):
+        return False
     backend.sites_ready.discard(volume)
-    if backend.engine.volume_labels(volume) == {}:
-        backend.engine.remove_volume(volume)
+    backend.engine.remove_container(container)
+    backend.engine.remove_volume(volume)
+    return True
 
 
 def deadline_options(timeout: float | None, *, keep: bool) -> list[str]:

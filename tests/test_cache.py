@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -385,17 +386,33 @@ def test_the_budget_is_enforced_from_the_environment(tmp_path: Path, monkeypatch
 
 
 class _Engine:
-    """The two calls the inventory makes of an engine (a unit test of the listing logic)."""
+    """The calls the inventory and the eviction make of an engine, over a list of images and a
+    table of site volumes (a unit test of the listing logic)."""
 
-    def __init__(self, tags: list[str]) -> None:
+    def __init__(
+        self, tags: list[str], volumes: Sequence[str] = (), busy: frozenset[str] = frozenset()
+    ) -> None:
         self.tags = tags
         self.removed: list[str] = []
+        self.volumes = {name: {"tfbisect.site": "1"} for name in volumes}
+        self.busy = busy  # volumes a container mounts: `docker volume rm` refuses them
+        self.removed_volumes: list[str] = []
 
     def image_list(self, reference: str) -> list[tuple[str, int]]:
         return [(t, 1000) for t in self.tags if t.startswith(f"{reference}:")]
 
     def remove_image(self, ref: str) -> None:
         self.removed.append(ref)
+
+    def site_volumes(self) -> dict[str, dict[str, str]]:
+        return {name: dict(labels) for name, labels in self.volumes.items()}
+
+    def remove_volume(self, name: str) -> bool:
+        if name in self.busy:
+            return False
+        self.volumes.pop(name, None)
+        self.removed_volumes.append(name)
+        return True
 
 
 def test_images_this_cache_never_prepared_are_listed_and_never_pruned(tmp_path: Path) -> None:
@@ -413,6 +430,117 @@ def test_images_this_cache_never_prepared_are_listed_and_never_pruned(tmp_path: 
     assert [e.ref for e in cache.plan_budget(found.entries, 0)] == [ours]
     cache.evict(planned, root, engine=engine)
     assert engine.removed == [ours]
+
+
+VOLUME = "tfbisect-site-tf2.20.0-py3.11-cpu-{}"
+
+
+def _prepared_volume(root: Path, name: str, size: int | None, age_s: float = 0.0) -> None:
+    """The marks a filling leaves in this cache folder: `prepared` (its mtime `age_s` ago), `size`."""
+    mark = cache.image_mark(root, name, "prepared")
+    cache.touch(mark)
+    os.utime(mark, (time.time() - age_s, time.time() - age_s))
+    if size is not None:
+        cache.image_mark(root, name, "size").write_text(str(size))
+
+
+def test_site_volumes_are_listed_with_their_size_and_foreign_ones_never_pruned(tmp_path: Path) -> None:
+    from tfbisect.report import console
+
+    root = tmp_path / "cache"
+    ours, run, unsized, theirs = (VOLUME.format(h) for h in ("aaa", "bbb", "ccc", "ddd"))
+    _prepared_volume(root, ours, 980_000_000)
+    _prepared_volume(root, run, 12_000_000)
+    cache.touch(cache.image_mark(root, run, "used"))
+    _prepared_volume(root, unsized, None)
+    engine = _Engine([], [ours, run, unsized, theirs])
+    found = cache.inventory(root, engine=engine)
+    volumes = {e.name: e for e in found.entries if e.kind == "volume"}
+    assert set(volumes) == {ours, run, unsized, theirs}
+    assert volumes[ours].size == 980_000_000 and volumes[ours].size_known
+    assert not volumes[ours].used and volumes[run].used  # prepared, never run: first to go
+    assert volumes[ours].key == f"volume:{ours}" and volumes[ours].path is None
+    assert volumes[theirs].foreign and not volumes[ours].foreign and not volumes[run].foreign
+    assert volumes[unsized].size == 0 and not volumes[unsized].size_known
+    assert found.total == 992_000_000
+    listed = console.cache_list_text(found).splitlines()
+    line = next(x for x in listed if x.endswith(ours + "  (prepared, never run)"))
+    assert line.startswith("volume ") and "980.0 MB" in line
+    assert next(x for x in listed if unsized in x).split()[1] == "unknown"
+    assert "left alone" in next(x for x in listed if theirs in x)
+    assert "(and 2 of unknown size)" in listed[-1]  # the foreign one has no size mark either
+    planned = cache.plan_prune(found.entries, now=time.time(), everything=True)
+    assert [e.name for e in planned] == [ours, unsized, run]  # never the foreign one
+    freed = cache.evict(planned, root, engine=engine)
+    assert engine.removed_volumes == [ours, unsized, run] and list(engine.volumes) == [theirs]
+    assert [e.name for e in freed.removed] == [ours, unsized, run] and freed.kept == ()
+    assert not (root / "marks" / "images").exists() or not list((root / "marks" / "images").iterdir())
+
+
+def test_prune_older_than_removes_an_old_volume_and_skips_one_a_container_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tfbisect.cli import main
+
+    root = tmp_path / "cache"
+    old, busy, young = (VOLUME.format(h) for h in ("old", "busy", "young"))
+    _prepared_volume(root, old, 5_000_000, age_s=3 * 86400)
+    _prepared_volume(root, busy, 7_000_000, age_s=3 * 86400)
+    _prepared_volume(root, young, 9_000_000)
+    engine = _Engine([], [old, busy, young], busy=frozenset({busy}))
+    monkeypatch.setattr(cache, "engine_or_none", lambda progress: (engine, ""))
+    base = ["--cache", str(root), "--reports", str(tmp_path / "reports"), "-q", "cache"]
+    assert main([*base, "prune", "--older-than", "2d"]) == 0
+    said = capsys.readouterr().out
+    assert engine.removed_volumes == [old] and set(engine.volumes) == {busy, young}
+    lines = said.splitlines()
+    assert [x for x in lines if x.startswith("removed: ")] == [next(x for x in lines if old in x)]
+    assert (
+        next(x for x in lines if old in x).startswith("removed: volume ")
+        and "removed 1 entries, 5.0 MB" in said
+    )
+    assert next(x for x in lines if busy in x).startswith("kept (a container uses it") and young not in said
+    assert (
+        not cache.image_mark(root, old, "prepared").exists()
+        and not cache.image_mark(root, old, "size").exists()
+    )
+    # The busy one stays this cache's (its marks kept), so a later prune tries it again.
+    assert cache.image_mark(root, busy, "prepared").exists()
+    engine.busy = frozenset()
+    assert main([*base, "prune", "--older-than", "2d"]) == 0
+    assert engine.removed_volumes == [old, busy] and set(engine.volumes) == {young}
+
+
+def test_the_budget_evicts_an_unused_volume_first_and_never_one_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cache"
+    image = "tfbisect:tf2.19.0-py3.11-cpu-eee"
+    prefetched, ran, current = (VOLUME.format(h) for h in ("pre", "ran", "cur"))
+    cache.touch(cache.image_mark(root, image, "used"))
+    for name, age in ((prefetched, 0), (ran, 3600), (current, 7200)):
+        _prepared_volume(root, name, 400 * cache.GB // 1000, age_s=age)
+    for name, age in ((ran, 3600), (current, 7200)):
+        mark = cache.image_mark(root, name, "used")
+        cache.touch(mark)
+        os.utime(mark, (time.time() - age, time.time() - age))
+    engine = _Engine([image], [prefetched, ran, current])
+    entries = cache.inventory(root, engine=engine).entries
+    protect = frozenset({f"volume:{current}"})
+    # The prefetched volume is the newest, yet never run: it goes first, before used entries.
+    assert [e.name for e in cache.plan_budget(entries, int(0.9 * cache.GB), protect)] == [prefetched]
+    assert [e.name for e in cache.plan_budget(entries, int(0.5 * cache.GB), protect)] == [prefetched, ran]
+    assert [e.name for e in cache.plan_budget(entries, 0, protect)] == [prefetched, ran, image]
+    monkeypatch.setenv(cache.BUDGET_VARIABLE, "900M")
+    said: list[str] = []
+    cache.enforce_budget(root, protect, said.append, engine=engine)
+    assert engine.removed_volumes == [prefetched] and engine.removed == []
+    assert "removed 1 least recently used entries" in said[-1]
+    monkeypatch.setenv(cache.BUDGET_VARIABLE, "0")
+    engine.busy = frozenset({ran})  # in a container of another process: skipped, no crash
+    cache.enforce_budget(root, protect, said.append, engine=engine)
+    assert set(engine.volumes) == {ran, current} and engine.removed == [image]
+    assert "1 more stay" in said[-1]
 
 
 @pytest.mark.slow
@@ -437,6 +565,50 @@ def test_cache_lists_the_engines_images(tmp_path: Path) -> None:
     for tag in tags:
         assert tag in done.stdout
     assert "no Docker engine answered" not in done.stdout
+
+
+@pytest.mark.docker
+def test_the_cli_lists_a_real_site_volume_and_prunes_it(tmp_path: Path) -> None:
+    """A labelled volume in the real engine, with the marks a filling leaves in a cache folder of
+    this test's own: `tfbisect cache` lists it with its size, `cache prune --older-than 0m`
+    removes it through the engine.  Everything else the prune sees is this test's own (uv cache,
+    wheels, locks) or foreign to its cache folder; the volume goes on every way out."""
+    from tfbisect.envs.docker_proof import left_proof_images
+
+    engine, why = cache.engine_or_none(Progress(quiet=True))
+    if engine is None:
+        pytest.skip(why)
+    if isinstance(engine, cache.InspectingEngine) and left_proof_images(engine):
+        pytest.skip("proof images a killed run left are on the engine: a prune would remove them")
+    name = VOLUME.format(f"test{os.getpid()}-{time.time_ns() % 10**9}")
+    root = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "TFBISECT_UV_CACHE": str(tmp_path / "uv"),
+        "TFBISECT_LOCKS": str(tmp_path / "locks"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    }
+    base = [sys.executable, "-m", "tfbisect", "--cache", str(root), "--reports", str(tmp_path / "r"), "cache"]
+
+    def tfbisect(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], capture_output=True, text=True, check=False, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    subprocess.run(
+        ["docker", "volume", "create", "--label", "tfbisect.site=1", name], check=True, capture_output=True
+    )
+    try:
+        _prepared_volume(root, name, 3_000_000, age_s=60)
+        line = next((x for x in tfbisect().splitlines() if name in x), "")
+        assert line.startswith("volume ") and "3.0 MB" in line and "left alone" not in line, line
+        assert name in tfbisect("prune", "--older-than", "0m")
+        assert name not in engine.site_volumes()
+        assert name not in tfbisect()
+    finally:
+        subprocess.run(["docker", "volume", "rm", "--force", name], check=False, capture_output=True)
 
 
 def test_the_cache_command_lists_and_a_dry_run_removes_nothing(

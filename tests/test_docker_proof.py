@@ -95,7 +95,8 @@ def test_the_layer_is_built_on_the_cached_images_id_and_ends_as_its_user(tmp_pat
 
 
 class FakeImages:
-    """The three engine calls the sweep makes, over a table of images (pure logic only)."""
+    """The three engine calls the sweep makes, over a table of images (pure logic only), and the
+    volume calls an ImageEngine has (none here)."""
 
     def __init__(self, images: dict[str, dict[str, object]]) -> None:
         self.images = images
@@ -109,6 +110,12 @@ class FakeImages:
 
     def remove_image(self, ref: str) -> None:
         self.removed.append(ref)
+
+    def site_volumes(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def remove_volume(self, name: str) -> bool:
+        raise AssertionError(f"the proof images' sweep removed the volume {name}")
 
 
 def test_only_a_dead_owners_old_proof_image_is_swept() -> None:

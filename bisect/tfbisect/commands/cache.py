@@ -1,5 +1,5 @@
 """`tfbisect cache`: what tfbisect keeps on this machine (venvs, its uv cache, wheels, resolved
-locks, narrowing traces, images) with sizes and last use; `cache prune` frees it."""
+locks, narrowing traces, images, site volumes) with sizes and last use; `cache prune` frees it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What tfbisect keeps on this machine, and a budget for it: the inventory (venvs, tfbisect's
-own uv cache and wheel cache, both one per machine, resolved locks, narrowing traces, images),
-a pure plan of what to evict, and the eviction.
+own uv cache and wheel cache, both one per machine, resolved locks, narrowing traces, images,
+site volumes), a pure plan of what to evict, and the eviction.
 
 Sizes are blocks on disk, each inode counted once per entry.  The venvs are hard-linked to
 the uv cache they were installed from (tfbisect's own, one per machine: `uv_cache_dir`), so
@@ -10,7 +10,9 @@ the space come back.
 
 Last use: a venv's `.tfbisect-used` marker (touched by each run; a venv prepared but never
 run, e.g. prefetched for a round that did not need it, has none and goes first), a wheel's
-mtime (touched by each build that uses it), an image's marker under `<cache>/marks/images/`.
+mtime (touched by each build that uses it), an image's or a site volume's marker under
+`<cache>/marks/images/`.  A site volume (envs/docker_sites.py: a CPU release's packages) has
+no size the engine tells cheaply, so its filling writes one in a `size` mark beside them.
 """
 
 from __future__ import annotations
@@ -62,16 +64,18 @@ class NoSpaceError(MachineFaultError):
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str  # venv, uv, wheel, lock, trace, image
+    kind: str  # venv, uv, wheel, lock, trace, image, volume
     name: str
     size: int  # bytes on disk
     last_used: float  # epoch seconds
     used: bool = True  # False: prepared and never run (a prefetch nobody needed)
-    path: Path | None = None  # None for an image
-    ref: str = ""  # an image's tag
-    # An image of the engine that this cache folder never prepared (another cache's, a test's):
-    # listed, never pruned or evicted from here.
+    path: Path | None = None  # None for an image or a volume
+    ref: str = ""  # an image's tag, a volume's name
+    # An image or volume of the engine that this cache folder never prepared (another cache's, a
+    # test's): listed, never pruned or evicted from here.
     foreign: bool = False
+    # False: a volume whose size nobody wrote here (`size` counts 0 for it).
+    size_known: bool = True
 
     @property
     def key(self) -> str:
@@ -94,6 +98,10 @@ class ImageEngine(Protocol):
     def image_list(self, reference: str) -> list[tuple[str, int]]: ...
 
     def remove_image(self, ref: str) -> None: ...
+
+    def site_volumes(self) -> dict[str, dict[str, str]]: ...
+
+    def remove_volume(self, name: str) -> bool: ...
 
 
 @runtime_checkable
@@ -247,6 +255,27 @@ def _images(cache_dir: Path, engine: ImageEngine) -> list[Entry]:
     return out
 
 
+def _volumes(cache_dir: Path, engine: ImageEngine) -> list[Entry]:
+    """The engine's site volumes, sized by the `size` mark their filling wrote here (a volume
+    this folder did not fill has none: its size is unknown, counted as 0)."""
+    out = []
+    for name in sorted(engine.site_volumes()):
+        used_mark, prepared = image_mark(cache_dir, name, "used"), image_mark(cache_dir, name, "prepared")
+        used = used_mark.is_file()
+        last = _mtime(used_mark) if used else _mtime(prepared)
+        foreign = not used and not prepared.is_file()
+        size = _size_mark(image_mark(cache_dir, name, "size"))
+        out.append(Entry("volume", name, size or 0, last, used, None, name, foreign, size is not None))
+    return out
+
+
+def _size_mark(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
 def inventory(
     cache_dir: Path,
     *,
@@ -255,8 +284,8 @@ def inventory(
     engine: ImageEngine | None = None,
     now: float | None = None,
 ) -> Inventory:
-    """Everything tfbisect keeps; images only when an engine is given (else a note says so), and
-    a note of the proof images killed runs left (as of `now`)."""
+    """Everything tfbisect keeps; images and site volumes only when an engine is given (else a
+    note says so), and a note of the proof images killed runs left (as of `now`)."""
     entries = [*_venvs(cache_dir), *_uv(cache_dir), *_wheels(cache_dir)]
     if locks_dir is not None:
         entries += _files("lock", sorted(locks_dir.glob("*.txt")))
@@ -264,9 +293,11 @@ def inventory(
         entries += _files("trace", sorted((reports_dir / "bisect").glob("*.traces")))
     notes = []
     if engine is None:
-        notes.append("images: no Docker engine answered, so images are not listed (nor pruned)")
+        notes.append(
+            "images: no Docker engine answered, so images and site volumes are not listed (nor pruned)"
+        )
     else:
-        entries += _images(cache_dir, engine)
+        entries += _images(cache_dir, engine) + _volumes(cache_dir, engine)
         notes += _left_proof_images(engine, now)
     return Inventory(tuple(entries), tuple(notes))
 
@@ -335,7 +366,7 @@ def plan_budget(entries: Sequence[Entry], budget: int, protect: frozenset[str] =
     evictable = [
         e
         for e in entries
-        if e.kind in ("venv", "wheel", "image")
+        if e.kind in ("venv", "wheel", "image", "volume")
         and e.key not in protect
         and not e.foreign
         and ".partial-" not in e.name
@@ -356,6 +387,7 @@ class Freed:
     removed: tuple[Entry, ...]
     free_before: int
     free_after: int
+    kept: tuple[Entry, ...] = ()  # asked to go, but still in use (a volume a container mounts)
 
     @property
     def bytes(self) -> int:
@@ -370,11 +402,21 @@ def free_bytes(path: Path) -> int:
     return found.f_bavail * found.f_frsize
 
 
-def _remove(entry: Entry, engine: ImageEngine | None) -> None:
+def _remove(entry: Entry, engine: ImageEngine | None, cache_dir: Path) -> bool:
+    """Remove one entry; False when it stays (a volume a container uses: tried again next time)."""
     if entry.kind == "image":
         if engine is not None:
             engine.remove_image(entry.ref)
-        return
+        return True
+    if entry.kind == "volume":
+        if engine is None or not engine.remove_volume(entry.ref):
+            return False
+        # Its marks go with it: a volume of the same name filled later by another cache folder
+        # is that folder's, and its size mark would be this one's old figure.  (An image's stay:
+        # `remove_image` does not say whether it went.)
+        for what in ("prepared", "used", "size"):
+            image_mark(cache_dir, entry.ref, what).unlink(missing_ok=True)
+        return True
     assert entry.path is not None
     if entry.kind == "wheel":
         _drop_wheel(entry.path)
@@ -382,6 +424,7 @@ def _remove(entry: Entry, engine: ImageEngine | None) -> None:
         shutil.rmtree(entry.path, ignore_errors=True)
     else:
         entry.path.unlink(missing_ok=True)
+    return True
 
 
 def _drop_wheel(path: Path) -> None:
@@ -456,8 +499,9 @@ def evict(
     now: float | None = None,
     min_age: float = UV_SWEEP_MIN_AGE_S,
 ) -> Freed:
-    """Remove `entries`; when a venv went, sweep the uv archives only it linked.  Free space is
-    measured (statvfs) before and after, where the cache lives."""
+    """Remove `entries` (one still in use stays, in `kept`); when a venv went, sweep the uv
+    archives only it linked.  Free space is measured (statvfs) before and after, where the
+    cache lives."""
     before = free_bytes(cache_dir)
     sweep_proof_copies(cache_dir / "proof-copies", now=now)
     if isinstance(engine, InspectingEngine):
@@ -466,11 +510,13 @@ def evict(
 
         with contextlib.suppress(TfbisectError):
             sweep_proof_images(engine, now=now)
+    removed: list[Entry] = []
+    kept: list[Entry] = []
     for entry in entries:
-        _remove(entry, engine)
-    if any(e.kind == "venv" for e in entries) and not any(e.kind == "uv" for e in entries):
+        (removed if _remove(entry, engine, cache_dir) else kept).append(entry)
+    if any(e.kind == "venv" for e in removed) and not any(e.kind == "uv" for e in entries):
         sweep_uv(cache_dir, now=time.time() if now is None else now, min_age=min_age)
-    return Freed(tuple(entries), before, free_bytes(cache_dir))
+    return Freed(tuple(removed), before, free_bytes(cache_dir), tuple(kept))
 
 
 def engine_or_none(progress: Progress) -> tuple[ImageEngine | None, str]:
@@ -514,7 +560,11 @@ def enforce_budget(
             )
         return None
     freed = evict(doomed, cache_dir, engine=engine)
-    say(f"cache: over the budget of {budget / GB:.1f} GB; removed {len(doomed)} least recently used entries")
+    kept = f" ({len(freed.kept)} more stay: a container uses them)" if freed.kept else ""
+    say(
+        f"cache: over the budget of {budget / GB:.1f} GB; "
+        f"removed {len(freed.removed)} least recently used entries{kept}"
+    )
     return freed
 
 

@@ -67,18 +67,26 @@ def cache_list_text(inventory: Inventory) -> str:
     """Every entry of the cache, by kind and the latest used first; the total; the notes."""
     entries = sorted(inventory.entries, key=lambda e: (e.kind, -e.last_used))
     lines = [cache_line(entry) for entry in entries]
-    lines.append(f"total: {size_text(inventory.total)} in {len(inventory.entries)} entries")
+    unknown = sum(not e.size_known for e in inventory.entries)
+    # A volume this cache folder did not fill has no size mark: counted as 0, and said so.
+    more = f" (and {unknown} of unknown size)" if unknown else ""
+    lines.append(f"total: {size_text(inventory.total)} in {len(inventory.entries)} entries{more}")
     return "\n".join([*lines, *inventory.notes])
 
 
 def cache_prune_text(
     planned: Sequence[Entry], freed: Freed | None, notes: Sequence[str], *, dry_run: bool
 ) -> str:
-    """What a prune removed (or, `dry_run`, would remove), and the free space before and after."""
+    """What a prune removed (or, `dry_run`, would remove), what stayed in use, and the free space
+    before and after."""
     verb = "would remove" if dry_run else "removed"
-    lines = [f"{verb}: {cache_line(entry)}" for entry in planned]
-    lines.append(f"{verb} {len(planned)} entries, {size_text(sum(e.size for e in planned))}")
+    done = planned if freed is None else freed.removed
+    lines = [f"{verb}: {cache_line(entry)}" for entry in done]
+    lines.append(f"{verb} {len(done)} entries, {size_text(sum(e.size for e in done))}")
     if freed is not None:
+        lines += [
+            f"kept (a container uses it; prune again once it ends): {cache_line(e)}" for e in freed.kept
+        ]
         lines.append(
             f"free space where the cache lives: {size_text(freed.free_before)} -> "
             f"{size_text(freed.free_after)} (statvfs; other writers count too)"
@@ -94,4 +102,5 @@ def cache_line(entry: Entry) -> str:
     when = minute_of(entry.last_used) if entry.last_used else "-"
     state = "  (not prepared through this cache: left alone)" if entry.foreign else ""
     state = state or ("" if entry.used else "  (prepared, never run)")
-    return f"{entry.kind:<6} {size_text(entry.size):>10}  {when}  {entry.name}{state}"
+    size = size_text(entry.size) if entry.size_known else "unknown"
+    return f"{entry.kind:<6} {size:>10}  {when}  {entry.name}{state}"

@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from test_docker_plan import BASE, EMPTY_LOCK_BYTES, TF_LOCK, TF_LOCK_BYTES, empty_lock, spec
-from tfbisect.core.errors import EnvironmentBuildError
+from tfbisect.core.errors import EnvironmentBuildError, MachineFaultError
 from tfbisect.core.progress import Progress
 from tfbisect.envs import cache, docker_sites
 from tfbisect.envs.backend_docker import (
@@ -80,6 +80,7 @@ class VolumeEngine:
         self.fills: list[FillRequest] = []
         self.in_use: set[str] = set()
         self.fill_code = fill_code
+        self.tail = "ERROR: no matching distribution\n"  # a failed filling's last words
 
     def image_labels(self, ref: str) -> dict[str, str]:
         return {"tfbisect.hash": RUNTIME.content_hash} if ref == RUNTIME.tag else {}
@@ -110,7 +111,7 @@ class VolumeEngine:
         if self.fill_code == 0:
             marked = request.script.splitlines()[-1].split()[1]
             self.volumes[request.volume][1][MARKER] = marked.encode() + b"\n"
-        tail = "tfbisect: site kB 2048\n" if self.fill_code == 0 else "ERROR: no matching distribution\n"
+        tail = "tfbisect: site kB 2048\n" if self.fill_code == 0 else self.tail
         return Finished(exit_code=self.fill_code, timed_out=False, log_tail=tail, seconds=1.0)
 
 
@@ -165,6 +166,11 @@ def test_a_partial_site_in_use_is_refused_and_a_failed_filling_leaves_no_volume(
         prepare(backend_on(failing, tmp_path, monkeypatch), tmp_path)
     assert "no matching distribution" in failed.value.what and "skip" in failed.value.todo
     assert failing.volumes == {}, "a volume that did not fill is removed"
+    full = VolumeEngine(fill_code=1)
+    full.tail = "OSError: [Errno 28] No space left on device: '/opt/venv/lib'\n"
+    with pytest.raises(MachineFaultError) as fault:
+        prepare(backend_on(full, tmp_path, monkeypatch), tmp_path)
+    assert "No space left" in fault.value.what and full.volumes == {} and len(full.fills) == 1
 
 
 class StateEngine:

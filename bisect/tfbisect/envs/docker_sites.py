@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tfbisect import __version__
 from tfbisect.core import interrupt
-from tfbisect.core.errors import EnvironmentBuildError
+from tfbisect.core.errors import EnvironmentBuildError, machine_fault_in
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import cache
@@ -191,6 +191,9 @@ def fill(backend: DockerBackend, plan: SitePlan, log_path: Path) -> None:
             size_mark.write_text(str(int(found.group(1)) * 1024 if found else 0))
             return
         engine.remove_volume(plan.name)
+        fault = machine_fault_in(finished.log_tail, f"filling {plan.name}")
+        if fault is not None:  # a full disk under the install is no finding about the release
+            raise fault
         damaged = not finished.timed_out and not interrupt.stopping()
         if attempt == 2 or not (damaged and backend.wheels.recheck(list(plan.pins), spec.python)):
             raise build_failure(spec, "the volume", finished, log_path)

@@ -75,6 +75,13 @@ class VolumeEngine:
 
     host = "unix:///var/run/docker.sock"
 
+    @property
+    def client(self) -> VolumeEngine:  # the engine answers (`engine_fault` pings it)
+        return self
+
+    def ping(self) -> bool:
+        return True
+
     def __init__(self, fill_code: int = 0) -> None:
         self.volumes: dict[str, tuple[dict[str, str], dict[str, bytes]]] = {}
         self.fills: list[FillRequest] = []
@@ -160,7 +167,7 @@ def test_a_partial_site_in_use_is_refused_and_a_failed_filling_leaves_no_volume(
     engine.in_use.add(site().name)
     with pytest.raises(EnvironmentBuildError) as refused:
         prepare(backend_on(engine, tmp_path, monkeypatch), tmp_path)
-    assert "docker volume rm -f" in refused.value.todo and not engine.fills
+    assert f"docker ps -a --filter volume={site().name}" in refused.value.todo and not engine.fills
     failing = VolumeEngine(fill_code=1)
     with pytest.raises(EnvironmentBuildError) as failed:
         prepare(backend_on(failing, tmp_path, monkeypatch), tmp_path)
@@ -220,3 +227,47 @@ def test_a_site_run_names_the_volumes_python_and_pastes_without_the_watchdog() -
     argv += [*watched(10.0, SITE_PYTHON), "/scenario/s.py", "--output", "/out/result.json"]
     pasted = reproducible(argv, "tfbisect-a", Path("/r/out"))
     assert pasted == f"docker run --rm img {SITE_PYTHON} /scenario/s.py --output /out/result.json"
+
+
+def test_two_preparations_of_one_release_fill_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two tfbisects (here two backends in threads) preparing the same release: the second waits
+    for the first one's filling (a lock beside the machine's wheels) and reuses the volume."""
+    import threading
+    import time
+
+    engine = VolumeEngine()
+    filling = engine.fill_volume
+
+    def slow_fill(request: FillRequest, log_path: Path, timeout: float) -> Finished:
+        time.sleep(0.5)  # the other one checks meanwhile: it must find the lock taken
+        return filling(request, log_path, timeout)
+
+    monkeypatch.setattr(engine, "fill_volume", slow_fill)
+    backends = [backend_on(engine, tmp_path, monkeypatch) for _ in range(2)]
+    found: list[Image] = []
+    threads = [threading.Thread(target=lambda b=b: found.append(prepare(b, tmp_path))) for b in backends]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(found) == 2 and len(engine.fills) == 1
+    assert sorted(image.built for image in found) == [False, True]
+
+
+def test_an_engine_that_stops_answering_is_a_fault_not_a_partial_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = VolumeEngine()
+    prepare(backend_on(engine, tmp_path, monkeypatch), tmp_path)
+    monkeypatch.setattr(engine, "read_file", lambda *args, **kwargs: None)  # the engine failed
+
+    def gone() -> bool:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(engine, "ping", gone)
+    with pytest.raises(MachineFaultError) as fault:
+        prepare(backend_on(engine, tmp_path, monkeypatch), tmp_path)
+    assert "stopped answering" in fault.value.what
+    assert site().name in engine.volumes and len(engine.fills) == 1, "the good volume is kept"

@@ -35,7 +35,7 @@ from tfbisect import __version__
 from tfbisect.core import interrupt, jsonread
 from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import CudaSource, cuda_plan
-from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
+from tfbisect.core.errors import DockerError, EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.fsio import write_text_atomic
 from tfbisect.core.packagedata import data_file
 from tfbisect.core.progress import Progress
@@ -345,36 +345,50 @@ class DockerBackend:
         return self.wheels.cached(wanted, spec.python)
 
     def ended(self, launch: Launch, finished: Finished, has_result: bool) -> Ended:
-        """The container's end in the venv backend's terms: OOM kills named, 128+N as -N."""
-        if finished.timed_out:
-            return Ended(exit_code=None)
-        code = finished.exit_code
-        state = self.engine.container_state(str(launch.extra["container"]))
-        started = str(state.get("StartedAt") or "")
-        last = (finished.log_tail.splitlines() or ["?"])[-1]
-        if code in UNSTARTED and not has_result and (not started or started.startswith("0001-")):
-            # `docker run` itself failed (image gone, engine error): the container never started,
-            # so this 125 is not the scenario's own "cannot test here".
-            return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
-        volume = str(launch.extra.get("site_volume") or "")
-        if volume and code and not has_result and site_gone(self, volume, str(launch.extra["container"])):
-            return Ended(
-                exit_code=code, unstarted=f"The site volume {volume} was gone when the run began: {last}"
-            )
-        if code is not None and 128 < code < 128 + signal.NSIG:
-            code = -(code - 128)  # its init reports a child killed by signal N as 128+N
-        return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
+        return container_ended(self, launch, finished, has_result)
 
 
-def site_gone(backend: DockerBackend, volume: str, container: str) -> bool:
-    """Whether a failed run's site volume was gone (pruned, removed by hand): the engine then
-    made an empty, unlabelled one in its place for the run, which is removed here with the run's
-    container (which holds it), and the next preparation fills the release again."""
-    if backend.engine.volume_labels(volume):
+def container_ended(backend: DockerBackend, launch: Launch, finished: Finished, has_result: bool) -> Ended:
+    """The container's end in the venv backend's terms: OOM kills named, 128+N as -N."""
+    if finished.timed_out:
+        return Ended(exit_code=None)
+    code = finished.exit_code
+    state = backend.engine.container_state(str(launch.extra["container"]))
+    started = str(state.get("StartedAt") or "")
+    last = (finished.log_tail.splitlines() or ["?"])[-1]
+    if code in UNSTARTED and not has_result and (not started or started.startswith("0001-")):
+        # `docker run` itself failed (image gone, engine error): the container never started,
+        # so this 125 is not the scenario's own "cannot test here".
+        return Ended(exit_code=code, unstarted=f"The container could not start: {last}")
+    volume = str(launch.extra.get("site_volume") or "")
+    if (
+        volume
+        and code == 127
+        and not has_result
+        and SITE_PYTHON in last
+        and site_gone(backend, volume, launch)
+    ):
+        return Ended(
+            exit_code=code, unstarted=f"The site volume {volume} was gone when the run began: {last}"
+        )
+    if code is not None and 128 < code < 128 + signal.NSIG:
+        code = -(code - 128)  # its init reports a child killed by signal N as 128+N
+    return Ended(exit_code=code, memory_limit=MEMORY if state.get("OOMKilled") else None)
+
+
+def site_gone(backend: DockerBackend, volume: str, launch: Launch) -> bool:
+    """Whether a run whose init could not find the volume's python had its site volume gone
+    (pruned, removed by hand): the engine then made an empty, unlabelled one in its place, which
+    is removed here with the run's container (which holds it), and the next preparation fills
+    the release again.  An engine that cannot tell leaves the run's own end as it is."""
+    try:
+        if backend.engine.volume_labels(volume):
+            return False
+        backend.sites_ready.discard(volume)
+        backend.engine.remove_container(str(launch.extra["container"]))
+        backend.engine.remove_volume(volume)
+    except DockerError:
         return False
-    backend.sites_ready.discard(volume)
-    backend.engine.remove_container(container)
-    backend.engine.remove_volume(volume)
     return True
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from tfbisect import __version__
 from tfbisect.core import interrupt
 from tfbisect.core.errors import EnvironmentBuildError, machine_fault_in
+from tfbisect.core.fsio import file_lock
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import cache
@@ -47,6 +48,7 @@ from tfbisect.envs.backend_docker import (
     uv_path,
 )
 from tfbisect.envs.bases import Base
+from tfbisect.envs.docker_proof import engine_fault
 from tfbisect.envs.docker_volumes import MARKER, MOUNT, SITE_LABEL, WHEELS, FillRequest
 from tfbisect.envs.locks import Lock
 from tfbisect.envs.wheelhouse import Pin, pins, requirement_text
@@ -125,22 +127,29 @@ def plan_site(spec: EnvSpec, lock: Lock, lock_bytes: bytes, runtime: ImagePlan) 
 
 def ensure_site(backend: DockerBackend, spec: EnvSpec, lock: Lock, log_dir: Path) -> Image:
     """The runtime image (built once per base) and the release's site volume, filled unless a
-    complete one is there; an Image that runs with the volume mounted."""
+    complete one is there; an Image that runs with the volume mounted.  One process at a time
+    checks and fills a volume (a lock beside the machine's wheels): a second tfbisect preparing
+    the same release waits for the first one's filling and then reuses it."""
     base = backend.bases.get(spec.python, backend.user_base)
     runtime_plan = plan_runtime(spec, dockerfile_bytes(), base)
     runtime = backend.ensure_plan(runtime_plan, base, log_dir)
     plan = plan_site(spec, lock, lock.path.read_bytes(), runtime_plan)
     backend.in_use.add(f"volume:{plan.name}")
-    filled = not is_complete(backend, plan)
-    if filled:
-        fill(backend, plan, log_dir / f"{spec.key}.fill.log")
+    # Marked before it is filled: a volume a killed filling left is this cache's to prune.
     cache.touch(cache.image_mark(backend.cache_dir, plan.name, "prepared"))
+    locks = backend.wheels.root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with file_lock(locks / f"{plan.name}.lock"):
+        filled = not is_complete(backend, plan)
+        if filled:
+            fill(backend, plan, log_dir / f"{spec.key}.fill.log")
     return Image(runtime.tag, runtime.image_id, base, spec.flavour, filled, volume=plan.name)
 
 
 def is_complete(backend: DockerBackend, plan: SitePlan) -> bool:
     """Whether the volume is there, complete, with this plan's hash (asked of the engine once
-    per process).  A partial one (a filling was killed) or a stranger under its name is removed."""
+    per process).  A partial one (a filling was killed) or a stranger under its name is removed;
+    an engine that stopped answering is a machine fault, never taken for a partial volume."""
     if plan.name in backend.sites_ready:
         return True
     engine = backend.engine
@@ -152,11 +161,14 @@ def is_complete(backend: DockerBackend, plan: SitePlan) -> bool:
         if marker is not None and marker.strip() == plan.content_hash.encode():
             backend.sites_ready.add(plan.name)
             return True
+        fault = engine_fault(engine, f"reading the marker of {plan.name}")
+        if fault is not None:
+            raise fault
     if not engine.remove_volume(plan.name):
         raise EnvironmentBuildError(
-            f"The volume {plan.name} is not complete (a filling was stopped, or another tfbisect "
-            "is filling it now), and a container still uses it.",
-            f"wait for the other tfbisect to end, or remove it (`docker volume rm -f {plan.name}`), then run again.",
+            f"The volume {plan.name} is not complete (a filling was stopped), and a container still uses it.",
+            f"remove that container (`docker ps -a --filter volume={plan.name}`, then `docker rm -f` it), "
+            "then run again: the release is filled anew.",
         )
     return False
 
@@ -170,8 +182,8 @@ def fill(backend: DockerBackend, plan: SitePlan, log_path: Path) -> None:
     uv_sha = backend.wheels.stage_tool("uv", uv_path())
     engine = backend.engine
     for attempt in (1, 2):
-        engine.create_volume(plan.name, plan.labels)
         try:
+            engine.create_volume(plan.name, plan.labels)
             with (
                 backend.progress.step(spec.label, f"filling the volume {plan.name} (log: {log_path})"),
                 SPENT.measure(Phase.BUILD),
@@ -191,8 +203,9 @@ def fill(backend: DockerBackend, plan: SitePlan, log_path: Path) -> None:
             size_mark.write_text(str(int(found.group(1)) * 1024 if found else 0))
             return
         engine.remove_volume(plan.name)
-        fault = machine_fault_in(finished.log_tail, f"filling {plan.name}")
-        if fault is not None:  # a full disk under the install is no finding about the release
+        what = f"filling {plan.name}"
+        fault = machine_fault_in(finished.log_tail, what) or engine_fault(engine, what)
+        if fault is not None:  # a full disk, or an engine gone: no finding about the release
             raise fault
         damaged = not finished.timed_out and not interrupt.stopping()
         if attempt == 2 or not (damaged and backend.wheels.recheck(list(plan.pins), spec.python)):

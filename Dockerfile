@@ -1,6 +1,8 @@
 # One parametrized image for every TF version, Python and flavour (see bisect/tfbisect/envs/backend_docker.py).
 #
-#   base    the Python of BASE, a venv at /opt/venv and an unprivileged user
+#   base    the Python of BASE, a venv at /opt/venv and an unprivileged user; also the runtime
+#           image of a CPU release kept in a site volume (envs/docker_sites.py): the volume,
+#           filled with the lock's packages by the same installer, is mounted at /opt/venv
 #   nvidia  + one CUDA set's NVIDIA libraries as pip wheels, in three layers; built once per set
 #           and Python, tagged tfbisect-nvidia:…, shared by every TF version that uses the set
 #   cpu     + the lock's packages (TF and everything it needs, NVIDIA libraries excepted)

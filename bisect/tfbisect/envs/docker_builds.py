@@ -284,20 +284,9 @@ class Builds(EngineCalls):
                     # of the build, so nothing to retry and no wheel to check.
                     interrupt.check()  # by a stop signal: the stop goes on
                     raise _dropped(request)
+            code = None if done.timed_out else (0 if done.ok else 1)
             with lock:
-                if done.failure:  # the stream's own errors are in the log already
-                    output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
-                if done.timed_out:
-                    output.feed(f"\n[tfbisect: the build was cancelled after {timeout:g}s]\n".encode())
-                tail = output.close()
-        code = None if done.timed_out else (0 if done.ok else 1)
-        return Finished(
-            exit_code=code,
-            timed_out=done.timed_out,
-            log_tail=tail,
-            seconds=done.seconds,
-            log_error=output.log_error,
-        )
+                return closed_log(output, done, timeout, "the build was cancelled", code)
 
     def _raise_shares(self, container: str) -> None:
         with contextlib.suppress(Exception):  # the step may be over already: nothing to raise
@@ -403,6 +392,25 @@ class Builds(EngineCalls):
         repository, _, tag = ref.partition(":")
         with self._calling(argv):
             self.api.import_image(src=str(tar), repository=repository, tag=tag or None, changes=list(changes))
+
+
+def closed_log(
+    output: BoundedLog, done: Streamed, timeout: float, stopped: str, code: int | None
+) -> Finished:
+    """A streamed request's end: the engine's failure and the deadline noted in its log (the
+    stream's own errors are there already), the log closed, the request's `Finished`."""
+    if done.failure:
+        output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
+    if done.timed_out:
+        output.feed(f"\n[tfbisect: {stopped} after {timeout:g}s]\n".encode())
+    tail = output.close()
+    return Finished(
+        exit_code=code,
+        timed_out=done.timed_out,
+        log_tail=tail,
+        seconds=done.seconds,
+        log_error=output.log_error,
+    )
 
 
 def _dropped(request: BuildRequest) -> priority.DroppedError:

@@ -25,7 +25,13 @@ import docker.errors
 
 from tfbisect.core import interrupt, priority
 from tfbisect.core.errors import DockerError
-from tfbisect.envs.docker_builds import DEFAULT_CPU_SHARES, LOW_CPU_SHARES, Builds, low_priority_thread
+from tfbisect.envs.docker_builds import (
+    DEFAULT_CPU_SHARES,
+    LOW_CPU_SHARES,
+    Builds,
+    closed_log,
+    low_priority_thread,
+)
 from tfbisect.envs.docker_calls import FAILURES, shown
 from tfbisect.envs.docker_containers import DEADLINE_LABEL, SITE_MOUNT
 from tfbisect.platform.process import Finished
@@ -187,18 +193,7 @@ class Volumes(Builds):
             raise _dropped(request)
         code = None if done.timed_out else self._exit_code(name)
         with lock:
-            if done.failure:
-                output.feed(f"\nthe engine failed: {done.failure}\n".encode("utf-8", "replace"))
-            if done.timed_out:
-                output.feed(f"\n[tfbisect: the filling was stopped after {timeout:g}s]\n".encode())
-            tail = output.close()
-        return Finished(
-            exit_code=code,
-            timed_out=done.timed_out,
-            log_tail=tail,
-            seconds=done.seconds,
-            log_error=output.log_error,
-        )
+            return closed_log(output, done, timeout, "the filling was stopped", code)
 
     def _exit_code(self, name: str) -> int:
         """The ended container's exit code (its log stream has ended: so has it, or nearly)."""

@@ -4,6 +4,12 @@ its volume ends.  The real engine runs them in tests/test_docker.py."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import cast
 
@@ -23,6 +29,7 @@ from tfbisect.envs.backend_docker import (
     watched,
 )
 from tfbisect.envs.bases import Base, BaseImages
+from tfbisect.envs.docker_builds import LOW_CPU_SHARES
 from tfbisect.envs.docker_engine import Engine
 from tfbisect.envs.docker_volumes import MARKER, SITE_LABEL, FillRequest
 from tfbisect.envs.environments import Launch
@@ -271,3 +278,103 @@ def test_an_engine_that_stops_answering_is_a_fault_not_a_partial_volume(
         prepare(backend_on(engine, tmp_path, monkeypatch), tmp_path)
     assert "stopped answering" in fault.value.what
     assert site().name in engine.volumes and len(engine.fills) == 1, "the good volume is kept"
+
+
+def shell_image(tmp_path: Path) -> str:
+    """An image of this machine's /bin/sh alone (and the C library it links): a filling's script
+    runs in it, as in a runtime image, without building one."""
+    import tarfile
+
+    shell = Path(os.path.realpath("/bin/sh"))
+    out = subprocess.run(["ldd", str(shell)], capture_output=True, text=True, check=False).stdout
+    libraries = {p for line in out.splitlines() for p in line.split() if p.startswith("/")}
+    tar_path = tmp_path / "sh.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(shell, arcname="bin/sh")
+        for library in sorted(libraries):
+            tar.add(os.path.realpath(library), arcname=library.lstrip("/"))
+        for folder in ("opt/venv", "tmp"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+    tag = f"tfbisect-test-sh:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "import", str(tar_path), tag], check=True, capture_output=True)
+    return tag
+
+
+def inspect_shares(container: str) -> str:
+    found = subprocess.run(
+        ["docker", "container", "inspect", "--format", "{{.HostConfig.CpuShares}}", container],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+@pytest.mark.docker
+def test_a_prefetchs_filling_runs_at_low_shares_is_hurried_dropped_and_never_left(tmp_path: Path) -> None:
+    """The real engine: a filling asked for from a niced thread runs with the fewest CPU shares,
+    gets the default ones when a run waits for it, stops when the search drops it, and its
+    container is gone every way; a filling that fails says how, in its log and exit code."""
+    from test_prefetch_priority import in_niced_thread
+    from tfbisect.core import priority
+    from tfbisect.envs.docker_engine import cancel_all, connect
+
+    engine = connect(Progress(quiet=True), echo=False)
+    image, volume = shell_image(tmp_path), f"tfbisect-test-site-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "wheels").mkdir()
+    try:
+        engine.create_volume(volume, {"tfbisect.test": "1"})
+        urgency, log, ended = priority.Urgency(), tmp_path / "busy.log", []
+
+        def fill() -> object:
+            with priority.ahead(urgency):
+                request = FillRequest(image, volume, "while :; do :; done", str(tmp_path / "wheels"))
+                try:
+                    return engine.fill_volume(request, log, 120)
+                except priority.DroppedError as exc:
+                    return exc
+
+        thread = threading.Thread(target=lambda: ended.append(in_niced_thread(fill)))
+        thread.start()
+        deadline, name = time.monotonic() + 60, ""
+        while not (name and inspect_shares(name)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = re.search(r"--name (tfbisect-fill-\w+)", log.read_text() if log.exists() else "")
+            name = found.group(1) if found else ""
+        assert inspect_shares(name) == str(LOW_CPU_SHARES), log.read_text()
+        assert "--network none" in log.read_text() and ":/wheels:ro" in log.read_text()
+        urgency.drop()  # the search moved past it
+        thread.join(60)
+        assert ended and isinstance(ended[0], priority.DroppedError), ended
+        assert inspect_shares(name) == "", "the dropped filling's container is removed"
+
+        urgency, ended = priority.Urgency(), []
+        thread = threading.Thread(target=lambda: ended.append(in_niced_thread(fill)))
+        thread.start()
+        deadline, name = time.monotonic() + 60, ""
+        while not (name and inspect_shares(name)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = re.search(r"--name (tfbisect-fill-\w+)", log.read_text() if log.exists() else "")
+            name = found.group(1) if found else ""
+        urgency.hurry()  # a run waits for it now
+        deadline = time.monotonic() + 30
+        while inspect_shares(name) != "1024" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert inspect_shares(name) == "1024", "hurried: a run waits for it"
+        cancel_all()  # the search is over
+        thread.join(60)
+        assert ended and isinstance(ended[0], priority.DroppedError), ended
+        assert inspect_shares(name) == "", "the cancelled filling's container is removed"
+
+        script = "echo half > /opt/venv/x; echo the install failed; exit 3"
+        failed = engine.fill_volume(FillRequest(image, volume, script, str(tmp_path / "wheels")), log, 60)
+        assert failed.exit_code == 3 and "the install failed" in failed.log_tail
+        left = subprocess.run(["docker", "ps", "-aq", "--filter", "name=tfbisect-fill-"], capture_output=True)
+        assert left.stdout.strip() == b"", "no filling's container is left"
+        assert engine.volume_labels(volume) == {"tfbisect.test": "1"}
+        assert engine.remove_volume(volume) and engine.volume_labels(volume) is None
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)

@@ -128,12 +128,14 @@ def low_priority_thread() -> bool:
 
 
 class _Stream:
-    """One streaming request on a connection of its own, which `cancel` shuts from any thread."""
+    """One streaming request on a connection of its own, which `cancel` shuts from any thread
+    (and `also` ends what the stream follows: a container whose log it reads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, also: Callable[[], None] | None = None) -> None:
         self.lock = threading.Lock()
         self.cancelled = False
         self.response: requests.Response | None = None
+        self.also = also
 
     def hook(self, response: requests.Response, *args: object, **kwargs: object) -> requests.Response:
         with self.lock:
@@ -147,6 +149,9 @@ class _Stream:
         with self.lock:
             self.cancelled = True
             response = self.response
+        if self.also is not None:  # first: shutting a followed log's response may wait for its end
+            with contextlib.suppress(Exception):
+                self.also()
         if response is not None:
             _shut(response)
 
@@ -323,6 +328,7 @@ class Builds(EngineCalls):
         on_item: Callable[[object], None],
         timeout: float,
         urgency: priority.Urgency | None = None,
+        also: Callable[[], None] | None = None,
     ) -> Streamed:
         """Read a streaming engine call on a connection of its own, in a thread, while this one
         watches the deadline and stop signals and cancels the call on either (or when `urgency`,
@@ -330,7 +336,7 @@ class Builds(EngineCalls):
         interrupt.check()
         start = time.monotonic()
         deadline = start + timeout
-        stream = _Stream()
+        stream = _Stream(also)
         # A client of its own: its connection is this call's alone, and no read on it times out
         # before the deadline does.
         api = docker.APIClient(version=self.api.api_version, timeout=int(timeout) + 60, **self.params)

@@ -183,8 +183,14 @@ class Volumes(Builds):
 
         forget = urgency.on_hurry(hurry) if urgency is not None else (lambda: None)
         try:
+            # Cancelled (dropped, a stop, the deadline): the container is killed, which ends its
+            # log stream, and so the wait on it.
             done = self._stream(
-                lambda api: api.logs(name, stream=True, follow=True), on_item, timeout, urgency
+                lambda api: api.logs(name, stream=True, follow=True),
+                on_item,
+                timeout,
+                urgency,
+                also=lambda: self.api.kill(name),
             )
         finally:
             forget()

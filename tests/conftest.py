@@ -3,8 +3,10 @@ from __future__ import annotations
 import copy
 import http.server
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,37 @@ def empty_locks(folder: Path, versions: tuple[str, ...] = ("2.20.0", "2.21.0"), 
                 "# requirements: none\n# exclude-newer: 2026-01-01T00:00:00Z\n"
             )
     return folder
+
+
+def _engine_listing() -> tuple[set[str], set[str]] | None:
+    """The site volumes and the untagged images of the machine's Docker engine; None without one."""
+    if shutil.which("docker") is None:
+        return None
+    found = []
+    for args in (
+        ["volume", "ls", "--quiet", "--filter", "label=tfbisect.site"],
+        ["images", "--quiet", "--no-trunc", "--filter", "dangling=true"],
+    ):
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            return None
+        found.append(set(done.stdout.split()))
+    return found[0], found[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_left_as_found() -> Iterator[None]:
+    """What the Docker tests leave in the engine goes at the session's end: the site volumes their
+    runs filled, and the untagged images left where a module removed a base that a runtime image
+    was built on (the base's tag goes, its image stays until its child is gone).  What was there
+    before the session stays."""
+    before = _engine_listing()
+    yield
+    after = _engine_listing()
+    if before is None or after is None:
+        return
+    volumes, dangling = sorted(after[0] - before[0]), sorted(after[1] - before[1])
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", "--force", *volumes], capture_output=True, check=False)
+    if dangling:
+        subprocess.run(["docker", "image", "rm", *dangling], capture_output=True, check=False)

@@ -413,6 +413,7 @@ def test_a_site_volume_left_partial_is_refilled_and_one_gone_is_no_verdict(
     monkeypatch.setattr(runner, "prepare", lambda spec, scenario: prepared)
     gone = runner.run(spec, scenario).record
     assert gone.outcome is Outcome.SKIP and gone.failure is not None, gone
-    assert "could not start" in gone.failure.message, gone.failure
+    assert f"{volume} was gone when the run began" in gone.failure.message, gone.failure
+    assert "/opt/venv/bin/python" in gone.failure.message, "what the engine said, kept"
     left = docker("volume", "ls", "--quiet").split()
     assert volume not in left, "the empty volume the engine made for the run is not left"

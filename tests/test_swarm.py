@@ -216,7 +216,11 @@ def test_a_sweep_on_the_swarm_uses_both_nodes_and_agrees_with_local_docker(
             for r in in_docker.values()
             if r.spec.tf_version == record.spec.tf_version and r.spec.keras == record.spec.keras
         )
-        assert twin.outcome is record.outcome and twin.extra["image"] == record.extra["image"], cell
+        assert twin.outcome is record.outcome and twin.extra["lock"] == record.extra["lock"], cell
+        # Locally a CPU release runs from a site volume; the swarm's nodes pull its image.
+        release = f"tf{record.spec.tf_version}-py{record.spec.python}-cpu-"
+        assert str(twin.extra["site_volume"]).startswith(f"tfbisect-site-{release}"), cell
+        assert str(record.extra["image"]).startswith(f"tfbisect:{release}"), cell
         assert record.document is not None and twin.document is not None
         assert (
             record.document["probes"] == twin.document["probes"]

@@ -389,7 +389,9 @@ def test_a_site_volume_left_partial_is_refilled_and_one_gone_is_no_verdict(
     from tfbisect.runs.runner import Runner, Settings
 
     args = ("run", "--tf", "2.9.3", "--python", "3.9", "--backend", "docker", "--force")
-    assert tfbisect(workspace, *args).returncode in (0, 1)
+    store = ResultStore(workspace / "reports" / "results")
+    if not any(r.spec.key == "tf2.9.3-py3.9-cpu-docker" for _, r in store.records("gradient_mismatch")):
+        assert tfbisect(workspace, *args).returncode in (0, 1)  # alone, not after the tests above
     extra = record(workspace, "tf2.9.3-py3.9-cpu-docker").extra
     volume, image = str(extra["site_volume"]), str(extra["image"])
     mount = f"type=volume,src={volume},dst=/opt/venv"

@@ -876,7 +876,7 @@ def docker_prefetch_promise() -> bool:
         r = docker_prefetch_ratio(Path(tmp))
     good, bad = DOCKER_PREFETCH_RANGE
     print(
-        f"prefetch with containers (the flagship, TF {good}..{bad}, --backend auto: 2.5+ in images; "
+        f"prefetch with containers (the flagship, TF {good}..{bad}, --backend auto: 2.5+ in containers; "
         "no tfbisect image and a fresh cache each):"
     )
     print(
@@ -898,9 +898,10 @@ def cold_promise() -> bool:
     version, python = COLD_RELEASE
     print(f"a cold release (TF {version}, Python {python}, CPU), empty caches for both sides:")
     print(
-        f"  image built and run: {r['image_cold_s']:.1f}s; venv installed and run: {r['venv_cold_s']:.1f}s; "
+        f"  container (its site volume filled) and run: {r['image_cold_s']:.1f}s; "
+        f"venv installed and run: {r['venv_cold_s']:.1f}s; "
         f"ratio {r['cold_ratio']:.2f} (target <= 1.5)\n"
-        f"    image: {r['image_download_s']:.1f}s fetching wheels, {r['image_build_s']:.1f}s building; "
+        f"    container: {r['image_download_s']:.1f}s fetching wheels, {r['image_build_s']:.1f}s filling; "
         f"venv: {r['venv_download_s']:.1f}s fetching wheels, {r['venv_build_s']:.1f}s installing\n"
         f"  warm runs (median of 3): container {r['image_warm_s']:.1f}s, venv {r['venv_warm_s']:.1f}s; "
         f"ratio {r['warm_ratio']:.2f} (target <= 1.2)\n"

@@ -326,23 +326,31 @@ def test_a_prefetchs_filling_runs_at_low_shares_is_hurried_dropped_and_never_lef
     (tmp_path / "wheels").mkdir()
     try:
         engine.create_volume(volume, {"tfbisect.test": "1"})
-        urgency, log, ended = priority.Urgency(), tmp_path / "busy.log", []
+        log = tmp_path / "busy.log"
 
-        def fill() -> object:
-            with priority.ahead(urgency):
-                request = FillRequest(image, volume, "while :; do :; done", str(tmp_path / "wheels"))
-                try:
-                    return engine.fill_volume(request, log, 120)
-                except priority.DroppedError as exc:
-                    return exc
+        def started(urgency: priority.Urgency) -> tuple[threading.Thread, list[object], str]:
+            """A filling that never ends, asked for from a niced thread; its container's name."""
 
-        thread = threading.Thread(target=lambda: ended.append(in_niced_thread(fill)))
-        thread.start()
-        deadline, name = time.monotonic() + 60, ""
-        while not (name and inspect_shares(name)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            found = re.search(r"--name (tfbisect-fill-\w+)", log.read_text() if log.exists() else "")
-            name = found.group(1) if found else ""
+            def fill() -> object:
+                with priority.ahead(urgency):
+                    request = FillRequest(image, volume, "while :; do :; done", str(tmp_path / "wheels"))
+                    try:
+                        return engine.fill_volume(request, log, 120)
+                    except priority.DroppedError as exc:
+                        return exc
+
+            ended: list[object] = []
+            thread = threading.Thread(target=lambda: ended.append(in_niced_thread(fill)))
+            thread.start()
+            deadline, name = time.monotonic() + 60, ""
+            while not (name and inspect_shares(name)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                found = re.search(r"--name (tfbisect-fill-\w+)", log.read_text() if log.exists() else "")
+                name = found.group(1) if found else ""
+            return thread, ended, name
+
+        urgency = priority.Urgency()
+        thread, ended, name = started(urgency)
         assert inspect_shares(name) == str(LOW_CPU_SHARES), log.read_text()
         assert "--network none" in log.read_text() and ":/wheels:ro" in log.read_text()
         urgency.drop()  # the search moved past it
@@ -350,14 +358,8 @@ def test_a_prefetchs_filling_runs_at_low_shares_is_hurried_dropped_and_never_lef
         assert ended and isinstance(ended[0], priority.DroppedError), ended
         assert inspect_shares(name) == "", "the dropped filling's container is removed"
 
-        urgency, ended = priority.Urgency(), []
-        thread = threading.Thread(target=lambda: ended.append(in_niced_thread(fill)))
-        thread.start()
-        deadline, name = time.monotonic() + 60, ""
-        while not (name and inspect_shares(name)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            found = re.search(r"--name (tfbisect-fill-\w+)", log.read_text() if log.exists() else "")
-            name = found.group(1) if found else ""
+        urgency = priority.Urgency()
+        thread, ended, name = started(urgency)
         urgency.hurry()  # a run waits for it now
         deadline = time.monotonic() + 30
         while inspect_shares(name) != "1024" and time.monotonic() < deadline:

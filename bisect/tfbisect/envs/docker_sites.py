@@ -29,8 +29,8 @@ from pathlib import Path
 
 from tfbisect import __version__
 from tfbisect.core import interrupt
-from tfbisect.core.errors import EnvironmentBuildError, machine_fault_in
-from tfbisect.core.fsio import file_lock
+from tfbisect.core.errors import EnvironmentBuildError
+from tfbisect.core.fsio import file_lock, write_text_atomic
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import cache
@@ -48,7 +48,7 @@ from tfbisect.envs.backend_docker import (
     uv_path,
 )
 from tfbisect.envs.bases import Base
-from tfbisect.envs.docker_proof import engine_fault
+from tfbisect.envs.docker_proof import engine_fault, fault_of
 from tfbisect.envs.docker_volumes import MARKER, MOUNT, SITE_LABEL, WHEELS, FillRequest
 from tfbisect.envs.locks import Lock
 from tfbisect.envs.wheelhouse import Pin, pins, requirement_text
@@ -199,12 +199,11 @@ def fill(backend: DockerBackend, plan: SitePlan, log_path: Path) -> None:
             backend.sites_ready.add(plan.name)
             found = SIZE_LINE.search(finished.log_tail)
             size_mark = cache.image_mark(backend.cache_dir, plan.name, "size")
-            size_mark.parent.mkdir(parents=True, exist_ok=True)
-            size_mark.write_text(str(int(found.group(1)) * 1024 if found else 0))
+            write_text_atomic(size_mark, str(int(found.group(1)) * 1024 if found else 0))
             return
         engine.remove_volume(plan.name)
         what = f"filling {plan.name}"
-        fault = machine_fault_in(finished.log_tail, what) or engine_fault(engine, what)
+        fault = fault_of(engine, finished.log_tail, what)
         if fault is not None:  # a full disk, or an engine gone: no finding about the release
             raise fault
         damaged = not finished.timed_out and not interrupt.stopping()

@@ -92,9 +92,13 @@ class Urgency:
     """Whether a run now waits for one preparation ahead; `on_hurry` says what then raises its
     priority (called at once when it is urgent already).  Or whether the search no longer needs
     it (`drop`): `on_drop` says what then stops it (an image build, which is cancelled).  The two
-    exclude each other: whichever comes first holds."""
+    exclude each other: whichever comes first holds.
 
-    def __init__(self) -> None:
+    `sure`: the search runs it whatever the round in progress finds (the midpoint after the
+    ends); else it is one of a round's outcomes only, a bet (`speculative`)."""
+
+    def __init__(self, *, sure: bool = False) -> None:
+        self.sure = sure
         self._lock = threading.Lock()
         self._hurried = _Once(self._lock)
         self._dropped = _Once(self._lock)
@@ -152,6 +156,14 @@ def current() -> Urgency | None:
     """The urgency of the preparation ahead this thread is doing, or None (a run's own)."""
     found = getattr(_AHEAD, "urgency", None)
     return found if isinstance(found, Urgency) else None
+
+
+def speculative() -> bool:
+    """Whether this thread prepares ahead on a bet: for one outcome of the round in progress
+    only, no run waiting for it yet.  What costs far more than a round (a Debian base built
+    with debootstrap, envs/bases.py) is not started on a bet."""
+    urgency = current()
+    return urgency is not None and not urgency.sure and not urgency.urgent
 
 
 def unnice_on_hurry(urgency: Urgency) -> Callable[[], None]:

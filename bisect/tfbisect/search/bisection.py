@@ -76,10 +76,12 @@ class Trials:
         # priority), then the next round's; what an earlier round prepared for a round that did
         # not come is dropped.
         own = self.unrun(todo[self.request.jobs :])
+        # No more candidates than workers: the next round runs them all, whatever this one finds.
+        sure = list(ahead) if len(ahead) <= self.request.jobs else []
         self.rounds.run(
             [(i, spec) for i in todo if (spec := self.specs[i]) is not None],
             self.took,
-            lambda: self.ahead.prepare([*own, *self.unrun(ahead)], urgent=len(own), keep=todo),
+            lambda: self.ahead.prepare([*own, *self.unrun(ahead)], urgent=len(own), keep=todo, sure=sure),
         )
         self.save()
 

@@ -59,6 +59,7 @@ class Ahead:
         self.wake = threading.Event()
         self.queue: list[tuple[int, EnvSpec]] = []
         self.urgent: set[int] = set()  # the round's own runs: prepared at once, at full priority
+        self.sure: set[int] = set()  # the next round's runs whatever this round finds
         self.running: dict[int, Urgency] = {}
         self.done: set[int] = set()
         self.stopped = False
@@ -66,16 +67,22 @@ class Ahead:
             threading.Thread(target=self._loop, name=f"tfbisect-prefetch-{n}", daemon=True).start()
 
     def want(
-        self, items: list[tuple[int, EnvSpec]], urgent: Sequence[int] = (), keep: Sequence[int] = ()
+        self,
+        items: list[tuple[int, EnvSpec]],
+        urgent: Sequence[int] = (),
+        keep: Sequence[int] = (),
+        sure: Sequence[int] = (),
     ) -> list[int]:
         """Queue these (in order) instead of what was queued; the ones new to the queue.  Those
-        of `urgent` are a run's of this round: a run waits for them soon.  A preparation running
-        that is neither among `items` nor in `keep` (this round's runs) is dropped: no later
-        round of the search can need it."""
+        of `urgent` are a run's of this round: a run waits for them soon; those of `sure` the
+        next round runs whatever this one finds (the others are bets: core/priority.py).  A
+        preparation running that is neither among `items` nor in `keep` (this round's runs) is
+        dropped: no later round of the search can need it."""
         with self.lock:
             before = {i for i, _ in self.queue}
             self.queue = [(i, spec) for i, spec in items if i not in self.running and i not in self.done]
             self.urgent = set(urgent)
+            self.sure = set(sure)
             fresh = [i for i, _ in self.queue if i not in before]
             wanted = {i for i, _ in items} | set(keep)
             unneeded = [urgency for i, urgency in self.running.items() if i not in wanted]
@@ -120,7 +127,7 @@ class Ahead:
             if pick is None:
                 return True
             index, spec = self.queue.pop(pick)
-            urgency = self.running[index] = Urgency()
+            urgency = self.running[index] = Urgency(sure=index in self.sure)
             if index in self.urgent:
                 urgency.hurry()
             return index, spec, urgency
@@ -184,18 +191,26 @@ class Prefetcher:
         self.halt = halt
 
     def prepare(
-        self, wanted: Sequence[tuple[int, EnvSpec, str]], urgent: int = 0, keep: Sequence[int] = ()
+        self,
+        wanted: Sequence[tuple[int, EnvSpec, str]],
+        urgent: int = 0,
+        keep: Sequence[int] = (),
+        sure: Sequence[int] = (),
     ) -> None:
         """Prepare these (index, spec, version), most wanted first, at most `limit` of them; the
         first `urgent` are runs of the round in progress (waiting for a worker), prepared at once
         and at full priority, the others (the next round's) once the round's runs have prepared
         their own.  A queued one no longer wanted is dropped, and so is one being prepared unless
-        it is in `keep` (the round's runs): the search has moved past it."""
+        it is in `keep` (the round's runs): the search has moved past it.  Those of `sure` the
+        next round runs whatever this round finds; the others are bets (core/priority.py)."""
         if self.ahead is None:
             return
         wanted = list(wanted)[: self.limit]
         fresh = self.ahead.want(
-            [(i, spec) for i, spec, _ in wanted], urgent=[i for i, _, _ in wanted[:urgent]], keep=keep
+            [(i, spec) for i, spec, _ in wanted],
+            urgent=[i for i, _, _ in wanted[:urgent]],
+            keep=keep,
+            sure=sure,
         )
         if fresh:
             version = {i: name for i, _, name in wanted}

@@ -19,7 +19,7 @@ from tfbisect.core import priority
 from tfbisect.core.progress import Progress
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs.docker_builds import StepTrail
-from tfbisect.runs import runner as runner_module
+from tfbisect.runs import ahead as ahead_module
 from tfbisect.runs.runner import Runner, Settings
 from tfbisect.search.prefetch import Prefetcher
 
@@ -207,7 +207,7 @@ class Scenario:
 
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runner:
-    monkeypatch.setattr(runner_module, "PREFETCH_MIN_FREE_BYTES", 0)
+    monkeypatch.setattr(ahead_module, "PREFETCH_MIN_FREE_BYTES", 0)
     nothing: Any = None  # the catalogue: no version is resolved here
     found = Runner(nothing, Settings(tmp_path / "reports", tmp_path / "cache"), Progress(quiet=True), have={})
     monkeypatch.setattr(found, "stored", lambda spec, scenario: None)
@@ -234,7 +234,7 @@ def test_a_run_waiting_for_a_prefetch_of_its_environment_hurries_it(
         seen["foreground while the run prepares"] = runner.preparing.foreground.busy
         return "lock", "reused"
 
-    monkeypatch.setattr(runner, "_prepare", scripted)
+    monkeypatch.setattr(runner, "prepare_now", scripted)
     scenario: Any = Scenario()
     ahead = threading.Thread(
         target=lambda: seen.setdefault("prefetched", runner.prefetch(SPECS[0], scenario))
@@ -267,7 +267,7 @@ def test_a_run_of_another_environment_hurries_nothing(
             assert release.wait(30)
         return "lock", spec.tf_version
 
-    monkeypatch.setattr(runner, "_prepare", scripted)
+    monkeypatch.setattr(runner, "prepare_now", scripted)
     scenario: Any = Scenario()
     ahead = threading.Thread(target=lambda: runner.prefetch(SPECS[0], scenario))
     ahead.start()

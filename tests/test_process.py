@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
+from tfbisect.core import priority
 from tfbisect.platform.process import run_logged
 
 # About 10 MB of output, far more than a pipe holds: a reader that stops blocks the child.
@@ -29,3 +32,25 @@ def test_a_log_that_is_written_reports_no_error(tmp_path: Path) -> None:
     assert done.exit_code == 0 and done.log_error is None
     text = log.read_text()
     assert text.startswith("$ ") and text.rstrip().endswith("the end") and "bytes of output cut here" in text
+
+
+def test_work_ahead_the_search_moves_past_is_killed_at_once(tmp_path: Path) -> None:
+    """A process started by a preparation or a run ahead of its round (core/priority.py) dies
+    when the search drops it, instead of taking a core until it ends."""
+    urgency = priority.Urgency()
+    threading.Timer(0.5, urgency.drop).start()
+    start = time.monotonic()
+    with priority.ahead(urgency):
+        done = run_logged(["sleep", "30"], log_path=tmp_path / "ahead.log", timeout=60)
+    assert time.monotonic() - start < 10
+    assert done.exit_code is not None and done.exit_code < 0 and not done.timed_out
+
+
+def test_a_hurried_preparation_is_never_killed(tmp_path: Path) -> None:
+    """One the search waits for (hurried) outlives a drop: it is the round's own now."""
+    urgency = priority.Urgency()
+    urgency.hurry()
+    threading.Timer(0.2, urgency.drop).start()
+    with priority.ahead(urgency):
+        done = run_logged(["sh", "-c", "sleep 1; exit 3"], log_path=tmp_path / "ahead.log", timeout=60)
+    assert done.exit_code == 3

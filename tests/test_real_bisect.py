@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,27 @@ def test_finds_where_the_eager_plain_gradient_went_wrong(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert "2.4.0      bad" in log_text and "2.3.4      good" in log_text
+    one_worker_runs_the_next_round_ahead(tmp_path)
+
+
+def one_worker_runs_the_next_round_ahead(tmp_path: Path) -> None:
+    """With one worker and a core to spare, the next round's versions run ahead at low priority
+    while a round runs (the venvs built above are reused, the runs are new): the rounds take
+    those runs as their own, not as reuses, and the answer is the same."""
+    reports = tmp_path / "one-worker"
+    args = ("--good", "2.3.0", "--bad", "2.4.1", "--probe", "gradient_eager_plain", "--no-narrow")
+    done = cli(reports, "bisect", *args, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [log] = (reports / "bisect").glob("*.json")
+    report = load_report(log)
+    assert (report.last_old, report.first_new) == ("2.3.4", "2.4.0")
+    assert report.reused == 0 and 0 < report.runs <= 5
+    if (os.cpu_count() or 1) > 1:
+        assert "ahead of its round, at low priority" in done.stderr, done.stderr
+        assert "ran ahead of its round: " in done.stderr, done.stderr
+    # Every run ahead is stored like a run, the ones no round took included.
+    stored = {path.name for path in (reports / "results").rglob("tf*.json")}
+    assert {f"tf{step.version}-py3.8-cpu-venv.json" for step in report.steps} <= stored
 
 
 def narrowed_below_the_releases(reports: Path, log: Path, out: str) -> None:

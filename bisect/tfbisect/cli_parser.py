@@ -234,6 +234,13 @@ def add_bisect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="environments prepared ahead of the next round while one runs (both outcomes; 0: none; default 2)",
     )
     bisect.add_argument(
+        "--no-run-ahead",
+        dest="run_ahead",
+        action="store_false",
+        help="only prepare the next round's environments ahead; by default, with a core to spare, "
+        "they are also run ahead at low priority and the round takes their results",
+    )
+    bisect.add_argument(
         "--jobs",
         "-j",
         type=options.jobs,

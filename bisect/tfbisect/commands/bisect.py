@@ -137,6 +137,7 @@ def request_for(
         python=options.python,
         jobs=jobs,
         prefetch=options.prefetch,
+        run_ahead=options.run_ahead,
         pre=env.pre,
         confirm=options.confirm,
         term_old=options.term_old,

@@ -212,6 +212,7 @@ class BisectOptions:
     probe: str | None = None
     python: str | None = None
     prefetch: int = DEFAULT_PREFETCH
+    run_ahead: bool = True
     jobs: int | None = None
     confirm: bool = False
     regress: str = "state"
@@ -249,6 +250,7 @@ class BisectOptions:
                 ("--timeout", unless(env.timeout, DEFAULT_TIMEOUT)),
                 ("--regress", unless(self.regress, "state")),
                 ("--prefetch", unless(self.prefetch, DEFAULT_PREFETCH)),
+                ("--no-run-ahead", not self.run_ahead),
                 *env.swarm_options(),
                 ("--force", self.force),
                 ("--report", self.report),

@@ -158,6 +158,13 @@ def current() -> Urgency | None:
     return found if isinstance(found, Urgency) else None
 
 
+def dropped() -> bool:
+    """Whether this thread prepares ahead for a search that has moved past it (what it started
+    was killed: platform/process.py), so that its end is no failure."""
+    urgency = current()
+    return urgency is not None and urgency.dropped
+
+
 def speculative() -> bool:
     """Whether this thread prepares ahead on a bet: for one outcome of the round in progress
     only, no run waiting for it yet.  What costs far more than a round (a Debian base built

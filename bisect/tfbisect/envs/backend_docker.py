@@ -25,14 +25,14 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from tfbisect import __version__
-from tfbisect.core import interrupt, jsonread
+from tfbisect.core import interrupt, jsonread, priority
 from tfbisect.core.catalogue import Release
 from tfbisect.core.cudasets import CudaSource, cuda_plan
 from tfbisect.core.errors import DockerError, EnvironmentBuildError, LockError, NoInterpreterError
@@ -45,6 +45,7 @@ from tfbisect.core.timing import SPENT, Phase
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
+from tfbisect.envs.docker_builds import DEFAULT_CPU_SHARES, LOW_CPU_SHARES, low_priority_thread
 from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL, SITE_MOUNT
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
 from tfbisect.envs.environments import (
@@ -311,11 +312,13 @@ class DockerBackend:
         gpu = spec.flavour is Flavour.CUDA and self.engine.has_nvidia_runtime()
         cache.touch(cache.image_mark(self.cache_dir, image.volume or image.tag, "used"))
         with self.engine.container_name(spec.key.replace(".", "_"), keep=self.keep) as name:
+            shares, forget = ahead_shares(self.engine, name)
             argv = self.engine.command(
                 "run",
                 "--name",
                 name,
                 *RUN_OPTIONS,
+                *shares,
                 *deadline_options(self.timeout, keep=self.keep),
                 *(["--gpus", "all"] if gpu else []),
                 *environment_names(spec.env_vars()),
@@ -330,14 +333,17 @@ class DockerBackend:
                 self.progress.say(
                     f"[{spec.label}] no NVIDIA runtime on this engine: the CUDA image runs on CPU"
                 )
-            yield Launch(
-                argv=argv,
-                env=self.engine.run_env(os.environ),
-                extra=run_extra(self.engine, image, spec, gpu, name, self.cuda_check(image)),
-                shown=reproducible(argv, name, results),
-                results=results,
-                trace=results / TRACE_NAME if traced is not None and traced.tracer is not None else None,
-            )
+            try:
+                yield Launch(
+                    argv=argv,
+                    env=self.engine.run_env(os.environ),
+                    extra=run_extra(self.engine, image, spec, gpu, name, self.cuda_check(image)),
+                    shown=reproducible(argv, name, results),
+                    results=results,
+                    trace=results / TRACE_NAME if traced is not None and traced.tracer is not None else None,
+                )
+            finally:
+                forget()
 
     def source_places(self, spec: EnvSpec, prepared: Image, lock: Lock) -> list[Path]:
         """The wheels the image installed, from the wheel cache (nothing is fetched: its build did)."""
@@ -390,6 +396,21 @@ def site_gone(backend: DockerBackend, volume: str, launch: Launch) -> bool:
     except DockerError:
         return False
     return True
+
+
+def ahead_shares(engine: Engine, name: str) -> tuple[list[str], Callable[[], None]]:
+    """A run ahead of its round (from a prefetch's niced thread, core/priority.py) gets the
+    fewest CPU shares, and the default again once the round comes to wait for it; a run of the
+    round's own, the default.  The options, and what forgets the hurry."""
+    urgency = priority.current()
+    if urgency is None or urgency.urgent or not low_priority_thread():
+        return [], lambda: None
+
+    def hurry() -> None:  # raising a priority is a speed-up only: a container gone is no failure
+        with suppress(Exception):
+            engine.api.update_container(name, cpu_shares=DEFAULT_CPU_SHARES)
+
+    return ["--cpu-shares", str(LOW_CPU_SHARES)], urgency.on_hurry(hurry)
 
 
 def deadline_options(timeout: float | None, *, keep: bool) -> list[str]:

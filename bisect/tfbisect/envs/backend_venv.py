@@ -23,6 +23,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from tfbisect.core import priority
 from tfbisect.core.catalogue import Release
 from tfbisect.core.errors import EnvironmentBuildError, LockError, NoInterpreterError
 from tfbisect.core.limits import TOKEN_VARIABLES
@@ -140,6 +141,11 @@ class VenvBackend:
                 raise
             if finished.exit_code != 0:
                 shutil.rmtree(partial, ignore_errors=True)
+                if priority.dropped():
+                    raise priority.DroppedError(
+                        f"installing TF {spec.tf_version} was stopped: the search no longer needs it",
+                        "nothing to do; a run that needs the release installs it.",
+                    )
                 raise EnvironmentBuildError(
                     f"Installing TF {spec.tf_version} on Python {spec.python} failed:\n"
                     + "\n".join(finished.log_tail.splitlines()[-15:]),
@@ -175,7 +181,11 @@ class VenvBackend:
         kept = self.wheels.ensure(wanted, interpreter.version, fetch_log)
         self._in_use.update(f"wheel:{path}" for path in kept)
         finished = self._install_offline(target, wanted, interpreter, log_path)
-        if finished.exit_code != 0 and self.wheels.recheck(wanted, interpreter.version):
+        if (
+            finished.exit_code != 0
+            and not priority.dropped()
+            and self.wheels.recheck(wanted, interpreter.version)
+        ):
             # A cached wheel was damaged since its check: evicted, fetched again, installed again.
             self.progress.say("wheel cache: a damaged wheel was fetched again; installing the venv once more")
             shutil.rmtree(target, ignore_errors=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tfbisect.core import interrupt, jsonread
+from tfbisect.core import interrupt, jsonread, priority
 from tfbisect.core.errors import MachineFaultError
 from tfbisect.core.limits import (
     LOG_FILE_HEAD_BYTES,
@@ -478,11 +478,16 @@ def run_logged(
         output.write(("$ " + " ".join(command) + "\n").encode("utf-8", "replace"))
         process, tree, blocked = _start(command, child_env, cwd)
         noted = _note_run(tree)
+        # Work ahead of need (an install, a run ahead of its round) that the search moves past
+        # is killed at once: the CPU goes to what the search waits for (core/priority.py).
+        urgency = priority.current()
+        forget = urgency.on_drop(tree.kill_group) if urgency is not None else (lambda: None)
         assert process.stdout is not None
         pump = _Pump(process.stdout.fileno(), output)
         try:
             timed_out, leftovers = _watch(process, tree, start + timeout, blocked)
         finally:
+            forget()
             with _ACTIVE_LOCK:
                 _ACTIVE.pop(process.pid, None)
             if noted is not None:

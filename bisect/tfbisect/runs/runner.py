@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,7 +41,9 @@ from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import interpreters, locks, registry
 from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
-from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait, record_of, skip_record
+from tfbisect.runs.ahead import RunResult as RunResult  # where its callers import it from
+from tfbisect.runs.ahead import RunsAhead
+from tfbisect.runs.launching import Cell, Launched, Waiting, record_of, skip_record, timed_launch
 from tfbisect.runs.preparing import Preparing
 from tfbisect.runs.tracing import Tracer, TraceRun
 
@@ -73,20 +74,6 @@ class Settings:
         return self.reports_dir / "logs"
 
 
-# A prefetch never fills the disk: below this much free space only the runs themselves build.
-PREFETCH_MIN_FREE_BYTES = 20 * 1024**3
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What `Runner.run` did: the record, and whether it was reused or made now (and where it logged)."""
-
-    record: RunRecord
-    reused: bool
-    seconds: float  # the wall time of this call: ~0 for a reused record
-    log: Path | None = None
-
-
 class Runner:
     """Runs one scenario in one environment, reusing the stored result when there is one.
 
@@ -112,6 +99,7 @@ class Runner:
         self._environments: dict[str, Environments[Any]] = {}
         self._environments_lock = threading.Lock()
         self.preparing = Preparing()  # one build of an environment at a time, the runs' first
+        self.ahead = RunsAhead(self)  # cells run ahead of their round (a bisection's next)
 
     @property
     def context(self) -> Context:
@@ -171,7 +159,11 @@ class Runner:
     def run(self, spec: EnvSpec, scenario: Scenario) -> RunResult:
         interrupt.check()  # a stopping driver starts nothing new
         start = time.monotonic()
-        with self.cell_lock(spec, scenario):
+        waits_ahead = self.ahead.hurry(spec, scenario)
+        with self.cell_lock(spec, scenario, quiet=waits_ahead):
+            ahead = self.ahead.take(spec, scenario)
+            if ahead is not None:
+                return ahead
             if not self.settings.force:
                 stored = self.store.get(scenario.name, scenario.sha256, spec)
                 if stored is not None and stored.answers(self.settings.timeout):
@@ -195,9 +187,9 @@ class Runner:
     def prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
         """The lock and the prepared environment (a venv, an image); a run waits for a prefetch
         of the same environment (hurried) instead of building twice (runs/preparing.py)."""
-        return self.preparing.own(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
+        return self.preparing.own(f"{spec.backend}:{spec.key}", lambda: self.prepare_now(spec, scenario))
 
-    def _prepare(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
+    def prepare_now(self, spec: EnvSpec, scenario: Scenario) -> tuple[locks.Lock, object]:
         with SPENT.measure(Phase.BUILD):  # waiting for a prefetch's build is not building
             lock = self.lock_for(spec, scenario.dependencies)
             return lock, self.environment(spec.backend).prepare(spec, lock, self.log_dir(scenario))
@@ -224,20 +216,10 @@ class Runner:
         when a traced run leaves no trace document (a timeout, a crash of the tracer itself)."""
         return self.tracer.trace(spec, scenario, probes, packages, window_only=window_only, traced=traced)
 
-    def prefetch(self, spec: EnvSpec, scenario: Scenario) -> bool:
-        """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
-        failure here is no finding, and the run itself retries and records it.  Nothing when the
-        cell has a stored result or the disk is short.  True when the environment is ready."""
-        if self.stored(spec, scenario) is not None or interrupt.stopping():
-            return False
-        cache = self.settings.cache_dir
-        if shutil.disk_usage(cache if cache.exists() else Path.home()).free < PREFETCH_MIN_FREE_BYTES:
-            return False
-        try:
-            self.preparing.ahead(f"{spec.backend}:{spec.key}", lambda: self._prepare(spec, scenario))
-        except _PREPARE_FAILURES:
-            return False
-        return True
+    def prefetch(self, spec: EnvSpec, scenario: Scenario, *, run: bool = False) -> bool:
+        """Prepare a cell's environment ahead of its run, and with `run` run it ahead too
+        (runs/ahead.py); True when the environment is ready."""
+        return self.ahead.prefetch(spec, scenario, run=run)
 
     def run_given(
         self, spec: EnvSpec, scenario: Scenario, python: Path, tags: dict[str, object]
@@ -257,18 +239,15 @@ class Runner:
             return self.execute(spec, scenario, prepared, lock, now_iso(), on=given)
 
     @contextlib.contextmanager
-    def cell_lock(self, spec: EnvSpec, scenario: Scenario) -> Iterator[None]:
+    def cell_lock(self, spec: EnvSpec, scenario: Scenario, *, quiet: bool = False) -> Iterator[None]:
         """One run of a cell at a time, across threads and processes: a second one waits for the
-        first and then reuses its result instead of running the same thing twice."""
+        first and then reuses its result instead of running the same thing twice (saying so
+        unless `quiet`: the caller has said why)."""
         path = (
             self.settings.reports_dir / ".locks" / f"{scenario.slug}-{scenario.sha256[:12]}-{spec.key}.lock"
         )
-        with file_lock(
-            path,
-            on_wait=lambda: self.progress.say(
-                f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
-            ),
-        ):
+        said = f"[{spec.label}] another run of this cell is in progress; waiting to reuse its result"
+        with file_lock(path, on_wait=None if quiet else lambda: self.progress.say(said)):
             yield
 
     def infrastructure_skip(
@@ -303,13 +282,20 @@ class Runner:
     ) -> RunRecord:
         """Launch one run in a prepared environment (of the spec's backend, or `on`), classify how
         it ended, store the record."""
-        # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
-        log_path = self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
+        log_path = self.run_log(spec, scenario)
         environments = on or self.environment(spec.backend)
         done = timed_launch(
             environments, spec, scenario, prepared, log_path, f"running {scenario.name}", self.waiting
         )
-        cell = Cell(spec, scenario, started, self.settings.timeout)
+        return self.judged(Cell(spec, scenario, started, self.settings.timeout), done, lock, log_path)
+
+    def run_log(self, spec: EnvSpec, scenario: Scenario) -> Path:
+        # Every run has a log of its own: a rerun (--force, a longer --timeout) keeps the old one.
+        return self.log_dir(scenario) / f"{spec.key}.{stamp()}-{os.getpid()}.log"
+
+    def judged(self, cell: Cell, done: Launched, lock: locks.Lock, log_path: Path) -> RunRecord:
+        """The record of a run that has ended (how it ended, classified), stored."""
+        spec, scenario, started = cell.spec, cell.scenario, cell.started
         if done.ended.unstarted is not None:
             return self.infrastructure_skip(
                 spec,
@@ -336,21 +322,6 @@ class Runner:
             f"[{spec.label}] {record.outcome.value} in {done.finished.seconds:.1f}s{where} → {path}"
         )
         return record
-
-
-def timed_launch(
-    environments: Environments[Any],
-    spec: EnvSpec,
-    scenario: Scenario,
-    prepared: object,
-    log_path: Path,
-    doing: str,
-    waiting: Waiting,
-) -> Launched:
-    """A run's `launch_and_wait`, its seconds counted as running (core/timing.py): only the launch
-    and the wait, the environment's preparation is counted as building by `Runner.prepare`."""
-    with SPENT.measure(Phase.RUN):
-        return launch_and_wait(environments, spec, scenario, prepared, log_path, doing, waiting)
 
 
 def reproduce_command(spec: EnvSpec, scenario: Scenario, timeout: float = DEFAULT_TIMEOUT) -> str:

@@ -196,7 +196,9 @@ class Bisection:
         )
         gate = None
         if prefetch is None and execute is None:
-            prefetch = lambda spec: runner.prefetch(spec, request.scenario)  # noqa: E731
+            # With a core the round's workers leave idle, what is prepared ahead is run ahead too.
+            run = request.run_ahead and (os.cpu_count() or 1) > request.jobs
+            prefetch = lambda spec: runner.prefetch(spec, request.scenario, run=run)  # noqa: E731
             gate = runner.preparing.foreground  # the runs' own preparations go first
         # The runs, their threads and processes, and the work ahead are the collaborators'.
         rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
@@ -278,7 +280,8 @@ class Bisection:
         the search (it costs nothing) and into the answer (a non-monotonic range says so)."""
         for i in range(low + 1, high):
             spec = self.specs[i]
-            if i in self.records or spec is None:
+            # A run ahead of its round is this bisection's own: its round takes it, as a run.
+            if i in self.records or spec is None or self.runner.ahead.holds(spec, self.request.scenario):
                 continue
             stored = self.runner.stored(spec, self.request.scenario)
             if stored is not None:

@@ -47,6 +47,8 @@ class BisectRequest:
     timeout: float | None = None  # None: the default
     regress: str = "state"  # "error": bisect where the scenario starts (or stops) failing
     prefetch: int = 2  # environments prepared ahead of the next round (0: none)
+    # Each one prepared ahead also run ahead, with a core to spare (runs/runner.py `run_ahead`).
+    run_ahead: bool = True
     # After the bisection: narrow below the releases (--no-narrow), with traced runs (--no-trace).
     narrow: bool = True
     trace: bool = True
@@ -93,7 +95,7 @@ class BisectRequest:
             _check(kept, name, lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 200))
         for name in ("jobs", "prefetch"):
             _check(kept, name, lambda v: type(v) is int and 0 <= v <= 256)
-        for name in ("pre", "confirm", "venv_fallback", "narrow", "trace"):
+        for name in ("pre", "confirm", "venv_fallback", "narrow", "trace", "run_ahead"):
             _check(kept, name, lambda v: type(v) is bool)
         if isinstance(kept.get("timeout"), str):  # version 1 logs kept it as text
             with contextlib.suppress(ValueError):
@@ -136,6 +138,7 @@ class BisectRequest:
             term_new=self.term_new or None,
             regress=self.regress,
             prefetch=self.prefetch,
+            run_ahead=self.run_ahead,
             narrow=self.narrow,
             trace=self.trace,
         )

@@ -1,0 +1,142 @@
+"""Runs ahead of their round: a bisection's next round run on a core the round in progress
+leaves idle, so that the round, when it comes, has its answer at once.
+
+The prefetch (search/prefetch.py) prepares the next round's environments on its niced threads,
+for both outcomes of the round in progress.  With a core to spare (`BisectRequest.run_ahead`),
+`Runner.prefetch` then runs the cell there too, through `RunsAhead.run`: at the prefetch's low
+priority (the thread's niceness; a container's fewest CPU shares, envs/backend_docker.py), its
+probe lines kept off the console.  The round that comes to the cell takes the record (`take`) as
+a run of its own, not a reuse; one it comes to while the run ahead is still going is hurried and
+waited for (`hurry`).  One the search moves past is killed (platform/process.py kills what a
+dropped preparation started) and keeps no record: killed on purpose, it says nothing about the
+version.  One that ends by itself is stored like any run, so it answers a later command too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tfbisect.core import interrupt, priority
+from tfbisect.core.fsio import now_iso
+from tfbisect.core.progress import Progress
+from tfbisect.core.record import RunRecord
+from tfbisect.core.scenario import Scenario
+from tfbisect.core.spec import EnvSpec
+from tfbisect.envs import locks
+from tfbisect.runs.launching import Cell, Waiting, timed_launch
+
+if TYPE_CHECKING:
+    from tfbisect.runs.runner import Runner
+
+# A prefetch never fills the disk: below this much free space only the runs themselves build.
+PREFETCH_MIN_FREE_BYTES = 20 * 1024**3
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `Runner.run` did: the record, and whether it was reused or made now (and where it logged)."""
+
+    record: RunRecord
+    reused: bool
+    seconds: float  # the wall time of this call: ~0 for a reused record
+    log: Path | None = None
+
+
+def cell_key(spec: EnvSpec, scenario: Scenario) -> str:
+    """One cell (a scenario's version in an environment), as the runs ahead are kept by."""
+    return f"{scenario.sha256}:{spec.backend}:{spec.key}"
+
+
+class RunsAhead:
+    """The cells a runner has run ahead of their round: those running, and those done that no
+    round has taken yet."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._lock = threading.Lock()
+        self._running: dict[str, priority.Urgency] = {}
+        self._done: dict[str, RunResult] = {}
+
+    def prefetch(self, spec: EnvSpec, scenario: Scenario, *, run: bool) -> bool:
+        """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
+        failure here is no finding, and the run itself retries and records it.  Nothing when the
+        cell has a stored result or the disk is short.  With `run`, the cell is then run ahead
+        too, unless a run of the round already waits for it.  True when the environment is ready."""
+        runner = self.runner
+        if runner.stored(spec, scenario) is not None or interrupt.stopping():
+            return False
+        cache = runner.settings.cache_dir
+        if shutil.disk_usage(cache if cache.exists() else Path.home()).free < PREFETCH_MIN_FREE_BYTES:
+            return False
+        try:
+            lock, prepared = runner.preparing.ahead(
+                f"{spec.backend}:{spec.key}", lambda: runner.prepare_now(spec, scenario)
+            )
+        except runner.PREPARE_FAILURES:
+            return False
+        urgency = priority.current()
+        if run and urgency is not None and not urgency.urgent:
+            self.run(spec, scenario, lock, prepared, urgency)
+        return True
+
+    def run(
+        self, spec: EnvSpec, scenario: Scenario, lock: locks.Lock, prepared: object, urgency: priority.Urgency
+    ) -> None:
+        """Run the cell in its prepared environment under the preparation's `urgency`, unless it
+        has a stored result already, the search has moved past it or the driver stops."""
+        runner, key = self.runner, cell_key(spec, scenario)
+        with runner.cell_lock(spec, scenario):
+            if runner.stored(spec, scenario) is not None or interrupt.stopping() or urgency.dropped:
+                return
+            with self._lock:
+                self._running[key] = urgency
+            start, started, log_path = time.monotonic(), now_iso(), runner.run_log(spec, scenario)
+            runner.progress.say(f"[{spec.label}] running {scenario.name} ahead of its round, at low priority")
+            quiet = Waiting(runner.settings.timeout, Progress(quiet=True))  # the round's run shows its lines
+            try:
+                environments = runner.environment(spec.backend)
+                done = timed_launch(environments, spec, scenario, prepared, log_path, "", quiet)
+            finally:
+                with self._lock:
+                    self._running.pop(key, None)
+            if urgency.dropped or interrupt.stopping() or done.ended.unstarted is not None:
+                runner.progress.say(f"[{spec.label}] its run ahead was stopped: no record kept")
+                return
+            record = runner.judged(
+                Cell(spec, scenario, started, runner.settings.timeout), done, lock, log_path
+            )
+            with self._lock:
+                self._done[key] = RunResult(record, False, time.monotonic() - start, log_path)
+
+    def hurry(self, spec: EnvSpec, scenario: Scenario) -> bool:
+        """A run of the round comes to a cell running ahead: it now waits for that run, which
+        gets the default priority back (and is no longer dropped).  True when it does."""
+        with self._lock:
+            urgency = self._running.get(cell_key(spec, scenario))
+        if urgency is None:
+            return False
+        self.runner.progress.say(f"[{spec.label}] its run ahead of the round is in progress; waiting for it")
+        urgency.hurry()
+        return True
+
+    def holds(self, spec: EnvSpec, scenario: Scenario) -> bool:
+        """Whether the cell is running ahead, or has run ahead and no round has taken it yet."""
+        key = cell_key(spec, scenario)
+        with self._lock:
+            return key in self._running or key in self._done
+
+    def take(self, spec: EnvSpec, scenario: Scenario) -> RunResult | None:
+        """The result of the cell's run ahead, once: the round's own run."""
+        with self._lock:
+            done = self._done.pop(cell_key(spec, scenario), None)
+        if done is not None:
+            outcome = done.record.outcome.value
+            self.runner.progress.say(
+                f"[{spec.label}] ran ahead of its round: {outcome} in {done.seconds:.1f}s"
+            )
+        return done

@@ -36,7 +36,7 @@ EXCLUDED = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*")
 class Base:
     ref: str  # what the Dockerfile's FROM names
     python: str
-    source: str  # "official", "debootstrap" or "user"
+    source: str  # "official", "debootstrap" (Debian built here, by either tool: records say so) or "user"
     image_id: str
 
 

@@ -150,32 +150,41 @@ def empty_locks(folder: Path, versions: tuple[str, ...] = ("2.20.0", "2.21.0"), 
     return folder
 
 
-def _engine_listing() -> tuple[set[str], set[str]] | None:
-    """The site volumes and the untagged images of the machine's Docker engine; None without one."""
+def _engine_listing() -> tuple[set[str], set[str], set[str]] | None:
+    """The site volumes, the untagged images and the Debian bases (`tfbisect-base:SUITE`) of the
+    machine's Docker engine; None without one."""
     if shutil.which("docker") is None:
         return None
     found = []
     for args in (
         ["volume", "ls", "--quiet", "--filter", "label=tfbisect.site"],
         ["images", "--quiet", "--no-trunc", "--filter", "dangling=true"],
+        ["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=tfbisect-base:*"],
     ):
         done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=60)
         if done.returncode != 0:
             return None
         found.append(set(done.stdout.split()))
-    return found[0], found[1]
+    return found[0], found[1], found[2]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def engine_left_as_found() -> Iterator[None]:
-    """What the Docker tests leave in the engine goes at the session's end: the site volumes their
-    runs filled, and the untagged images left where a module removed a base that a runtime image
-    was built on (the base's tag goes, its image stays until its child is gone).  What was there
-    before the session stays."""
+    """What the Docker tests leave in the engine goes at the session's end: the Debian bases they
+    built (kept until then, so that each module after the first finds them: a base takes 20-75 s),
+    the site volumes their runs filled, and the untagged images left where a base that a runtime
+    image was built on went first (the base's tag goes, its image stays until its child is gone).
+    What was there before the session stays."""
     before = _engine_listing()
     yield
-    after = _engine_listing()
-    if before is None or after is None:
+    if before is None:
+        return
+    built = _engine_listing()
+    bases = sorted(built[2] - before[2]) if built is not None else []
+    if bases:
+        subprocess.run(["docker", "image", "rm", "--force", *bases], capture_output=True, check=False)
+    after = _engine_listing()  # after the bases: one that had a child left is untagged now
+    if after is None:
         return
     volumes, dangling = sorted(after[0] - before[0]), sorted(after[1] - before[1])
     if volumes:

@@ -41,8 +41,9 @@ def tags() -> set[str]:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Reports and caches of their own (venvs, bases' work folders); the engine's images are
     the machine's, so every test holds whether an image was there before (reused) or not (built).
-    Afterwards the images this module made are removed: those its builds tagged and the Debian
-    bases it built.  Images that were there before, or that others made meanwhile, stay."""
+    Afterwards the images this module's builds tagged are removed; images that were there before,
+    or that others made meanwhile, stay.  The Debian bases it built stay until the session ends
+    (conftest's `engine_left_as_found`): the next Docker module finds them."""
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         pytest.fail("no Docker engine answers: .ci/setup starts one (dockerd)")
     before, volumes = tags(), site_volumes()
@@ -54,8 +55,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     made = set()
     for log in (path / "reports" / "logs").rglob("*.build.log"):
         made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
-    for debootstrapped in (path / "cache" / "bases" / "rootfs").glob("*.log"):
-        made.add(f"tfbisect-base:{debootstrapped.stem}")
     made -= before
     if made:
         subprocess.run(["docker", "image", "rm", "--force", *sorted(made)], capture_output=True, check=False)

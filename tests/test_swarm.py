@@ -92,17 +92,16 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Locks, scenarios, reports and caches of the module's own; afterwards the images it made
-    (built, debootstrapped, and their registry tags) are removed from the main engine, and only
-    those: what was there before stays."""
+    """Locks, scenarios, reports and caches of the module's own; afterwards the images it built
+    and their registry tags are removed from the main engine, and only those: what was there
+    before stays.  The Debian bases it built stay until the session ends (conftest's
+    `engine_left_as_found`), and their registry tags go here with the others."""
     root = tmp_path_factory.mktemp("swarmrun")
     before = set(local_images())
     yield make_workspace(root)
     made: set[str] = set()
     for log in root.rglob("*.build.log"):
         made |= set(re.findall(r"^Successfully tagged (\S+)$", log.read_text(errors="replace"), re.M))
-    for debootstrapped in (root / "cache" / "bases" / "rootfs").glob("*.log"):
-        made.add(f"tfbisect-base:{debootstrapped.stem}")
     made -= before
     made |= {ref for ref in local_images() if ref.startswith(f"127.0.0.1:{REGISTRY_PORT}/")}  # pushed here
     if made:

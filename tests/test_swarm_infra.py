@@ -113,8 +113,9 @@ def leftovers(state: Path, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The Debian base the jobs run: the main engine's, or built here (debootstrap) and removed
-    afterwards when it was not there before."""
+    """The Debian base the jobs run: the main engine's, or built here (envs/bases.py), kept for
+    the session's other Docker modules and removed at its end (conftest's `engine_left_as_found`)
+    when it was not there before."""
     if os.geteuid() != 0:
         pytest.fail("the local swarm needs root (namespaces, a bridge, iptables): run the tests as root")
     if run("docker", "info").returncode != 0:
@@ -126,11 +127,7 @@ def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tfbisect.envs.bases import BaseImages
     from tfbisect.envs.docker_engine import connect
 
-    base = BaseImages(connect(Progress(quiet=True)), tmp_path_factory.mktemp("bases")).get("3.11")
-    try:
-        yield base.ref
-    finally:
-        run("docker", "image", "rm", base.ref)
+    yield BaseImages(connect(Progress(quiet=True)), tmp_path_factory.mktemp("bases")).get("3.11").ref
 
 
 @pytest.fixture(scope="module")

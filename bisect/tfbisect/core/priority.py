@@ -168,7 +168,7 @@ def dropped() -> bool:
 def speculative() -> bool:
     """Whether this thread prepares ahead on a bet: for one outcome of the round in progress
     only, no run waiting for it yet.  What costs far more than a round (a Debian base built
-    with debootstrap, envs/bases.py) is not started on a bet."""
+    here, envs/bases.py) is not started on a bet."""
     urgency = current()
     return urgency is not None and not urgency.sure and not urgency.urgent
 

@@ -1,5 +1,10 @@
 """Base images, one per Python: official `python:X.Y-slim` when a registry answers, else a
-Debian base built here with debootstrap and `docker import` (cached), or one the user names."""
+Debian base built here (mmdebstrap where installed, else debootstrap) and `docker import`ed
+(cached), or one the user names.
+
+A Debian base is built as a child run of `process.run_logged`, like an install: a stop signal
+or a halted prefetch (`process.kill_all`) kills it, and as root it runs in a mount namespace
+of its own (`unshare`), so the /proc, /sys and /dev mounts of its chroot go with it."""
 
 from __future__ import annotations
 
@@ -10,21 +15,28 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfbisect.core import priority
 from tfbisect.core.errors import BackendUnavailableError, DockerError
 from tfbisect.core.fsio import file_lock
 from tfbisect.envs.docker_engine import Engine
+from tfbisect.platform.process import Finished, run_logged
 
 # Debian suites and the Python 3 each ships: what can be built without a registry.
 SUITES = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
 MIRROR = os.environ.get("TFBISECT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = "python3,python3-venv,ca-certificates"
+CHANGES = ("ENV LANG=C.UTF-8", 'CMD ["python3"]')
+BUILD_TIMEOUT_S = 1800  # a slow mirror; a build takes 20-75 s here
+EATMYDATA_HOOK = Path("/usr/share/mmdebstrap/hooks/eatmydata")
+# Nothing an image needs: mmdebstrap leaves these out as dpkg unpacks (a smaller, faster import).
+EXCLUDED = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*")
 
 
 @dataclass(frozen=True)
 class Base:
     ref: str  # what the Dockerfile's FROM names
     python: str
-    source: str  # "official", "debootstrap" or "user"
+    source: str  # "official", "debootstrap" (Debian built here, by either tool: records say so) or "user"
     image_id: str
 
 
@@ -61,7 +73,8 @@ class BaseImages:
         except DockerError:
             if self._registry_ok is None:
                 self.engine.progress.say(
-                    "no container registry answers; using Debian base images built here with debootstrap"
+                    "no container registry answers; using Debian base images built here "
+                    f"with {builder() or 'mmdebstrap or debootstrap'}"
                 )
             self._registry_ok = False
             return False
@@ -71,62 +84,54 @@ class BaseImages:
         with self._locked(f"base-{suite}"):
             image_id = self.engine.image_id(ref)
             if image_id is None:
-                self._debootstrap(suite, ref)
+                if priority.speculative():
+                    # Half a minute or more of the CPUs and the disk for one outcome of a round:
+                    # the run that needs it builds it, as a run's own preparation.
+                    raise BackendUnavailableError(
+                        f"The Debian {suite} base is not built yet, and a preparation ahead on a bet "
+                        "does not build one (about 30 s).",
+                        "nothing to do: a run that needs it builds it.",
+                    )
+                self._build(suite, ref)
                 image_id = self.engine.image_id(ref)
         if image_id is None:
             raise DockerError(f"The base image {ref} is missing right after it was built.", "run again.")
         return Base(ref, python, "debootstrap", image_id)
 
-    def _debootstrap(self, suite: str, ref: str) -> None:
-        if shutil.which("debootstrap") is None:
+    def _build(self, suite: str, ref: str) -> None:
+        """The Debian base built as a root file system tarball and `docker import`ed as REF; the
+        work folder and the tarball are removed whatever happens (a failure, a kill)."""
+        tool = builder()
+        if tool is None:
             raise BackendUnavailableError(
-                f"Building the Debian {suite} base needs debootstrap, which is not installed "
-                "(and no registry answers for the official python images).",
-                "install it (`apt-get install debootstrap`), name a base with --base-image, or use --backend venv.",
+                f"Building the Debian {suite} base needs mmdebstrap or debootstrap, and neither is "
+                "installed (and no registry answers for the official python images).",
+                "install one (`apt-get install mmdebstrap`), name a base with --base-image, or use --backend venv.",
             )
-        rootfs = self.cache_dir / "rootfs" / suite
-        shutil.rmtree(rootfs, ignore_errors=True)
-        rootfs.parent.mkdir(parents=True, exist_ok=True)
-        log = self.cache_dir / "rootfs" / f"{suite}.log"
-        with self.engine.progress.step(
-            f"base {suite}", f"debootstrap {suite} (once per machine; log: {log})"
-        ):
-            with open(log, "w") as handle:
-                done = subprocess.run(
-                    ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(rootfs), MIRROR],
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    check=False,
-                )
-            if done.returncode != 0:
-                shutil.rmtree(rootfs, ignore_errors=True)
-                raise DockerError(
-                    f"debootstrap of Debian {suite} failed; the end of {log}:\n"
-                    + "\n".join(log.read_text(errors="replace").splitlines()[-10:]),
-                    "check that the Debian archive is reachable (or set TFBISECT_DEBIAN_MIRROR), then run again.",
-                )
-            # Package caches have no business in an image.
-            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                for entry in (rootfs / junk).glob("*"):
-                    if entry.is_file():
-                        entry.unlink()
-            tarball = rootfs.with_suffix(".tar")
+        work = self.cache_dir / "rootfs"
+        scratch, tarball, log = work / suite, work / f"{suite}.tar", work / f"{suite}.log"
+        _remove(scratch, tarball)  # what a killed driver's build left
+        scratch.mkdir(parents=True)  # mmdebstrap's TMPDIR, debootstrap's target
+        with self.engine.progress.step(f"base {suite}", f"{tool} {suite} (once per machine; log: {log})"):
             try:
-                packed = subprocess.run(
-                    ["tar", "-C", str(rootfs), "-cf", str(tarball), "."],
-                    capture_output=True,
-                    text=True,
-                    check=False,
+                finished = run_logged(
+                    build_command(tool, suite, scratch, tarball),
+                    log_path=log,
+                    timeout=BUILD_TIMEOUT_S,
+                    env={**os.environ, "TMPDIR": str(scratch)} if tool == "mmdebstrap" else None,
                 )
-                shutil.rmtree(rootfs, ignore_errors=True)
-                if packed.returncode != 0:
+                if finished.exit_code != 0:
+                    how = _how(finished)
                     raise DockerError(
-                        f"Packing the Debian {suite} root failed: {packed.stderr.strip()}", "run again."
+                        f"{tool} of Debian {suite} {how}; the end of {log}:\n"
+                        + "\n".join(finished.log_tail.splitlines()[-10:]),
+                        "check that the Debian archive is reachable (or set TFBISECT_DEBIAN_MIRROR), then run again.",
                     )
-                self.engine.import_rootfs(tarball, ref, ["ENV LANG=C.UTF-8", 'CMD ["python3"]'])
+                if tool == "debootstrap":
+                    _pack(suite, scratch, tarball)
+                self.engine.import_rootfs(tarball, ref, CHANGES)
             finally:
-                shutil.rmtree(rootfs, ignore_errors=True)
-                tarball.unlink(missing_ok=True)
+                _remove(scratch, tarball)
 
     def _user(self, ref: str) -> Base:
         found = self.engine.image_id(ref)
@@ -148,3 +153,61 @@ class BaseImages:
     def _locked(self, name: str) -> AbstractContextManager[None]:
         """One builder of a base at a time, across threads (--jobs) and processes."""
         return file_lock(self.cache_dir / f"{name}.lock")
+
+
+def builder() -> str | None:
+    """What builds a Debian root here: mmdebstrap (in about half debootstrap's time: one apt
+    run, and dpkg without fsync under eatmydata), else debootstrap, else None."""
+    return next((tool for tool in ("mmdebstrap", "debootstrap") if shutil.which(tool)), None)
+
+
+def build_command(tool: str, suite: str, scratch: Path, tarball: Path) -> list[str]:
+    """The command that builds Debian SUITE: mmdebstrap writes TARBALL itself (its chroot in
+    TMPDIR, set to SCRATCH); debootstrap builds the root in SCRATCH, packed afterwards."""
+    if tool == "mmdebstrap":
+        hooks = (
+            [f"--hook-dir={EATMYDATA_HOOK}"] if shutil.which("eatmydata") and EATMYDATA_HOOK.is_dir() else []
+        )
+        command = [
+            "mmdebstrap",
+            "--variant=minbase",
+            *hooks,
+            *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDED),
+            f"--include={PACKAGES}",
+            suite,
+            str(tarball),
+            MIRROR,
+        ]
+    else:
+        command = ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(scratch), MIRROR]
+    # As root the chroot's mounts are real ones, which a killed build would leave behind: in a
+    # mount namespace of its own they end with it.  (Not root: mmdebstrap unshares by itself.)
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        return ["unshare", "--mount", "--propagation", "private", *command]
+    return command
+
+
+def _pack(suite: str, root: Path, tarball: Path) -> None:
+    """debootstrap's root packed as TARBALL, without the package caches (no business in an image)."""
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (root / junk).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    packed = subprocess.run(
+        ["tar", "-C", str(root), "-cf", str(tarball), "."], capture_output=True, text=True, check=False
+    )
+    if packed.returncode != 0:
+        raise DockerError(f"Packing the Debian {suite} root failed: {packed.stderr.strip()}", "run again.")
+
+
+def _how(finished: Finished) -> str:
+    if finished.exit_code is None:
+        return f"timed out after {BUILD_TIMEOUT_S} s"
+    if finished.exit_code < 0:  # a stop, a halted prefetch (process.kill_all)
+        return f"was killed (signal {-finished.exit_code})"
+    return f"failed (exit code {finished.exit_code})"
+
+
+def _remove(folder: Path, tarball: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    tarball.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import pytest
 
 from tfbisect.core import priority
 from tfbisect.core.progress import Progress
-from tfbisect.core.spec import EnvSpec
+from tfbisect.core.spec import EnvSpec, Flavour, KerasVariant
 from tfbisect.envs.docker_builds import StepTrail
 from tfbisect.runs import ahead as ahead_module
 from tfbisect.runs.runner import Runner, Settings
@@ -345,3 +345,23 @@ def test_an_install_ahead_halted_when_the_search_ends_says_dropped_and_a_real_fa
     assert ended[1].startswith("[2.11.0] installing lock.txt into a new venv: dropped after "), ended
     assert "failed" not in ended[1] and ended[1].endswith("(the search no longer needs it)")
     assert ended[2].startswith("[2.12.0] installing lock.txt into a new venv: stopped after "), ended
+
+
+def test_a_prefetch_on_a_short_disk_prepares_nothing_and_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the free space work ahead leaves, nothing is prepared ahead, and the user learns why
+    (once, not once per version): a silent prefetch that stopped would look like a slow one."""
+    monkeypatch.setattr(ahead_module, "PREFETCH_MIN_FREE_BYTES", 1 << 62)
+    said: list[str] = []
+    progress = Progress(quiet=True)
+    monkeypatch.setattr(progress, "say", said.append)
+    nothing: Any = None
+    runner = Runner(nothing, Settings(tmp_path / "reports", tmp_path / "cache"), progress, have={})
+    monkeypatch.setattr(runner, "stored", lambda spec, scenario: None)
+    monkeypatch.setattr(runner, "prepare_now", lambda spec, scenario: pytest.fail("prepared on a short disk"))
+    scenario: Any = Scenario()
+    for version in ("2.3.0", "2.4.0"):
+        spec = EnvSpec(version, "3.8", Flavour.CPU, KerasVariant.DEFAULT, "venv")
+        assert runner.prefetch(spec, scenario, run=True) is False
+    assert len(said) == 1 and "prefetch paused" in said[0] and "cache prune" in said[0], said

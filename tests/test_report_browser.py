@@ -58,7 +58,7 @@ def opened(page_path: Path) -> Iterator[Watched]:
             browser.close()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup --tests")
 def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     write_bisect_log(tmp_path)
     page_path = tmp_path / "report.html"
@@ -104,7 +104,7 @@ def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert watched.problems == [], watched.problems
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by .ci/setup --tests")
 def test_narrowing_section_renders_inert_in_chromium(tmp_path: Path) -> None:
     """ "Where it changed" with hostile text in every field: it renders, the diffs are coloured by
     their classes, and nothing in it runs, loads or links outside GitHub."""

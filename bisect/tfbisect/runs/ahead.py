@@ -61,6 +61,14 @@ class RunsAhead:
         self._lock = threading.Lock()
         self._running: dict[str, priority.Urgency] = {}
         self._done: dict[str, RunResult] = {}
+        self._said: set[str] = set()
+
+    def _say_once(self, message: str) -> None:
+        with self._lock:
+            first = message[:24] not in self._said
+            self._said.add(message[:24])
+        if first:
+            self.runner.progress.say(message)
 
     def prefetch(self, spec: EnvSpec, scenario: Scenario, *, run: bool) -> bool:
         """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
@@ -71,7 +79,13 @@ class RunsAhead:
         if runner.stored(spec, scenario) is not None or interrupt.stopping():
             return False
         cache = runner.settings.cache_dir
-        if shutil.disk_usage(cache if cache.exists() else Path.home()).free < PREFETCH_MIN_FREE_BYTES:
+        free = shutil.disk_usage(cache if cache.exists() else Path.home()).free
+        if free < PREFETCH_MIN_FREE_BYTES:
+            self._say_once(
+                f"prefetch paused: {free / 1024**3:.1f} GiB free on the cache's disk, under the "
+                f"{PREFETCH_MIN_FREE_BYTES // 1024**3} GiB that work ahead leaves; only the runs prepare "
+                "their own environments (free some space, e.g. `tfbisect cache prune`)"
+            )
             return False
         try:
             lock, prepared = runner.preparing.ahead(

@@ -365,3 +365,28 @@ def test_a_prefetch_on_a_short_disk_prepares_nothing_and_says_so_once(
         spec = EnvSpec(version, "3.8", Flavour.CPU, KerasVariant.DEFAULT, "venv")
         assert runner.prefetch(spec, scenario, run=True) is False
     assert len(said) == 1 and "prefetch paused" in said[0] and "cache prune" in said[0], said
+
+
+def test_a_run_ahead_keeps_a_record_only_of_an_end_that_speaks_for_its_version() -> None:
+    """At the fewest CPU shares beside the round's run, a run ahead may starve into the timeout
+    or a memory limit, or be killed when dropped: none of those is a verdict to store and
+    reuse; its round runs it at full priority instead.  A scenario's own exit is kept."""
+    from types import SimpleNamespace
+
+    from tfbisect.envs.environments import Ended
+
+    def done(ended: Ended, timed_out: bool = False) -> Any:
+        return SimpleNamespace(ended=ended, finished=SimpleNamespace(timed_out=timed_out))
+
+    calm = priority.Urgency()
+    assert ahead_module.unkept(done(Ended(exit_code=0)), calm) is None
+    assert ahead_module.unkept(done(Ended(exit_code=1)), calm) is None  # reproduced: kept
+    assert "timeout" in str(ahead_module.unkept(done(Ended(exit_code=None), timed_out=True), calm))
+    assert "memory" in str(ahead_module.unkept(done(Ended(exit_code=-9, memory_limit="8g")), calm))
+    assert "signal 9" in str(ahead_module.unkept(done(Ended(exit_code=-9)), calm))
+    assert "could not start" in str(
+        ahead_module.unkept(done(Ended(exit_code=125, unstarted="The container could not start: x")), calm)
+    )
+    dropped = priority.Urgency()
+    dropped.drop()
+    assert "no longer needs" in str(ahead_module.unkept(done(Ended(exit_code=0)), dropped))

@@ -73,6 +73,23 @@ class Finished:
     log_error: str | None = None
 
 
+def _ahead_of_need(tree: _Tree) -> Callable[[], None]:
+    """A tree started ahead of need (core/priority.py) is killed when dropped, and given the
+    process's niceness back when hurried (where lowering it is allowed); what forgets both."""
+    urgency = priority.current()
+    if urgency is None:
+        return lambda: None
+    own = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    forget_drop = urgency.on_drop(tree.kill_group)
+    forget_hurry = urgency.on_hurry(lambda: os.setpriority(os.PRIO_PGRP, tree.leader, own))
+
+    def forget() -> None:
+        forget_drop()
+        forget_hurry()
+
+    return forget
+
+
 def kill_all() -> None:
     """Kill every running child tree (a stop signal arrived)."""
     with _ACTIVE_LOCK:
@@ -480,8 +497,7 @@ def run_logged(
         noted = _note_run(tree)
         # Work ahead of need (an install, a run ahead of its round) that the search moves past
         # is killed at once: the CPU goes to what the search waits for (core/priority.py).
-        urgency = priority.current()
-        forget = urgency.on_drop(tree.kill_group) if urgency is not None else (lambda: None)
+        forget = _ahead_of_need(tree)
         assert process.stdout is not None
         pump = _Pump(process.stdout.fileno(), output)
         try:

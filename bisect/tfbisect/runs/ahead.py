@@ -28,7 +28,7 @@ from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec
 from tfbisect.envs import locks
-from tfbisect.runs.launching import Cell, Waiting, timed_launch
+from tfbisect.runs.launching import Cell, Launched, Waiting, timed_launch
 
 if TYPE_CHECKING:
     from tfbisect.runs.runner import Runner
@@ -62,6 +62,7 @@ class RunsAhead:
         self._running: dict[str, priority.Urgency] = {}
         self._done: dict[str, RunResult] = {}
         self._said: set[str] = set()
+        self._settled: set[str] = set()  # the cells this command has a record of, run or ahead
 
     def _say_once(self, message: str) -> None:
         with self._lock:
@@ -102,30 +103,43 @@ class RunsAhead:
         self, spec: EnvSpec, scenario: Scenario, lock: locks.Lock, prepared: object, urgency: priority.Urgency
     ) -> None:
         """Run the cell in its prepared environment under the preparation's `urgency`, unless it
-        has a stored result already, the search has moved past it or the driver stops."""
+        has a stored result already, this command has run it, the search has moved past it or
+        the driver stops."""
         runner, key = self.runner, cell_key(spec, scenario)
-        with runner.cell_lock(spec, scenario):
-            if runner.stored(spec, scenario) is not None or interrupt.stopping() or urgency.dropped:
-                return
+        with self._lock:  # known as running before the cell's lock: a round that comes now hurries it
+            self._running[key] = urgency
+        try:
+            with runner.cell_lock(spec, scenario):
+                if runner.stored(spec, scenario) is not None or key in self._settled or urgency.dropped:
+                    return
+                interrupt.check()
+                self._run(spec, scenario, lock, prepared, urgency)
+        finally:
             with self._lock:
-                self._running[key] = urgency
-            start, started, log_path = time.monotonic(), now_iso(), runner.run_log(spec, scenario)
-            runner.progress.say(f"[{spec.label}] running {scenario.name} ahead of its round, at low priority")
-            quiet = Waiting(runner.settings.timeout, Progress(quiet=True))  # the round's run shows its lines
-            try:
-                environments = runner.environment(spec.backend)
-                done = timed_launch(environments, spec, scenario, prepared, log_path, "", quiet)
-            finally:
-                with self._lock:
-                    self._running.pop(key, None)
-            if urgency.dropped or interrupt.stopping() or done.ended.unstarted is not None:
-                runner.progress.say(f"[{spec.label}] its run ahead was stopped: no record kept")
-                return
-            record = runner.judged(
-                Cell(spec, scenario, started, runner.settings.timeout), done, lock, log_path
-            )
-            with self._lock:
-                self._done[key] = RunResult(record, False, time.monotonic() - start, log_path)
+                self._running.pop(key, None)
+
+    def _run(
+        self, spec: EnvSpec, scenario: Scenario, lock: locks.Lock, prepared: object, urgency: priority.Urgency
+    ) -> None:
+        runner, key = self.runner, cell_key(spec, scenario)
+        start, started, log_path = time.monotonic(), now_iso(), runner.run_log(spec, scenario)
+        runner.progress.say(f"[{spec.label}] running {scenario.name} ahead of its round, at low priority")
+        quiet = Waiting(runner.settings.timeout, Progress(quiet=True))  # the round's run shows its lines
+        done = timed_launch(runner.environment(spec.backend), spec, scenario, prepared, log_path, "", quiet)
+        why = unkept(done, urgency)
+        if why is not None:
+            runner.progress.say(f"[{spec.label}] its run ahead keeps no record ({why}); its round runs it")
+            return
+        record = runner.judged(Cell(spec, scenario, started, runner.settings.timeout), done, lock, log_path)
+        with self._lock:  # with `_running` still set: `holds` never misses it
+            self._done[key] = RunResult(record, False, time.monotonic() - start, log_path)
+            self._settled.add(key)
+
+    def settle(self, spec: EnvSpec, scenario: Scenario) -> None:
+        """The round has run the cell itself: no run ahead of it in this command (not even
+        with --force, where no stored result says so)."""
+        with self._lock:
+            self._settled.add(cell_key(spec, scenario))
 
     def hurry(self, spec: EnvSpec, scenario: Scenario) -> bool:
         """A run of the round comes to a cell running ahead: it now waits for that run, which
@@ -154,3 +168,21 @@ class RunsAhead:
                 f"[{spec.label}] ran ahead of its round: {outcome} in {done.seconds:.1f}s"
             )
         return done
+
+
+def unkept(done: Launched, urgency: priority.Urgency) -> str | None:
+    """Why a run ahead's end says nothing about its version (no record is kept, its round runs
+    it at full priority), or None.  Beside the round's own run, at the fewest CPU shares, a run
+    ahead may starve into the timeout or a memory limit, or be killed when dropped."""
+    ended = done.ended
+    if ended.unstarted is not None:
+        return ended.unstarted.splitlines()[0]
+    if urgency.dropped or interrupt.stopping():
+        return "the search no longer needs it"
+    if done.finished.timed_out or ended.exit_code is None:
+        return "it ran into the timeout at low priority"
+    if ended.memory_limit is not None:
+        return "it hit the memory limit beside the round's run"
+    if ended.exit_code < 0:
+        return f"it was killed by signal {-ended.exit_code}"
+    return None

@@ -181,6 +181,7 @@ class Runner:
                 record = self.infrastructure_skip(spec, scenario, started, exc)
                 return RunResult(record, reused=False, seconds=time.monotonic() - start)
             record = self.execute(spec, scenario, prepared, lock, started)
+            self.ahead.settle(spec, scenario)
             log = record.extra.get("log")
             return RunResult(record, False, time.monotonic() - start, Path(str(log)) if log else None)
 

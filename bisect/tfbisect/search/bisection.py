@@ -21,6 +21,7 @@ from tfbisect.core.safe_names import safe_component
 from tfbisect.core.spec import EnvSpec
 from tfbisect.core.textsafe import clip
 from tfbisect.core.versions import commit_of, git_tag, is_nightly
+from tfbisect.envs import registry
 from tfbisect.runs.runner import Runner, RunResult
 from tfbisect.search.bisectlog import BisectReport, Status, Step, StepOutcome
 from tfbisect.search.bisectplan import BisectRequest as BisectRequest
@@ -194,15 +195,8 @@ class Bisection:
             versions=[r.version for r in self.releases],
             started_at=now_iso(),
         )
-        gate = None
-        if prefetch is None and execute is None:
-            # With a core the round's workers leave idle, what is prepared ahead is run ahead too.
-            run = request.run_ahead and (os.cpu_count() or 1) > request.jobs
-            prefetch = lambda spec: runner.prefetch(spec, request.scenario, run=run)  # noqa: E731
-            gate = runner.preparing.foreground  # the runs' own preparations go first
         # The runs, their threads and processes, and the work ahead are the collaborators'.
-        rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
-        ahead = Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)
+        rounds, ahead = collaborators(request, runner, progress, execute, prefetch)
         save = save or (lambda report: write_json_atomic(log_path, report.to_dict()))
         self.trials = Trials(request, planned, self.report, rounds, ahead, progress.say, save)
         self.records = self.trials.records  # the records of the runs so far, by version index
@@ -280,9 +274,13 @@ class Bisection:
         the search (it costs nothing) and into the answer (a non-monotonic range says so)."""
         for i in range(low + 1, high):
             spec = self.specs[i]
-            # A run ahead of its round is this bisection's own: its round takes it, as a run.
-            if i in self.records or spec is None or self.runner.ahead.holds(spec, self.request.scenario):
+            if i in self.records or spec is None:
                 continue
+            ahead = self.runner.ahead.take(spec, self.request.scenario)
+            if ahead is not None:  # run ahead of its round: this bisection's own run
+                self.trials.took(i, ahead)
+            if ahead is not None or self.runner.ahead.holds(spec, self.request.scenario):
+                continue  # one still running ahead: its round takes it
             stored = self.runner.stored(spec, self.request.scenario)
             if stored is not None:
                 self.records[i] = stored
@@ -417,6 +415,27 @@ class Bisection:
             for i in cheap:
                 state.record(i, terms.classify(self.state(i + low)))
         return state.result().change
+
+
+def collaborators(
+    request: BisectRequest,
+    runner: Runner,
+    progress: Progress,
+    execute: Execute | None,
+    prefetch: Prefetch | None,
+) -> tuple[RoundExecutor, Prefetcher]:
+    """The rounds' executor and the work ahead: the runner's unless a test scripts them.  The
+    runner's preparation ahead goes after the runs' own (its foreground is the gate), and with a
+    core the round's workers leave idle here (a swarm's runs go elsewhere), what is prepared
+    ahead is run ahead too (runs/ahead.py)."""
+    gate = None
+    if prefetch is None and execute is None:
+        local = registry.registration(request.backend).capacity is None
+        run = request.run_ahead and local and len(os.sched_getaffinity(0)) > request.jobs
+        prefetch = lambda spec: runner.prefetch(spec, request.scenario, run=run)  # noqa: E731
+        gate = runner.preparing.foreground
+    rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
+    return rounds, Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)
 
 
 def reversed_note(good: str, bad: str) -> str:

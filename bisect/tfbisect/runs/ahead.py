@@ -27,8 +27,9 @@ from tfbisect.core.progress import Progress
 from tfbisect.core.record import RunRecord
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec
+from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs import locks
-from tfbisect.runs.launching import Cell, Launched, Waiting, timed_launch
+from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait
 
 if TYPE_CHECKING:
     from tfbisect.runs.runner import Runner
@@ -125,7 +126,10 @@ class RunsAhead:
         start, started, log_path = time.monotonic(), now_iso(), runner.run_log(spec, scenario)
         runner.progress.say(f"[{spec.label}] running {scenario.name} ahead of its round, at low priority")
         quiet = Waiting(runner.settings.timeout, Progress(quiet=True))  # the round's run shows its lines
-        done = timed_launch(runner.environment(spec.backend), spec, scenario, prepared, log_path, "", quiet)
+        with SPENT.measure(Phase.RUN):
+            done = launch_and_wait(
+                runner.environment(spec.backend), spec, scenario, prepared, log_path, "", quiet
+            )
         why = unkept(done, urgency)
         if why is not None:
             runner.progress.say(f"[{spec.label}] its run ahead keeps no record ({why}); its round runs it")

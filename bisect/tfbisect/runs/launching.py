@@ -23,7 +23,6 @@ from tfbisect.core.record import Failure, RunRecord, classify, ran_on
 from tfbisect.core.resultfile import read_result
 from tfbisect.core.scenario import Scenario
 from tfbisect.core.spec import EnvSpec, Flavour
-from tfbisect.core.timing import SPENT, Phase
 from tfbisect.envs.environments import Ended, Environments, Launch, Traced
 from tfbisect.envs.locks import Lock
 from tfbisect.platform.process import Finished, run_logged, temporary_prefix
@@ -195,18 +194,3 @@ def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(found, dict):
         return None, "left a trace that is not a JSON object"
     return found, ""
-
-
-def timed_launch(
-    environments: Environments[Any],
-    spec: EnvSpec,
-    scenario: Scenario,
-    prepared: object,
-    log_path: Path,
-    doing: str,
-    waiting: Waiting,
-) -> Launched:
-    """A run's `launch_and_wait`, its seconds counted as running (core/timing.py): only the launch
-    and the wait, the environment's preparation is counted as building by `Runner.prepare`."""
-    with SPENT.measure(Phase.RUN):
-        return launch_and_wait(environments, spec, scenario, prepared, log_path, doing, waiting)

@@ -43,7 +43,7 @@ from tfbisect.envs.environments import Context, Environments, Options, place
 from tfbisect.envs.interpreters import Interpreter
 from tfbisect.runs.ahead import RunResult as RunResult  # where its callers import it from
 from tfbisect.runs.ahead import RunsAhead
-from tfbisect.runs.launching import Cell, Launched, Waiting, record_of, skip_record, timed_launch
+from tfbisect.runs.launching import Cell, Launched, Waiting, launch_and_wait, record_of, skip_record
 from tfbisect.runs.preparing import Preparing
 from tfbisect.runs.tracing import Tracer, TraceRun
 
@@ -283,11 +283,10 @@ class Runner:
     ) -> RunRecord:
         """Launch one run in a prepared environment (of the spec's backend, or `on`), classify how
         it ended, store the record."""
-        log_path = self.run_log(spec, scenario)
-        environments = on or self.environment(spec.backend)
-        done = timed_launch(
-            environments, spec, scenario, prepared, log_path, f"running {scenario.name}", self.waiting
-        )
+        log_path, doing = self.run_log(spec, scenario), f"running {scenario.name}"
+        with SPENT.measure(Phase.RUN):  # only the launch and the wait: the preparation is building
+            environments = on or self.environment(spec.backend)
+            done = launch_and_wait(environments, spec, scenario, prepared, log_path, doing, self.waiting)
         return self.judged(Cell(spec, scenario, started, self.settings.timeout), done, lock, log_path)
 
     def run_log(self, spec: EnvSpec, scenario: Scenario) -> Path:

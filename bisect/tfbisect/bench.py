@@ -33,13 +33,14 @@ cuda     (--cuda) CUDA images of three TF versions on one CUDA set (the cu11 set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -847,8 +848,26 @@ def proven_repeat_promise(reports: Path | None) -> bool:
     return r["repeat_runs"] != 0 or r["repeat_s"] >= 5
 
 
+@contextlib.contextmanager
+def private_wheels(folder: Path) -> Iterator[None]:
+    """A uv cache of its own, and so a wheel cache of its own (envs/cache.py: the machine's sits
+    beside the uv cache), for what this process builds meanwhile: "fresh" means fresh."""
+    saved = os.environ.get("TFBISECT_UV_CACHE")
+    os.environ["TFBISECT_UV_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TFBISECT_UV_CACHE", None)
+        else:
+            os.environ["TFBISECT_UV_CACHE"] = saved
+
+
 def docker_promise() -> bool:
-    with tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="tfbisect-bench-docker-") as tmp,
+        private_wheels(Path(tmp) / "uv"),
+    ):
         r = docker_ratios(Path(tmp) / "cache", Path(tmp) / "reports")
     print("docker images (TF 2.20.0 and 2.21.0 on one Python 3.11 base, fresh wheel cache):")
     print(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tfbisect.core import priority
 from tfbisect.platform.process import run_logged
@@ -54,3 +57,30 @@ def test_a_hurried_preparation_is_never_killed(tmp_path: Path) -> None:
     with priority.ahead(urgency):
         done = run_logged(["sh", "-c", "sleep 1; exit 3"], log_path=tmp_path / "ahead.log", timeout=60)
     assert done.exit_code == 3
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/autogroup").exists(), reason="this kernel has no scheduler autogroups"
+)
+def test_a_tree_started_ahead_yields_in_its_session_s_autogroup_until_hurried(tmp_path: Path) -> None:
+    """A child runs in a session of its own, so in an autogroup of its own: the group, not only
+    the child, gets the niced thread's niceness (else the child takes half a core from the run
+    the search waits for), and the process's own back when a run comes to wait for it."""
+    urgency = priority.Urgency()
+    seen: list[str] = []
+    script = "sleep 0.4; cut -d' ' -f3 /proc/self/autogroup; sleep 1.2; cut -d' ' -f3 /proc/self/autogroup"
+
+    def ahead_of_need() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        with priority.ahead(urgency):
+            done = run_logged(["sh", "-c", script], log_path=tmp_path / "ahead.log", timeout=30)
+        seen.extend(done.log_tail.split())
+
+    thread = threading.Thread(target=ahead_of_need)
+    thread.start()
+    time.sleep(0.9)
+    urgency.hurry()
+    thread.join(30)
+    own = Path("/proc/self/autogroup").read_text().split()[-1]
+    assert seen[0] == "10", "the session's autogroup is niced like the thread that started it"
+    assert seen[1] == own, "hurried: the group has the process's niceness back (anyone may set 0 or more)"

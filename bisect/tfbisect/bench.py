@@ -15,7 +15,7 @@ swarm    (--swarm) a 2-node local swarm (.ci/swarm-up 2): the flagship on the sa
          sweep of 4 cells: both nodes used, imbalance <= 1 cell.
 prefetch (--prefetch) a cold bisection (fresh caches) with --prefetch 2 against --prefetch 0,
          same versions (target <= 0.7); (--docker-prefetch) the same for the flagship with containers
-         (TF 2.3.4..2.7.0, --backend auto), no tfbisect image before each side.
+         (TF 2.3.4..2.7.0, --backend auto), no tfbisect image before each side, not even the base.
 narrow   the narrowing's search over k candidate RCs or nightlies between two judged releases, every
          single change point, k = 1..64: runs / (ceil(log2 k) + 1) must be <= 1; and (--narrow) a
          real narrowing of the flagship (TF 2.3.4..2.4.0): the traced run of the failing probe over
@@ -553,30 +553,42 @@ DOCKER_PREFETCH_RANGE = ("2.3.4", "2.7.0")
 
 def docker_prefetch_ratio(tmp: Path) -> dict[str, Any]:
     """A cold flagship bisection with containers (`--backend auto`) with --prefetch 2 over the
-    same one with 0, one after the other: no tfbisect image or site volume and a fresh tfbisect
-    cache (wheels) for each, every image and volume either made removed after it (uv's cache is
-    kept).  The Debian base is the machine's, like its engine: built once before both sides when
-    missing (and removed at the end), so that neither side pays it and the state of the machine
-    does not decide the ratio."""
+    same one with 0, one after the other, each as on a bare machine: no tfbisect image (the
+    Debian base included) or site volume and a fresh tfbisect cache (wheels) for each, every
+    image and volume either made removed after it (uv's cache is kept).  A base the machine
+    had is set aside under another tag meanwhile and put back at the end."""
     from tfbisect.core.progress import Progress
-    from tfbisect.envs.bases import BaseImages
     from tfbisect.envs.docker_engine import connect
 
     engine = connect(Progress(quiet=True), echo=False)
     listing = ["images", "--quiet", "--no-trunc", "--filter", "reference=tfbisect*"]
-    found: dict[str, Any] = {"images_before": float(len(engine.capture(*listing, quiet=True).split()))}
-    found["volumes_before"] = float(len(site_volumes()))
-    base_ref = "tfbisect-base:bullseye"
-    had_base = engine.image_id(base_ref) is not None
-    start = time.monotonic()
-    BaseImages(engine, tmp / "bases").get("3.9")  # Python 3.9: the flagship's 2.5+ images
-    found["base_s"] = 0.0 if had_base else time.monotonic() - start
-    before = set(engine.capture(*listing, quiet=True).split())
+    put_back_base(engine)  # a bench killed before it put the machine's base back
+    had_base = engine.image_id(BENCH_BASE) is not None
     try:
+        if had_base:  # untagged, not removed: its layers stay, under the other tag
+            engine.capture("tag", BENCH_BASE, KEPT_BASE, quiet=True)
+            engine.remove_image(BENCH_BASE)
+        found: dict[str, Any] = {"base_kept": had_base}
+        found["images_before"] = float(len(engine.capture(*listing, quiet=True).split()) - had_base)
+        found["volumes_before"] = float(len(site_volumes()))
+        before = set(engine.capture(*listing, quiet=True).split())
         return _docker_prefetch_sides(engine, listing, before, found, tmp)
     finally:
-        if not had_base:
-            engine.remove_image(base_ref)
+        put_back_base(engine)
+
+
+BENCH_BASE, KEPT_BASE = "tfbisect-base:bullseye", "tfbisect-bench-kept-base:bullseye"
+
+
+def put_back_base(engine: Any) -> None:
+    """The machine's base, set aside under KEPT_BASE, tagged as itself again (in place of one a
+    side built and left)."""
+    if engine.image_id(KEPT_BASE) is None:
+        return
+    if engine.image_id(BENCH_BASE) is not None:
+        engine.remove_image(BENCH_BASE)
+    engine.capture("tag", KEPT_BASE, BENCH_BASE, quiet=True)
+    engine.remove_image(KEPT_BASE)
 
 
 def _docker_prefetch_sides(
@@ -925,8 +937,8 @@ def docker_prefetch_promise() -> bool:
         f"  without: {r['time_0']}\n  with:    {r['time_2']}"
     )
     print(
-        "  the Debian bullseye base (once per machine): "
-        + (f"built before both sides in {r['base_s']:.0f}s" if r["base_s"] else "was there")
+        "  the Debian bullseye base: built inside each side"
+        + (" (the machine's own set aside meanwhile, and put back)" if r["base_kept"] else "")
     )
     if r["images_before"] or r["volumes_before"]:
         print(

@@ -48,6 +48,30 @@ class Foreground:
             return self._changed.wait_for(lambda: self._busy == 0, timeout)
 
 
+_LONG_BUILDS = [0]  # Debian bases being built in this process (`long_build`)
+_LONG_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def long_build() -> Iterator[None]:
+    """A build of half a minute that keeps one core busy and leaves the other (a Debian base,
+    envs/bases.py).  While one lasts in this process, the runs' own preparations hold no work
+    ahead back (search/prefetch.py's gate): work ahead that needs the build parks until it is
+    done (`defer_ahead`), and the rest can use the core it leaves."""
+    with _LONG_LOCK:
+        _LONG_BUILDS[0] += 1
+    try:
+        yield
+    finally:
+        with _LONG_LOCK:
+            _LONG_BUILDS[0] -= 1
+
+
+def long_build_running() -> bool:
+    with _LONG_LOCK:
+        return _LONG_BUILDS[0] > 0
+
+
 class DroppedError(DockerError):
     """A build ahead was cancelled on purpose: the search moved past it (`Urgency.drop`), or is
     over.  No failure of the build: nothing to retry, and progress says dropped, not failed."""
@@ -171,6 +195,25 @@ def speculative() -> bool:
     here, envs/bases.py) is not started on a bet."""
     urgency = current()
     return urgency is not None and not urgency.sure and not urgency.urgent
+
+
+class Deferred(Exception):
+    """A preparation ahead that would wait for another's long work (a Debian base being built):
+    it goes back to the prefetch's queue, to be taken again once `ready()` says the wait is over,
+    and its worker does something else meanwhile (search/prefetch.py)."""
+
+    def __init__(self, awaited: str, ready: Callable[[], bool]) -> None:
+        super().__init__(f"waits for {awaited}")
+        self.awaited = awaited
+        self.ready = ready
+
+
+def defer_ahead(awaited: str, ready: Callable[[], bool]) -> None:
+    """Raise Deferred when this thread prepares ahead: its worker has better to do than wait
+    (even for a run's preparation: the run, once free, prepares its own and waits there).  A
+    run's own preparation waits like any other."""
+    if current() is not None:
+        raise Deferred(awaited, ready)
 
 
 def unnice_on_hurry(urgency: Urgency) -> Callable[[], None]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfbisect.core import priority
 from tfbisect.core.errors import BackendUnavailableError, DockerError
-from tfbisect.core.fsio import file_lock
+from tfbisect.core.fsio import file_lock, lock_held
 from tfbisect.envs.docker_engine import Engine
 from tfbisect.platform.process import Finished, run_logged
 
@@ -45,6 +44,9 @@ class BaseImages:
         self.engine = engine
         self.cache_dir = cache_dir
         self._registry_ok: bool | None = None
+        # The bases being built here on behalf of work ahead, by suite: a run that comes to
+        # wait for one hurries it (the build would go on at the work ahead's low priority).
+        self._builders: dict[str, priority.Urgency] = {}
 
     def get(self, python: str, user_image: str | None = None) -> Base:
         if user_image:
@@ -80,8 +82,9 @@ class BaseImages:
             return False
 
     def _debian(self, suite: str, python: str) -> Base:
-        ref = f"tfbisect-base:{suite}"
-        with self._locked(f"base-{suite}"):
+        ref, lock = f"tfbisect-base:{suite}", self.cache_dir / f"base-{suite}.lock"
+        # One builder of a base at a time, across threads (--jobs) and processes.
+        with file_lock(lock, on_wait=lambda: self._waiting(suite, lock)):
             image_id = self.engine.image_id(ref)
             if image_id is None:
                 if priority.speculative():
@@ -92,11 +95,38 @@ class BaseImages:
                         "does not build one (about 30 s).",
                         "nothing to do: a run that needs it builds it.",
                     )
-                self._build(suite, ref)
+                self._build_here(suite, ref)
                 image_id = self.engine.image_id(ref)
         if image_id is None:
             raise DockerError(f"The base image {ref} is missing right after it was built.", "run again.")
         return Base(ref, python, "debootstrap", image_id)
+
+    def _waiting(self, suite: str, lock: Path) -> None:
+        """Another builds the base (half a minute): a run's own preparation, or one a run waits
+        for, hurries a build here that work ahead started; work ahead is parked (its worker
+        does something else meanwhile) until the lock is free."""
+        waiter = priority.current()
+        builder = self._builders.get(suite)
+        if builder is not None and (waiter is None or waiter.urgent):
+            builder.hurry()
+        priority.defer_ahead(f"the Debian {suite} base", lambda: not lock_held(lock))
+
+    def _build_here(self, suite: str, ref: str) -> None:
+        """`_build`, under an urgency of its own where work ahead builds it: dropped with that
+        work's (unless a run waits for it), hurried with it or by a run that comes to wait."""
+        parent = priority.current()
+        if parent is None:
+            self._build(suite, ref)
+            return
+        builder = self._builders[suite] = priority.Urgency(sure=True)
+        forget = (parent.on_hurry(builder.hurry), parent.on_drop(builder.drop))
+        try:
+            with priority.ahead(builder):
+                self._build(suite, ref)
+        finally:
+            for listener in forget:
+                listener()
+            self._builders.pop(suite, None)
 
     def _build(self, suite: str, ref: str) -> None:
         """The Debian base built as a root file system tarball and `docker import`ed as REF; the
@@ -112,7 +142,10 @@ class BaseImages:
         scratch, tarball, log = work / suite, work / f"{suite}.tar", work / f"{suite}.log"
         _remove(scratch, tarball)  # what a killed driver's build left
         scratch.mkdir(parents=True)  # mmdebstrap's TMPDIR, debootstrap's target
-        with self.engine.progress.step(f"base {suite}", f"{tool} {suite} (once per machine; log: {log})"):
+        with (
+            self.engine.progress.step(f"base {suite}", f"{tool} {suite} (once per machine; log: {log})"),
+            priority.long_build(),
+        ):
             try:
                 finished = run_logged(
                     build_command(tool, suite, scratch, tarball),
@@ -149,10 +182,6 @@ class BaseImages:
                 "name an image with Python 3 and its venv module, e.g. one built FROM python:3.11-slim.",
             )
         return Base(ref, out.splitlines()[-1], "user", self.engine.image_id(ref) or "")
-
-    def _locked(self, name: str) -> AbstractContextManager[None]:
-        """One builder of a base at a time, across threads (--jobs) and processes."""
-        return file_lock(self.cache_dir / f"{name}.lock")
 
 
 def builder() -> str | None:

@@ -76,7 +76,8 @@ class RunsAhead:
         """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
         failure here is no finding, and the run itself retries and records it.  Nothing when the
         cell has a stored result or the disk is short.  With `run`, the cell is then run ahead
-        too, unless a run of the round already waits for it.  True when the environment is ready."""
+        too, unless a run of the round already waits for it.  True when the environment is ready;
+        priority.Deferred (not caught here) when it would wait for another's long work."""
         runner = self.runner
         if runner.stored(spec, scenario) is not None or interrupt.stopping():
             return False

@@ -219,7 +219,8 @@ class Runner:
 
     def prefetch(self, spec: EnvSpec, scenario: Scenario, *, run: bool = False) -> bool:
         """Prepare a cell's environment ahead of its run, and with `run` run it ahead too
-        (runs/ahead.py); True when the environment is ready."""
+        (runs/ahead.py); True when the environment is ready.  Raises priority.Deferred where
+        the preparation would wait for another's long work (the prefetch parks it)."""
         return self.ahead.prefetch(spec, scenario, run=run)
 
     def run_given(

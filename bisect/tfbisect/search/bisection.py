@@ -61,9 +61,10 @@ class Trials:
         self.unavailable: set[int] = set()  # the versions the log has a step "unavailable" of
         self.told_why = False  # whether the console has said why a version cannot be tested
 
-    def run_round(self, indices: Sequence[int], ahead: Sequence[int] = ()) -> None:
+    def run_round(self, indices: Sequence[int], ahead: Sequence[int] = (), later: Sequence[int] = ()) -> None:
         """Run the versions of `indices` not run yet, while the ones of `ahead` (the next round's
-        candidates) are prepared."""
+        candidates) are prepared, and those of `later` (the rounds after next's) on a worker
+        ahead with nothing nearer to do."""
         todo = [i for i in indices if i not in self.records and self.specs[i] is not None]
         for i in indices:
             if self.specs[i] is None and i not in self.records:
@@ -82,9 +83,17 @@ class Trials:
         self.rounds.run(
             [(i, spec) for i in todo if (spec := self.specs[i]) is not None],
             self.took,
-            lambda: self.ahead.prepare([*own, *self.unrun(ahead)], urgent=len(own), keep=todo, sure=sure),
+            lambda: self.ahead.prepare(
+                [*own, *self.unrun(ahead)], urgent=len(own), keep=todo, sure=sure, later=self.unrun(later)
+            ),
         )
         self.save()
+
+    def search_round(self, state: BisectState, todo: Sequence[int], low: int = 0) -> None:
+        """Run the round `todo` of `state` (whose index 0 is version `low`), while what the
+        rounds after it may run is prepared ahead."""
+        ahead, later = state.after_round(todo), state.rounds_ahead(todo)
+        self.run_round([i + low for i in todo], [i + low for i in ahead], [i + low for i in later])
 
     def unrun(self, indices: Sequence[int]) -> list[tuple[int, EnvSpec, str]]:
         """The versions of `indices` with an environment and no run yet: (index, spec, version)."""
@@ -239,7 +248,7 @@ class Bisection:
         size = len(self.releases)
         probe_state = BisectState(size, self.request.jobs)
         first = probe_state.first_round()
-        self.trials.run_round(first, probe_state.after_round(first))
+        self.trials.search_round(probe_state, first)
         low, high = self.decide_end(0, +1), self.decide_end(size - 1, -1)
         if low is None or high is None or low >= high:
             self.finish_undecidable()
@@ -300,7 +309,7 @@ class Bisection:
             todo = state.next_round()
             if not todo:
                 break
-            self.trials.run_round([i + low for i in todo], [i + low for i in state.after_round(todo)])
+            self.trials.search_round(state, todo, low)
             for i in todo:
                 state.record(i, judgement.classify(self.state(i + low)))
         return state
@@ -427,15 +436,15 @@ def collaborators(
     """The rounds' executor and the work ahead: the runner's unless a test scripts them.  The
     runner's preparation ahead goes after the runs' own (its foreground is the gate), and with a
     core the round's workers leave idle here (a swarm's runs go elsewhere), what is prepared
-    ahead is run ahead too (runs/ahead.py)."""
-    gate = None
+    ahead is run ahead too (runs/ahead.py), the rounds after next's among it."""
+    gate, run = None, True  # scripted work ahead: as a local search with a core to spare
     if prefetch is None and execute is None:
         local = registry.registration(request.backend).capacity is None
         run = request.run_ahead and local and len(os.sched_getaffinity(0)) > request.jobs
         prefetch = lambda spec: runner.prefetch(spec, request.scenario, run=run)  # noqa: E731
         gate = runner.preparing.foreground
     rounds = RoundExecutor(execute or (lambda spec: runner.run(spec, request.scenario)), request.jobs)
-    return rounds, Prefetcher(prefetch, request.prefetch, progress.say, gate=gate)
+    return rounds, Prefetcher(prefetch, request.prefetch, progress.say, gate=gate, later=run)
 
 
 def reversed_note(good: str, bad: str) -> str:

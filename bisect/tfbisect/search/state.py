@@ -82,17 +82,50 @@ class BisectState:
         """What the round after `todo` would try, for each outcome a monotonic range can give it
         (the first j of `todo` old, the rest new): the versions to prepare while `todo` runs, as
         mozregression prefetches both midpoints.  Nearest-to-even splits first."""
-        ordered = sorted(todo)
         found: list[int] = []
+        for trial in self._outcomes(todo):
+            for index in trial.next_round():
+                if index not in found and index not in self.known and index not in todo:
+                    found.append(index)
+        return found
+
+    def rounds_ahead(self, todo: Sequence[int], depth: int = 4) -> list[int]:
+        """What the rounds after the next one would try, up to `depth` rounds on (2: the round
+        after next), for every outcome of `todo` and of the rounds between: work for a worker
+        ahead with nothing nearer to do (the next round's environments are ready, or wait for a
+        Debian base being built).  Nearer rounds first (the likelier to be needed), in each the
+        nearest-to-even splits first; none of `after_round`'s."""
+        seen = {*self.after_round(todo), *self.known, *todo}
+        found: list[int] = []
+        level = {trial.key(): trial for trial in self._outcomes(todo)}
+        for _ in range(depth - 1):
+            following: dict[tuple[tuple[int, Class], ...], BisectState] = {}
+            for trial in level.values():
+                for outcome in trial._outcomes(trial.next_round()):
+                    following.setdefault(outcome.key(), outcome)
+                    for index in outcome.next_round():
+                        if index not in seen:
+                            seen.add(index)
+                            found.append(index)
+            level = following
+        return found
+
+    def key(self) -> tuple[tuple[int, Class], ...]:
+        """What is known, as a key (states reached by different outcomes are often the same)."""
+        return tuple(sorted(self.known.items()))
+
+    def _outcomes(self, todo: Sequence[int]) -> list[BisectState]:
+        """The states `todo` can leave in a monotonic range (the first j of it old, the rest new),
+        nearest-to-even split first."""
+        ordered = sorted(todo)
+        trials = []
         for cut in [len(ordered) // 2, *range(len(ordered) + 1)]:
             trial = BisectState(self.size, self.jobs)
             trial.known = dict(self.known)
             for position, index in enumerate(ordered):
                 trial.known[index] = Class.OLD if position < cut else Class.NEW
-            for index in trial.next_round():
-                if index not in found and index not in self.known and index not in ordered:
-                    found.append(index)
-        return found
+            trials.append(trial)
+        return trials
 
     def result(self) -> SearchResult:
         last_old, first_new = self.bounds()

@@ -698,7 +698,6 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
     fetched when one cache builds both (the image first, then a venv with a fresh uv cache)."""
     from tfbisect.envs.backend_venv import VenvBackend
 
-    saved = os.environ.get("TFBISECT_UV_CACHE")
     # Cold means cold: a site volume of the release left from before is filled again.
     version, python = COLD_RELEASE
     stale = [v for v in site_volumes() if v.startswith(f"tfbisect-site-tf{version}-py{python}-cpu-")]
@@ -711,19 +710,15 @@ def cold_ratios(tmp: Path) -> dict[str, float]:
         image = cold_side(tmp, "image", DockerBackend.name)
         venv = cold_side(tmp, "venv", VenvBackend.name)
         # The image's cache builds the venv too: it must fetch nothing the image build fetched.
-        os.environ["TFBISECT_UV_CACHE"] = str(tmp / "image" / "uv")
-        runner = image["runner"]
-        spec = runner.spec_for(COLD_RELEASE[0], python=COLD_RELEASE[1], backends=(VenvBackend.name,))
-        both = runner.environment(VenvBackend.name)
-        both.prepare(spec, runner.lock_for(spec), tmp / "image" / "reports" / "logs")
+        with private_wheels(tmp / "image" / "uv"):
+            runner = image["runner"]
+            spec = runner.spec_for(COLD_RELEASE[0], python=COLD_RELEASE[1], backends=(VenvBackend.name,))
+            both = runner.environment(VenvBackend.name)
+            both.prepare(spec, runner.lock_for(spec), tmp / "image" / "reports" / "logs")
         # The image side's wheel cache (beside its own uv cache), which the venv built from too.
         unique = sum(p.stat().st_size for p in both.wheels.root.glob("py*/*.whl"))
         fetched = image["fetched"] + both.wheels.fetched_bytes
     finally:
-        if saved is None:
-            os.environ.pop("TFBISECT_UV_CACHE", None)
-        else:
-            os.environ["TFBISECT_UV_CACHE"] = saved
         # What it made: the release's site volume and the runtime image (the shared base stays).
         remove_site_volumes(volumes)
         made = sorted(tagged_images() - before)

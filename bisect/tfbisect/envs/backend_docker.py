@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,7 +45,7 @@ from tfbisect.core.timing import SPENT, Phase
 from tfbisect.core.versions import minor_line, python_sort_key
 from tfbisect.envs import cache, locks
 from tfbisect.envs.bases import SUITES, Base, BaseImages
-from tfbisect.envs.docker_builds import DEFAULT_CPU_SHARES, LOW_CPU_SHARES, low_priority_thread
+from tfbisect.envs.docker_builds import raise_shares, shares_ahead
 from tfbisect.envs.docker_containers import DEADLINE_LABEL, KEEP_LABEL, SITE_MOUNT
 from tfbisect.envs.docker_engine import BuildRequest, Engine, cancel_all, connect, environment_names
 from tfbisect.envs.environments import (
@@ -402,15 +402,10 @@ def ahead_shares(engine: Engine, name: str) -> tuple[list[str], Callable[[], Non
     """A run ahead of its round (from a prefetch's niced thread, core/priority.py) gets the
     fewest CPU shares, and the default again once the round comes to wait for it; a run of the
     round's own, the default.  The options, and what forgets the hurry."""
-    urgency = priority.current()
-    if urgency is None or urgency.urgent or not low_priority_thread():
+    urgency, shares = priority.current(), shares_ahead()
+    if urgency is None or shares is None:
         return [], lambda: None
-
-    def hurry() -> None:  # raising a priority is a speed-up only: a container gone is no failure
-        with suppress(Exception):
-            engine.api.update_container(name, cpu_shares=DEFAULT_CPU_SHARES)
-
-    return ["--cpu-shares", str(LOW_CPU_SHARES)], urgency.on_hurry(hurry)
+    return ["--cpu-shares", str(shares)], urgency.on_hurry(lambda: raise_shares(engine.api, name))
 
 
 def deadline_options(timeout: float | None, *, keep: bool) -> list[str]:

@@ -127,6 +127,22 @@ def low_priority_thread() -> bool:
         return False
 
 
+def shares_ahead(low_priority: bool | None = None) -> int | None:
+    """The CPU shares of a container started now: the fewest (LOW_CPU_SHARES) for work ahead of
+    need (from a niced thread: a prefetch's, core/priority.py) that no run waits for yet, else
+    None, the engine's default.  `low_priority`: whether the thread is niced (default: asked)."""
+    urgency = priority.current()
+    low = low_priority_thread() if low_priority is None else low_priority
+    return LOW_CPU_SHARES if low and not (urgency and urgency.urgent) else None
+
+
+def raise_shares(api: Any, container: str) -> None:
+    """A run waits for this container now: the engine's default shares.  A speed-up only: a
+    container already gone (a step over, a run ended) is no failure."""
+    with contextlib.suppress(Exception):
+        api.update_container(container, cpu_shares=DEFAULT_CPU_SHARES)
+
+
 class _Stream:
     """One streaming request on a connection of its own, which `cancel` shuts from any thread
     (and `also` ends what the stream follows: a container whose log it reads)."""
@@ -238,13 +254,11 @@ class Builds(EngineCalls):
         build ahead the search no longer needs, core/priority.py), it raises a DroppedError.  Either
         way the untagged images its own steps made are removed.  `low_priority` (default: whether
         the calling thread is niced, as a prefetch's is): LOW_CPU_SHARES, until it is hurried."""
-        if low_priority is None:
-            low_priority = low_priority_thread()
         urgency = priority.current()
         if urgency is not None and urgency.dropped:
             raise _dropped(request)
-        if low_priority and request.cpu_shares is None and not (urgency and urgency.urgent):
-            request = dataclasses.replace(request, cpu_shares=LOW_CPU_SHARES)
+        if request.cpu_shares is None:
+            request = dataclasses.replace(request, cpu_shares=shares_ahead(low_priority))
         argv = request.argv()
         self._echo(argv)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +275,7 @@ class Builds(EngineCalls):
                 with lock:
                     hurried, step = True, trail.container
                 if step is not None and request.cpu_shares is not None:
-                    self._raise_shares(step)
+                    raise_shares(self.api, step)
 
             forget = urgency.on_hurry(hurry) if urgency is not None else (lambda: None)
 
@@ -271,7 +285,7 @@ class Builds(EngineCalls):
                     output.feed(text.encode("utf-8", "replace"))
                     started, raise_it = trail.feed(text), hurried
                 if started is not None and raise_it and request.cpu_shares is not None:
-                    self._raise_shares(started)
+                    raise_shares(self.api, started)
 
             try:
                 done = self._stream(
@@ -292,10 +306,6 @@ class Builds(EngineCalls):
             code = None if done.timed_out else (0 if done.ok else 1)
             with lock:
                 return closed_log(output, done, timeout, "the build was cancelled", code)
-
-    def _raise_shares(self, container: str) -> None:
-        with contextlib.suppress(Exception):  # the step may be over already: nothing to raise
-            self.api.update_container(container, cpu_shares=DEFAULT_CPU_SHARES)
 
     def _remove_cancelled(self, trail: StepTrail, patience: float = 10.0) -> None:
         """Remove the untagged images a cancelled build's own steps committed (`docker rmi`

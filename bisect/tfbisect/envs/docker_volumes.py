@@ -25,13 +25,7 @@ import docker.errors
 
 from tfbisect.core import interrupt, priority
 from tfbisect.core.errors import DockerError
-from tfbisect.envs.docker_builds import (
-    DEFAULT_CPU_SHARES,
-    LOW_CPU_SHARES,
-    Builds,
-    closed_log,
-    low_priority_thread,
-)
+from tfbisect.envs.docker_builds import Builds, closed_log, raise_shares, shares_ahead
 from tfbisect.envs.docker_calls import FAILURES, shown
 from tfbisect.envs.docker_containers import DEADLINE_LABEL, SITE_MOUNT
 from tfbisect.platform.process import Finished
@@ -127,8 +121,7 @@ class Volumes(Builds):
         urgency = priority.current()
         if urgency is not None and urgency.dropped:
             raise _dropped(request)
-        low = low_priority_thread() and not (urgency and urgency.urgent)
-        shares = LOW_CPU_SHARES if low else None
+        shares = shares_ahead()
         name = f"tfbisect-fill-{uuid.uuid4().hex[:8]}"
         argv = request.argv(name, shares)
         self._echo(argv)
@@ -172,10 +165,9 @@ class Volumes(Builds):
             self.api.start(name)
         lock = threading.Lock()
 
-        def hurry() -> None:  # a run waits for this volume now: default shares
+        def hurry() -> None:  # a run waits for this volume now
             if shares is not None:
-                with contextlib.suppress(Exception):
-                    self.api.update_container(name, cpu_shares=DEFAULT_CPU_SHARES)
+                raise_shares(self.api, name)
 
         def on_item(item: object) -> None:
             with lock:

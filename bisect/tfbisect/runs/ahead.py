@@ -62,15 +62,18 @@ class RunsAhead:
         self._lock = threading.Lock()
         self._running: dict[str, priority.Urgency] = {}
         self._done: dict[str, RunResult] = {}
-        self._said: set[str] = set()
+        self._told_short_disk = False  # the pause for a short disk is said once a command
         self._settled: set[str] = set()  # the cells this command has a record of, run or ahead
 
-    def _say_once(self, message: str) -> None:
+    def _tell_short_disk(self, free: int) -> None:
         with self._lock:
-            first = message[:24] not in self._said
-            self._said.add(message[:24])
-        if first:
-            self.runner.progress.say(message)
+            told, self._told_short_disk = self._told_short_disk, True
+        if not told:
+            self.runner.progress.say(
+                f"prefetch paused: {free / 1024**3:.1f} GiB free on the cache's disk, under the "
+                f"{PREFETCH_MIN_FREE_BYTES // 1024**3} GiB that work ahead leaves; only the runs prepare "
+                "their own environments (free some space, e.g. `tfbisect cache prune`)"
+            )
 
     def prefetch(self, spec: EnvSpec, scenario: Scenario, *, run: bool) -> bool:
         """Prepare a cell's environment ahead of its run (a bisection's next round), quietly: a
@@ -84,11 +87,7 @@ class RunsAhead:
         cache = runner.settings.cache_dir
         free = shutil.disk_usage(cache if cache.exists() else Path.home()).free
         if free < PREFETCH_MIN_FREE_BYTES:
-            self._say_once(
-                f"prefetch paused: {free / 1024**3:.1f} GiB free on the cache's disk, under the "
-                f"{PREFETCH_MIN_FREE_BYTES // 1024**3} GiB that work ahead leaves; only the runs prepare "
-                "their own environments (free some space, e.g. `tfbisect cache prune`)"
-            )
+            self._tell_short_disk(free)
             return False
         try:
             lock, prepared = runner.preparing.ahead(

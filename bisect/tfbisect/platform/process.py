@@ -117,7 +117,10 @@ def _autogroup_nice(pid: int) -> int:
 def _set_autogroup_nice(pid: int, niceness: int) -> None:
     """Give the autogroup of `pid` (the whole session of a tree) this niceness.  Anyone may set
     0 or more; the kernel refuses a second write within 0.1 s machine-wide (EAGAIN) without
-    CAP_SYS_ADMIN, so that one is tried again.  Without autogroups nothing changes."""
+    CAP_SYS_ADMIN, so that one is tried again; a group that has it already is left alone.
+    Without autogroups nothing changes."""
+    if _autogroup_nice(pid) == niceness:
+        return
     for _ in range(4):
         try:
             Path(f"/proc/{pid}/autogroup").write_text(f"{niceness}\n")

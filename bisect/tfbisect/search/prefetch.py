@@ -182,9 +182,9 @@ class Ahead:
         if self.stopped or urgency.dropped or index not in self.rank:
             return False
         self.parked[index] = deferred.ready
-        if all(i != index for i, _ in self.queue):
-            self.queue.append((index, spec))
-            self.queue.sort(key=lambda item: self.rank.get(item[0], len(self.rank)))
+        # Never queued while it ran (`want` leaves running items out): back in its place.
+        self.queue.append((index, spec))
+        self.queue.sort(key=lambda item: self.rank.get(item[0], len(self.rank)))
         self.wake.set()
         return True
 
@@ -288,7 +288,7 @@ class Prefetcher:
             return
         # The next round's beyond the limit (with several workers) before the rounds after next's.
         wanted, tail = list(wanted)[: self.limit], list(wanted)[self.limit :]
-        taken = {i for i, _, _ in wanted}
+        taken, nearer = {i for i, _, _ in wanted}, {i for i, _, _ in tail}
         further = [item for item in [*tail, *later] if item[0] not in taken][
             : LATER_PER_WORKER * self.limit if self.later_rounds else 0
         ]
@@ -297,7 +297,7 @@ class Prefetcher:
             urgent=[i for i, _, _ in wanted[:urgent]],
             keep=keep,
             sure=sure,
-            later=[i for i, _, _ in further if i not in {t for t, _, _ in tail}],
+            later=[i for i, _, _ in further if i not in nearer],
         )
         version = {i: name for i, _, name in wanted}
         names = ", ".join(version[i] for i in fresh if i in version)

@@ -97,13 +97,17 @@ class BisectState:
         nearest-to-even splits first; none of `after_round`'s."""
         seen = {*self.after_round(todo), *self.known, *todo}
         found: list[int] = []
-        level = {trial.key(): trial for trial in self._outcomes(todo)}
+        # Each state the rounds so far can leave, once (by what is known), with its next round.
+        level = {trial.key(): (trial, trial.next_round()) for trial in self._outcomes(todo)}
         for _ in range(depth - 1):
-            following: dict[tuple[tuple[int, Class], ...], BisectState] = {}
-            for trial in level.values():
-                for outcome in trial._outcomes(trial.next_round()):
-                    following.setdefault(outcome.key(), outcome)
-                    for index in outcome.next_round():
+            following: dict[tuple[tuple[int, Class], ...], tuple[BisectState, list[int]]] = {}
+            for trial, next_round in level.values():
+                for outcome in trial._outcomes(next_round):
+                    key = outcome.key()
+                    if key in following:
+                        continue
+                    following[key] = (outcome, outcome_round := outcome.next_round())
+                    for index in outcome_round:
                         if index not in seen:
                             seen.add(index)
                             found.append(index)

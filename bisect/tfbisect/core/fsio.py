@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from tfbisect.core import interrupt
 
@@ -67,14 +68,21 @@ def write_json_atomic(path: Path, data: object) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def _take_lock(handle: IO[str]) -> bool:
+    """Take the exclusive lock on an open file without waiting; False where another holds it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def lock_held(path: Path) -> bool:
     """Whether someone (another process, or another thread through its own open file) holds
     `file_lock(path)` right now; asking takes and gives back the lock at once."""
     try:
         with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _take_lock(handle):
                 return True
             fcntl.flock(handle, fcntl.LOCK_UN)
             return False
@@ -91,16 +99,12 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
-                interrupt.check()
-                time.sleep(0.2)
+        while not _take_lock(handle):
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            interrupt.check()
+            time.sleep(0.2)
         try:
             yield
         finally:

@@ -146,6 +146,11 @@ class Urgency:
         with self._lock:
             return self._hurried.fired
 
+    @property
+    def bet(self) -> bool:
+        """Prepared for one outcome of the round in progress only, no run waiting for it yet."""
+        return not self.sure and not self.urgent
+
     def on_hurry(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` when the preparation is hurried; the callable returned forgets it."""
         return self._hurried.listen(listener)
@@ -194,7 +199,7 @@ def speculative() -> bool:
     only, no run waiting for it yet.  What costs far more than a round (a Debian base built
     here, envs/bases.py) is not started on a bet."""
     urgency = current()
-    return urgency is not None and not urgency.sure and not urgency.urgent
+    return urgency is not None and urgency.bet
 
 
 class Deferred(Exception):

@@ -223,8 +223,8 @@ class Ahead:
                 with self.lock:
                     self.running.pop(index, None)
                     if deferred is None or not self._park(index, spec, deferred, urgency):
-                        bet = not urgency.sure and not urgency.urgent
-                        (self.failed_bets if prepared is False and bet else self.done).add(index)
+                        failed_bet = prepared is False and urgency.bet
+                        (self.failed_bets if failed_bet else self.done).add(index)
                     self.settled.notify_all()
 
     def _nice(self, urgency: Urgency, index: int) -> None:

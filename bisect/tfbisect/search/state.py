@@ -95,10 +95,11 @@ class BisectState:
         ahead with nothing nearer to do (the next round's environments are ready, or wait for a
         Debian base being built).  Nearer rounds first (the likelier to be needed), in each the
         nearest-to-even splits first; none of `after_round`'s."""
-        seen = {*self.after_round(todo), *self.known, *todo}
         found: list[int] = []
         # Each state the rounds so far can leave, once (by what is known), with its next round.
         level = {trial.key(): (trial, trial.next_round()) for trial in self._outcomes(todo)}
+        # The next round's (what `after_round` gives: the rounds of the first level) are not again.
+        seen = {*self.known, *todo, *(i for _, next_round in level.values() for i in next_round)}
         for _ in range(depth - 1):
             following: dict[tuple[tuple[int, Class], ...], tuple[BisectState, list[int]]] = {}
             for trial, next_round in level.values():
@@ -123,7 +124,7 @@ class BisectState:
         nearest-to-even split first."""
         ordered = sorted(todo)
         trials = []
-        for cut in [len(ordered) // 2, *range(len(ordered) + 1)]:
+        for cut in dict.fromkeys([len(ordered) // 2, *range(len(ordered) + 1)]):  # the even split once
             trial = BisectState(self.size, self.jobs)
             trial.known = dict(self.known)
             for position, index in enumerate(ordered):
